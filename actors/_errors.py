@@ -1,0 +1,148 @@
+"""The one error tree of llmos.
+
+Every error llmos raises derives from :class:`LlmosError`. Errors of the libraries underneath
+(pykka, pyzmq, msgpack, transformers) are translated at the boundary with ``raise ... from exc``,
+so the original stays reachable as ``__cause__``::
+
+    LlmosError
+    ├── ActorError                 something went wrong talking to one actor
+    │   ├── ActorDeadError         the actor is stopped (or never existed) and cannot answer
+    │   ├── AskTimeout             an ask got no reply within its timeout (also a TimeoutError)
+    │   ├── MailboxFull            a bounded mailbox refused a message
+    │   ├── DeadlockError          an actor blocked on an ask to itself
+    │   └── NameTaken              a second live actor was given a name already in use
+    ├── MessageError               a message cannot be sent as it is (also a TypeError)
+    │   └── UnknownMessageType     a wire name no message class is registered under
+    ├── TransportError             something went wrong between nodes
+    │   ├── NodeUnreachable        the peer node is down, gone or not answering heartbeats
+    │   ├── FrameError             a frame was garbage, truncated, too large or of an unknown kind
+    │   ├── AuthError              CURVE keys are missing, wrong or not allowed
+    │   └── RemoteError            an error raised on another node whose type is not known here
+    ├── SupervisionError           a supervisor gave up (restart intensity exceeded) or was misused
+    ├── ModelError                 a model could not load, or refused or failed a request
+    └── AgentError                 an agent or dialogue refused its input or could not go on
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActorDeadError",
+    "ActorError",
+    "AgentError",
+    "AskTimeout",
+    "AuthError",
+    "DeadlockError",
+    "FrameError",
+    "LlmosError",
+    "MailboxFull",
+    "MessageError",
+    "ModelError",
+    "NameTaken",
+    "NodeUnreachable",
+    "RemoteError",
+    "SupervisionError",
+    "TransportError",
+    "UnknownMessageType",
+]
+
+
+class LlmosError(Exception):
+    """Root of every error llmos raises. Catch this to catch them all."""
+
+
+class ActorError(LlmosError):
+    """A problem talking to one actor: its state, its mailbox or a reply."""
+
+
+class ActorDeadError(ActorError):
+    """Raised when a message is sent to, or an ask waits on, an actor that is stopped.
+
+    Unlike :class:`AskTimeout`, this is known for certain: the actor will not answer (it
+    stopped for good, was never started, or stopped before it reached the message). Start it
+    again (or let its supervisor restart it) and resend.
+    """
+
+
+class AskTimeout(ActorError, TimeoutError):
+    """Raised when an ask got no reply within its timeout.
+
+    The actor may still be alive and busy; the reply, if it comes later, is dropped. Raise the
+    timeout or find out why the actor is slow (``statistics()`` shows its mailbox depth).
+    """
+
+
+class MailboxFull(ActorError):
+    """Raised when a bounded mailbox is full and its policy is to fail (or blocking timed out).
+
+    The message was not queued. Slow down, retry later, or give the actor a larger capacity.
+    """
+
+
+class DeadlockError(ActorError):
+    """Raised at once when an actor blocks waiting on an ask to itself.
+
+    The actor handles one message at a time, so it could never answer. Use ``tell`` to itself,
+    or call the method directly.
+    """
+
+
+class NameTaken(ActorError):
+    """Raised when an actor is started under a name that a live actor already holds."""
+
+
+class MessageError(LlmosError, TypeError):
+    """Raised when a message cannot be sent: it holds a value that has no wire form.
+
+    Messages are plain msgpack data (None, bool, int, float, str, bytes, list, tuple, dict) or
+    instances of registered message classes, or actor refs. Convert other objects first.
+    """
+
+
+class UnknownMessageType(MessageError):
+    """Raised when a wire name has no registered message class in this process."""
+
+
+class TransportError(LlmosError):
+    """A problem between nodes: the peer, the frame or the keys."""
+
+
+class NodeUnreachable(TransportError):
+    """Raised when a peer node is down, gone, or missed its heartbeats.
+
+    Pending asks to that node fail with this error as soon as the node is marked down, not at
+    their own timeout. Refs to it work again once it comes back.
+    """
+
+
+class FrameError(TransportError):
+    """Raised (or counted) when a frame is garbage, truncated, too large or of unknown kind."""
+
+
+class AuthError(TransportError):
+    """Raised when CURVE keys are missing or wrong, or binding off loopback without keys."""
+
+
+class RemoteError(TransportError):
+    """An exception raised on another node whose class is not known in this process.
+
+    Attributes:
+        type_name: the qualified name of the remote exception's class.
+        text: the remote exception's message.
+    """
+
+    def __init__(self, type_name: str, text: str) -> None:
+        super().__init__(f"{type_name}: {text}")
+        self.type_name = type_name
+        self.text = text
+
+
+class SupervisionError(LlmosError):
+    """Raised when a supervisor gives up (restart intensity exceeded) or a spec is invalid."""
+
+
+class ModelError(LlmosError):
+    """Raised when a model cannot load, or refuses or fails a request (too long, malformed)."""
+
+
+class AgentError(LlmosError):
+    """Raised when an agent refuses its input or a dialogue cannot go on."""

@@ -1,0 +1,2 @@
+# llmos.agents
+__all__: list[str] = []

@@ -1,0 +1,2 @@
+# llmos.kernel
+__all__: list[str] = []

@@ -1,0 +1,2 @@
+# llmos.transport
+__all__: list[str] = []
