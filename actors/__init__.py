@@ -1,5 +1,94 @@
-# llmos.actors: the actor core. Imports nothing else of llmos.
-from llmos.actors._errors import *  # noqa: F403
-from llmos.actors._errors import __all__ as _errors_all
+# llmos.actors: the actor core, on pykka.
+#   _errors    the one error tree (LlmosError and below)
+#   _messages  typed messages (@message), the send-time wire check, Terminated
+#   _mailbox   mailboxes (unbounded, or bounded with a policy) and envelopes
+#   _reply     reply futures for ask (threads) and ask_async (asyncio, never blocking the loop)
+#   _cell      the stable identity behind a ref: mailbox, counters, the actor loop
+#   _ref       ActorRef / LocalRef
+#   _actor     Actor (subclass it) and @handler
+#   _records   ActorStats, dead letters
+#   _system    get, running, stop_all
+# Imports point inward only: this package imports nothing else of llmos.
+from llmos.actors._actor import Actor, handler
+from llmos.actors._cell import Cell, Supervisor
+from llmos.actors._errors import (
+    ActorDeadError,
+    ActorError,
+    AgentError,
+    AskTimeout,
+    AuthError,
+    DeadlockError,
+    FrameError,
+    LlmosError,
+    MailboxFull,
+    MessageError,
+    ModelError,
+    NameTaken,
+    NodeUnreachable,
+    RemoteError,
+    SupervisionError,
+    TransportError,
+    UnknownMessageType,
+)
+from llmos.actors._mailbox import Envelope, Mailbox, WhenFull
+from llmos.actors._messages import (
+    MAX_DEPTH,
+    Terminated,
+    check_message,
+    message,
+    message_class,
+    message_fields,
+    wire_name,
+)
+from llmos.actors._records import ActorStats, DeadLetter, dead_letter_count, dead_letters
+from llmos.actors._ref import ActorRef, LocalRef, default_ask_timeout, set_default_ask_timeout
+from llmos.actors._reply import AsyncReply, Reply, late_replies
+from llmos.actors._system import get, running, stop_all
 
-__all__ = [*_errors_all]
+__all__ = [
+    "MAX_DEPTH",
+    "Actor",
+    "ActorDeadError",
+    "ActorError",
+    "ActorRef",
+    "ActorStats",
+    "AgentError",
+    "AskTimeout",
+    "AsyncReply",
+    "AuthError",
+    "Cell",
+    "DeadLetter",
+    "DeadlockError",
+    "Envelope",
+    "FrameError",
+    "LlmosError",
+    "LocalRef",
+    "Mailbox",
+    "MailboxFull",
+    "MessageError",
+    "ModelError",
+    "NameTaken",
+    "NodeUnreachable",
+    "RemoteError",
+    "Reply",
+    "SupervisionError",
+    "Supervisor",
+    "Terminated",
+    "TransportError",
+    "UnknownMessageType",
+    "WhenFull",
+    "check_message",
+    "dead_letter_count",
+    "dead_letters",
+    "default_ask_timeout",
+    "get",
+    "handler",
+    "late_replies",
+    "message",
+    "message_class",
+    "message_fields",
+    "running",
+    "set_default_ask_timeout",
+    "stop_all",
+    "wire_name",
+]

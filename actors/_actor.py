@@ -1,0 +1,264 @@
+"""The Actor base class users subclass, and typed handlers.
+
+Example::
+
+    @message("demo.Add")
+    class Add:
+        a: int
+        b: int
+
+    class Calculator(Actor):
+        @handler(Add)
+        def add(self, msg: Add) -> int:
+            return msg.a + msg.b
+
+    ref = Calculator.start(name="calc")
+    assert ref.ask(Add(2, 3), timeout=1).get() == 5
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import threading
+import typing
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+
+import pykka
+from llmos.actors._cell import UNHANDLED, Cell
+from llmos.actors._errors import ActorError
+from llmos.actors._mailbox import Mailbox, WhenFull
+
+if TYPE_CHECKING:
+    from llmos.actors._ref import ActorRef, LocalRef
+
+__all__ = ["Actor", "handler"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+_binding = threading.local()
+
+
+@contextlib.contextmanager
+def bind_cell(cell: Cell) -> Iterator[None]:
+    """Make ``cell`` the one an Actor constructed in this thread attaches to."""
+    previous = getattr(_binding, "cell", None)
+    _binding.cell = cell
+    try:
+        yield
+    finally:
+        _binding.cell = previous
+
+
+@overload
+def handler(msg_type: type[Any], /) -> Callable[[F], F]: ...
+@overload
+def handler(msg_type: F, /) -> F: ...
+def handler(msg_type: Any, /) -> Any:
+    """Register a method as the handler of one message type.
+
+    Use ``@handler(Greet)``, or bare ``@handler`` to take the type from the annotation of the
+    method's message parameter. A message whose type has no handler (nor a handler for one of
+    its base classes) goes to ``on_receive``. The handler's return value is the ask's answer.
+    """
+    if isinstance(msg_type, type):
+
+        def mark(fn: F) -> F:
+            fn.__llmos_handles__ = msg_type  # type: ignore[attr-defined]
+            return fn
+
+        return mark
+    if callable(msg_type):
+        msg_type.__llmos_handles__ = None
+        return msg_type
+    raise ActorError(f"@handler takes a message class, got {msg_type!r}")
+
+
+def _resolve_handlers(cls: type[Actor]) -> dict[type[Any], Callable[[Any, Any], Any]]:
+    table: dict[type[Any], Callable[[Any, Any], Any]] = {}
+    for klass in reversed(cls.__mro__):
+        for attr, fn in vars(klass).items():
+            if not hasattr(fn, "__llmos_handles__"):
+                continue
+            msg_type = fn.__llmos_handles__
+            if msg_type is None:
+                params = list(inspect.signature(fn).parameters)
+                hints = typing.get_type_hints(fn)
+                if len(params) < 2 or params[1] not in hints:
+                    raise ActorError(
+                        f"{cls.__qualname__}.{attr}: bare @handler needs the message parameter "
+                        "annotated with its class; or write @handler(TheClass)"
+                    )
+                msg_type = hints[params[1]]
+            # A subclass overriding the method by name takes over its message type.
+            for known, other in list(table.items()):
+                if other.__name__ == attr and known is not msg_type:
+                    del table[known]
+            table[msg_type] = getattr(cls, attr)
+    return table
+
+
+class Actor(pykka.ThreadingActor):
+    """Base class for actors: subclass it, add handlers, start it with :meth:`start`.
+
+    Each actor is a thread that handles one message at a time, so its fields need no locks.
+    Failure contract: an exception while handling an ``ask`` goes back to the asker; one while
+    handling a ``tell`` (or in ``on_start``) fails the actor, and its supervisor restarts it
+    behind the same ref with its mailbox intact, or it stops for good (when unsupervised).
+
+    Class attributes (set them in a subclass):
+        actor_mailbox_capacity: bound on queued messages (None: unbounded).
+        actor_when_full: "block" (wait up to ``actor_put_timeout``) or "fail" (MailboxFull).
+        actor_put_timeout: how long a sender blocks on a full mailbox.
+    """
+
+    actor_mailbox_capacity: ClassVar[int | None] = None
+    actor_when_full: ClassVar[WhenFull] = "block"
+    actor_put_timeout: ClassVar[float] = 5.0
+    _llmos_tables: ClassVar[dict[type[Any], dict[type[Any], Callable[[Any, Any], Any]]]] = {}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        cell = getattr(_binding, "cell", None)
+        self._llmos_cell: Cell | None = cell
+        super().__init__()
+        cls = type(self)
+        table = Actor._llmos_tables.get(cls)
+        if table is None:
+            table = Actor._llmos_tables[cls] = _resolve_handlers(cls)
+        self._llmos_table = table
+        self._llmos_cache: dict[type[Any], Callable[[Any, Any], Any] | None] = dict(table)
+
+    @staticmethod
+    def _create_actor_inbox() -> Any:
+        # pykka's inbox hook (private in pykka 4.x, pinned): the mailbox belongs to the cell,
+        # so it outlives this instance and the restarted one takes it over.
+        cell = getattr(_binding, "cell", None)
+        return cell.mailbox if cell is not None else Mailbox()
+
+    @classmethod
+    def start(
+        cls,
+        *args: Any,
+        name: str | None = None,
+        capacity: int | None = None,
+        when_full: WhenFull | None = None,
+        **kwargs: Any,
+    ) -> LocalRef:
+        """Start an unsupervised actor in its own thread.
+
+        Args:
+            *args: passed to the constructor.
+            name: a unique name in this process (default: class name and a number).
+            capacity: mailbox bound (default: ``actor_mailbox_capacity``).
+            when_full: mailbox policy (default: ``actor_when_full``).
+            **kwargs: passed to the constructor.
+
+        Returns:
+            The actor's stable ref.
+
+        Raises:
+            NameTaken: the name is in use by a live actor.
+        """
+        cell = Cell(
+            lambda: cls(*args, **kwargs),
+            name,
+            cls.actor_mailbox(capacity, when_full),
+            class_name=cls.__name__,
+        )
+        cell.start()
+        return cell.ref
+
+    @classmethod
+    def actor_mailbox(
+        cls, capacity: int | None = None, when_full: WhenFull | None = None
+    ) -> Mailbox:
+        """Build the mailbox for a new actor of this class (start and kernels use this)."""
+        return Mailbox(
+            capacity if capacity is not None else cls.actor_mailbox_capacity,
+            when_full if when_full is not None else cls.actor_when_full,
+            cls.actor_put_timeout,
+        )
+
+    @property
+    def actor_ref(self) -> LocalRef:
+        """This actor's stable ref (the same object across restarts)."""
+        cell = self._llmos_cell
+        if cell is None:
+            raise ActorError(f"{type(self).__name__} was built outside start(); it has no ref")
+        return cell.ref
+
+    @property
+    def actor_name(self) -> str:
+        name: str = self.actor_ref.name
+        return name
+
+    def stop(self) -> None:
+        """Stop this actor after the messages already queued."""
+        if self._llmos_cell is not None:
+            self._llmos_cell.request_stop()
+
+    def watch(self, ref: ActorRef) -> None:
+        """Receive :class:`~llmos.actors.Terminated` when ``ref``'s actor stops for good."""
+        watch = getattr(ref, "watch", None)
+        if watch is None:
+            raise ActorError(f"{ref!r} does not support death watch")
+        watch(self.actor_ref)
+
+    def _llmos_dispatch(self, message: Any) -> Any:
+        cache = self._llmos_cache
+        msg_type = type(message)
+        try:
+            fn = cache[msg_type]
+        except KeyError:
+            fn = None
+            for known, candidate in self._llmos_table.items():
+                if isinstance(message, known):
+                    fn = candidate
+                    break
+            cache[msg_type] = fn
+        if fn is None:
+            return self.on_receive(message)
+        return fn(self, message)
+
+    # -- hooks ----------------------------------------------------------------------------
+
+    def on_receive(self, message: Any) -> Any:
+        """Handle a message no typed handler took. By default: refuse it.
+
+        A refused ask fails with ActorError; a refused tell goes to dead letters with a warning.
+        """
+        return UNHANDLED
+
+    def on_start(self) -> None:
+        """Run in the actor's thread before the first message. Raising fails the actor."""
+
+    def on_stop(self) -> None:
+        """Run in the actor's thread after the last message of a normal stop."""
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Run in the actor's thread when it fails, before its supervisor decides."""
+
+    def pre_restart(self, error: BaseException) -> Any:
+        """Run on the failed instance before a restart; return state to carry over.
+
+        Whatever this returns is handed to ``post_restart`` of the new instance (kept in
+        memory, never sent anywhere). By default nothing is carried.
+        """
+        return None
+
+    def post_restart(self, error: BaseException | None, state: Any) -> None:
+        """Run on the new instance after a restart, instead of ``on_start``.
+
+        Args:
+            error: the failure that caused the restart.
+            state: what ``pre_restart`` of the failed instance returned.
+
+        By default it calls ``on_start``.
+        """
+        self.on_start()

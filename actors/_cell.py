@@ -1,0 +1,374 @@
+"""The cell: the stable identity behind an ActorRef.
+
+A cell owns an actor's name, mailbox, counters and watchers, and the recipe to build its
+instance. The instance and its thread come and go (a supervisor may replace a failed one); the
+cell and its mailbox stay, which is what lets a ref taken before a crash reach the new instance
+and keeps every message queued behind the failing one.
+
+Failure contract (the actor loop in :meth:`Cell._run`):
+
+- an exception while handling an ask goes back to the asker and is counted; the actor goes on
+  (unless ``ask_errors_fail`` is set, then it also fails as below);
+- an exception while handling a tell, in ``on_start``, or any BaseException (SystemExit
+  included) fails only this actor: the failing message goes to dead letters, the rest of the
+  mailbox is kept, and the supervisor decides (restart, stop, escalate). With no supervisor the
+  actor stops for good;
+- when the actor stops for good, every queued ask fails with ActorDeadError, queued tells go to
+  dead letters, and every watcher receives Terminated.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from llmos.actors._errors import ActorDeadError, ActorError, NameTaken
+from llmos.actors._mailbox import STOP, Envelope, Mailbox
+from llmos.actors._messages import Terminated
+from llmos.actors._records import ActorStats, record_dead_letter
+from llmos.actors._reply import set_current_cell
+
+if TYPE_CHECKING:
+    from llmos.actors._actor import Actor
+    from llmos.actors._ref import ActorRef, LocalRef
+
+__all__ = ["Cell", "Supervisor", "live_cells", "live_threads", "lookup"]
+
+log = logging.getLogger("llmos.actors")
+_perf = time.perf_counter
+_monotonic = time.monotonic
+
+UNHANDLED: Any = object()
+
+_registry: dict[str, Cell] = {}
+_registry_lock = threading.Lock()
+_threads: set[threading.Thread] = set()
+_name_counter = itertools.count(1)
+
+
+class Supervisor(Protocol):
+    """What a cell tells its supervisor. Both calls come from the child's own thread."""
+
+    def child_failed(self, cell: Cell, error: BaseException) -> None: ...
+
+    def child_stopped(self, cell: Cell) -> None: ...
+
+
+def lookup(name: str) -> Cell | None:
+    """The live cell registered under ``name``, or None."""
+    return _registry.get(name)
+
+
+def live_cells() -> list[Cell]:
+    with _registry_lock:
+        return list(_registry.values())
+
+
+def live_threads() -> list[threading.Thread]:
+    with _registry_lock:
+        return [t for t in _threads if t.is_alive()]
+
+
+class Cell:
+    """The stable identity of one actor. Built by ``Actor.start`` or by a kernel."""
+
+    def __init__(
+        self,
+        factory: Callable[[], Actor],
+        name: str | None,
+        mailbox: Mailbox,
+        *,
+        class_name: str,
+        supervisor: Supervisor | None = None,
+        ask_errors_fail: bool = False,
+    ) -> None:
+        self.name = name if name is not None else f"{class_name}-{next(_name_counter)}"
+        if not isinstance(self.name, str) or not self.name or "@" in self.name:
+            raise ActorError(f"an actor name must be a non-empty str without '@', got {name!r}")
+        self.class_name = class_name
+        self.factory = factory
+        self.mailbox = mailbox
+        self.supervisor = supervisor
+        self.ask_errors_fail = ask_errors_fail
+        self.state = "new"
+        self.stopped = False
+        self.stop_reason = ""
+        self.instance: Actor | None = None
+        self.thread: threading.Thread | None = None
+        self.watchers: list[ActorRef] = []
+        self.stopped_event = threading.Event()
+        self.last_error: BaseException | None = None
+        self.carried_state: Any = None
+        self._lock = threading.Lock()
+        self.processed = 0
+        self.failed = 0
+        self.restarts = 0
+        self.in_flight = 0
+        self.busy = 0.0
+        self.last_latency = 0.0
+        self.total_latency = 0.0
+        from llmos.actors._ref import LocalRef
+
+        self.ref: LocalRef = LocalRef(self)
+
+    def __repr__(self) -> str:
+        return f"<actor {self.name} {self.state}>"
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Register the name, build the instance in this thread, start its thread.
+
+        Raises:
+            NameTaken: a live actor already holds the name.
+            Exception: whatever the actor's constructor raised (the name is released).
+        """
+        with _registry_lock:
+            if self.name in _registry:
+                raise NameTaken(
+                    f"an actor named {self.name!r} is already running; stop it first or pick "
+                    "another name"
+                )
+            _registry[self.name] = self
+        try:
+            self._launch(restarted=False)
+        except BaseException:
+            with _registry_lock:
+                _registry.pop(self.name, None)
+            raise
+
+    def _launch(self, restarted: bool) -> None:
+        from llmos.actors._actor import bind_cell
+
+        with bind_cell(self):
+            instance = self.factory()
+        self.instance = instance
+        self.state = "running"
+        thread = threading.Thread(
+            target=self._run, args=(instance, restarted), name=f"llmos:{self.name}", daemon=True
+        )
+        self.thread = thread
+        with _registry_lock:
+            _threads.add(thread)
+        thread.start()
+
+    def restart(self) -> None:
+        """Replace the failed instance with a fresh one behind the same ref and mailbox.
+
+        Called by the supervisor. If building the new instance raises, that counts as a new
+        failure and goes back to the supervisor.
+        """
+        with self._lock:
+            if self.stopped or self.state not in ("failed", "restarting"):
+                return
+            self.state = "restarting"
+        self.restarts += 1
+        try:
+            self._launch(restarted=True)
+        except Exception as exc:
+            log.error("restarting %s: constructor failed", self.name, exc_info=exc)
+            self._fail(None, exc, None)
+
+    def request_stop(self) -> None:
+        """Stop after the messages queued so far; at once if no instance is running."""
+        with self._lock:
+            if self.stopped:
+                return
+            running = self.state in ("running", "restarting")
+            if running:
+                self.state = "stopping"
+        if running:
+            self.mailbox.put_control(Envelope(STOP))
+        else:
+            self.finalize("stopped")
+
+    def finalize(self, reason: str) -> None:
+        """Stop for good: release the name, fail what is queued, tell the watchers."""
+        with self._lock:
+            if self.stopped:
+                return
+            self.stopped = True
+            self.state = "stopped"
+            self.stop_reason = reason
+        with _registry_lock:
+            if _registry.get(self.name) is self:
+                del _registry[self.name]
+        self.drain()
+        watchers, self.watchers = self.watchers, []
+        note = Terminated(self.ref, reason)
+        for watcher in watchers:
+            try:
+                watcher.tell(note)
+            except ActorError:
+                pass  # the watcher itself is gone
+        self.stopped_event.set()
+        sup = self.supervisor
+        if sup is not None:
+            sup.child_stopped(self)
+
+    def drain(self) -> None:
+        """Fail every queued ask with ActorDeadError; queued tells go to dead letters."""
+        while (envelope := self.mailbox.get_nowait()) is not None:
+            if envelope.message is STOP:
+                continue
+            if envelope.reply is not None:
+                envelope.reply.set_exception(
+                    ActorDeadError(
+                        f"actor {self.name!r} stopped ({self.stop_reason}) before handling "
+                        f"{type(envelope.message).__name__}; start it again and resend"
+                    )
+                )
+            else:
+                record_dead_letter(self.name, envelope.message, f"stopped: {self.stop_reason}")
+
+    def watch(self, watcher: ActorRef) -> None:
+        """Send ``Terminated`` to ``watcher`` when this actor stops for good."""
+        with self._lock:
+            if not self.stopped:
+                self.watchers.append(watcher)
+                return
+        watcher.tell(Terminated(self.ref, self.stop_reason))
+
+    def unwatch(self, watcher: ActorRef) -> None:
+        with self._lock:
+            if watcher in self.watchers:
+                self.watchers.remove(watcher)
+
+    def statistics(self) -> ActorStats:
+        processed = self.processed
+        return ActorStats(
+            name=self.name,
+            state=self.state,
+            mailbox_depth=self.mailbox.depth(),
+            in_flight=self.in_flight,
+            processed=processed,
+            failed=self.failed,
+            restarts=self.restarts,
+            busy_seconds=self.busy,
+            last_latency=self.last_latency,
+            mean_latency=self.total_latency / processed if processed else 0.0,
+        )
+
+    # -- the actor loop (runs in the actor's thread) ----------------------------------------
+
+    def _run(self, instance: Actor, restarted: bool) -> None:
+        set_current_cell(self)
+        try:
+            try:
+                if restarted:
+                    state, self.carried_state = self.carried_state, None
+                    instance.post_restart(self.last_error, state)
+                else:
+                    instance.on_start()
+            except BaseException as exc:
+                self._fail(instance, exc, None)
+                return
+            self._loop(instance)
+        finally:
+            set_current_cell(None)
+            with _registry_lock:
+                _threads.discard(threading.current_thread())
+
+    def _loop(self, instance: Actor) -> None:
+        get = self.mailbox.get
+        dispatch = instance._llmos_dispatch
+        perf = _perf
+        while True:
+            envelope = get()
+            msg = envelope.message
+            if msg is STOP:
+                self._stop_instance(instance)
+                return
+            reply = envelope.reply
+            if reply is not None and reply.expired():
+                reply.expire()
+                record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
+                continue
+            self.in_flight = 1
+            start = perf()
+            try:
+                result = dispatch(msg)
+            except BaseException as exc:
+                self._account(envelope, start)
+                self.failed += 1
+                if reply is not None:
+                    if isinstance(exc, Exception):
+                        reply.set_exception(exc)
+                    else:
+                        reply.set_exception(
+                            ActorError(f"actor {self.name!r} died handling the ask: {exc!r}")
+                        )
+                    report = getattr(self.supervisor, "child_ask_failed", None)
+                    if report is not None:
+                        report(self, exc)
+                    if isinstance(exc, Exception) and not self.ask_errors_fail:
+                        continue
+                    self._fail(instance, exc, None)
+                else:
+                    self._fail(instance, exc, envelope)
+                return
+            self._account(envelope, start)
+            if result is UNHANDLED:
+                self._unhandled(envelope)
+            elif reply is not None:
+                reply.set_result(result)
+
+    def _account(self, envelope: Envelope, start: float) -> None:
+        end = _perf()
+        self.in_flight = 0
+        self.processed += 1
+        self.busy += end - start
+        latency = _monotonic() - envelope.sent_at
+        self.last_latency = latency
+        self.total_latency += latency
+
+    def _unhandled(self, envelope: Envelope) -> None:
+        kind = type(envelope.message).__name__
+        if envelope.reply is not None:
+            envelope.reply.set_exception(
+                ActorError(f"actor {self.name!r} ({self.class_name}) has no handler for {kind}")
+            )
+        else:
+            log.warning("%s has no handler for %s; message sent to dead letters", self.name, kind)
+            record_dead_letter(self.name, envelope.message, "unhandled")
+
+    def _stop_instance(self, instance: Actor) -> None:
+        try:
+            instance.on_stop()
+        except Exception:
+            log.exception("on_stop of %s raised", self.name)
+        self.finalize("stopped")
+
+    def _fail(
+        self, instance: Actor | None, error: BaseException, envelope: Envelope | None
+    ) -> None:
+        """The instance failed: keep the mailbox, hand the decision to the supervisor."""
+        self.last_error = error
+        if envelope is not None:
+            record_dead_letter(self.name, envelope.message, f"failed: {error!r}")
+        log.error("actor %s failed", self.name, exc_info=error)
+        if instance is not None:
+            try:
+                instance.on_failure(type(error), error, error.__traceback__)
+            except Exception:
+                log.exception("on_failure of %s raised", self.name)
+        with self._lock:
+            if self.stopped:
+                return
+            stopping = self.state == "stopping"
+            self.state = "failed"
+        sup = self.supervisor
+        if sup is None or stopping:
+            self.finalize(f"failed: {error!r}")
+            return
+        if instance is not None:
+            try:
+                self.carried_state = instance.pre_restart(error)
+            except Exception:
+                log.exception("pre_restart of %s raised; nothing carried over", self.name)
+                self.carried_state = None
+        sup.child_failed(self, error)

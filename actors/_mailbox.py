@@ -1,0 +1,130 @@
+"""Mailboxes: a fast unbounded queue, or a bounded one with an explicit policy when full.
+
+A mailbox belongs to an actor's cell, not to one actor instance, so the messages queued behind
+a failing message survive the crash and are handled by the restarted instance. Control
+envelopes (stop) bypass the capacity: a full mailbox never refuses them.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from typing import Any, Literal
+
+from llmos.actors._errors import LlmosError, MailboxFull
+
+__all__ = ["STOP", "Envelope", "Mailbox", "WhenFull"]
+
+WhenFull = Literal["block", "fail"]
+
+_monotonic = time.monotonic
+
+
+class Envelope:
+    """One queued message: the message, the reply to complete (asks only), when it was sent."""
+
+    __slots__ = ("counted", "message", "reply", "sent_at")
+
+    def __init__(self, message: Any, reply: Any = None, counted: bool = False) -> None:
+        self.message = message
+        self.reply = reply
+        self.sent_at = _monotonic()
+        self.counted = counted
+
+    def __repr__(self) -> str:
+        kind = "ask" if self.reply is not None else "tell"
+        return f"Envelope({kind}, {self.message!r})"
+
+
+class _Stop:
+    """The control message that stops an actor after the messages queued before it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "STOP"
+
+
+STOP = _Stop()
+
+
+class Mailbox:
+    """The queue of one actor.
+
+    Args:
+        capacity: the most messages queued at once, or None for no bound.
+        when_full: "block" waits up to ``put_timeout`` for room, then raises MailboxFull;
+            "fail" raises MailboxFull at once.
+        put_timeout: how long a blocked sender waits.
+    """
+
+    __slots__ = ("_queue", "_room", "capacity", "put_timeout", "when_full")
+
+    def __init__(
+        self, capacity: int | None = None, when_full: WhenFull = "block", put_timeout: float = 5.0
+    ) -> None:
+        if capacity is not None and (not isinstance(capacity, int) or capacity < 1):
+            raise LlmosError(f"mailbox capacity must be a positive int or None, got {capacity!r}")
+        if when_full not in ("block", "fail"):
+            raise LlmosError(f"when_full must be 'block' or 'fail', got {when_full!r}")
+        if put_timeout < 0:
+            raise LlmosError(f"put_timeout must be >= 0, got {put_timeout!r}")
+        self._queue: queue.SimpleQueue[Envelope] = queue.SimpleQueue()
+        self.capacity = capacity
+        self.when_full = when_full
+        self.put_timeout = put_timeout
+        self._room = threading.Semaphore(capacity) if capacity is not None else None
+
+    def put(self, envelope: Envelope, timeout: float | None = None) -> None:
+        """Queue a message, following the policy when the mailbox is full.
+
+        Raises:
+            MailboxFull: no room (at once for "fail", after the timeout for "block").
+        """
+        room = self._room
+        if room is not None:
+            if self.when_full == "fail":
+                ok = room.acquire(False)
+            else:
+                ok = room.acquire(True, self.put_timeout if timeout is None else timeout)
+            if not ok:
+                waited = "" if self.when_full == "fail" else " after waiting"
+                raise MailboxFull(
+                    f"mailbox full ({self.capacity} messages){waited}; the actor is behind: "
+                    "retry later, slow down, or raise its capacity"
+                )
+            envelope.counted = True
+        self._queue.put(envelope)
+
+    def put_control(self, envelope: Envelope) -> None:
+        """Queue a control envelope; never refused."""
+        self._queue.put(envelope)
+
+    def get(self, timeout: float | None = None) -> Envelope:
+        """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``)."""
+        envelope = self._queue.get(True, timeout)
+        if envelope.counted:
+            self._room.release()  # type: ignore[union-attr]
+        return envelope
+
+    def get_nowait(self) -> Envelope | None:
+        """Take the next envelope, or None when the mailbox is empty."""
+        try:
+            envelope = self._queue.get_nowait()
+        except queue.Empty:
+            return None
+        if envelope.counted:
+            self._room.release()  # type: ignore[union-attr]
+        return envelope
+
+    def depth(self) -> int:
+        """How many envelopes are queued now."""
+        return self._queue.qsize()
+
+    def empty(self) -> bool:
+        return self._queue.empty()
+
+    def __repr__(self) -> str:
+        bound = "unbounded" if self.capacity is None else f"capacity={self.capacity}"
+        return f"<Mailbox {bound} depth={self.depth()}>"

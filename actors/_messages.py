@@ -1,0 +1,174 @@
+"""Typed messages and the check that keeps every message encodable for the wire.
+
+A message is plain msgpack data (None, bool, int, float, str, bytes, list, tuple, dict with str,
+int or bytes keys), an :class:`~llmos.actors.ActorRef`, or an instance of a class declared with
+:func:`message`: a small frozen dataclass with a stable wire name. Nothing else is accepted,
+locally or remotely, so a program that works on one node works across nodes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, TypeVar, dataclass_transform
+
+from llmos.actors._errors import MessageError, UnknownMessageType
+
+__all__ = [
+    "MAX_DEPTH",
+    "Terminated",
+    "check_message",
+    "message",
+    "message_class",
+    "message_fields",
+    "wire_name",
+]
+
+T = TypeVar("T")
+
+MAX_DEPTH = 32
+"""Deepest nesting of lists, tuples, dicts and message fields accepted in one message."""
+
+_INT_MIN = -(2**63)
+_INT_MAX = 2**64 - 1
+
+_REGISTRY: dict[str, type[Any]] = {}
+_SCALARS: frozenset[type[Any]] = frozenset({type(None), bool, float, str, bytes})
+_CONTAINERS: frozenset[type[Any]] = frozenset({list, tuple, dict})
+
+# Set by llmos.actors._ref so this module need not import it (refs import messages).
+_ref_types: tuple[type[Any], ...] = ()
+
+
+@dataclass_transform(frozen_default=True)
+def message(wire_name: str) -> Callable[[type[T]], type[T]]:
+    """Declare a message class: a frozen, slotted dataclass registered under a stable wire name.
+
+    Example::
+
+        @message("demo.Greet")
+        class Greet:
+            text: str
+            times: int = 1
+
+    Args:
+        wire_name: the name this class travels under between nodes. Keep it stable across
+            versions of your program; two classes may not share one.
+
+    Returns:
+        A decorator that turns the class into the registered message class.
+
+    Raises:
+        MessageError: if the wire name is empty or already taken by another class.
+    """
+    if not isinstance(wire_name, str) or not wire_name:
+        raise MessageError(f"a message wire name must be a non-empty str, got {wire_name!r}")
+
+    def decorate(cls: type[T]) -> type[T]:
+        taken = _REGISTRY.get(wire_name)
+        if taken is not None and taken.__qualname__ != cls.__qualname__:
+            raise MessageError(
+                f"wire name {wire_name!r} is already used by {taken.__module__}."
+                f"{taken.__qualname__}; give {cls.__qualname__} a different one"
+            )
+        data_cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
+        data_cls.__llmos_wire_name__ = wire_name  # type: ignore[attr-defined]
+        data_cls.__llmos_fields__ = tuple(  # type: ignore[attr-defined]
+            f.name
+            for f in dataclasses.fields(data_cls)  # type: ignore[arg-type]
+        )
+        _REGISTRY[wire_name] = data_cls
+        return data_cls
+
+    return decorate
+
+
+def wire_name(msg_type: type[Any]) -> str | None:
+    """The wire name of a registered message class, or None for any other type."""
+    return getattr(msg_type, "__llmos_wire_name__", None)
+
+
+def message_fields(msg: Any) -> dict[str, Any]:
+    """The fields of a registered message instance as a dict (no deep copy)."""
+    return {name: getattr(msg, name) for name in type(msg).__llmos_fields__}
+
+
+def message_class(name: str) -> type[Any]:
+    """Look up a registered message class by wire name.
+
+    Raises:
+        UnknownMessageType: if no class is registered under that name in this process.
+    """
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownMessageType(
+            f"no message class is registered under wire name {name!r}; import the module "
+            "that declares it on this node"
+        ) from None
+
+
+def check_message(msg: Any) -> None:
+    """Check that ``msg`` can travel as a message, locally or to another node.
+
+    Raises:
+        MessageError: naming the first value that has no wire form and where it sits.
+    """
+    cls = type(msg)
+    if cls in _SCALARS:
+        return
+    if cls is int:
+        if not _INT_MIN <= msg <= _INT_MAX:
+            raise MessageError(f"int {msg} does not fit in 64 bits; send it as a str")
+        return
+    _check(msg, 0, "message")
+
+
+def _check(value: Any, depth: int, where: str) -> None:
+    if depth > MAX_DEPTH:
+        raise MessageError(f"{where} nests deeper than {MAX_DEPTH} levels; flatten it")
+    cls = type(value)
+    if cls in _SCALARS:
+        return
+    if cls is int:
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise MessageError(f"{where}: int {value} does not fit in 64 bits; send it as a str")
+        return
+    if cls is list or cls is tuple:
+        for i, item in enumerate(value):
+            _check(item, depth + 1, f"{where}[{i}]")
+        return
+    if cls is dict:
+        for key, item in value.items():
+            if type(key) not in (str, int, bytes):
+                raise MessageError(
+                    f"{where}: dict key {key!r} of type {type(key).__name__} has no wire form; "
+                    "use str, int or bytes keys"
+                )
+            _check(item, depth + 1, f"{where}[{key!r}]")
+        return
+    fields = getattr(cls, "__llmos_fields__", None)
+    if fields is not None and getattr(cls, "__llmos_wire_name__", None) is not None:
+        for name in fields:
+            _check(getattr(value, name), depth + 1, f"{where}.{name}")
+        return
+    if isinstance(value, _ref_types):
+        return
+    raise MessageError(
+        f"{where} is a {cls.__module__}.{cls.__qualname__}, which cannot be sent: messages are "
+        "msgpack data (None, bool, int, float, str, bytes, list, tuple, dict), actor refs, or "
+        "classes declared with @llmos.actors.message(...)"
+    )
+
+
+@message("llmos.Terminated")
+class Terminated:
+    """Delivered to every watcher of an actor when that actor stops for good.
+
+    Attributes:
+        ref: the ref of the actor that stopped.
+        reason: "stopped" for a normal stop, otherwise a short description of the failure.
+    """
+
+    ref: Any
+    reason: str = "stopped"

@@ -1,0 +1,181 @@
+"""Reply futures: the answer to one ask, waited on from a thread or from asyncio.
+
+A :class:`Reply` is completed exactly once (with a value, an error, or by its own timeout).
+Waiting is a plain lock acquire, much cheaper than pykka's Condition-based future. An
+:class:`AsyncReply` completes an asyncio future on its loop with ``call_soon_threadsafe``, so
+awaiting it never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+from llmos.actors._errors import AskTimeout, DeadlockError
+
+__all__ = ["AsyncReply", "Reply", "late_replies"]
+
+_allocate_lock = threading.Lock
+_monotonic = time.monotonic
+_local = threading.local()
+_late = [0]
+
+
+def late_replies() -> int:
+    """How many replies arrived after their ask had already timed out (and were dropped)."""
+    return _late[0]
+
+
+def current_cell() -> Any:
+    """The actor cell whose thread is running now, or None outside any actor."""
+    return getattr(_local, "cell", None)
+
+
+def set_current_cell(cell: Any) -> None:
+    _local.cell = cell
+
+
+class Reply:
+    """The future answer to one ask.
+
+    ``get()`` waits for the answer until the ask's deadline and returns it, or raises the error
+    the actor raised, :class:`~llmos.actors.AskTimeout` when the deadline passes, or
+    :class:`~llmos.actors.ActorDeadError` when the actor stopped before answering.
+    """
+
+    __slots__ = ("_claim", "_done", "_error", "_ready", "_value", "deadline", "span", "target")
+
+    def __init__(self, deadline: float, target: Any = None, span: float = 0.0) -> None:
+        self.deadline = deadline
+        self.span = span
+        self.target = target
+        self._claim = _allocate_lock()
+        self._ready = _allocate_lock()
+        self._ready.acquire()
+        self._done = False
+        self._value: Any = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        """True once the reply holds a value or an error."""
+        return self._done
+
+    def expired(self) -> bool:
+        """True when the ask's deadline has passed; such a request need not be handled."""
+        return _monotonic() > self.deadline
+
+    def set_result(self, value: Any) -> bool:
+        """Complete with a value. Returns False (and counts a late reply) if already complete."""
+        if not self._claim.acquire(False):
+            _late[0] += 1
+            return False
+        self._value = value
+        self._deliver()
+        return True
+
+    def set_exception(self, error: BaseException) -> bool:
+        """Complete with an error. Returns False if already complete."""
+        if not self._claim.acquire(False):
+            _late[0] += 1
+            return False
+        self._error = error
+        self._deliver()
+        return True
+
+    def _deliver(self) -> None:
+        self._done = True
+        self._ready.release()
+
+    def expire(self) -> None:
+        """Complete with AskTimeout unless an answer already arrived (then it is kept)."""
+        self.set_exception(
+            AskTimeout(
+                f"no reply from {self.target!r} within {self.span:.3g} s; the actor may be "
+                "busy or stuck (check its statistics()), or raise the timeout"
+            )
+        )
+
+    def get(self, timeout: float | None = None) -> Any:
+        """Wait for the answer.
+
+        Args:
+            timeout: wait at most this long (never past the ask's own deadline); by default
+                until the ask's deadline. A shorter wait that runs out raises AskTimeout but
+                leaves the ask pending, so ``get`` can be called again.
+
+        Returns:
+            The value the actor's handler returned.
+
+        Raises:
+            AskTimeout: no answer in time.
+            DeadlockError: called from within the very actor the ask went to.
+            Exception: whatever the handler raised, or ActorDeadError.
+        """
+        if not self._done:
+            cell = getattr(_local, "cell", None)
+            if cell is not None and cell is self.target:
+                raise DeadlockError(
+                    f"{cell!r} waits on an ask to itself, which it can never answer; "
+                    "use tell, or call the method directly"
+                )
+            remaining = self.deadline - _monotonic()
+            short = timeout is not None and timeout < remaining
+            wait = timeout if short else remaining
+            if wait is not None and wait > 0 and self._ready.acquire(True, wait):
+                self._ready.release()  # let any other waiter through too
+            elif short:
+                raise AskTimeout(f"no reply from {self.target!r} within {timeout:.3g} s")
+            else:
+                self.expire()
+                self._ready.acquire()  # completed by now, by us or by the answer
+                self._ready.release()
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+    result = get
+
+    def __repr__(self) -> str:
+        state = "done" if self._done else "pending"
+        return f"<Reply {state} from {self.target!r}>"
+
+
+class AsyncReply(Reply):
+    """A reply that also completes an asyncio future on the loop that asked."""
+
+    __slots__ = ("future", "loop")
+
+    def __init__(
+        self, deadline: float, target: Any, span: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(deadline, target, span)
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+
+    def _deliver(self) -> None:
+        super()._deliver()
+        try:
+            self.loop.call_soon_threadsafe(self._resolve)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is awaiting any more
+
+    def _resolve(self) -> None:
+        if self.future.done():
+            return
+        if self._error is not None:
+            self.future.set_exception(self._error)
+        else:
+            self.future.set_result(self._value)
+
+    async def wait(self) -> Any:
+        """Await the answer without blocking the loop, up to the ask's deadline."""
+        remaining = self.deadline - _monotonic()
+        try:
+            return await asyncio.wait_for(asyncio.shield(self.future), max(remaining, 0.0))
+        except TimeoutError:
+            self.expire()
+            if self._error is not None:
+                raise self._error from None
+            return self._value
