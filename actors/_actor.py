@@ -27,6 +27,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
 import pykka
+
 from llmos.actors._cell import UNHANDLED, Cell
 from llmos.actors._errors import ActorError
 from llmos.actors._mailbox import Mailbox, WhenFull
@@ -137,7 +138,7 @@ class Actor(pykka.ThreadingActor):
         return cell.mailbox if cell is not None else Mailbox()
 
     @classmethod
-    def start(
+    def start(  # type: ignore[override]
         cls,
         *args: Any,
         name: str | None = None,
@@ -181,7 +182,7 @@ class Actor(pykka.ThreadingActor):
         )
 
     @property
-    def actor_ref(self) -> LocalRef:
+    def actor_ref(self) -> LocalRef:  # type: ignore[override]
         """This actor's stable ref (the same object across restarts)."""
         cell = self._llmos_cell
         if cell is None:

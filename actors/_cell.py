@@ -176,7 +176,7 @@ class Cell:
     def request_stop(self) -> None:
         """Stop after the messages queued so far; at once if no instance is running."""
         with self._lock:
-            if self.stopped:
+            if self.stopped or self.state == "stopping":
                 return
             running = self.state in ("running", "restarting")
             if running:
@@ -198,6 +198,9 @@ class Cell:
             if _registry.get(self.name) is self:
                 del _registry[self.name]
         self.drain()
+        thread = self.thread
+        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+            self.mailbox.put_control(Envelope(STOP))  # end the loop of a still running instance
         watchers, self.watchers = self.watchers, []
         note = Terminated(self.ref, reason)
         for watcher in watchers:
