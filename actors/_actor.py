@@ -24,7 +24,7 @@ import threading
 import typing
 from collections.abc import Callable, Iterator
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast, overload
 
 import pykka
 
@@ -34,6 +34,7 @@ from llmos.actors._mailbox import Mailbox, WhenFull
 
 if TYPE_CHECKING:
     from llmos.actors._ref import ActorRef, LocalRef
+    from llmos.actors._reply import Reply
 
 __all__ = ["Actor", "handler"]
 
@@ -198,6 +199,24 @@ class Actor(pykka.ThreadingActor):
         """Stop this actor after the messages already queued."""
         if self._llmos_cell is not None:
             self._llmos_cell.request_stop()
+
+    def actor_defer_reply(self) -> Reply:
+        """Take over answering the ask being handled now, to complete it later.
+
+        The handler's return value is then ignored; complete the returned reply with
+        ``set_result`` or ``set_exception`` whenever the answer is ready (from any thread).
+        Use it to batch requests or to wait on other actors without blocking this one.
+
+        Raises:
+            ActorError: the message being handled is a tell (nobody waits for an answer).
+        """
+        cell = self._llmos_cell
+        reply = cell.current_reply if cell is not None else None
+        if reply is None:
+            raise ActorError("actor_defer_reply() called while handling a tell: no one awaits it")
+        assert cell is not None
+        cell.current_reply = None
+        return cast("Reply", reply)
 
     def watch(self, ref: ActorRef) -> None:
         """Receive :class:`~llmos.actors.Terminated` when ``ref``'s actor stops for good."""

@@ -103,6 +103,7 @@ class Cell:
         self.stopped_event = threading.Event()
         self.last_error: BaseException | None = None
         self.carried_state: Any = None
+        self.current_reply: Any = None
         self._lock = threading.Lock()
         self.processed = 0
         self.failed = 0
@@ -292,6 +293,7 @@ class Cell:
                 record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
                 continue
             self.in_flight = 1
+            self.current_reply = reply
             start = perf()
             try:
                 result = dispatch(msg)
@@ -317,8 +319,8 @@ class Cell:
             self._account(envelope, start)
             if result is UNHANDLED:
                 self._unhandled(envelope)
-            elif reply is not None:
-                reply.set_result(result)
+            elif reply is not None and self.current_reply is not None:
+                reply.set_result(result)  # unless the handler took it over (actor_defer_reply)
 
     def _account(self, envelope: Envelope, start: float) -> None:
         end = _perf()

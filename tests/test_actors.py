@@ -412,3 +412,32 @@ def test_public_names() -> None:
     public = {n for n in dir(actors) if not n.startswith("_")}
     modules = {n for n in public if type(getattr(actors, n)).__name__ == "module"}
     assert set(actors.__all__) == public - modules
+
+
+def test_deferred_reply_answers_later() -> None:
+    class Batcher(Actor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.waiting: list[tuple[Any, int]] = []
+
+        def on_receive(self, message: Any) -> Any:
+            if message == "flush":
+                for reply, n in self.waiting:
+                    reply.set_result(n * 10)
+                self.waiting.clear()
+                return len(self.waiting)
+            if isinstance(message, int):
+                self.waiting.append((self.actor_defer_reply(), message))
+                return "ignored"
+            if message == "tell-defer":
+                self.actor_defer_reply()
+            return None
+
+    ref = Batcher.start()
+    first, second = ref.ask(1, timeout=5), ref.ask(2, timeout=5)
+    with pytest.raises(AskTimeout):
+        first.get(timeout=0.05)  # deferred: no answer yet
+    ref.tell("flush")
+    assert (first.get(), second.get()) == (10, 20)
+    ref.tell("tell-defer")  # a tell cannot be deferred: the actor fails (unsupervised: stops)
+    assert ref._cell.stopped_event.wait(5)
