@@ -1,0 +1,89 @@
+"""The messages a model actor understands and answers with.
+
+These are plain registered message classes, so a model actor answers the same way locally, in a
+pool, or on another node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmos.actors import ActorRef, message
+
+__all__ = ["Completion", "Generate", "TokenChunk"]
+
+
+@message("llmos.model.Generate")
+class Generate:
+    """Ask a model actor for a completion.
+
+    Exactly one of ``messages`` (chat turns, formatted by the model's chat template) or
+    ``prompt`` (raw text) is given.
+
+    Attributes:
+        messages: chat turns, each ``{"role": "system"|"user"|"assistant", "content": str}``.
+        prompt: raw text to continue, instead of ``messages``.
+        max_new_tokens: the most tokens to generate (capped by the model actor).
+        temperature: 0 for greedy decoding (deterministic), else sampling temperature.
+        top_p: nucleus sampling mass (0 < top_p <= 1).
+        stop: strings that end the completion (the text is cut before them).
+        seed: seed for sampling, so a sampled completion can be reproduced.
+        truncate: drop the oldest non-system turns when the prompt is too long, instead of
+            failing with ModelError.
+        stream_to: a ref that receives each TokenChunk as it is generated, then the Completion.
+        requester: who asks (an agent name); used for round-robin fairness and token budgets.
+        request_id: an id echoed in chunks and in the completion (default: chosen by the actor).
+    """
+
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    max_new_tokens: int = 128
+    temperature: float = 0.0
+    top_p: float = 1.0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+    truncate: bool = False
+    stream_to: ActorRef | None = None
+    requester: str = ""
+    request_id: str = ""
+
+
+@message("llmos.model.TokenChunk")
+class TokenChunk:
+    """A piece of generated text, streamed to ``Generate.stream_to`` as it is produced.
+
+    Attributes:
+        request_id: the request this chunk belongs to.
+        index: 0, 1, 2, ... in order; the chunks concatenate to the completion's text.
+        text: the new text.
+    """
+
+    request_id: str
+    index: int
+    text: str
+
+
+@message("llmos.model.Completion")
+class Completion:
+    """The answer to a Generate request.
+
+    Attributes:
+        text: the generated text (without the prompt, cut before any stop string).
+        finish_reason: "stop" (end of turn or a stop string), "length" (max_new_tokens), or
+            "cancelled".
+        prompt_tokens: tokens in the formatted prompt.
+        completion_tokens: tokens generated.
+        queue_seconds: time the request waited before its batch started.
+        generation_seconds: time its batch spent generating until this request finished.
+        model: the model's name.
+        request_id: the request's id.
+    """
+
+    text: str
+    finish_reason: str
+    prompt_tokens: int
+    completion_tokens: int
+    queue_seconds: float
+    generation_seconds: float
+    model: str = ""
+    request_id: str = ""
