@@ -10,7 +10,15 @@ from typing import Any
 
 from llmos.actors import ActorRef, message
 
-__all__ = ["Completion", "Generate", "TokenChunk"]
+__all__ = [
+    "Completion",
+    "Generate",
+    "GetModelStats",
+    "ModelStats",
+    "Pause",
+    "Resume",
+    "TokenChunk",
+]
 
 
 @message("llmos.model.Generate")
@@ -77,6 +85,8 @@ class Completion:
         generation_seconds: time its batch spent generating until this request finished.
         model: the model's name.
         request_id: the request's id.
+        batch: the sequence number (1, 2, ...) of the batch that served the request.
+        batch_size: how many requests shared that batch.
     """
 
     text: str
@@ -87,3 +97,49 @@ class Completion:
     generation_seconds: float
     model: str = ""
     request_id: str = ""
+    batch: int = 0
+    batch_size: int = 1
+
+
+@message("llmos.model.GetModelStats")
+class GetModelStats:
+    """Ask a model actor for its :class:`ModelStats`."""
+
+
+@message("llmos.model.ModelStats")
+class ModelStats:
+    """A model actor's counters since it started (cumulative across restarts).
+
+    Attributes:
+        model: the model's name.
+        requests: Generate requests accepted.
+        completed: requests answered with a Completion.
+        refused: requests refused (malformed, too long, over budget, expired).
+        batches: batches run.
+        mean_batch_size: completed requests / batches.
+        tokens_generated: completion tokens over all requests.
+        generation_seconds: time spent inside batches.
+        queued: requests waiting now.
+        tokens_by_requester: completion tokens per requester (what the budgets count).
+    """
+
+    model: str
+    requests: int
+    completed: int
+    refused: int
+    batches: int
+    mean_batch_size: float
+    tokens_generated: int
+    generation_seconds: float
+    queued: int
+    tokens_by_requester: dict[str, int]
+
+
+@message("llmos.model.Pause")
+class Pause:
+    """Stop starting new batches (requests keep queueing) until Resume; for maintenance."""
+
+
+@message("llmos.model.Resume")
+class Resume:
+    """Start batches again after Pause."""

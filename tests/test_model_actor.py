@@ -1,0 +1,155 @@
+"""ModelActor on the real default model (SmolLM2-135M-Instruct), loaded once per session."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from llmos.actors import ActorRef, ModelError
+from llmos.agents._model_actor import ModelActor, shared_model
+from llmos.agents._model_messages import (
+    Completion,
+    Generate,
+    GetModelStats,
+    ModelStats,
+    Pause,
+    Resume,
+)
+from llmos.agents._model_sched import BudgetExceeded
+from llmos.agents._streaming import ModelStream, StreamStalled
+
+pytestmark = pytest.mark.model
+
+PROMPTS = [
+    "What is the capital of France?",
+    "Name a colour of the sky.",
+    "Say hello in Spanish.",
+    "What is 2 + 2?",
+    "Give me a word that rhymes with cat.",
+    "What animal says moo?",
+    "Name a planet.",
+    "Write the first letter of the alphabet.",
+]
+
+
+@pytest.fixture(scope="session")
+def loaded() -> Any:
+    return shared_model()  # first time converts the GGUF (~20-30 s), then cached
+
+
+@pytest.fixture
+def model(loaded: Any) -> Iterator[ActorRef]:
+    yield ModelActor.start(name="model")
+
+
+def chat(text: str, **kw: Any) -> Generate:
+    return Generate(messages=[{"role": "user", "content": text}], **kw)
+
+
+def ask(ref: ActorRef, request: Any, timeout: float = 120) -> Any:
+    return ref.ask(request, timeout=timeout).get()
+
+
+def test_answers_a_simple_question(model: ActorRef) -> None:
+    done = ask(model, chat("What is the capital of France?", max_new_tokens=16))
+    assert isinstance(done, Completion)
+    assert "Paris" in done.text
+    assert done.prompt_tokens > 5 and 0 < done.completion_tokens <= 16
+    assert done.finish_reason in ("stop", "length")
+
+
+def test_batched_equals_alone_under_greedy(loaded: Any) -> None:
+    alone = ModelActor.start(max_batch_size=1, name="alone")
+    batched = ModelActor.start(max_batch_size=8, name="batched")
+    batched.ask(Pause(), timeout=30).get()  # queue all 8, then cut one batch
+    replies = [batched.ask(chat(p, max_new_tokens=12), timeout=120) for p in PROMPTS]
+    batched.ask(Resume(), timeout=30).get()
+    together = [r.get() for r in replies]
+    assert {c.batch_size for c in together} == {8}
+    for prompt, joint in zip(PROMPTS, together, strict=True):
+        solo = ask(alone, chat(prompt, max_new_tokens=12))
+        assert solo.batch_size == 1
+        assert joint.text == solo.text, prompt
+
+
+async def test_streaming_chunks_concatenate_to_final_text(model: ActorRef) -> None:
+    async with ModelStream(model, chat("Name three fruits.", max_new_tokens=20)) as stream:
+        chunks = [chunk async for chunk in stream]
+    assert stream.completion is not None
+    assert len(chunks) > 1
+    assert "".join(chunks) == stream.completion.text
+
+
+async def test_stalled_stream_raises_typed_timeout(model: ActorRef) -> None:
+    model.ask(Pause(), timeout=30).get()  # the request waits: no chunk ever comes
+    with pytest.raises(StreamStalled):
+        async with ModelStream(model, chat("Hi", max_new_tokens=4), chunk_timeout=0.3) as s:
+            async for _ in s:
+                pass
+    model.ask(Resume(), timeout=30).get()
+
+
+def test_over_long_prompt_is_refused_with_lengths(model: ActorRef) -> None:
+    long_text = "word " * 10_000
+    with pytest.raises(ModelError, match=r"\d+.*\d+") as info:
+        ask(model, chat(long_text, max_new_tokens=8))
+    assert "context" in str(info.value)
+    # With truncation asked for, the oldest turns are dropped until it fits.
+    turns = [{"role": "system", "content": "Be brief."}]
+    turns += [{"role": "user", "content": "filler " * 1500} for _ in range(4)]
+    turns += [{"role": "user", "content": "What is the capital of France?"}]
+    done = ask(model, Generate(messages=turns, max_new_tokens=8, truncate=True))
+    assert done.prompt_tokens < 8192
+
+
+def test_malformed_request_then_good_one(model: ActorRef) -> None:
+    for bad in (
+        Generate(),  # neither messages nor prompt
+        Generate(prompt="x", temperature=-1.0),
+        Generate(messages=[{"role": "wizard", "content": "hi"}]),
+        Generate(prompt="x", max_new_tokens=0),
+    ):
+        with pytest.raises(ModelError):
+            ask(model, bad)
+    assert ask(model, chat("Say yes.", max_new_tokens=4)).completion_tokens > 0
+    stats = ask(model, GetModelStats())
+    assert isinstance(stats, ModelStats) and stats.refused == 4 and stats.completed == 1
+
+
+@pytest.mark.parametrize(("schedule", "expected_batch"), [("round_robin", 1), ("fifo", 4)])
+def test_round_robin_serves_the_quiet_requester(
+    loaded: Any, schedule: str, expected_batch: int
+) -> None:
+    ref = ModelActor.start(max_batch_size=2, schedule=schedule)
+    ref.ask(Pause(), timeout=30).get()
+    flood = [
+        ref.ask(chat(f"Flood {i}", max_new_tokens=2, requester="flooder"), timeout=120)
+        for i in range(7)
+    ]
+    quiet = ref.ask(chat("Quiet one", max_new_tokens=2, requester="quiet"), timeout=120)
+    ref.ask(Resume(), timeout=30).get()
+    assert quiet.get().batch == expected_batch
+    assert max(r.get().batch for r in flood) == 4
+
+
+def test_token_budget_refuses_over_budget_requester(loaded: Any) -> None:
+    ref = ModelActor.start(budgets={"thrifty": 10})
+    assert ask(ref, chat("Hi", max_new_tokens=6, requester="thrifty")).completion_tokens <= 6
+    with pytest.raises(BudgetExceeded, match="thrifty"):
+        ask(ref, chat("Hi again", max_new_tokens=10, requester="thrifty"))
+    assert ask(ref, chat("Hi", max_new_tokens=4, requester="someone-else")).text
+
+
+def test_request_past_its_timeout_is_dropped(model: ActorRef) -> None:
+    from llmos.actors import AskTimeout
+
+    model.ask(Pause(), timeout=30).get()
+    stale = model.ask(chat("Too late", max_new_tokens=4), timeout=0.2)
+    with pytest.raises(AskTimeout):
+        stale.get()
+    model.ask(Resume(), timeout=30).get()
+    assert ask(model, chat("On time", max_new_tokens=4)).text
+    stats = ask(model, GetModelStats())
+    assert stats.completed == 1 and stats.refused == 1
