@@ -30,7 +30,7 @@ from llmos.actors._errors import (
     TransportError,
     UnknownMessageType,
 )
-from llmos.actors._mailbox import Envelope, Mailbox, WhenFull
+from llmos.actors._mailbox import Envelope, Mailbox, WhenFull, envelope
 from llmos.actors._messages import (
     MAX_DEPTH,
     Terminated,
@@ -81,6 +81,7 @@ __all__ = [
     "dead_letter_count",
     "dead_letters",
     "default_ask_timeout",
+    "envelope",
     "get",
     "handler",
     "late_replies",

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.actors._errors import ActorDeadError, ActorError, NameTaken
-from llmos.actors._mailbox import STOP, Envelope, Mailbox
+from llmos.actors._mailbox import STOP, Envelope, Mailbox, envelope
 from llmos.actors._messages import Terminated
 from llmos.actors._records import ActorStats, record_dead_letter
 from llmos.actors._reply import set_current_cell
@@ -183,7 +183,7 @@ class Cell:
             if running:
                 self.state = "stopping"
         if running:
-            self.mailbox.put_control(Envelope(STOP))
+            self.mailbox.put_control(envelope(STOP))
         else:
             self.finalize("stopped")
 
@@ -201,7 +201,7 @@ class Cell:
         self.drain()
         thread = self.thread
         if thread is not None and thread.is_alive() and thread is not threading.current_thread():
-            self.mailbox.put_control(Envelope(STOP))  # end the loop of a still running instance
+            self.mailbox.put_control(envelope(STOP))  # end the loop of a still running instance
         watchers, self.watchers = self.watchers, []
         note = Terminated(self.ref, reason)
         for watcher in watchers:
@@ -216,18 +216,19 @@ class Cell:
 
     def drain(self) -> None:
         """Fail every queued ask with ActorDeadError; queued tells go to dead letters."""
-        while (envelope := self.mailbox.get_nowait()) is not None:
-            if envelope.message is STOP:
+        while (item := self.mailbox.get_nowait()) is not None:
+            msg, reply, _sent = item
+            if msg is STOP:
                 continue
-            if envelope.reply is not None:
-                envelope.reply.set_exception(
+            if reply is not None:
+                reply.set_exception(
                     ActorDeadError(
                         f"actor {self.name!r} stopped ({self.stop_reason}) before handling "
-                        f"{type(envelope.message).__name__}; start it again and resend"
+                        f"{type(msg).__name__}; start it again and resend"
                     )
                 )
             else:
-                record_dead_letter(self.name, envelope.message, f"stopped: {self.stop_reason}")
+                record_dead_letter(self.name, msg, f"stopped: {self.stop_reason}")
 
     def watch(self, watcher: ActorRef) -> None:
         """Send ``Terminated`` to ``watcher`` when this actor stops for good."""
@@ -281,13 +282,13 @@ class Cell:
         get = self.mailbox.get
         dispatch = instance._llmos_dispatch
         perf = _perf
+        monotonic = _monotonic
         while True:
-            envelope = get()
-            msg = envelope.message
+            item = get()
+            msg, reply, sent_at = item
             if msg is STOP:
                 self._stop_instance(instance)
                 return
-            reply = envelope.reply
             if reply is not None and reply.expired():
                 reply.expire()
                 record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
@@ -297,8 +298,8 @@ class Cell:
             start = perf()
             try:
                 result = dispatch(msg)
-            except BaseException as exc:
-                self._account(envelope, start)
+            except BaseException as exc:  # contain, report to the supervisor
+                self._account(sent_at, start)
                 self.failed += 1
                 if reply is not None:
                     if isinstance(exc, Exception):
@@ -314,32 +315,38 @@ class Cell:
                         continue
                     self._fail(instance, exc, None)
                 else:
-                    self._fail(instance, exc, envelope)
+                    self._fail(instance, exc, item)
                 return
-            self._account(envelope, start)
+            end = perf()
+            self.in_flight = 0
+            self.processed += 1
+            self.busy += end - start
+            latency = monotonic() - sent_at
+            self.last_latency = latency
+            self.total_latency += latency
             if result is UNHANDLED:
-                self._unhandled(envelope)
+                self._unhandled(msg, reply)
             elif reply is not None and self.current_reply is not None:
                 reply.set_result(result)  # unless the handler took it over (actor_defer_reply)
 
-    def _account(self, envelope: Envelope, start: float) -> None:
+    def _account(self, sent_at: float, start: float) -> None:
         end = _perf()
         self.in_flight = 0
         self.processed += 1
         self.busy += end - start
-        latency = _monotonic() - envelope.sent_at
+        latency = _monotonic() - sent_at
         self.last_latency = latency
         self.total_latency += latency
 
-    def _unhandled(self, envelope: Envelope) -> None:
-        kind = type(envelope.message).__name__
-        if envelope.reply is not None:
-            envelope.reply.set_exception(
+    def _unhandled(self, msg: Any, reply: Any) -> None:
+        kind = type(msg).__name__
+        if reply is not None:
+            reply.set_exception(
                 ActorError(f"actor {self.name!r} ({self.class_name}) has no handler for {kind}")
             )
         else:
             log.warning("%s has no handler for %s; message sent to dead letters", self.name, kind)
-            record_dead_letter(self.name, envelope.message, "unhandled")
+            record_dead_letter(self.name, msg, "unhandled")
 
     def _stop_instance(self, instance: Actor) -> None:
         try:
@@ -348,13 +355,11 @@ class Cell:
             log.exception("on_stop of %s raised", self.name)
         self.finalize("stopped")
 
-    def _fail(
-        self, instance: Actor | None, error: BaseException, envelope: Envelope | None
-    ) -> None:
+    def _fail(self, instance: Actor | None, error: BaseException, item: Envelope | None) -> None:
         """The instance failed: keep the mailbox, hand the decision to the supervisor."""
         self.last_error = error
-        if envelope is not None:
-            record_dead_letter(self.name, envelope.message, f"failed: {error!r}")
+        if item is not None:
+            record_dead_letter(self.name, item[0], f"failed: {error!r}")
         log.error("actor %s failed", self.name, exc_info=error)
         if instance is not None:
             try:

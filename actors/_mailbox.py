@@ -10,31 +10,27 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from llmos.actors._errors import LlmosError, MailboxFull
 
-__all__ = ["STOP", "Envelope", "Mailbox", "WhenFull"]
+__all__ = ["STOP", "Envelope", "Mailbox", "WhenFull", "envelope"]
 
 WhenFull = Literal["block", "fail"]
 
 _monotonic = time.monotonic
 
 
-class Envelope:
-    """One queued message: the message, the reply to complete (asks only), when it was sent."""
+Envelope = tuple[Any, Any, float]
+"""One queued message as a plain tuple ``(message, reply, sent_at)``: the message, the reply to
+complete (None for a tell) and ``time.monotonic()`` when it was sent. A tuple, because building
+one is the hot path of every tell."""
 
-    __slots__ = ("counted", "message", "reply", "sent_at")
 
-    def __init__(self, message: Any, reply: Any = None, counted: bool = False) -> None:
-        self.message = message
-        self.reply = reply
-        self.sent_at = _monotonic()
-        self.counted = counted
-
-    def __repr__(self) -> str:
-        kind = "ask" if self.reply is not None else "tell"
-        return f"Envelope({kind}, {self.message!r})"
+def envelope(message: Any, reply: Any = None) -> Envelope:
+    """Wrap a message for a mailbox, stamped with the time it was sent."""
+    return (message, reply, _monotonic())
 
 
 class _Stop:
@@ -59,7 +55,7 @@ class Mailbox:
         put_timeout: how long a blocked sender waits.
     """
 
-    __slots__ = ("_queue", "_room", "capacity", "put_timeout", "when_full")
+    __slots__ = ("_queue", "_room", "capacity", "put", "put_timeout", "when_full")
 
     def __init__(
         self, capacity: int | None = None, when_full: WhenFull = "block", put_timeout: float = 5.0
@@ -75,48 +71,49 @@ class Mailbox:
         self.when_full = when_full
         self.put_timeout = put_timeout
         self._room = threading.Semaphore(capacity) if capacity is not None else None
+        # ``put(envelope, timeout=None)``: an unbounded mailbox is the queue's own put.
+        self.put: Callable[..., None] = self._queue.put if capacity is None else self._put_bounded
 
-    def put(self, envelope: Envelope, timeout: float | None = None) -> None:
+    def _put_bounded(self, envelope: Envelope, timeout: float | None = None) -> None:
         """Queue a message, following the policy when the mailbox is full.
 
         Raises:
             MailboxFull: no room (at once for "fail", after the timeout for "block").
         """
         room = self._room
-        if room is not None:
-            if self.when_full == "fail":
-                ok = room.acquire(False)
-            else:
-                ok = room.acquire(True, self.put_timeout if timeout is None else timeout)
-            if not ok:
-                waited = "" if self.when_full == "fail" else " after waiting"
-                raise MailboxFull(
-                    f"mailbox full ({self.capacity} messages){waited}; the actor is behind: "
-                    "retry later, slow down, or raise its capacity"
-                )
-            envelope.counted = True
+        assert room is not None
+        if self.when_full == "fail":
+            ok = room.acquire(False)
+        else:
+            ok = room.acquire(True, self.put_timeout if timeout is None else timeout)
+        if not ok:
+            waited = "" if self.when_full == "fail" else " after waiting"
+            raise MailboxFull(
+                f"mailbox full ({self.capacity} messages){waited}; the actor is behind: "
+                "retry later, slow down, or raise its capacity"
+            )
         self._queue.put(envelope)
 
     def put_control(self, envelope: Envelope) -> None:
-        """Queue a control envelope; never refused."""
+        """Queue a control envelope (STOP); never refused, never counted against capacity."""
         self._queue.put(envelope)
 
     def get(self, timeout: float | None = None) -> Envelope:
         """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``)."""
-        envelope = self._queue.get(True, timeout)
-        if envelope.counted:
-            self._room.release()  # type: ignore[union-attr]
-        return envelope
+        item = self._queue.get(True, timeout)
+        if self._room is not None and item[0] is not STOP:
+            self._room.release()
+        return item
 
     def get_nowait(self) -> Envelope | None:
         """Take the next envelope, or None when the mailbox is empty."""
         try:
-            envelope = self._queue.get_nowait()
+            item = self._queue.get_nowait()
         except queue.Empty:
             return None
-        if envelope.counted:
-            self._room.release()  # type: ignore[union-attr]
-        return envelope
+        if self._room is not None and item[0] is not STOP:
+            self._room.release()
+        return item
 
     def depth(self) -> int:
         """How many envelopes are queued now."""

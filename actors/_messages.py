@@ -9,6 +9,7 @@ locally or remotely, so a program that works on one node works across nodes.
 from __future__ import annotations
 
 import dataclasses
+import operator
 from collections.abc import Callable
 from typing import Any, TypeVar, dataclass_transform
 
@@ -34,7 +35,10 @@ _INT_MAX = 2**64 - 1
 
 _REGISTRY: dict[str, type[Any]] = {}
 _SCALARS: frozenset[type[Any]] = frozenset({type(None), bool, float, str, bytes})
-_CONTAINERS: frozenset[type[Any]] = frozenset({list, tuple, dict})
+_KEYS: frozenset[type[Any]] = frozenset({str, int, bytes})
+_FLAT: frozenset[type[Any]] = _SCALARS | {int}
+# For each message class, a C-level getter of all its field values as one tuple.
+_GETTERS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
 
 # Set by llmos.actors._ref so this module need not import it (refs import messages).
 _ref_types: tuple[type[Any], ...] = ()
@@ -78,6 +82,15 @@ def message(wire_name: str) -> Callable[[type[T]], type[T]]:
             for f in dataclasses.fields(data_cls)  # type: ignore[arg-type]
         )
         _REGISTRY[wire_name] = data_cls
+        names = data_cls.__llmos_fields__  # type: ignore[attr-defined]
+        # attrgetter returns a bare value for one name but a tuple for several: naming a lone
+        # field twice keeps it a tuple, without a Python-level call.
+        if len(names) == 1:
+            _GETTERS[data_cls] = operator.attrgetter(names[0], names[0])
+        elif names:
+            _GETTERS[data_cls] = operator.attrgetter(*names)
+        else:
+            _GETTERS[data_cls] = lambda m: ()
         return data_cls
 
     return decorate
@@ -117,10 +130,16 @@ def check_message(msg: Any) -> None:
     cls = type(msg)
     if cls in _SCALARS:
         return
-    if cls is int:
-        if not _INT_MIN <= msg <= _INT_MAX:
-            raise MessageError(f"int {msg} does not fit in 64 bits; send it as a str")
-        return
+    getter = _GETTERS.get(cls)
+    if getter is not None:
+        # Fast path (every tell takes it): a message whose fields are all flat scalars.
+        values = getter(msg)
+        if _FLAT.issuperset(map(type, values)):
+            for value in values:
+                if type(value) is int and not _INT_MIN <= value <= _INT_MAX:
+                    break
+            else:
+                return
     _check(msg, 0, "message")
 
 
@@ -134,23 +153,28 @@ def _check(value: Any, depth: int, where: str) -> None:
         if not _INT_MIN <= value <= _INT_MAX:
             raise MessageError(f"{where}: int {value} does not fit in 64 bits; send it as a str")
         return
+    # The path string for error messages is only built when descending into a container.
     if cls is list or cls is tuple:
         for i, item in enumerate(value):
-            _check(item, depth + 1, f"{where}[{i}]")
+            if type(item) not in _SCALARS:
+                _check(item, depth + 1, f"{where}[{i}]")
         return
     if cls is dict:
         for key, item in value.items():
-            if type(key) not in (str, int, bytes):
+            if type(key) not in _KEYS:
                 raise MessageError(
                     f"{where}: dict key {key!r} of type {type(key).__name__} has no wire form; "
                     "use str, int or bytes keys"
                 )
-            _check(item, depth + 1, f"{where}[{key!r}]")
+            if type(item) not in _SCALARS:
+                _check(item, depth + 1, f"{where}[{key!r}]")
         return
     fields = getattr(cls, "__llmos_fields__", None)
     if fields is not None and getattr(cls, "__llmos_wire_name__", None) is not None:
         for name in fields:
-            _check(getattr(value, name), depth + 1, f"{where}.{name}")
+            item = getattr(value, name)
+            if type(item) not in _SCALARS:
+                _check(item, depth + 1, f"{where}.{name}")
         return
     if isinstance(value, _ref_types):
         return

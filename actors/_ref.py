@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.actors import _messages
 from llmos.actors._errors import ActorDeadError, LlmosError, MailboxFull
-from llmos.actors._mailbox import Envelope
 from llmos.actors._messages import check_message
 from llmos.actors._records import ActorStats
 from llmos.actors._reply import AsyncReply, Reply
@@ -172,8 +171,10 @@ class LocalRef(ActorRef):
 
     def tell(self, message: Any) -> None:
         check_message(message)
-        cell = self._live_cell()
-        cell.mailbox.put(Envelope(message))
+        cell = self._cell
+        if cell.stopped:
+            cell = self._live_cell()
+        cell.mailbox.put((message, None, _monotonic()))
         if cell.stopped:
             cell.drain()  # it stopped while we queued: fail fast, never strand the message
 
@@ -182,7 +183,7 @@ class LocalRef(ActorRef):
         check_message(message)
         cell = self._live_cell()
         reply = Reply(_monotonic() + span, cell, span)
-        cell.mailbox.put(Envelope(message, reply), span)
+        cell.mailbox.put((message, reply, _monotonic()), timeout=span)
         if cell.stopped:
             cell.drain()
         return reply
@@ -193,11 +194,11 @@ class LocalRef(ActorRef):
         cell = self._live_cell()
         loop = asyncio.get_running_loop()
         reply = AsyncReply(_monotonic() + span, cell, span, loop)
-        envelope = Envelope(message, reply)
+        envelope = (message, reply, _monotonic())
         mailbox = cell.mailbox
         if mailbox.capacity is not None and mailbox.when_full == "block":
             try:
-                mailbox.put(envelope, 0)
+                mailbox.put(envelope, timeout=0)
             except MailboxFull:
                 # Wait for room in a worker thread so the loop keeps running.
                 await loop.run_in_executor(None, mailbox.put, envelope, span)
