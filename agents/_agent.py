@@ -1,0 +1,403 @@
+"""Agent: the base class users subclass to write their own agents, and the speaker messages.
+
+An agent is an actor with a name, a description, typed handlers, validated input and an
+operation log. A rule-based agent needs no model::
+
+    @message("demo.Add")
+    class Add:
+        a: float
+        b: float
+
+    class Adder(Agent):
+        agent_description = "adds two numbers"
+
+        @handler(Add)
+        def add(self, msg: Add) -> float:
+            return msg.a + msg.b
+
+In a dialogue an agent is asked ``Turn`` and answers an ``Utterance`` (or a plain str); see
+``llmos.agents._agent_messages``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import typing
+from typing import Any, ClassVar
+
+import llmos.actors as actors
+from llmos.actors import Actor, ActorRef, AgentError, DeadlockError, handler, wire_name
+from llmos.actors._cell import UNHANDLED
+from llmos.actors._records import record_dead_letter
+from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog
+from llmos.agents._oplog import OpLog, OpRecord
+
+__all__ = ["Agent", "check_input", "spawn"]
+
+log = logging.getLogger("llmos.agents")
+
+
+# -- input validation --------------------------------------------------------------------------
+
+_hints_cache: dict[type[Any], dict[str, Any] | None] = {}
+
+
+def _field_hints(cls: type[Any]) -> dict[str, Any] | None:
+    if cls not in _hints_cache:
+        try:
+            _hints_cache[cls] = typing.get_type_hints(cls)
+        except Exception:  # unresolvable annotations: check sizes only
+            _hints_cache[cls] = None
+    return _hints_cache[cls]
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether ``value`` fits a field annotation (loosely: containers are checked one level)."""
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return True
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or str(origin) == "<class 'types.UnionType'>":
+        return any(_conforms(value, arg) for arg in typing.get_args(hint))
+    if origin is not None:
+        hint = origin
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint in (list, tuple):  # msgpack turns tuples into lists: accept either
+        return isinstance(value, list | tuple)
+    if hint is ClassVar:
+        return True
+    if isinstance(hint, type):
+        return isinstance(value, hint)
+    return True
+
+
+def check_input(msg: Any, max_chars: int, max_items: int, agent: str = "this agent") -> None:
+    """Check a message's field types (against its annotations) and its sizes.
+
+    Args:
+        msg: the message.
+        max_chars: the longest str allowed anywhere in it.
+        max_items: the most items allowed in any list or dict in it.
+        agent: who checks, for the error message.
+
+    Raises:
+        AgentError: naming the field, what is wrong and which limit to raise.
+    """
+    cls = type(msg)
+    fields = getattr(cls, "__llmos_fields__", None)
+    if fields is not None:
+        hints = _field_hints(cls) or {}
+        for name in fields:
+            value = getattr(msg, name)
+            hint = hints.get(name)
+            if hint is not None and not _conforms(value, hint):
+                raise AgentError(
+                    f"{agent} refused {cls.__name__}: field {name!r} must be "
+                    f"{_hint_name(hint)}, got {type(value).__name__} {value!r:.60}; send the "
+                    "right type"
+                )
+            _check_size(value, f"{cls.__name__}.{name}", max_chars, max_items, agent)
+    else:
+        _check_size(msg, cls.__name__, max_chars, max_items, agent)
+
+
+def _hint_name(hint: Any) -> str:
+    if isinstance(hint, type):
+        return hint.__name__
+    return str(hint).replace("typing.", "")
+
+
+def _check_size(value: Any, where: str, max_chars: int, max_items: int, agent: str) -> None:
+    if isinstance(value, str | bytes):
+        if len(value) > max_chars:
+            raise AgentError(
+                f"{agent} refused {where}: {len(value)} characters, over its limit of "
+                f"{max_chars}; shorten the text or raise agent_max_text_chars"
+            )
+    elif isinstance(value, list | tuple | dict):
+        if len(value) > max_items:
+            raise AgentError(
+                f"{agent} refused {where}: {len(value)} items, over its limit of {max_items}; "
+                "send fewer or raise agent_max_items"
+            )
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            if not isinstance(item, int | float | bool | type(None)):
+                _check_size(item, f"{where}[{key!r}]", max_chars, max_items, agent)
+    elif getattr(type(value), "__llmos_fields__", None) is not None:
+        for name in type(value).__llmos_fields__:
+            _check_size(getattr(value, name), f"{where}.{name}", max_chars, max_items, agent)
+
+
+def _type_name(msg: Any) -> str:
+    return wire_name(type(msg)) or type(msg).__name__
+
+
+# -- spawning and lookup -----------------------------------------------------------------------
+
+
+def spawn(actor_class: type[Actor], *args: Any, name: str | None = None, **kwargs: Any) -> ActorRef:
+    """Start an actor under the node's kernel when there is one, else unsupervised.
+
+    Args:
+        actor_class: the class to start.
+        *args: passed to its constructor.
+        name: its name (default: chosen by the kernel or the core).
+        **kwargs: passed to the constructor (and to the kernel's ``spawn``, e.g. ``restart=``).
+
+    Returns:
+        The new actor's ref.
+    """
+    kernel = _kernel()
+    if kernel is not None:
+        ref: ActorRef = kernel.spawn(actor_class, *args, name=name, **kwargs)
+        return ref
+    kwargs.pop("restart", None)
+    kwargs.pop("restart_on_ask_error", None)
+    return actor_class.start(*args, name=name, **kwargs)
+
+
+def _kernel() -> Any:
+    """The kernel of this node if the kernel package provides one, else None."""
+    try:
+        import llmos.kernel as kernel_pkg
+    except ImportError:
+        return None
+    get_kernel = getattr(kernel_pkg, "kernel", None)
+    if get_kernel is None:
+        return None
+    try:
+        return get_kernel()
+    except Exception:
+        return None
+
+
+# -- the Agent ----------------------------------------------------------------------------------
+
+
+class Agent(Actor):
+    """Base class for agents: an actor with validated input and an operation log.
+
+    Write handlers with ``@handler(MessageClass)`` as for any actor. Before a handler runs the
+    message is checked: field types against the message class's annotations, every str against
+    ``agent_max_text_chars``, every list or dict against ``agent_max_items``. A refused ask fails
+    with :class:`~llmos.actors.AgentError` (the agent goes on, no restart); a refused tell goes to
+    dead letters with a warning. Every handled message adds an :class:`OpRecord` to the log.
+
+    Failure contract: as for :class:`~llmos.actors.Actor`. Subclasses that carry state across a
+    restart override ``pre_restart``/``post_restart`` and call ``super()`` (the operation log is
+    carried that way).
+
+    Args:
+        description: what the agent does (default: ``agent_description``).
+        oplog: a JSONL file to append the operation log to (default: memory only).
+
+    Class attributes:
+        agent_description: the default description.
+        agent_max_text_chars: the longest str accepted in a message.
+        agent_max_items: the most items accepted in a list or dict in a message.
+        agent_oplog_capacity: how many records the in-memory log keeps.
+        agent_oplog_quiet: message types not logged (streamed chunks, say).
+        agent_turn_timeout: how long a dialogue should wait for this agent's turn (None: the
+            dialogue's default).
+    """
+
+    agent_description: ClassVar[str] = ""
+    agent_max_text_chars: ClassVar[int] = 16_000
+    agent_max_items: ClassVar[int] = 1_000
+    agent_oplog_capacity: ClassVar[int] = 1_000
+    agent_oplog_quiet: ClassVar[tuple[type[Any], ...]] = ()
+    agent_turn_timeout: ClassVar[float | None] = None
+
+    def __init__(
+        self, *, description: str | None = None, oplog: str | os.PathLike[str] | None = None
+    ) -> None:
+        super().__init__()
+        if description is not None and not isinstance(description, str):
+            raise AgentError(f"an agent description must be a str, got {description!r}")
+        self.agent_description = (
+            description
+            if description is not None
+            else (type(self).agent_description or (type(self).__doc__ or "").strip().split("\n")[0])
+        )
+        self.agent_oplog = OpLog(self.agent_oplog_capacity, oplog)
+
+    @property
+    def agent_name(self) -> str:
+        """This agent's name (its actor name)."""
+        return self.actor_name
+
+    # -- helpers for subclasses ---------------------------------------------------------------
+
+    def ask_agent(self, target: ActorRef | str, msg: Any, timeout: float = 30.0) -> Any:
+        """Ask another agent (by ref or name) and wait for the answer, at most ``timeout``.
+
+        Raises:
+            DeadlockError: the target is this agent itself.
+            AskTimeout, ActorDeadError: as for any ask; or whatever the target raised.
+        """
+        ref = self.lookup(target) if isinstance(target, str) else target
+        if ref == self.actor_ref:
+            raise DeadlockError(f"{self.agent_name} asked itself; call the method directly")
+        return ref.ask(msg, timeout=timeout).get()
+
+    def tell_agent(self, target: ActorRef | str, msg: Any) -> None:
+        """Send a message to another agent (by ref or name) without waiting."""
+        ref = self.lookup(target) if isinstance(target, str) else target
+        ref.tell(msg)
+
+    def lookup(self, name: str) -> ActorRef:
+        """The ref of the agent named ``name`` (through the kernel when there is one).
+
+        Raises:
+            ActorDeadError: no live actor has that name.
+        """
+        kernel = _kernel()
+        find = getattr(kernel, "lookup", None)
+        if find is not None:
+            ref: ActorRef = find(name)
+            return ref
+        return actors.get(name)
+
+    def spawn(
+        self, actor_class: type[Actor], *args: Any, name: str | None = None, **kwargs: Any
+    ) -> ActorRef:
+        """Start another actor (under the kernel when there is one); see :func:`spawn`."""
+        return spawn(actor_class, *args, name=name, **kwargs)
+
+    def agent_validate(self, msg: Any) -> None:
+        """Check a message before its handler runs; override to add checks (call super).
+
+        Raises:
+            AgentError: the message is refused.
+        """
+        check_input(msg, self.agent_max_text_chars, self.agent_max_items, self._who())
+
+    def _who(self) -> str:
+        try:
+            return f"agent {self.agent_name!r}"
+        except actors.ActorError:
+            return f"a {type(self).__name__}"
+
+    # -- dispatch: validate, run, log --------------------------------------------------------
+
+    def _llmos_dispatch(self, msg: Any) -> Any:
+        cell = self._llmos_cell
+        is_ask = cell is not None and cell.current_reply is not None
+        started_at = time.time()
+        start = time.perf_counter()
+        quiet = isinstance(msg, self.agent_oplog_quiet)
+        try:
+            self.agent_validate(msg)
+        except AgentError as exc:
+            self._log(msg, "refused", "refused", started_at, start, exc)
+            if is_ask:
+                self.actor_defer_reply().set_exception(exc)
+            else:
+                log.warning("%s", exc)
+                record_dead_letter(self._name_or_class(), msg, f"refused: {exc}")
+            return None
+        try:
+            result = super()._llmos_dispatch(msg)
+        except BaseException as exc:
+            self._log(msg, self._op_name(msg), "error", started_at, start, exc)
+            raise
+        if result is UNHANDLED:
+            self._log(msg, "unhandled", "unhandled", started_at, start, None)
+            if is_ask and cell is not None and cell.current_reply is not None:
+                accepts = ", ".join(sorted(_type_name_of(t) for t in self._llmos_table))
+                self.actor_defer_reply().set_exception(
+                    AgentError(
+                        f"{self._who()} ({type(self).__name__}) does not accept "
+                        f"{_type_name(msg)}; it accepts: {accepts}"
+                    )
+                )
+                return None
+        elif not quiet:
+            self._log(msg, self._op_name(msg), "ok", started_at, start, None)
+        return result
+
+    def _op_name(self, msg: Any) -> str:
+        fn = self._llmos_cache.get(type(msg))
+        return getattr(fn, "__name__", "on_receive") if fn is not None else "on_receive"
+
+    def _name_or_class(self) -> str:
+        cell = self._llmos_cell
+        return cell.name if cell is not None else type(self).__name__
+
+    def _log(
+        self,
+        msg: Any,
+        op: str,
+        outcome: str,
+        started_at: float,
+        start: float,
+        error: BaseException | None,
+    ) -> None:
+        self.agent_oplog.add(
+            OpRecord(
+                agent=self._name_or_class(),
+                op=op,
+                message_type=_type_name(msg),
+                started_at=started_at,
+                seconds=time.perf_counter() - start,
+                outcome=outcome,
+                error_type=type(error).__name__ if error is not None else "",
+                error=str(error)[:300] if error is not None else "",
+            )
+        )
+
+    # -- built-in handlers ---------------------------------------------------------------------
+
+    @handler(Describe)
+    def describe(self, _msg: Describe) -> AgentInfo:
+        """Say who this agent is."""
+        accepts = sorted(_type_name_of(t) for t in self._llmos_table)
+        return AgentInfo(
+            name=self.agent_name,
+            description=self.agent_description,
+            kind=type(self).__name__,
+            accepts=accepts,
+            turn_timeout=float(self.agent_turn_timeout or 0.0),
+        )
+
+    @handler(GetOpLog)
+    def get_oplog(self, msg: GetOpLog) -> list[dict[str, Any]]:
+        """The operation log as plain dicts (oldest first)."""
+        records = self.agent_oplog.records()
+        if msg.last > 0:
+            records = records[-msg.last :]
+        return [r.as_dict() for r in records]
+
+    # -- life cycle ---------------------------------------------------------------------------
+
+    def pre_restart(self, error: BaseException) -> Any:
+        """Carry the operation log to the restarted instance (subclasses: extend the dict)."""
+        return {"oplog": self.agent_oplog}
+
+    def post_restart(self, error: BaseException | None, state: Any) -> None:
+        """Take the operation log over from the failed instance, then run ``on_start``."""
+        if isinstance(state, dict) and isinstance(state.get("oplog"), OpLog):
+            self.agent_oplog.close()
+            self.agent_oplog = state["oplog"]
+        self.on_start()
+
+    def on_stop(self) -> None:
+        """Close the operation log file (subclasses overriding this: call super)."""
+        self.agent_oplog.close()
+
+    def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
+        """Close the operation log file when no supervisor will restart this agent."""
+        cell = self._llmos_cell
+        if cell is None or cell.supervisor is None:
+            self.agent_oplog.close()
+
+
+def _type_name_of(cls: type[Any]) -> str:
+    return wire_name(cls) or cls.__name__
