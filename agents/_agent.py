@@ -208,7 +208,7 @@ class Agent(Actor):
             dialogue's default).
     """
 
-    agent_description: ClassVar[str] = ""
+    agent_description: str = ""
     agent_max_text_chars: ClassVar[int] = 16_000
     agent_max_items: ClassVar[int] = 1_000
     agent_oplog_capacity: ClassVar[int] = 1_000

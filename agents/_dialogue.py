@@ -1,0 +1,113 @@
+"""Two-agent dialogues, and ``run_chat``: start a chat, wait for its result, stop it.
+
+Example::
+
+    result = run_chat([alice, bob], "Is tea better than coffee?",
+                      termination=MaxTurns(6) | Repetition(), printer=None, timeout=120)
+    print(result.reason)
+    for entry in result.utterances:
+        print(entry.speaker, entry.text)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from llmos.actors import ActorError, ActorRef, AgentError, AskTimeout
+from llmos.agents._group_chat import GetResult, GroupChat, StartChat, StopChat
+from llmos.agents._transcript import ChatResult
+
+__all__ = ["ChatTimeout", "Dialogue", "run_chat"]
+
+
+class ChatTimeout(AgentError, TimeoutError):
+    """Raised by :func:`run_chat` when the chat has not ended within ``timeout``.
+
+    The chat is stopped first; what was said so far is in ``result`` (``stopped_by``
+    "stopped"). Unlike a :class:`~llmos.agents.Timeout` condition, which ends a chat normally,
+    this means the caller's bound ran out: raise it, or add a Timeout condition.
+
+    Attributes:
+        result: the chat up to the moment it was stopped.
+    """
+
+    def __init__(self, text: str, result: ChatResult | None) -> None:
+        super().__init__(text)
+        self.result = result
+
+
+class Dialogue(GroupChat):
+    """A conversation of two agents taking turns, ``first`` speaking first.
+
+    Args:
+        first: the agent that opens (a ref or the name of a running actor).
+        second: the other one.
+        task: the topic or question.
+        **kwargs: as for :class:`GroupChat` (termination, max_turns, printer, save_to, ...),
+            except ``selector``: the two always alternate.
+    """
+
+    def __init__(
+        self, first: ActorRef | str, second: ActorRef | str, task: str = "", **kwargs: Any
+    ) -> None:
+        if "selector" in kwargs:
+            raise AgentError("a Dialogue alternates its two speakers; use GroupChat to select")
+        super().__init__([first, second], task, selector="round_robin", **kwargs)
+
+
+def run_chat(
+    participants: Sequence[ActorRef | str],
+    task: str = "",
+    *,
+    timeout: float = 300.0,
+    name: str | None = None,
+    chat_class: type[GroupChat] = GroupChat,
+    **kwargs: Any,
+) -> ChatResult:
+    """Run a chat to its end: start the chat actor, wait for the result, stop the actor.
+
+    The participants are not stopped; they belong to the caller.
+
+    Args:
+        participants: the agents (refs or names); two of them and ``chat_class=Dialogue``
+            for a dialogue.
+        task: the topic or question.
+        timeout: the most seconds to wait for the end.
+        name: the chat actor's name (default: chosen by the core).
+        chat_class: GroupChat, Dialogue, or a subclass.
+        **kwargs: passed to the chat's constructor (selector, termination, printer, ...).
+
+    Returns:
+        The :class:`ChatResult`, whose ``reason`` says why it ended.
+
+    Raises:
+        ChatTimeout: the chat had not ended within ``timeout`` (it is stopped; the partial
+            result is attached).
+        AgentError: bad arguments.
+    """
+    if chat_class is Dialogue:
+        if len(participants) != 2:
+            raise AgentError(f"a Dialogue has two participants, got {len(participants)}")
+        chat = Dialogue.start(participants[0], participants[1], task, name=name, **kwargs)
+    else:
+        chat = chat_class.start(participants, task, name=name, **kwargs)
+    try:
+        chat.ask(StartChat(), timeout=min(60.0, timeout)).get()
+        try:
+            result: ChatResult = chat.ask(GetResult(), timeout=timeout).get()
+            return result
+        except AskTimeout:
+            note = f"run_chat gave up after its timeout of {timeout:g} s"
+            partial: ChatResult | None
+            try:
+                partial = chat.ask(StopChat(note), timeout=10).get()
+            except ActorError:
+                partial = None
+            raise ChatTimeout(
+                f"the chat did not end within {timeout:g} s; it was stopped (raise timeout, or "
+                "add a Timeout/MaxTurns condition)",
+                partial,
+            ) from None
+    finally:
+        chat.stop(timeout=10)

@@ -1,0 +1,179 @@
+"""FakeModel: a deterministic stand-in for a model actor, for tests and model-free examples.
+
+It answers :class:`~llmos.agents.Generate` exactly the way a ModelActor does (a
+:class:`~llmos.agents.Completion`, TokenChunks to ``stream_to``), but its text comes from a
+script, a function, or a short echo of the last user turn. Tokens are whitespace-separated
+words, so token limits and budgets behave predictably.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llmos.actors import Actor, ActorError, ModelError, handler
+from llmos.agents._model_messages import (
+    Completion,
+    Generate,
+    GetModelStats,
+    ModelStats,
+    TokenChunk,
+)
+
+__all__ = ["FakeModel", "count_words"]
+
+Script = Sequence[str] | Callable[[list[dict[str, Any]]], str]
+_ids = itertools.count(1)
+_PREFIX = re.compile(r"^(?:\S+ #\d+: |\S+: )+")  # "name: " and "name #3: " from earlier turns
+
+
+def count_words(text: str) -> int:
+    """The fake model's token count: whitespace-separated words."""
+    return len(text.split())
+
+
+class FakeModel(Actor):
+    """A deterministic model actor that answers Generate without any model.
+
+    Args:
+        script: the replies, in order (one per request, across all requesters), or a function
+            of the chat messages that returns the reply. When a list runs out the fake echoes.
+        cycle: start the list again from the top instead of echoing when it runs out.
+        name_tag: the ``model`` name put in completions.
+        delay: seconds to wait before answering each request (to look like a slow model).
+
+    Without a script each reply is ``"<requester> #<n>: <first 12 words of the last user
+    line>"`` (speaker prefixes dropped), with ``n`` counted per requester, so a dialogue
+    between fake-backed agents is reproducible.
+    """
+
+    def __init__(
+        self,
+        script: Script | None = None,
+        *,
+        cycle: bool = False,
+        name_tag: str = "fake",
+        delay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if script is not None and not callable(script) and not isinstance(script, Sequence):
+            raise ModelError(
+                f"FakeModel script must be a list of str or a function, got {script!r}"
+            )
+        self.script = script
+        self.cycle = cycle
+        self.name_tag = name_tag
+        self.delay = delay
+        self.position = 0
+        self.per_requester: dict[str, int] = {}
+        self.counts = {"requests": 0, "completed": 0, "refused": 0, "tokens": 0}
+        self.tokens_by_requester: dict[str, int] = {}
+        self.prompts: list[list[dict[str, Any]]] = []
+
+    @handler(Generate)
+    def generate(self, request: Generate) -> Completion | None:
+        """Answer at once with a Completion (and stream it if asked)."""
+        self.counts["requests"] += 1
+        messages = self._messages(request)
+        cell = self._llmos_cell
+        if (cell is None or cell.current_reply is None) and request.stream_to is None:
+            self.counts["refused"] += 1
+            raise ModelError(
+                "Generate was sent with tell and no stream_to: nobody would get the answer; "
+                "use ask, or name a stream_to ref"
+            )
+        if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
+            self.counts["refused"] += 1
+            raise ModelError(f"max_new_tokens must be an int >= 1, got {request.max_new_tokens!r}")
+        if self.delay > 0:
+            time.sleep(self.delay)
+        self.prompts.append(messages)
+        text, finish = self._cut(self._reply(messages, request.requester), request)
+        request_id = request.request_id or f"fake-{next(_ids)}"
+        tokens = count_words(text)
+        completion = Completion(
+            text=text,
+            finish_reason=finish,
+            prompt_tokens=sum(count_words(str(m.get("content", ""))) for m in messages),
+            completion_tokens=tokens,
+            queue_seconds=0.0,
+            generation_seconds=0.0,
+            model=self.name_tag,
+            request_id=request_id,
+        )
+        self.counts["completed"] += 1
+        self.counts["tokens"] += tokens
+        who = request.requester or "anonymous"
+        self.tokens_by_requester[who] = self.tokens_by_requester.get(who, 0) + tokens
+        if request.stream_to is not None:
+            try:
+                for i, word in enumerate(text.split(" ")):
+                    piece = word if i == 0 else " " + word
+                    request.stream_to.tell(TokenChunk(request_id, i, piece))
+                request.stream_to.tell(completion)
+            except ActorError:
+                pass  # the stream target is gone; the asker still gets the answer
+        return completion
+
+    @handler(GetModelStats)
+    def stats(self, _msg: GetModelStats) -> ModelStats:
+        """Counters, in the same shape as a ModelActor's."""
+        c = self.counts
+        return ModelStats(
+            model=self.name_tag,
+            requests=c["requests"],
+            completed=c["completed"],
+            refused=c["refused"],
+            batches=c["completed"],
+            mean_batch_size=1.0 if c["completed"] else 0.0,
+            tokens_generated=c["tokens"],
+            generation_seconds=0.0,
+            queued=0,
+            tokens_by_requester=dict(self.tokens_by_requester),
+        )
+
+    def _messages(self, request: Generate) -> list[dict[str, Any]]:
+        if (request.messages is None) == (request.prompt is None):
+            self.counts["refused"] += 1
+            raise ModelError("Generate needs exactly one of messages or prompt")
+        if request.prompt is not None:
+            return [{"role": "user", "content": request.prompt}]
+        assert request.messages is not None
+        return [dict(m) for m in request.messages]
+
+    def _reply(self, messages: list[dict[str, Any]], requester: str) -> str:
+        script = self.script
+        if callable(script):
+            return str(script(messages))
+        if script is not None and len(script) > 0:
+            if self.position < len(script) or self.cycle:
+                text = script[self.position % len(script)]
+                self.position += 1
+                return str(text)
+        who = requester or "fake"
+        n = self.per_requester[who] = self.per_requester.get(who, 0) + 1
+        last = next((m for m in reversed(messages) if m.get("role") == "user"), None)
+        content = str(last.get("content", "")) if last else ""
+        lines = [ln for ln in content.splitlines() if ln.strip()]
+        words = _PREFIX.sub("", lines[-1] if lines else "").split()
+        return f"{who} #{n}: {' '.join(words[:12])}".rstrip()
+
+    @staticmethod
+    def _cut(text: str, request: Generate) -> tuple[str, str]:
+        finish = "stop"
+        for stop in request.stop:
+            at = text.find(stop)
+            if stop and at >= 0:
+                text = text[:at]
+        words = text.split(" ")
+        if count_words(text) > request.max_new_tokens:
+            kept: list[str] = []
+            for word in words:
+                if count_words(" ".join([*kept, word])) > request.max_new_tokens:
+                    break
+                kept.append(word)
+            text, finish = " ".join(kept), "length"
+        return text, finish
