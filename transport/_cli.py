@@ -1,0 +1,169 @@
+"""``llmos node``: run a node from the command line until Ctrl+C (SIGINT) or SIGTERM.
+
+The ``llmos`` console script (in llmos.agents) hands its ``node`` arguments to
+:func:`node_main`; ``python -m llmos.transport`` runs it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from llmos.actors import LlmosError, stop_all
+from llmos.transport._node import Node
+from llmos.transport._security import generate_keys
+
+__all__ = ["build_parser", "node_main"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of ``llmos node``."""
+    parser = argparse.ArgumentParser(
+        prog="llmos node",
+        description="Run an llmos node: print its address, serve until Ctrl+C or SIGTERM.",
+    )
+    parser.add_argument(
+        "--bind",
+        default="tcp://127.0.0.1:0",
+        help="address to listen on (default: a free port on 127.0.0.1)",
+    )
+    parser.add_argument("--name", help="the node's name in logs")
+    parser.add_argument(
+        "--keys", metavar="DIR", help="folder (or .key_secret file) with this node's CURVE key pair"
+    )
+    parser.add_argument(
+        "--allow-key",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a client public key (Z85, .key file, or folder) to let in; repeat",
+    )
+    parser.add_argument(
+        "--peer-key",
+        action="append",
+        default=[],
+        metavar="ADDRESS=KEY",
+        help="the CURVE public key of a peer this node connects to; repeat",
+    )
+    parser.add_argument(
+        "--allow-spawn",
+        action="append",
+        default=[],
+        metavar="PKG.MOD:CLASS",
+        help="a class peers may spawn here ('pkg.mod:*' for a module); repeat",
+    )
+    parser.add_argument(
+        "--import",
+        dest="imports",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module at start (its message classes and actors); repeat",
+    )
+    parser.add_argument(
+        "--insecure",
+        action="store_true",
+        help="allow binding off loopback without CURVE keys (trusted networks)",
+    )
+    parser.add_argument(
+        "--heartbeat",
+        type=float,
+        default=3.0,
+        metavar="SECONDS",
+        help="mark a silent peer down after this long (default 3)",
+    )
+    parser.add_argument(
+        "--advertise",
+        metavar="ADDRESS",
+        help="the address other nodes should use to reach this one",
+    )
+    parser.add_argument(
+        "--gen-keys",
+        metavar="DIR",
+        help="write a new key pair (node.key, node.key_secret) to DIR and exit",
+    )
+    return parser
+
+
+def node_main(argv: list[str] | None = None) -> int:
+    """Run ``llmos node`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
+
+    Prints the node's address on one line (flushed) once it listens, serves until SIGINT or
+    SIGTERM, then closes the node and stops every actor. Exit codes: 0 after a clean shutdown,
+    2 for bad arguments or a node that cannot start.
+    """
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.gen_keys:
+        try:
+            keys = generate_keys(args.gen_keys)
+        except LlmosError as exc:
+            print(f"llmos node: {exc}", file=sys.stderr)
+            return 2
+        print(
+            f"wrote {args.gen_keys}/node.key and node.key_secret; public key: "
+            f"{keys.public.decode()}",
+            flush=True,
+        )
+        return 0
+    try:
+        for module in args.imports:
+            importlib.import_module(module)
+        peer_keys = {}
+        for spec in args.peer_key:
+            address, sep, key = spec.rpartition("=")
+            if not sep or not address:
+                raise LlmosError(f"--peer-key takes ADDRESS=KEY, got {spec!r}")
+            peer_keys[address] = key
+        node = Node(
+            args.bind,
+            name=args.name,
+            keys=args.keys,
+            allow_keys=args.allow_key,
+            peer_keys=peer_keys,
+            allow_spawn=args.allow_spawn,
+            insecure=args.insecure,
+            heartbeat=args.heartbeat,
+            advertise=args.advertise,
+        )
+    except (LlmosError, ImportError) as exc:
+        print(f"llmos node: {exc}", file=sys.stderr)
+        return 2
+    stop = threading.Event()
+    restore = _on_signals(stop)
+    try:
+        print(node.address, flush=True)
+        while not stop.wait(1.0):
+            pass
+    finally:
+        for signum, previous in restore.items():
+            signal.signal(signum, previous)
+        node.close()
+        try:
+            stop_all(timeout=10.0)
+        except LlmosError as exc:
+            print(f"llmos node: {exc}", file=sys.stderr)
+    return 0
+
+
+def _on_signals(stop: threading.Event) -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+
+    def handle(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, handle)
+    return previous

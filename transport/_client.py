@@ -1,0 +1,142 @@
+"""The asking side: answers arriving from peers, and what happens to a peer's work when it is lost.
+
+Runs in the I/O thread. A reply completes the pending :class:`~llmos.actors.Reply` of its
+request id; a reply for an ask that already completed (it timed out, or its peer was marked
+down) is dropped and counted as late. When a peer is lost, queued tells go to dead letters and
+every local watcher of an actor on that peer receives ``Terminated``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from llmos.actors import (
+    ActorRef,
+    FrameError,
+    LlmosError,
+    MessageError,
+    NodeUnreachable,
+    Terminated,
+)
+from llmos.actors._records import record_dead_letter
+from llmos.transport._frames import FAIL, NOTICE, PONG, REPLY, TELL, parse_frame
+from llmos.transport._peer import DOWN, UP, Peer
+
+if TYPE_CHECKING:
+    from llmos.transport._node import Node
+
+__all__ = ["Client"]
+
+log = logging.getLogger("llmos.transport")
+_monotonic = time.monotonic
+
+
+class Client:
+    """Handles frames arriving on the sockets this node opened to its peers."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.counters = node.counters
+
+    def on_frame(self, peer: Peer, parts: list[bytes]) -> None:
+        counters = self.counters
+        if len(parts) != 1:
+            counters.bad_frames += 1
+            log.warning("node %s sent a %d-part message; dropped", peer.address, len(parts))
+            return
+        try:
+            items = parse_frame(parts[0], self.node.limits)
+        except FrameError as exc:
+            counters.bad_frames += 1
+            log.warning("dropped a bad frame from node %s: %s", peer.address, exc)
+            return
+        counters.frames_in += 1
+        counters.items_in += len(items)
+        peer.last_heard = _monotonic()
+        if peer.state != UP:
+            self.node.io.mark_up(peer)
+        for item in items:
+            if type(item) is not list or len(item) != 3:
+                counters.bad_items += 1
+                continue
+            op, key, payload = item
+            if op == REPLY or op == FAIL:
+                self._complete(peer, op, key, payload)
+            elif op == PONG:
+                pass
+            elif op == NOTICE:
+                counters.notices += 1
+                log.warning("node %s rejected a frame from this node: %s", peer.address, key)
+            else:
+                counters.bad_items += 1
+
+    def _complete(self, peer: Peer, op: int, key: Any, payload: Any) -> None:
+        reply = peer.pending.pop(key, None) if type(key) is int else None
+        if reply is None:
+            self.counters.late_replies += 1
+            return
+        if type(payload) is not bytes:
+            self.counters.bad_items += 1
+            reply.set_exception(FrameError(f"node {peer.address} sent a malformed reply"))
+            return
+        if op == REPLY:
+            try:
+                value = self.node.codec.decode(payload)
+            except (FrameError, MessageError) as exc:
+                self.counters.bad_items += 1
+                done = reply.set_exception(exc)
+            else:
+                done = reply.set_result(value)
+        else:
+            done = reply.set_exception(self.node.codec.decode_error(payload))
+        if not done:
+            self.counters.late_replies += 1
+
+    def drop_outbox(self, peer: Peer) -> None:
+        """The peer is down: queued tells go to dead letters (their asks were failed)."""
+        outbox = peer.outbox
+        peer.stalled = None
+        while outbox:
+            item = outbox.popleft()
+            if item[0] == TELL:
+                self.undelivered(peer, item[1], item[2], "node unreachable")
+        peer.room.set()
+
+    def undelivered(self, peer: Peer, name: str, payload: bytes, reason: str) -> None:
+        self.counters.undelivered_tells += 1
+        try:
+            message: Any = self.node.codec.decode(payload)
+        except (FrameError, MessageError):
+            message = payload
+        record_dead_letter(f"{name}@{peer.address}", message, reason)
+
+    def lost_watches(self, peer: Peer, text: str) -> None:
+        """Tell every local watcher of an actor on the lost peer that it is gone."""
+        with peer.lock:
+            watches, peer.watches = peer.watches, {}
+        for target, watcher in watches:
+            note = Terminated(self.node.remote_ref(target, peer.address), f"node lost: {text}")
+            try:
+                watcher.tell(note)
+            except LlmosError:
+                pass  # the watcher itself is gone
+
+    def watch_ended(self, peer: Peer, target: str, watcher: ActorRef) -> None:
+        """``Terminated`` arrived from the peer itself: the watch is over."""
+        with peer.lock:
+            peer.watches.pop((target, watcher), None)
+
+    def fail_all(self, text: str) -> None:
+        """The node is closing: fail every pending request and end every watch."""
+        for peer in list(self.node.peers.values()):
+            with peer.lock:
+                peer.state = DOWN
+                peer.error = (NodeUnreachable, text)
+                pending, peer.pending = peer.pending, {}
+                peer.up_event.clear()
+            for reply in pending.values():
+                reply.set_exception(NodeUnreachable(text))
+            self.drop_outbox(peer)
+            self.lost_watches(peer, text)

@@ -1,0 +1,300 @@
+"""The codec: msgpack with ext types for tuples, message classes and actor refs; error envelopes.
+
+Values are exactly what :func:`llmos.actors.check_message` accepts. msgpack carries the plain
+data; three ext types carry the rest:
+
+- ``1`` tuple: the items as a msgpack array (so tuples come back as tuples, lists as lists);
+- ``2`` message: ``[wire_name, field values...]`` of a class declared with ``@message``;
+- ``3`` actor ref: ``[node address, actor name]``. A local ref travels as this node's address;
+  an incoming ref naming this node decodes to the local ref, any other to a remote ref.
+
+Errors travel as an envelope ``[type name, args or None, text, traceback text, origin node]``.
+On the receiving side the same class is rebuilt when it is known (builtin exceptions, every
+:class:`~llmos.actors.LlmosError` subclass loaded in the process, and classes passed to
+:func:`register_error`); any other arrives as :class:`~llmos.actors.RemoteError`. Nothing is
+ever unpickled or imported because a peer named it.
+
+Every decode enforces :class:`~llmos.transport.Limits` and ``MAX_DEPTH``; what breaks them
+raises :class:`~llmos.actors.FrameError`.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+import traceback
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import msgpack
+
+from llmos.actors import (
+    MAX_DEPTH,
+    ActorRef,
+    FrameError,
+    LlmosError,
+    MessageError,
+    RemoteError,
+    message_class,
+)
+from llmos.transport._frames import Limits
+
+__all__ = ["EXT_MESSAGE", "EXT_REF", "EXT_TUPLE", "Codec", "register_error"]
+
+EXT_TUPLE = 1
+EXT_MESSAGE = 2
+EXT_REF = 3
+
+E = TypeVar("E", bound=type[Exception])
+
+_registered: dict[str, type[Exception]] = {}
+_SIMPLE = (str, int, float, bool, type(None), bytes)
+_MAX_TRACEBACK = 4000
+
+
+def _type_name(cls: type[BaseException]) -> str:
+    if cls.__module__ == "builtins":
+        return cls.__qualname__
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def register_error(cls: E) -> E:
+    """Let an exception class cross nodes as itself (usable as a class decorator).
+
+    Builtin exceptions and every :class:`~llmos.actors.LlmosError` subclass are known already.
+    A registered class must be importable on both nodes and accept its ``args`` back.
+
+    Raises:
+        LlmosError: ``cls`` is not an Exception subclass.
+    """
+    if not isinstance(cls, type) or not issubclass(cls, Exception):
+        raise LlmosError(f"register_error takes an Exception subclass, got {cls!r}")
+    _registered[_type_name(cls)] = cls
+    return cls
+
+
+def _known_error(name: str) -> type[Exception] | None:
+    cls = _registered.get(name)
+    if cls is not None:
+        return cls
+    if "." not in name:
+        found = getattr(builtins, name, None)
+        if isinstance(found, type) and issubclass(found, Exception):
+            return found
+        return None
+    stack: list[type[Exception]] = [LlmosError]
+    while stack:
+        klass = stack.pop()
+        if _type_name(klass) == name:
+            _registered[name] = klass
+            return klass
+        stack.extend(klass.__subclasses__())
+    return None
+
+
+class Codec:
+    """Encode values to msgpack bytes and back, for one node.
+
+    Args:
+        local_address: this node's address; local refs are encoded with it, and incoming refs
+            naming it decode to local refs.
+        bind_ref: builds the ref for ``(name, node address)`` found on the wire.
+        limits: bounds enforced on every decode.
+
+    ``encode`` may be called from any thread; ``decode`` too (state is per thread).
+    """
+
+    def __init__(
+        self, local_address: str, bind_ref: Callable[[str, str], ActorRef], limits: Limits
+    ) -> None:
+        self.local_address = local_address
+        self._bind_ref = bind_ref
+        self._limits = limits
+        self._options = limits.unpack_options()
+        self._tls = threading.local()
+
+    # -- encoding -----------------------------------------------------------------------
+
+    def encode(self, value: Any) -> bytes:
+        """Pack one value (already checked with ``check_message``) into msgpack bytes.
+
+        Raises:
+            MessageError: the value has no wire form.
+        """
+        tls = self._tls
+        packers: list[msgpack.Packer] | None = getattr(tls, "packers", None)
+        if packers is None:
+            packers = tls.packers = []
+            tls.depth = 0
+        depth: int = tls.depth
+        if depth >= len(packers):
+            # One packer per nesting level: a packer is not re-entrant, and ext payloads are
+            # packed from inside the outer packer's default hook.
+            packers.append(
+                msgpack.Packer(default=self._default, use_bin_type=True, strict_types=True)
+            )
+        tls.depth = depth + 1
+        try:
+            data: bytes = packers[depth].pack(value)
+        except MessageError:
+            raise
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise MessageError(f"value cannot be encoded for the wire: {exc}") from exc
+        finally:
+            tls.depth = depth
+        return data
+
+    def _default(self, obj: Any) -> msgpack.ExtType:
+        cls = type(obj)
+        if cls is tuple:
+            return msgpack.ExtType(EXT_TUPLE, self.encode(list(obj)))
+        name = getattr(cls, "__llmos_wire_name__", None)
+        if name is not None:
+            fields = [getattr(obj, f) for f in cls.__llmos_fields__]
+            return msgpack.ExtType(EXT_MESSAGE, self.encode([name, *fields]))
+        if isinstance(obj, ActorRef):
+            node = obj.node if obj.node is not None else self.local_address
+            return msgpack.ExtType(EXT_REF, self.encode([node, obj.name]))
+        raise MessageError(
+            f"a {cls.__module__}.{cls.__qualname__} cannot be sent: messages are msgpack data, "
+            "tuples, actor refs, or classes declared with @llmos.actors.message(...)"
+        )
+
+    def encode_error(self, error: BaseException) -> bytes:
+        """Pack an exception into an error envelope (never raises)."""
+        if isinstance(error, RemoteError):
+            type_name, args, text = error.type_name, None, error.text
+        else:
+            type_name = _type_name(type(error))
+            args = list(error.args) if all(type(a) in _SIMPLE for a in error.args) else None
+            text = str(error)
+        trace = ""
+        if error.__traceback__ is not None:
+            trace = "".join(traceback.format_exception(error))[-_MAX_TRACEBACK:]
+        envelope = [type_name, args, text, trace, self.local_address]
+        try:
+            data: bytes = msgpack.packb(envelope, use_bin_type=True)
+        except (TypeError, ValueError, OverflowError):
+            envelope[1] = None
+            data = msgpack.packb(envelope, use_bin_type=True)
+        return data
+
+    # -- decoding -----------------------------------------------------------------------
+
+    def decode(self, data: bytes) -> Any:
+        """Unpack one value, enforcing the limits and ``MAX_DEPTH``.
+
+        Raises:
+            FrameError: garbage, truncated, over a limit, too deep, or an unknown ext type.
+            UnknownMessageType: a message wire name no class is registered under here.
+        """
+        tls = self._tls
+        if getattr(tls, "ext_depth", None) is None:
+            tls.ext_depth = 0
+        try:
+            value = msgpack.unpackb(data, ext_hook=self._ext_hook, **self._options)
+        except (FrameError, MessageError):
+            raise
+        except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+            raise FrameError(f"payload is not valid msgpack: {exc}") from exc
+        if type(value) in _NESTED or hasattr(type(value), "__llmos_fields__"):
+            _check_depth(value, 0)
+        return value
+
+    def _ext_hook(self, code: int, data: bytes) -> Any:
+        tls = self._tls
+        level: int = tls.ext_depth
+        if level >= MAX_DEPTH:
+            raise FrameError(f"payload nests deeper than {MAX_DEPTH} levels")
+        tls.ext_depth = level + 1
+        try:
+            inner = msgpack.unpackb(data, ext_hook=self._ext_hook, **self._options)
+        finally:
+            tls.ext_depth = level
+        if type(inner) is not list:
+            raise FrameError(f"ext type {code} must hold an array, got {type(inner).__name__}")
+        if code == EXT_TUPLE:
+            return tuple(inner)
+        if code == EXT_MESSAGE:
+            return self._rebuild_message(inner)
+        if code == EXT_REF:
+            if len(inner) != 2 or type(inner[0]) is not str or type(inner[1]) is not str:
+                raise FrameError("an actor ref on the wire must be [node address, name]")
+            return self._bind_ref(inner[1], inner[0])
+        raise FrameError(f"unknown ext type {code} in payload")
+
+    def _rebuild_message(self, inner: list[Any]) -> Any:
+        if not inner or type(inner[0]) is not str:
+            raise FrameError("a message on the wire must start with its wire name")
+        cls = message_class(inner[0])
+        names = cls.__llmos_fields__
+        if len(inner) - 1 != len(names):
+            raise FrameError(
+                f"message {inner[0]!r} arrived with {len(inner) - 1} fields, but here it has "
+                f"{len(names)}; run the same message definitions on both nodes"
+            )
+        try:
+            return cls(*inner[1:])
+        except Exception as exc:
+            raise FrameError(f"message {inner[0]!r} rejected its fields: {exc!r}") from exc
+
+    def decode_error(self, data: bytes) -> Exception:
+        """Rebuild an exception from an error envelope (a FrameError if the envelope is bad)."""
+        try:
+            parts = msgpack.unpackb(data, **self._options)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            garbage: Exception = FrameError(f"error reply is not valid msgpack: {exc}")
+            return garbage
+        if (
+            type(parts) is not list
+            or len(parts) != 5
+            or not all(type(p) is str for p in (parts[0], parts[2], parts[3], parts[4]))
+            or (parts[1] is not None and type(parts[1]) is not list)
+        ):
+            malformed: Exception = FrameError(
+                "error reply does not have the error envelope's shape"
+            )
+            return malformed
+        type_name, args, text, trace, origin = parts
+        error: Exception | None = None
+        cls = _known_error(type_name)
+        if cls is not None:
+            try:
+                error = cls(*args) if args is not None else cls(text)
+            except Exception:
+                error = None
+        if error is None:
+            error = RemoteError(type_name, text)
+        note = f"raised on node {origin}"
+        if trace:
+            note += "; remote traceback:\n" + trace.rstrip()
+        error.add_note(note)
+        return error
+
+
+_NESTED = frozenset({list, tuple, dict})
+_KEY_TYPES = (str, int, bytes)
+
+
+def _check_depth(value: Any, depth: int) -> None:
+    if depth > MAX_DEPTH:
+        raise FrameError(f"payload nests deeper than {MAX_DEPTH} levels")
+    cls = type(value)
+    if cls is list or cls is tuple:
+        for item in value:
+            kind = type(item)
+            if kind in _NESTED or hasattr(kind, "__llmos_fields__"):
+                _check_depth(item, depth + 1)
+    elif cls is dict:
+        for key, item in value.items():
+            if type(key) not in _KEY_TYPES:
+                raise FrameError(f"dict key of type {type(key).__name__} is not allowed")
+            kind = type(item)
+            if kind in _NESTED or hasattr(kind, "__llmos_fields__"):
+                _check_depth(item, depth + 1)
+    else:
+        for name in cls.__llmos_fields__:
+            item = getattr(value, name)
+            kind = type(item)
+            if kind in _NESTED or hasattr(kind, "__llmos_fields__"):
+                _check_depth(item, depth + 1)

@@ -1,0 +1,165 @@
+"""The wire frame: a versioned 8-byte header and a msgpack list of items.
+
+One ZeroMQ message carries one frame::
+
+    offset  size  field
+    0       2     magic b"LM"
+    2       1     version (1)
+    3       1     kind (1 = a batch of items)
+    4       4     body length, unsigned big-endian
+    8       n     body: msgpack array of items
+
+Every item is a msgpack array whose first element is its op code. User values (messages,
+results, errors) travel inside items as msgpack ``bin`` payloads encoded by
+:class:`~llmos.transport.Codec`, so a payload that cannot be decoded spoils only its own item
+(and its asker gets the error), never the whole frame. The I/O thread packs whatever is queued
+for one peer into one frame; that batching is what makes tell throughput beat single sends.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import struct
+from typing import Any
+
+import msgpack
+
+from llmos.actors import FrameError, LlmosError
+
+__all__ = [
+    "ASK",
+    "FAIL",
+    "HEADER_SIZE",
+    "LOOKUP",
+    "NOTICE",
+    "PING",
+    "PONG",
+    "REPLY",
+    "REQUEST_OPS",
+    "SPAWN",
+    "STATS",
+    "STOP",
+    "TELL",
+    "UNWATCH",
+    "VERSION",
+    "WATCH",
+    "Limits",
+    "pack_frame",
+    "parse_frame",
+]
+
+MAGIC = b"LM"
+VERSION = 1
+KIND_BATCH = 1
+_HEADER = struct.Struct(">2sBBI")
+HEADER_SIZE = _HEADER.size
+
+# Item op codes. Requests share one shape: [op, req_id, span, wall_deadline, target, payload].
+TELL = 1  # [TELL, target, payload]
+ASK = 2
+REPLY = 3  # [REPLY, req_id, payload]
+FAIL = 4  # [FAIL, req_id, error payload]
+PING = 5  # [PING, seq, b""]
+PONG = 6  # [PONG, seq, b""]
+WATCH = 7  # [WATCH, target, watcher ref payload]
+UNWATCH = 8  # [UNWATCH, target, watcher ref payload]
+SPAWN = 9
+LOOKUP = 10
+STOP = 11
+STATS = 12
+NOTICE = 13  # [NOTICE, text, b""]: "your frame was rejected", when no request can be named
+REQUEST_OPS = frozenset({ASK, SPAWN, LOOKUP, STOP, STATS})
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds on what a node accepts from the wire (and sends).
+
+    Attributes:
+        max_frame: largest frame body in bytes; also bounds every str, bin and ext inside.
+            Sockets get ``MAXMSGSIZE`` just above it, so libzmq drops a peer that sends more.
+        max_array: most elements in one msgpack array (a 1 MiB frame of nils would otherwise
+            expand about 8.5x in memory).
+        max_map: most entries in one msgpack map.
+        max_items: most items the I/O thread packs into one outgoing frame.
+    """
+
+    max_frame: int = 16 * 1024 * 1024
+    max_array: int = 131_072
+    max_map: int = 131_072
+    max_items: int = 4096
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise LlmosError(f"Limits.{field.name} must be a positive int, got {value!r}")
+        if self.max_frame < 1024:
+            raise LlmosError(f"Limits.max_frame must be at least 1024 bytes, got {self.max_frame}")
+
+    def unpack_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``msgpack.unpackb`` enforcing these limits."""
+        return {
+            "raw": False,
+            "strict_map_key": False,
+            "max_str_len": self.max_frame,
+            "max_bin_len": self.max_frame,
+            "max_ext_len": self.max_frame,
+            "max_array_len": self.max_array,
+            "max_map_len": self.max_map,
+        }
+
+
+_packer = msgpack.Packer(use_bin_type=True)
+
+
+def pack_frame(items: list[list[Any]]) -> bytes:
+    """Pack items (plain msgpack data, payloads already bytes) into one frame.
+
+    Only the I/O thread calls this (the packer is not shared across threads).
+    """
+    body: bytes = _packer.pack(items)
+    return _HEADER.pack(MAGIC, VERSION, KIND_BATCH, len(body)) + body
+
+
+def _no_ext(code: int, data: bytes) -> Any:
+    raise FrameError(f"unexpected ext type {code} at the item level of a frame")
+
+
+def parse_frame(data: bytes, limits: Limits) -> list[Any]:
+    """Check the header and unpack the body into its list of items.
+
+    Raises:
+        FrameError: the frame is garbage, truncated, too large, of an unknown version or kind,
+            or its body is not a msgpack array. The text says which.
+    """
+    size = len(data)
+    if size < HEADER_SIZE:
+        raise FrameError(f"frame of {size} bytes is shorter than the {HEADER_SIZE}-byte header")
+    magic, version, kind, length = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise FrameError(f"not an llmos frame (magic {magic!r}, expected {MAGIC!r})")
+    if version != VERSION:
+        raise FrameError(
+            f"frame version {version} is not supported (this node speaks {VERSION}); run the "
+            "same llmos version on both nodes"
+        )
+    if kind != KIND_BATCH:
+        raise FrameError(f"unknown frame kind {kind}")
+    if length > limits.max_frame:
+        raise FrameError(f"frame declares {length} bytes, over the limit of {limits.max_frame}")
+    if length != size - HEADER_SIZE:
+        raise FrameError(
+            f"frame declares {length} bytes but carries {size - HEADER_SIZE}; truncated or corrupt"
+        )
+    try:
+        body = msgpack.unpackb(
+            memoryview(data)[HEADER_SIZE:], ext_hook=_no_ext, **limits.unpack_options()
+        )
+    except FrameError:
+        raise
+    except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
+        raise FrameError(f"frame body is not valid msgpack: {exc}") from exc
+    if type(body) is not list:
+        raise FrameError(f"frame body must be an array of items, got {type(body).__name__}")
+    return body

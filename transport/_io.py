@@ -1,0 +1,557 @@
+"""The I/O thread: the one owner of a node's ZeroMQ sockets.
+
+Other threads never touch a socket. They append items to a peer's outbox (or a reply to the
+reply queue) and wake this thread through an eventfd, written only while it sleeps in
+``poll``. Each turn it packs everything already queued for one peer into as few frames as the
+limits allow, without waiting for more: batching is what makes tell throughput beat single
+sends.
+
+Sockets are configured against libzmq's defaults: ROUTER_MANDATORY (no silent loss to an
+unknown peer), IMMEDIATE on dealers (nothing queues toward a dead connection, so a reconnect
+never delivers a stale backlog), bounded LINGER, ZMTP heartbeats, a short HANDSHAKE_IVL,
+MAXMSGSIZE, and deliberate high-water marks. Application heartbeats (PING/PONG) decide when a
+peer is down; socket monitor events make a lost connection or a refused key fail pending asks
+at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import math
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from llmos.actors import AuthError, LlmosError, NodeUnreachable, TransportError
+from llmos.transport._frames import PING, TELL, pack_frame
+from llmos.transport._peer import CONNECTING, DOWN, UP, Peer
+from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT
+
+if TYPE_CHECKING:
+    from llmos.transport._node import Node
+
+__all__ = ["IOLoop"]
+
+log = logging.getLogger("llmos.transport")
+_monotonic = time.monotonic
+
+_HWM = 256  # frames queued per connection and direction; each frame batches up to max_items
+_BURST = 64  # frames read from one socket per turn, so no peer starves the others
+_STALL_RETRY = 0.005
+_MONITORED = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+
+
+class IOLoop:
+    """Runs the node's sockets in one thread named ``llmos:io-<node name>``."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.ctx: zmq.Context[Any] = node.context
+        self.limits = node.limits
+        self.heartbeat = node.heartbeat
+        self.interval = max(0.02, node.heartbeat / 4)
+        self.counters = node.counters
+        self.router: zmq.Socket[Any] | None = None
+        self.zap: zmq.Socket[Any] | None = None
+        self.address = ""
+        self.replies: collections.deque[tuple[bytes, list[Any], float]] = collections.deque()
+        self.ready: collections.deque[Peer] = collections.deque()
+        self.calls: collections.deque[Callable[[], None]] = collections.deque()
+        self.sleeping = False
+        self.closing = False
+        self._stalled: list[tuple[bytes, bytes, float, int]] = []
+        self._poller = zmq.Poller()
+        self._handlers: dict[Any, tuple[Callable[[Any], None], Any]] = {}
+        self._started = threading.Event()
+        self._start_error: BaseException | None = None
+        self._ping_frame = pack_frame([[PING, 0, b""]])
+        if hasattr(os, "eventfd"):
+            self._wake_r = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        else:  # pragma: no cover - non-Linux
+            self._wake_r, self._wake_w = os.pipe()
+            os.set_blocking(self._wake_r, False)
+            os.set_blocking(self._wake_w, False)
+        self.thread = threading.Thread(target=self._run, name=f"llmos:io-{node.name}", daemon=True)
+
+    # -- called from any thread ---------------------------------------------------------
+
+    def start(self) -> str:
+        """Start the thread; bind; return the bound endpoint or raise what binding raised."""
+        self.thread.start()
+        self._started.wait()
+        if self._start_error is not None:
+            self.thread.join()
+            self._close_wake()
+            raise self._start_error
+        return self.address
+
+    def wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        except (BlockingIOError, OSError):
+            pass  # already signalled, or closing
+
+    def post(self, peer: Peer, item: list[Any]) -> None:
+        """Queue an item for a peer (the caller checked back-pressure)."""
+        peer.outbox.append(item)
+        if not peer.queued:
+            peer.queued = True
+            self.ready.append(peer)
+        if self.sleeping:
+            self.wake()
+
+    def post_reply(self, ident: bytes, item: list[Any], deadline: float) -> None:
+        """Queue an answer to a peer that asked through our ROUTER socket."""
+        self.replies.append((ident, item, deadline))
+        if self.sleeping:
+            self.wake()
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run ``fn`` in the I/O thread on its next turn."""
+        self.calls.append(fn)
+        self.wake()
+
+    def stop(self, timeout: float) -> None:
+        self.closing = True
+        self.wake()
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            log.error("I/O thread of %s did not stop within %.3g s", self.node.name, timeout)
+        else:
+            self._close_wake()
+
+    def _close_wake(self) -> None:
+        for fd in {self._wake_r, self._wake_w}:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # -- the thread ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._setup()
+        except BaseException as exc:
+            self._start_error = exc
+            self._teardown(0)
+            self._started.set()
+            return
+        self._started.set()
+        try:
+            next_tick = _monotonic() + self.interval
+            while not self.closing:
+                next_tick = self._turn(next_tick)
+        except BaseException:
+            log.exception("the I/O thread of node %s crashed; the node is closing", self.node.name)
+            self.closing = True
+        finally:
+            self._teardown(self.node.close_linger)
+
+    def _setup(self) -> None:
+        node = self.node
+        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._handlers[self._wake_r] = (self._on_wake, None)
+        if node.keys is not None:
+            zap = self.ctx.socket(zmq.REP)
+            zap.linger = 0
+            self.zap = zap
+            try:
+                zap.bind(ZAP_ENDPOINT)
+            except zmq.ZMQError as exc:
+                raise AuthError(
+                    "another node in this process already runs a ZAP authenticator on this "
+                    "ZeroMQ context; give each secure node its own context (the default)"
+                ) from exc
+            self._poller.register(zap, zmq.POLLIN)
+            self._handlers[zap] = (self._on_zap, None)
+        router = self.ctx.socket(zmq.ROUTER)
+        self.router = router
+        self._configure(router)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if node.keys is not None:
+            router.curve_secretkey = node.keys.secret
+            router.curve_publickey = node.keys.public
+            router.curve_server = True
+            router.zap_domain = ZAP_DOMAIN
+            router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        if node.bind.startswith("tcp://["):
+            router.ipv6 = True
+        try:
+            router.bind(node.bind)
+        except zmq.ZMQError as exc:
+            raise TransportError(
+                f"cannot bind {node.bind}: {exc}; pick another address or port (port 0 picks a "
+                "free one)"
+            ) from exc
+        self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._poller.register(router, zmq.POLLIN)
+        self._handlers[router] = (self._on_router, None)
+
+    def _configure(self, sock: zmq.Socket[Any]) -> None:
+        hb_ms = max(1, int(self.heartbeat * 1000))
+        sock.linger = 0
+        sock.sndhwm = _HWM
+        sock.rcvhwm = _HWM
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame + 1024)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.interval * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, hb_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, hb_ms))
+        sock.setsockopt(zmq.HANDSHAKE_IVL, max(200, hb_ms))
+
+    def _turn(self, next_tick: float) -> float:
+        busy = self.ready or self.replies or self.calls
+        timeout = 0 if busy else max(0.0, next_tick - _monotonic())
+        if self._stalled:
+            timeout = min(timeout, _STALL_RETRY)
+        self.sleeping = True
+        if not busy and (self.ready or self.replies or self.calls):
+            timeout = 0  # queued between the check above and the flag
+        events = self._poller.poll(math.ceil(timeout * 1000))
+        self.sleeping = False
+        handlers = self._handlers
+        for target, event in events:
+            entry = handlers.get(target)
+            if entry is None:
+                continue
+            if event & zmq.POLLIN:
+                entry[0](entry[1])
+            if event & zmq.POLLOUT:
+                self._flush_peer(entry[1])
+        calls = self.calls
+        while calls:
+            fn = calls.popleft()
+            try:
+                fn()
+            except Exception:
+                log.exception("I/O call failed")
+        ready = self.ready
+        while ready:
+            self._flush_peer(ready.popleft())
+        if self.replies or self._stalled:
+            self._flush_replies()
+        now = _monotonic()
+        if now >= next_tick:
+            self._tick(now)
+            next_tick = now + self.interval
+        return next_tick
+
+    def _on_wake(self, _: Any) -> None:
+        try:
+            os.read(self._wake_r, 8)
+        except (BlockingIOError, OSError):
+            pass
+
+    def _on_zap(self, _: Any) -> None:
+        zap = self.zap
+        handler = self.node.zap_handler
+        assert zap is not None and handler is not None
+        while True:
+            try:
+                request = zap.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            zap.send_multipart(handler.handle(request))
+
+    def _on_router(self, _: Any) -> None:
+        router = self.router
+        assert router is not None
+        serve = self.node.server.on_frame
+        for _n in range(_BURST):
+            try:
+                parts = router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            serve(parts)
+
+    def _on_dealer(self, peer: Peer) -> None:
+        sock = peer.socket
+        handle = self.node.client.on_frame
+        for _n in range(_BURST):
+            if sock is not peer.socket:
+                return  # replaced while handling (the peer went down)
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(peer, parts)
+
+    def _on_monitor(self, peer: Peer) -> None:
+        monitor = peer.monitor
+        while monitor is peer.monitor:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._send_ping(peer)
+            elif kind == zmq.EVENT_DISCONNECTED and peer.state != DOWN:
+                self.mark_down(
+                    peer,
+                    NodeUnreachable,
+                    f"the connection to node {peer.address} "
+                    "was lost; its pending requests cannot be answered",
+                )
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.mark_down(
+                    peer,
+                    AuthError,
+                    f"node {peer.address} refused this node's CURVE "
+                    "key; add this node's public key to its allowlist",
+                )
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self.mark_down(
+                    peer,
+                    AuthError,
+                    f"the security handshake with {peer.address} "
+                    "failed; both nodes must use CURVE (give its public key with "
+                    "peer_keys) or neither",
+                )
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and peer.state != DOWN:
+                self.mark_down(
+                    peer,
+                    NodeUnreachable,
+                    f"the handshake with {peer.address} "
+                    "failed or timed out; it may require CURVE keys, or be frozen",
+                )
+
+    # -- peers ----------------------------------------------------------------------------
+
+    def _open_peer(self, peer: Peer) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        self._configure(sock)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, max(100, int(self.interval * 1000)))
+        keys = self.node.keys
+        if peer.server_key is not None and keys is not None:
+            sock.curve_serverkey = peer.server_key
+            sock.curve_publickey = keys.public
+            sock.curve_secretkey = keys.secret
+        if peer.address.startswith("tcp://["):
+            sock.ipv6 = True
+        monitor = sock.get_monitor_socket(_MONITORED)
+        try:
+            sock.connect(peer.address)
+        except zmq.ZMQError as exc:
+            sock.disable_monitor()
+            monitor.close(0)
+            sock.close(0)
+            peer.socket = peer.monitor = None
+            self.mark_down(peer, NodeUnreachable, f"cannot connect to {peer.address}: {exc}")
+            return
+        peer.socket, peer.monitor = sock, monitor
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
+        self._handlers[sock] = (self._on_dealer, peer)
+        self._handlers[monitor] = (self._on_monitor, peer)
+
+    def _close_peer(self, peer: Peer, linger: int = 0) -> None:
+        sock, monitor = peer.socket, peer.monitor
+        peer.socket = peer.monitor = None
+        peer.stalled = None
+        for s in (sock, monitor):
+            if s is not None:
+                self._poller.unregister(s)
+                self._handlers.pop(s, None)
+        if sock is not None:
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            sock.close(linger)
+        if monitor is not None:
+            monitor.close(0)
+
+    def _flush_peer(self, peer: Peer) -> None:
+        peer.queued = False
+        if peer.state == DOWN:
+            self.node.client.drop_outbox(peer)
+            return
+        if peer.socket is None:
+            self._open_peer(peer)
+            if peer.socket is None:
+                return
+        if peer.stalled is not None:
+            if not self._send_dealer(peer, peer.stalled):
+                return
+            peer.stalled = None
+            peer.last_heard = max(peer.last_heard, _monotonic())  # it drained: alive
+            self._poller.register(peer.socket, zmq.POLLIN)
+        outbox = peer.outbox
+        limits = self.limits
+        pending = peer.pending
+        budget = limits.max_frame // 2
+        while outbox:
+            items: list[list[Any]] = []
+            size = 0
+            while outbox and len(items) < limits.max_items and size < budget:
+                item = outbox.popleft()
+                if item[0] != TELL and item[0] != PING and len(item) == 6:
+                    reply = pending.get(item[1])
+                    if reply is None or reply.done():
+                        continue  # timed out or failed while queued: do not send it
+                size += len(item[-1]) + 48
+                items.append(item)
+            if not items:
+                break
+            frame = pack_frame(items)
+            self.counters.items_out += len(items)
+            if not self._send_dealer(peer, frame):
+                peer.stalled = frame
+                self._poller.register(peer.socket, zmq.POLLIN | zmq.POLLOUT)
+                break
+        if not peer.room.is_set() and len(outbox) < self.node.max_outbox:
+            peer.room.set()
+
+    def _send_dealer(self, peer: Peer, frame: bytes) -> bool:
+        sock = peer.socket
+        try:
+            sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+        except zmq.Again:
+            return False
+        self.counters.frames_out += 1
+        return True
+
+    def _send_ping(self, peer: Peer) -> None:
+        sock = peer.socket
+        if sock is None or peer.stalled is not None:
+            return
+        try:
+            sock.send(self._ping_frame, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def mark_down(self, peer: Peer, cls: type[TransportError], text: str) -> None:
+        """Mark a peer down: fail its pending requests now, tell watchers, reconnect fresh."""
+        with peer.lock:
+            was = peer.state
+            peer.error = (cls, text)
+            if was == DOWN:
+                return
+            peer.state = DOWN
+            pending, peer.pending = peer.pending, {}
+            peer.up_event.clear()
+        log.warning("node %s is down: %s", peer.address, text)
+        for reply in pending.values():
+            reply.set_exception(cls(text))
+        self.node.client.drop_outbox(peer)
+        self.node.client.lost_watches(peer, text)
+        # A fresh socket: whatever libzmq still queues for the old connection is discarded.
+        self._close_peer(peer)
+        self._open_peer(peer)
+        peer.room.set()
+
+    def mark_up(self, peer: Peer) -> None:
+        with peer.lock:
+            if peer.state == UP:
+                return
+            peer.state = UP
+            peer.error = None
+        peer.up_event.set()
+        log.info("node %s is up", peer.address)
+
+    def _tick(self, now: float) -> None:
+        for peer in list(self.node.peers.values()):
+            if peer.socket is None:
+                if peer.state == DOWN:
+                    self._open_peer(peer)
+                continue
+            silent = now - max(peer.last_heard, peer.since)
+            if peer.state != DOWN and silent > self.heartbeat:
+                what = "did not answer" if peer.state == CONNECTING else "stopped answering"
+                self.mark_down(
+                    peer,
+                    NodeUnreachable,
+                    f"node {peer.address} {what} heartbeats for {silent:.3g} s (timeout "
+                    f"{self.heartbeat:.3g} s); check that it runs and is reachable",
+                )
+            self._send_ping(peer)
+            if peer.pending:
+                for rid, reply in list(peer.pending.items()):
+                    if reply.done():
+                        peer.pending.pop(rid, None)
+                    elif reply.expired():
+                        peer.pending.pop(rid, None)
+                        reply.expire()
+
+    # -- replies through the ROUTER -------------------------------------------------------
+
+    def _flush_replies(self) -> None:
+        now = _monotonic()
+        if self._stalled:
+            stalled, self._stalled = self._stalled, []
+            for ident, frame, give_up, count in stalled:
+                if now > give_up:
+                    self.counters.dropped_replies += count
+                elif not self._send_router(ident, frame, give_up, count):
+                    pass
+        groups: dict[bytes, list[list[Any]]] = {}
+        replies = self.replies
+        max_items = self.limits.max_items
+        while replies:
+            ident, item, deadline = replies.popleft()
+            if now > deadline:
+                self.counters.expired_requests += 1
+                continue
+            group = groups.get(ident)
+            if group is None:
+                groups[ident] = [item]
+            else:
+                group.append(item)
+        give_up = now + self.node.send_timeout
+        for ident, items in groups.items():
+            for start in range(0, len(items), max_items):
+                chunk = items[start : start + max_items]
+                self.counters.items_out += len(chunk)
+                self._send_router(ident, pack_frame(chunk), give_up, len(chunk))
+
+    def _send_router(self, ident: bytes, frame: bytes, give_up: float, count: int) -> bool:
+        router = self.router
+        assert router is not None
+        try:
+            router.send_multipart((ident, frame), zmq.NOBLOCK, copy=len(frame) < 65536)
+        except zmq.Again:
+            self._stalled.append((ident, frame, give_up, count))
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self.counters.dropped_replies += count
+            return False
+        self.counters.frames_out += 1
+        return True
+
+    def send_notice(self, ident: bytes, frame: bytes) -> None:
+        self._send_router(ident, frame, _monotonic() + self.node.send_timeout, 1)
+
+    # -- shutdown -------------------------------------------------------------------------
+
+    def _teardown(self, linger: float) -> None:
+        linger_ms = max(0, int(linger * 1000))
+        try:
+            if self.router is not None and (self.replies or self._stalled):
+                self._flush_replies()
+        except (zmq.ZMQError, LlmosError):
+            pass
+        self.node.client.fail_all(f"node {self.node.name} was closed")
+        for peer in list(self.node.peers.values()):
+            self._close_peer(peer, linger_ms)
+        for sock in (self.router, self.zap):
+            if sock is not None:
+                sock.close(linger_ms if sock is self.router else 0)
+        self.router = self.zap = None

@@ -1,0 +1,486 @@
+"""Node: one process's ZeroMQ endpoint, its peers, and location-transparent refs.
+
+Example::
+
+    with Node() as node:                       # binds tcp://127.0.0.1:<free port>
+        print(node.address)
+        calc = node.ref("calc@tcp://127.0.0.1:5555")
+        print(calc.ask(Add(2, 3), timeout=2).get())
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import itertools
+import logging
+import math
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import zmq
+
+from llmos.actors import (
+    ActorRef,
+    AuthError,
+    FrameError,
+    LlmosError,
+    NodeUnreachable,
+    Reply,
+    TransportError,
+    check_message,
+    get,
+)
+from llmos.actors._cell import lookup as _lookup_cell
+from llmos.transport._client import Client
+from llmos.transport._codec import Codec
+from llmos.transport._errors import PeerBusy
+from llmos.transport._frames import LOOKUP, PING, SPAWN, TELL, UNWATCH, WATCH, Limits
+from llmos.transport._io import IOLoop
+from llmos.transport._peer import DOWN, UP, Counters, NodeStats, Peer
+from llmos.transport._ref import RemoteRef, check_timeout
+from llmos.transport._security import (
+    KeyPair,
+    ZapHandler,
+    is_local_endpoint,
+    load_keys,
+    load_public_keys,
+)
+from llmos.transport._serve import Server
+
+__all__ = ["Node", "Spawner", "default_spawner"]
+
+log = logging.getLogger("llmos.transport")
+_monotonic = time.monotonic
+_numbers = itertools.count(1)
+
+Spawner = Callable[[type, tuple[Any, ...], dict[str, Any], str | None], ActorRef]
+"""``spawner(cls, args, kwargs, name) -> ref``: how a node starts a remotely requested actor."""
+
+
+def default_spawner(
+    cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None
+) -> ActorRef:
+    """Start an unsupervised actor: ``cls.start(*args, name=name, **kwargs)``."""
+    ref: ActorRef = cls.start(*args, name=name, **kwargs)  # type: ignore[attr-defined]
+    return ref
+
+
+def _check_endpoint(address: str) -> None:
+    scheme, sep, rest = address.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise TransportError(
+            f"{address!r} is not a node address; use tcp://host:port, ipc://path or "
+            "inproc://name (as printed by the node)"
+        )
+
+
+class Node:
+    """One process's endpoint: a ROUTER socket, connections to peers, and remote refs.
+
+    All sockets belong to one I/O thread; every other thread hands it work through queues.
+
+    Args:
+        bind: where to listen. Default ``tcp://127.0.0.1:0`` (a free loopback port; read the
+            chosen one from :attr:`address`). Binding anything but loopback, ``ipc://`` or
+            ``inproc://`` needs ``keys`` unless ``insecure`` is set.
+        name: a name for logs and the I/O thread (default ``node-<pid>-<n>``).
+        keys: this node's CURVE key pair (a :class:`KeyPair`, a ``.key_secret`` file, or a
+            folder holding one). With keys the node only accepts CURVE clients whose public
+            key is in ``allow_keys`` (its own key is always allowed).
+        allow_keys: public keys of the clients allowed in: Z85 strings, ``.key`` files, or
+            folders of them.
+        peer_keys: the public (server) key of each peer address this node connects to over
+            CURVE. Peers without an entry are reached without CURVE.
+        allow_spawn: import paths peers may spawn here: ``"pkg.mod:Class"`` or ``"pkg.mod:*"``.
+        insecure: allow binding off loopback without keys (logged as a warning).
+        heartbeat: seconds without an answer after which a peer is marked down.
+        advertise: the address put in refs that leave this node (default: the bound one, with
+            a wildcard host replaced by this machine's host name).
+        limits: size bounds for frames (see :class:`Limits`).
+        max_outbox: most items queued to one peer before senders wait (back-pressure).
+        send_timeout: how long a sender waits for room before :class:`PeerBusy`.
+        clock_skew: seconds of wall-clock difference tolerated between nodes when judging
+            whether a request's deadline has passed.
+        spawner: how remote spawn requests start actors (a kernel plugs in here).
+        context: the ZeroMQ context (default: the shared one; a private one with keys).
+
+    Raises:
+        AuthError: binding off loopback without keys or ``insecure``, or unreadable keys.
+        TransportError: the address cannot be bound.
+    """
+
+    def __init__(
+        self,
+        bind: str = "tcp://127.0.0.1:0",
+        *,
+        name: str | None = None,
+        keys: KeyPair | str | os.PathLike[str] | None = None,
+        allow_keys: Iterable[str | bytes | os.PathLike[str]] = (),
+        peer_keys: Mapping[str, str | bytes] | None = None,
+        allow_spawn: Iterable[str] = (),
+        insecure: bool = False,
+        heartbeat: float = 3.0,
+        advertise: str | None = None,
+        limits: Limits | None = None,
+        max_outbox: int = 65_536,
+        send_timeout: float = 5.0,
+        clock_skew: float = 1.0,
+        spawner: Spawner | None = None,
+        context: zmq.Context[Any] | None = None,
+    ) -> None:
+        _check_endpoint(bind)
+        self.heartbeat = check_timeout(heartbeat)
+        self.send_timeout = check_timeout(send_timeout)
+        if not isinstance(max_outbox, int) or max_outbox < 1:
+            raise LlmosError(f"max_outbox must be a positive int, got {max_outbox!r}")
+        if not math.isfinite(clock_skew) or clock_skew < 0:
+            raise LlmosError(f"clock_skew must be >= 0 seconds, got {clock_skew!r}")
+        self.keys = load_keys(keys) if keys is not None else None
+        if not is_local_endpoint(bind) and self.keys is None:
+            if not insecure:
+                raise AuthError(
+                    f"refusing to bind {bind} without CURVE keys: anyone who can reach it could "
+                    "run code here. Pass keys= (see generate_keys) and allow_keys=, or "
+                    "insecure=True if the network is trusted"
+                )
+            log.warning("node binds %s WITHOUT encryption or authentication (insecure)", bind)
+        self.zap_handler: ZapHandler | None = None
+        if self.keys is not None:
+            allowed = load_public_keys(allow_keys) | {self.keys.public}
+            self.zap_handler = ZapHandler(allowed)
+        self.peer_keys: dict[str, bytes] = {}
+        for address, key in (peer_keys or {}).items():
+            self.add_peer_key(address, key)
+        self.allow_spawn = tuple(allow_spawn)
+        for pattern in self.allow_spawn:
+            module, sep, qual = pattern.partition(":")
+            if not sep or not module or not qual:
+                raise LlmosError(
+                    f"allow_spawn entry {pattern!r} must be 'pkg.mod:Class' or 'pkg.mod:*'"
+                )
+        self.bind = bind
+        self.name = name or f"node-{os.getpid()}-{next(_numbers)}"
+        self.limits = limits or Limits()
+        self.max_payload = self.limits.max_frame - 256
+        self.max_outbox = max_outbox
+        self.clock_skew = float(clock_skew)
+        self.close_linger = 0.1
+        self.spawner: Spawner = spawner or default_spawner
+        self._own_context = context is None and self.keys is not None
+        if context is None:
+            context = zmq.Context() if self.keys is not None else zmq.Context.instance()
+        self.context: zmq.Context[Any] = context
+        self.address = ""
+        self.peers: dict[str, Peer] = {}
+        self.counters = Counters()
+        self._peers_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._closed = False
+        self.codec = Codec("", self._bind_ref, self.limits)
+        self.server = Server(self)
+        self.client = Client(self)
+        self.io = IOLoop(self)
+        try:
+            bound = self.io.start()
+        except BaseException:
+            if self._own_context:
+                self.context.term()
+            raise
+        self.address = advertise or _advertised(bound)
+        self.codec.local_address = self.address
+        if self.keys is not None:
+            self.peer_keys.setdefault(self.address, self.keys.public)
+        log.info("node %s listening on %s", self.name, self.address)
+
+    def __repr__(self) -> str:
+        return f"<Node {self.name} {self.address}{' closed' if self._closed else ''}>"
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    # -- public API -----------------------------------------------------------------------
+
+    def ref(self, address: str) -> ActorRef:
+        """The ref for ``"name@node-address"`` (no network round trip).
+
+        A bare name, or this node's own address, gives the local actor's ref.
+
+        Raises:
+            ActorDeadError: a local name with no live actor. TransportError: a bad address.
+        """
+        name, sep, node = address.partition("@")
+        if not sep or node == self.address:
+            return get(name)
+        _check_endpoint(node)
+        return RemoteRef(name, node, self)
+
+    def lookup(self, name: str, node: str | None = None, timeout: float | None = None) -> ActorRef:
+        """Ask a node whether an actor runs there and return its ref.
+
+        Args:
+            name: the actor's name, or ``"name@node-address"``.
+            node: the node's address (when ``name`` has none).
+            timeout: seconds to wait for the answer.
+
+        Raises:
+            ActorDeadError: no such actor runs there. NodeUnreachable: the node is down.
+            AskTimeout: no answer in time.
+        """
+        if node is None:
+            name, _, node = name.partition("@")
+        if not node or node == self.address:
+            return get(name)
+        ref: ActorRef = self.request(node, LOOKUP, name, None, timeout)
+        return ref
+
+    def spawn_remote(
+        self,
+        node: str,
+        path: str,
+        *args: Any,
+        name: str | None = None,
+        timeout: float | None = None,
+        **kwargs: Any,
+    ) -> ActorRef:
+        """Have another node start an actor class named by import path; return its ref.
+
+        The other node must list ``path`` (or ``"pkg.mod:*"``) in ``allow_spawn``; its
+        spawner (its kernel, when one runs) starts and supervises the actor there.
+
+        Args:
+            node: the other node's address.
+            path: ``"pkg.mod:Class"``.
+            *args: constructor arguments (message data).
+            name: the new actor's name there.
+            timeout: seconds to wait for the answer.
+            **kwargs: constructor keyword arguments (message data).
+
+        Raises:
+            SpawnRefused: the path is not allowed there. NodeUnreachable: the node is down.
+            Exception: what importing or constructing raised there (e.g. NameTaken).
+        """
+        check_message([args, kwargs, name])
+        ref: ActorRef = self.request(node, SPAWN, path, [tuple(args), kwargs, name], timeout)
+        return ref
+
+    def connect(self, node: str, timeout: float | None = None) -> None:
+        """Connect to a peer now and wait until it answers a heartbeat.
+
+        Not needed before using refs (they connect on first use); useful to wait for a peer.
+
+        Raises:
+            NodeUnreachable or AuthError: it did not answer within ``timeout`` (default: the
+                heartbeat timeout plus one second).
+        """
+        peer = self._peer(node)
+        wait = check_timeout(timeout) if timeout is not None else self.heartbeat + 1.0
+        if not peer.up_event.wait(wait):
+            if peer.state == DOWN:
+                raise peer.down_error()
+            raise NodeUnreachable(f"node {node} did not answer within {wait:.3g} s")
+
+    def peer_state(self, node: str) -> str | None:
+        """``"connecting"``, ``"up"``, ``"down"``, or None for an address never used."""
+        peer = self.peers.get(node)
+        return None if peer is None else peer.state
+
+    def add_peer_key(self, node: str, public_key: str | bytes) -> None:
+        """Trust ``public_key`` as the CURVE server key of the peer at ``node``."""
+        keys = load_public_keys([public_key])
+        self.peer_keys[node] = next(iter(keys))
+
+    def statistics(self) -> NodeStats:
+        """A snapshot of this node's transport counters."""
+        c = self.counters
+        peers = list(self.peers.values())
+        zap = self.zap_handler
+        return NodeStats(
+            address=self.address,
+            name=self.name,
+            peers_up=tuple(p.address for p in peers if p.state == UP),
+            peers_down=tuple(p.address for p in peers if p.state == DOWN),
+            pending_requests=sum(len(p.pending) for p in peers),
+            frames_in=c.frames_in,
+            frames_out=c.frames_out,
+            items_in=c.items_in,
+            items_out=c.items_out,
+            bad_frames=c.bad_frames,
+            bad_items=c.bad_items,
+            expired_requests=c.expired_requests,
+            late_replies=c.late_replies,
+            dropped_replies=c.dropped_replies,
+            undelivered_tells=c.undelivered_tells,
+            notices=c.notices,
+            auth_accepted=zap.accepted if zap else 0,
+            auth_refused=zap.refused if zap else 0,
+        )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the I/O thread and close every socket (bounded: linger is at most 0.1 s).
+
+        Pending requests to peers fail with NodeUnreachable; local actors keep running.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self.io.stop(timeout)
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if self._own_context:
+            self.context.term()
+        log.info("node %s closed", self.name)
+
+    # -- for refs, the server and the client ------------------------------------------------
+
+    def spawn_allowed(self, path: str) -> bool:
+        module, sep, qual = path.partition(":")
+        if not sep or not module or not qual:
+            return False
+        return any(p == path or p == f"{module}:*" for p in self.allow_spawn)
+
+    def spawn_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    2, thread_name_prefix=f"llmos:io-{self.name}-spawn"
+                )
+            return self._pool
+
+    def remote_ref(self, name: str, node: str) -> RemoteRef:
+        return RemoteRef(name, node, self)
+
+    def _bind_ref(self, name: str, node: str) -> ActorRef:
+        if node == self.address:
+            cell = _lookup_cell(name)
+            if cell is not None:
+                return cell.ref
+        return RemoteRef(name, node, self)
+
+    def encode_payload(self, value: Any) -> bytes:
+        payload: bytes = self.codec.encode(value)
+        if len(payload) > self.max_payload:
+            raise FrameError(
+                f"message of {len(payload)} bytes is over the frame limit of {self.max_payload}; "
+                "send less, or raise Limits.max_frame on both nodes"
+            )
+        return payload
+
+    def _peer(self, address: str) -> Peer:
+        peer = self.peers.get(address)
+        if peer is not None:
+            return peer
+        if self._closed:
+            raise NodeUnreachable(f"node {self.name} is closed; start a new Node to send")
+        _check_endpoint(address)
+        with self._peers_lock:
+            peer = self.peers.get(address)
+            if peer is None:
+                key = self.peer_keys.get(address)
+                if key is not None and self.keys is None:
+                    raise AuthError(
+                        f"a CURVE key is known for {address} but this node has no key pair; "
+                        "create the Node with keys="
+                    )
+                peer = Peer(address, key)
+                self.peers[address] = peer
+                self.io.post(peer, [PING, 0, b""])  # a first PING opens the connection
+        return peer
+
+    def _admit(self, peer: Peer, block: bool) -> bool:
+        if len(peer.outbox) < self.max_outbox:
+            return True
+        if not block:
+            return False
+        deadline = _monotonic() + self.send_timeout
+        while len(peer.outbox) >= self.max_outbox:
+            peer.room.clear()
+            if len(peer.outbox) < self.max_outbox:
+                break
+            left = deadline - _monotonic()
+            if left <= 0 or not peer.room.wait(left):
+                raise PeerBusy(
+                    f"the send queue to node {peer.address} stayed full ({self.max_outbox} "
+                    f"items) for {self.send_timeout:.3g} s; it is slower than its senders: slow "
+                    "down, retry later, or raise max_outbox / send_timeout"
+                )
+        return True
+
+    def send_tell(self, address: str, name: str, message: Any) -> None:
+        payload = self.encode_payload(message)
+        peer = self._peer(address)
+        if peer.state == DOWN:
+            self.io.call(lambda: self.client.undelivered(peer, name, payload, "node down"))
+            return
+        self._admit(peer, True)
+        self.io.post(peer, [TELL, name, payload])
+
+    def send_request(
+        self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+    ) -> bool:
+        """Queue a request; False only when ``block`` is False and the queue is full."""
+        peer = self._peer(address)
+        if peer.state == DOWN:
+            raise peer.down_error()
+        if not self._admit(peer, block):
+            return False
+        rid = next(self._ids)
+        left = reply.deadline - _monotonic()
+        item = [op, rid, left, time.time() + left, target, payload]
+        with peer.lock:
+            if peer.state == DOWN:
+                raise peer.down_error()
+            peer.pending[rid] = reply
+        self.io.post(peer, item)
+        return True
+
+    def request(self, address: str, op: int, target: str, value: Any, timeout: float | None) -> Any:
+        span = check_timeout(timeout)
+        payload = self.encode_payload(value) if value is not None else b"\xc0"
+        reply = Reply(_monotonic() + span, f"{target}@{address}", span)
+        self.send_request(address, op, target, payload, reply)
+        return reply.get()
+
+    def watch(self, ref: RemoteRef, watcher: ActorRef) -> None:
+        peer = self._peer(ref.node or "")
+        with peer.lock:
+            if peer.state != DOWN:
+                key = (ref.name, watcher)
+                peer.watches[key] = peer.watches.get(key, 0) + 1
+                self.io.post(peer, [WATCH, ref.name, self.encode_payload(watcher)])
+                return
+            reason = peer.down_error()
+        from llmos.actors import Terminated
+
+        watcher.tell(Terminated(ref, f"node lost: {reason}"))
+
+    def unwatch(self, ref: RemoteRef, watcher: ActorRef) -> None:
+        peer = self._peer(ref.node or "")
+        with peer.lock:
+            peer.watches.pop((ref.name, watcher), None)
+        if peer.state != DOWN:
+            self.io.post(peer, [UNWATCH, ref.name, self.encode_payload(watcher)])
+
+
+def _advertised(bound: str) -> str:
+    scheme, _, rest = bound.partition("://")
+    if scheme != "tcp":
+        return bound
+    host, _, port = rest.rpartition(":")
+    if host in ("0.0.0.0", "*", "[::]", "::"):
+        return f"tcp://{socket.gethostname()}:{port}"
+    return bound

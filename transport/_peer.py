@@ -1,0 +1,164 @@
+"""What one node knows about one peer node, and the node's counters and statistics record.
+
+A :class:`Peer` is plain state shared between caller threads (which queue items and register
+pending asks) and the I/O thread (which owns the peer's socket and decides up and down). The
+lock guards the state change and the pending table together, so an ask is either registered
+before the peer goes down (and then failed with the rest) or refused at once.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+import time
+from typing import Any
+
+from llmos.actors import ActorRef, Reply, TransportError
+
+__all__ = ["CONNECTING", "DOWN", "UP", "Counters", "NodeStats", "Peer"]
+
+CONNECTING = "connecting"
+UP = "up"
+DOWN = "down"
+
+
+class Peer:
+    """One peer node, by address.
+
+    Attributes:
+        address: the peer's ZeroMQ endpoint.
+        state: CONNECTING (no answer yet), UP, or DOWN (failed; retried in the background).
+        pending: asks and other requests waiting for an answer, by request id.
+        outbox: items queued by callers, packed into frames by the I/O thread.
+        watches: (remote actor name, local watcher) pairs, told ``Terminated`` if the peer
+            is lost.
+    """
+
+    __slots__ = (
+        "address",
+        "error",
+        "last_heard",
+        "lock",
+        "monitor",
+        "outbox",
+        "pending",
+        "queued",
+        "room",
+        "server_key",
+        "since",
+        "socket",
+        "stalled",
+        "state",
+        "up_event",
+        "watches",
+    )
+
+    def __init__(self, address: str, server_key: bytes | None) -> None:
+        self.address = address
+        self.server_key = server_key
+        self.lock = threading.Lock()
+        self.state = CONNECTING
+        self.error: tuple[type[TransportError], str] | None = None
+        self.pending: dict[int, Reply] = {}
+        self.outbox: collections.deque[list[Any]] = collections.deque()
+        self.queued = False
+        self.room = threading.Event()
+        self.room.set()
+        self.up_event = threading.Event()
+        self.since = time.monotonic()
+        self.last_heard = 0.0
+        self.watches: dict[tuple[str, ActorRef], int] = {}
+        self.socket: Any = None
+        self.monitor: Any = None
+        self.stalled: bytes | None = None
+
+    def down_error(self) -> TransportError:
+        """A fresh error saying why the peer is down (raised in the caller's thread)."""
+        if self.error is None:
+            from llmos.actors import NodeUnreachable
+
+            return NodeUnreachable(f"node {self.address} is down")
+        cls, text = self.error
+        return cls(text)
+
+    def __repr__(self) -> str:
+        return f"<Peer {self.address} {self.state}>"
+
+
+class Counters:
+    """Mutable counters, written by the I/O thread only (so no lock)."""
+
+    __slots__ = (
+        "bad_frames",
+        "bad_items",
+        "dropped_replies",
+        "expired_requests",
+        "frames_in",
+        "frames_out",
+        "items_in",
+        "items_out",
+        "late_replies",
+        "notices",
+        "undelivered_tells",
+    )
+
+    def __init__(self) -> None:
+        self.bad_frames = 0
+        self.bad_items = 0
+        self.dropped_replies = 0
+        self.expired_requests = 0
+        self.frames_in = 0
+        self.frames_out = 0
+        self.items_in = 0
+        self.items_out = 0
+        self.late_replies = 0
+        self.notices = 0
+        self.undelivered_tells = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class NodeStats:
+    """A snapshot of one node's transport counters.
+
+    Attributes:
+        address: the node's address.
+        name: the node's name.
+        peers_up: addresses of peers answering heartbeats.
+        peers_down: addresses of peers marked down (retried in the background).
+        pending_requests: asks (and spawn, lookup, stop, statistics requests) awaiting answers.
+        frames_in: valid frames received. frames_out: frames sent.
+        items_in: items received in valid frames. items_out: items sent.
+        bad_frames: frames dropped as garbage, truncated, too large, or of an unknown version
+            or kind.
+        bad_items: items rejected inside valid frames (bad shape, undecodable payload,
+            unknown ext or message type); the asker got an error reply where there was one.
+        expired_requests: requests not executed because their deadline had passed.
+        late_replies: replies that arrived after their ask had completed (timed out or
+            failed), and were dropped.
+        dropped_replies: replies that could not be delivered (the asker's connection is gone,
+            or its queue stayed full past the send timeout).
+        undelivered_tells: tells that could not be delivered (peer down, no such actor, full
+            mailbox); each is also recorded in dead letters.
+        notices: rejection notices received from peers about frames this node sent.
+        auth_accepted: CURVE clients let in. auth_refused: CURVE clients refused.
+    """
+
+    address: str
+    name: str
+    peers_up: tuple[str, ...]
+    peers_down: tuple[str, ...]
+    pending_requests: int
+    frames_in: int
+    frames_out: int
+    items_in: int
+    items_out: int
+    bad_frames: int
+    bad_items: int
+    expired_requests: int
+    late_replies: int
+    dropped_replies: int
+    undelivered_tells: int
+    notices: int
+    auth_accepted: int
+    auth_refused: int

@@ -1,0 +1,205 @@
+"""Remote refs: the same ``tell`` / ``ask`` / ``ask_async`` API as a local ref, across nodes.
+
+A :class:`RemoteRef` names an actor (``name``) on another node (``node``, that node's address)
+and is bound to the local :class:`~llmos.transport.Node` that carries its messages. Refs inside
+messages travel: a local ref arrives on the other side as a remote ref back to this node, so a
+remote actor can reply to, watch, or call back a local one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from llmos.actors import (
+    ActorRef,
+    ActorStats,
+    AskTimeout,
+    AsyncReply,
+    LlmosError,
+    Reply,
+    check_message,
+    default_ask_timeout,
+)
+from llmos.transport._frames import ASK, STATS, STOP
+
+if TYPE_CHECKING:
+    from llmos.transport._node import Node
+
+__all__ = ["Callback", "QuietRef", "RemoteRef", "check_timeout"]
+
+log = logging.getLogger("llmos.transport")
+_monotonic = time.monotonic
+
+
+def check_timeout(timeout: float | None) -> float:
+    """Validate a timeout in seconds, returning the default ask timeout for None.
+
+    Raises:
+        LlmosError: the timeout is not a positive finite number.
+    """
+    if timeout is None:
+        default: float = default_ask_timeout()
+        return default
+    if (
+        not isinstance(timeout, int | float)
+        or isinstance(timeout, bool)
+        or not math.isfinite(timeout)
+        or timeout <= 0
+    ):
+        raise LlmosError(f"a timeout must be a positive finite number of seconds, got {timeout!r}")
+    return float(timeout)
+
+
+class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
+    """A ref to an actor on another node.
+
+    Get one from :meth:`Node.ref` (``"name@tcp://host:port"``), :meth:`Node.lookup`,
+    :meth:`Node.spawn_remote`, or inside a message. Failure contract, beyond a local ref's:
+
+    - ``ask`` fails with :class:`~llmos.actors.NodeUnreachable` at once when the peer is known
+      to be down, and every pending ask fails with it the moment the peer is marked down (a
+      missed heartbeat or a lost connection), not at its own timeout;
+    - ``tell`` to a peer that is down is recorded in dead letters (it never raises for that);
+    - when the send queue to the peer stays full for ``send_timeout``, ``tell`` and ``ask``
+      raise :class:`~llmos.transport.PeerBusy` (nothing is dropped silently);
+    - once the peer answers heartbeats again, the same ref works again.
+    """
+
+    __slots__ = ("_via",)
+
+    def __init__(self, name: str, node: str, via: Node) -> None:
+        super().__init__(name, node)
+        self._via = via
+
+    @property
+    def via(self) -> Node:
+        """The local node that carries this ref's messages."""
+        return self._via
+
+    def tell(self, message: Any) -> None:
+        check_message(message)
+        self._via.send_tell(self.node or "", self.name, message)
+
+    def ask(self, message: Any, timeout: float | None = None) -> Reply:
+        span = check_timeout(timeout)
+        check_message(message)
+        via = self._via
+        payload = via.encode_payload(message)
+        reply = Reply(_monotonic() + span, self, span)
+        via.send_request(self.node or "", ASK, self.name, payload, reply)
+        return reply
+
+    async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
+        span = check_timeout(timeout)
+        check_message(message)
+        via = self._via
+        payload = via.encode_payload(message)
+        loop = asyncio.get_running_loop()
+        reply = AsyncReply(_monotonic() + span, self, span, loop)
+        address = self.node or ""
+        if not via.send_request(address, ASK, self.name, payload, reply, block=False):
+            # The send queue is full: wait for room in a worker thread, never on the loop.
+            await loop.run_in_executor(
+                None, via.send_request, address, ASK, self.name, payload, reply
+            )
+        return await reply.wait()
+
+    def is_alive(self) -> bool:
+        """Ask the peer whether the actor runs (False if the peer is down or does not answer)."""
+        try:
+            self._via.lookup(self.name, self.node, timeout=self._via.heartbeat)
+        except LlmosError:
+            return False
+        return True
+
+    def stop(self, timeout: float | None = None) -> bool:
+        """Stop the remote actor after its queued messages; wait up to ``timeout``.
+
+        Raises:
+            NodeUnreachable: the peer is down.
+        """
+        try:
+            return bool(self._via.request(self.node or "", STOP, self.name, None, timeout))
+        except AskTimeout:
+            return False
+
+    def statistics(self) -> ActorStats:
+        """The remote actor's counters (a round trip to its node).
+
+        Raises:
+            ActorDeadError: no such actor runs there. NodeUnreachable: the peer is down.
+        """
+        fields = self._via.request(self.node or "", STATS, self.name, None, None)
+        return ActorStats(**fields)
+
+    def watch(self, watcher: ActorRef) -> None:
+        """Have ``watcher`` receive ``Terminated`` when this actor stops, or its node is lost."""
+        self._via.watch(self, watcher)
+
+    def unwatch(self, watcher: ActorRef) -> None:
+        self._via.unwatch(self, watcher)
+
+
+class QuietRef(ActorRef):  # type: ignore[misc,unused-ignore]
+    """Wraps a watcher ref so that telling it never raises (cells notify watchers while
+    finalizing, and a lost node must not break that)."""
+
+    __slots__ = ("_inner",)
+
+    def __init__(self, inner: ActorRef) -> None:
+        super().__init__(inner.name, inner.node)
+        self._inner = inner
+
+    def tell(self, message: Any) -> None:
+        try:
+            self._inner.tell(message)
+        except LlmosError as exc:
+            log.info("could not notify watcher %s: %s", self._inner.address, exc)
+
+    def ask(self, message: Any, timeout: float | None = None) -> Reply:
+        return self._inner.ask(message, timeout)
+
+    async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
+        return await self._inner.ask_async(message, timeout)
+
+    def is_alive(self) -> bool:
+        return bool(self._inner.is_alive())
+
+    def stop(self, timeout: float | None = None) -> bool:
+        return bool(self._inner.stop(timeout))
+
+    def statistics(self) -> ActorStats:
+        return self._inner.statistics()
+
+
+class Callback(ActorRef):  # type: ignore[misc,unused-ignore]
+    """An internal ref whose ``tell`` calls a function (used to learn when an actor stopped)."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, name: str, fn: Callable[[Any], Any]) -> None:
+        super().__init__(name, "llmos-internal")
+        self._fn = fn
+
+    def tell(self, message: Any) -> None:
+        self._fn(message)
+
+    def ask(self, message: Any, timeout: float | None = None) -> Reply:
+        raise LlmosError("an internal callback ref cannot be asked")
+
+    async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
+        raise LlmosError("an internal callback ref cannot be asked")
+
+    def is_alive(self) -> bool:
+        return True
+
+    def stop(self, timeout: float | None = None) -> bool:
+        return True
+
+    def statistics(self) -> ActorStats:
+        raise LlmosError("an internal callback ref has no statistics")

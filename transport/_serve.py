@@ -1,0 +1,350 @@
+"""The serving side: requests arriving from peers on the node's ROUTER socket.
+
+Runs in the I/O thread and never blocks it. An incoming ask goes straight into the local
+actor's mailbox as ``Envelope(message, reply)`` with a :class:`ServeReply` whose completion
+queues the answer frame back to the I/O thread, so no thread waits per request. A request whose
+deadline has already passed (a stale backlog after a reconnect, or a frozen peer) is not
+executed. A bad frame is dropped and counted, and its sender gets a NOTICE; a bad item inside a
+good frame is rejected and counted, and its asker gets the error as its reply.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from llmos.actors import (
+    ActorDeadError,
+    ActorRef,
+    FrameError,
+    MailboxFull,
+    MessageError,
+    Reply,
+    SupervisionError,
+    Terminated,
+    check_message,
+    envelope,
+)
+from llmos.actors._cell import lookup
+from llmos.actors._records import record_dead_letter
+from llmos.transport._errors import SpawnRefused
+from llmos.transport._frames import (
+    ASK,
+    FAIL,
+    LOOKUP,
+    NOTICE,
+    PING,
+    PONG,
+    REPLY,
+    REQUEST_OPS,
+    SPAWN,
+    STATS,
+    STOP,
+    TELL,
+    UNWATCH,
+    WATCH,
+    pack_frame,
+    parse_frame,
+)
+from llmos.transport._ref import Callback, QuietRef, RemoteRef
+
+if TYPE_CHECKING:
+    from llmos.transport._node import Node
+
+__all__ = ["ServeReply", "Server"]
+
+log = logging.getLogger("llmos.transport")
+_monotonic = time.monotonic
+_time = time.time
+_NUMBER = (int, float)
+
+
+class ServeReply(Reply):  # type: ignore[misc,unused-ignore]
+    """The reply to a peer's request: completing it queues the answer to the I/O thread."""
+
+    __slots__ = ("_ident", "_rid", "_server")
+
+    def __init__(
+        self, deadline: float, target: Any, span: float, server: Server, ident: bytes, rid: int
+    ) -> None:
+        super().__init__(deadline, target, span)
+        self._server = server
+        self._ident = ident
+        self._rid = rid
+
+    def _deliver(self) -> None:
+        super()._deliver()
+        self._server.answer(self._ident, self._rid, self._value, self._error, self.deadline)
+
+
+class Server:
+    """Handles frames arriving on the node's ROUTER socket."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.counters = node.counters
+        self._last_warning = 0.0
+        self._requests = {
+            ASK: self._ask,
+            SPAWN: self._spawn,
+            LOOKUP: self._lookup,
+            STOP: self._stop,
+            STATS: self._stats,
+        }
+
+    # -- frames ---------------------------------------------------------------------------
+
+    def on_frame(self, parts: list[bytes]) -> None:
+        if len(parts) != 2:
+            self._reject(
+                parts[0] if parts else None, f"expected 1 frame per message, got {len(parts) - 1}"
+            )
+            return
+        ident, data = parts
+        try:
+            items = parse_frame(data, self.node.limits)
+        except FrameError as exc:
+            self._reject(ident, str(exc))
+            return
+        self.counters.frames_in += 1
+        self.counters.items_in += len(items)
+        for item in items:
+            try:
+                self._item(ident, item)
+            except (FrameError, MessageError, SupervisionError) as exc:
+                self.counters.bad_items += 1
+                self._warn(f"rejected an item: {exc}")
+                rid = _request_id(item)
+                if rid is not None:
+                    self._fail(ident, rid, exc)
+                else:
+                    self._notice(ident, f"item rejected: {exc}")
+
+    def _reject(self, ident: bytes | None, text: str) -> None:
+        self.counters.bad_frames += 1
+        self._warn(f"dropped a bad frame: {text}")
+        if ident is not None:
+            self._notice(ident, text)
+
+    def _warn(self, text: str) -> None:
+        now = _monotonic()
+        if now - self._last_warning > 1.0:  # a hostile peer must not flood the log
+            self._last_warning = now
+            log.warning("node %s %s", self.node.address, text)
+
+    def _notice(self, ident: bytes, text: str) -> None:
+        self.node.io.send_notice(ident, pack_frame([[NOTICE, text[:500], b""]]))
+
+    def _item(self, ident: bytes, item: Any) -> None:
+        if type(item) is not list or not item:
+            raise FrameError("an item must be a non-empty array")
+        op = item[0]
+        if op == TELL:
+            if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
+                raise FrameError("malformed tell item")
+            self._tell(item[1], self.node.codec.decode(item[2]))
+        elif op in REQUEST_OPS:
+            rid, span, wall, target, payload = _request_fields(item)
+            left = min(span, wall - _time() + self.node.clock_skew)
+            if left <= 0:
+                self.counters.expired_requests += 1  # the asker has given up: do not run it
+                return
+            self._requests[op](ident, rid, _monotonic() + left, span, target, payload)
+        elif op == PING:
+            self.node.io.post_reply(ident, [PONG, 0, b""], math.inf)
+        elif op == WATCH or op == UNWATCH:
+            if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
+                raise FrameError("malformed watch item")
+            watcher = self.node.codec.decode(item[2])
+            if not isinstance(watcher, ActorRef):
+                raise FrameError("a watch item must carry the watcher's ref")
+            self._watch(item[1], watcher, op == WATCH)
+        else:
+            raise FrameError(f"unknown item kind {op!r}")
+
+    # -- answers (any thread) -------------------------------------------------------------
+
+    def answer(
+        self, ident: bytes, rid: int, value: Any, error: BaseException | None, deadline: float
+    ) -> None:
+        codec = self.node.codec
+        if error is None:
+            try:
+                check_message(value)
+                payload = codec.encode(value)
+            except MessageError as exc:
+                error = MessageError(f"the answer cannot be sent back to the asker: {exc}")
+            else:
+                if len(payload) > self.node.max_payload:
+                    error = FrameError(
+                        f"the answer is {len(payload)} bytes, over the frame limit of "
+                        f"{self.node.max_payload}; return less or raise Limits.max_frame"
+                    )
+                else:
+                    self.node.io.post_reply(ident, [REPLY, rid, payload], deadline)
+                    return
+        self.node.io.post_reply(ident, [FAIL, rid, codec.encode_error(error)], deadline)
+
+    def _fail(self, ident: bytes, rid: int, error: BaseException) -> None:
+        self.answer(ident, rid, None, error, math.inf)
+
+    # -- what peers ask -------------------------------------------------------------------
+
+    def _tell(self, target: str, msg: Any) -> None:
+        cell = lookup(target)
+        if type(msg) is Terminated and isinstance(msg.ref, RemoteRef) and cell is not None:
+            peer = self.node.peers.get(msg.ref.node or "")
+            if peer is not None:
+                self.node.client.watch_ended(peer, msg.ref.name, cell.ref)
+        if cell is None:
+            self._undelivered(target, msg, "no such actor on this node")
+            return
+        try:
+            cell.mailbox.put(envelope(msg), timeout=0)
+        except MailboxFull:
+            self._undelivered(target, msg, "mailbox full (remote tell)")
+            return
+        if cell.stopped:
+            cell.drain()
+
+    def _undelivered(self, target: str, msg: Any, reason: str) -> None:
+        self.counters.undelivered_tells += 1
+        record_dead_letter(target, msg, reason)
+
+    def _ask(
+        self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
+    ) -> None:
+        msg = self.node.codec.decode(payload)
+        reply = ServeReply(deadline, target, span, self, ident, rid)
+        cell = lookup(target)
+        if cell is None:
+            reply.set_exception(self._no_actor(target))
+            return
+        try:
+            cell.mailbox.put(envelope(msg, reply), timeout=0)
+        except MailboxFull as exc:
+            reply.set_exception(exc)
+            return
+        if cell.stopped:
+            cell.drain()
+
+    def _no_actor(self, target: str) -> ActorDeadError:
+        return ActorDeadError(
+            f"no actor named {target!r} is running on node {self.node.address}; start it there "
+            "(or spawn it remotely) and resend"
+        )
+
+    def _lookup(
+        self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
+    ) -> None:
+        reply = ServeReply(deadline, target, span, self, ident, rid)
+        cell = lookup(target)
+        if cell is None:
+            reply.set_exception(self._no_actor(target))
+        else:
+            reply.set_result(cell.ref)
+
+    def _stats(
+        self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
+    ) -> None:
+        reply = ServeReply(deadline, target, span, self, ident, rid)
+        cell = lookup(target)
+        if cell is None:
+            reply.set_exception(self._no_actor(target))
+        else:
+            reply.set_result(dataclasses.asdict(cell.statistics()))
+
+    def _stop(
+        self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
+    ) -> None:
+        reply = ServeReply(deadline, target, span, self, ident, rid)
+        cell = lookup(target)
+        if cell is None:
+            reply.set_result(True)
+            return
+        cell.watch(Callback(f"stop-{rid}", lambda _msg: reply.set_result(True)))
+        cell.request_stop()
+
+    def _watch(self, target: str, watcher: ActorRef, on: bool) -> None:
+        cell = lookup(target)
+        if not on:
+            if cell is not None:
+                cell.unwatch(watcher)
+            return
+        if cell is None:
+            gone = self.node.remote_ref(target, self.node.address)
+            QuietRef(watcher).tell(Terminated(gone, "no such actor"))
+            return
+        cell.watch(QuietRef(watcher))
+
+    def _spawn(
+        self, ident: bytes, rid: int, deadline: float, span: float, path: str, payload: bytes
+    ) -> None:
+        if not self.node.spawn_allowed(path):
+            error = SpawnRefused(
+                f"node {self.node.address} does not allow spawning {path!r}; add it (or "
+                f"'{path.partition(':')[0]}:*') to allow_spawn on that node"
+            )
+            self.answer(ident, rid, None, error, deadline)
+            return
+        spec = self.node.codec.decode(payload)
+        if (
+            type(spec) is not list
+            or len(spec) != 3
+            or type(spec[0]) is not tuple
+            or type(spec[1]) is not dict
+            or not (spec[2] is None or type(spec[2]) is str)
+            or not all(type(k) is str for k in spec[1])
+        ):
+            raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
+        reply = ServeReply(deadline, path, span, self, ident, rid)
+        self.node.spawn_pool().submit(self._run_spawn, reply, path, spec[0], spec[1], spec[2])
+
+    def _run_spawn(
+        self,
+        reply: ServeReply,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None,
+    ) -> None:
+        if reply.expired():
+            reply.expire()
+            return
+        try:
+            module_name, _, qualname = path.partition(":")
+            found: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                found = getattr(found, part)
+            if not isinstance(found, type):
+                raise SupervisionError(f"{path} is a {type(found).__name__}, not a class")
+            ref = self.node.spawner(found, args, kwargs, name)
+        except Exception as exc:
+            reply.set_exception(exc)
+        else:
+            reply.set_result(ref)
+
+
+def _request_id(item: Any) -> int | None:
+    if type(item) is list and len(item) > 1 and item[0] in REQUEST_OPS and type(item[1]) is int:
+        return item[1]
+    return None
+
+
+def _request_fields(item: list[Any]) -> tuple[int, float, float, str, bytes]:
+    if len(item) != 6:
+        raise FrameError(f"a request item has 6 fields, got {len(item)}")
+    _, rid, span, wall, target, payload = item
+    if (
+        type(rid) is not int
+        or type(span) not in _NUMBER
+        or type(wall) not in _NUMBER
+        or type(target) is not str
+        or type(payload) is not bytes
+    ):
+        raise FrameError("malformed request item")
+    return rid, float(span), float(wall), target, payload
