@@ -42,7 +42,12 @@ __all__ = ["IOLoop"]
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 
-_HWM = 256  # frames queued per connection and direction; each frame batches up to max_items
+# Frames queued per connection and direction. A frame batches up to max_items items or about
+# _BATCH_BYTES, so a stalled peer holds at most about _HWM * _BATCH_BYTES in libzmq's pipe
+# (more only for single messages larger than that); the outbox in front of it is bounded by
+# Node.max_outbox, so a peer that cannot keep up turns into PeerBusy for its senders.
+_HWM = 64
+_BATCH_BYTES = 1 << 20
 _BURST = 64  # frames read from one socket per turn, so no peer starves the others
 _STALL_RETRY = 0.005
 _MONITORED = (
@@ -395,7 +400,7 @@ class IOLoop:
         outbox = peer.outbox
         limits = self.limits
         pending = peer.pending
-        budget = limits.max_frame // 2
+        budget = min(limits.max_frame // 2, _BATCH_BYTES)
         while outbox:
             items: list[list[Any]] = []
             size = 0

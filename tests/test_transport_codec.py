@@ -1,0 +1,307 @@
+"""The codec and the frame format, without sockets."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any
+
+import msgpack
+import pytest
+
+import llmos.transport as transport
+from llmos.actors import (
+    MAX_DEPTH,
+    Actor,
+    ActorDeadError,
+    ActorRef,
+    AskTimeout,
+    FrameError,
+    LlmosError,
+    LocalRef,
+    MessageError,
+    NameTaken,
+    RemoteError,
+    UnknownMessageType,
+    message,
+)
+from llmos.transport import Codec, Limits, PeerBusy, SpawnRefused, register_error
+from llmos.transport._codec import EXT_MESSAGE, EXT_REF, EXT_TUPLE
+from llmos.transport._frames import ASK, HEADER_SIZE, VERSION, pack_frame, parse_frame
+from llmos.transport._security import ZapHandler, is_local_endpoint, load_public_keys
+
+HERE = "tcp://127.0.0.1:1111"
+THERE = "tcp://127.0.0.1:2222"
+
+
+@message("tests.codec.Point")
+class Point:
+    x: int
+    y: Any = None
+
+
+class Idle(Actor):
+    pass
+
+
+class FakeRef(ActorRef):
+    """A stand-in remote ref: what the codec's bind_ref builds for another node."""
+
+    def tell(self, message: Any) -> None: ...
+    def ask(self, message: Any, timeout: float | None = None) -> Any: ...
+    async def ask_async(self, message: Any, timeout: float | None = None) -> Any: ...
+    def is_alive(self) -> bool:
+        return True
+
+    def stop(self, timeout: float | None = None) -> bool:
+        return True
+
+    def statistics(self) -> Any: ...
+
+
+def bind(name: str, node: str) -> ActorRef:
+    if node == HERE:
+        from llmos.actors import get
+
+        return get(name)
+    return FakeRef(name, node)
+
+
+@pytest.fixture
+def codec() -> Codec:
+    return Codec(HERE, bind, Limits())
+
+
+def test_public_names() -> None:
+    public = {n for n in dir(transport) if not n.startswith("_")}
+    assert set(transport.__all__) == public
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        None,
+        True,
+        -(2**63),
+        2**64 - 1,
+        1.5,
+        "héllo",
+        b"\x00\xff",
+        [1, [2, [3]]],
+        (1, (2, 3), [4, (5,)]),
+        {"a": (1, 2), 3: [b"x"], b"k": {"n": None}},
+        Point(1, (2, [3])),
+        [Point(1), {"p": Point(2, Point(3))}],
+        (),
+        [],
+    ],
+)
+def test_round_trip_keeps_types(codec: Codec, value: Any) -> None:
+    back = codec.decode(codec.encode(value))
+    assert back == value
+    assert _shape(back) == _shape(value)
+
+
+def _shape(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return (type(value), [_shape(v) for v in value])
+    if isinstance(value, dict):
+        return (dict, {k: _shape(v) for k, v in value.items()})
+    return type(value)
+
+
+def test_refs_travel_by_node_and_name(codec: Codec) -> None:
+    local = Idle.start(name="codec-local")
+    data = codec.encode([local, FakeRef("far", THERE)])
+    assert msgpack.unpackb(data, ext_hook=lambda c, d: (c, msgpack.unpackb(d)))[0] == (
+        EXT_REF,
+        [HERE, "codec-local"],
+    )
+    mine, far = codec.decode(data)
+    assert isinstance(mine, LocalRef) and mine == local
+    assert isinstance(far, FakeRef) and (far.name, far.node) == ("far", THERE)
+
+
+def test_unencodable_value_is_a_message_error(codec: Codec) -> None:
+    with pytest.raises(MessageError, match="cannot be sent"):
+        codec.encode({"x": object()})
+
+
+def ext(code: int, inner: Any) -> bytes:
+    return msgpack.packb(msgpack.ExtType(code, msgpack.packb(inner)))
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        (b"\xc1", "not valid msgpack"),
+        (b"\x92\x01", "not valid msgpack"),  # truncated array
+        (b"\xc6\x06\x40\x00\x00abc", "not valid msgpack"),  # bin32 declaring 100 MB
+        (b"\x91" * (MAX_DEPTH + 2) + b"\xc0", "deeper"),
+        (b"\x91" * 5000 + b"\xc0", "not valid msgpack"),  # past msgpack's own stack
+        (ext(99, [1]), "unknown ext type 99"),
+        (ext(EXT_TUPLE, 5), "must hold an array"),
+        (ext(EXT_REF, ["only-node"]), "must be"),
+        (ext(EXT_MESSAGE, ["tests.codec.Point", 1, 2, 3]), "fields"),
+        (msgpack.packb({1.5: 1}), "dict key"),
+    ],
+)
+def test_bad_payloads_are_frame_errors(codec: Codec, data: bytes, match: str) -> None:
+    with pytest.raises(FrameError, match=match):
+        codec.decode(data)
+
+
+def test_unknown_message_type(codec: Codec) -> None:
+    with pytest.raises(UnknownMessageType):
+        codec.decode(ext(EXT_MESSAGE, ["no.such.Type", 1]))
+
+
+def test_nested_exts_are_bounded(codec: Codec) -> None:
+    data = msgpack.packb(None)
+    for _ in range(MAX_DEPTH + 5):
+        data = msgpack.packb(msgpack.ExtType(EXT_TUPLE, msgpack.packb([msgpack.unpackb(data)])))
+    nested: Any = None
+    for _ in range(MAX_DEPTH + 5):
+        nested = (nested,)
+    with pytest.raises((FrameError, MessageError)):
+        codec.decode(codec.encode(nested))
+
+
+def test_array_and_map_lengths_are_capped() -> None:
+    small = Codec(HERE, bind, Limits(max_array=10, max_map=10))
+    with pytest.raises(FrameError):
+        small.decode(msgpack.packb([None] * 11))
+    with pytest.raises(FrameError):
+        small.decode(msgpack.packb({str(i): i for i in range(11)}))
+    assert small.decode(msgpack.packb([None] * 10)) == [None] * 10
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ValueError("bad value"),
+        KeyError("missing"),
+        ActorDeadError("dead"),
+        AskTimeout("slow"),
+        NameTaken("taken"),
+        SpawnRefused("not allowed"),
+        PeerBusy("full"),
+    ],
+)
+def test_known_errors_come_back_as_themselves(codec: Codec, error: Exception) -> None:
+    back = codec.decode_error(codec.encode_error(error))
+    assert type(back) is type(error)
+    assert str(back) == str(error)
+    assert any("raised on node" in note for note in back.__notes__)
+
+
+def test_unknown_errors_become_remote_errors(codec: Codec) -> None:
+    class Weird(Exception):
+        pass
+
+    back = codec.decode_error(codec.encode_error(Weird("odd")))
+    assert isinstance(back, RemoteError)
+    assert back.type_name.endswith("Weird") and back.text == "odd"
+    again = codec.decode_error(codec.encode_error(back))  # forwarded unchanged
+    assert isinstance(again, RemoteError) and again.type_name == back.type_name
+
+
+def test_registered_errors_cross(codec: Codec) -> None:
+    @register_error
+    class Custom(Exception):
+        pass
+
+    back = codec.decode_error(codec.encode_error(Custom("mine")))
+    assert type(back) is Custom
+    with pytest.raises(LlmosError):
+        register_error(int)  # type: ignore[type-var]
+
+
+def test_base_exceptions_do_not_cross_as_themselves(codec: Codec) -> None:
+    back = codec.decode_error(codec.encode_error(KeyboardInterrupt("stop")))
+    assert isinstance(back, RemoteError)
+    assert isinstance(codec.decode_error(b"\xc1"), FrameError)
+    assert isinstance(codec.decode_error(msgpack.packb([1, 2])), FrameError)
+
+
+# -- frames ----------------------------------------------------------------------------
+
+
+def test_frame_round_trip() -> None:
+    items = [[ASK, 7, 1.0, 2.0, "echo", b"\x01"]]
+    assert parse_frame(pack_frame(items), Limits()) == items
+
+
+def header(version: int = VERSION, kind: int = 1, length: int = 0, magic: bytes = b"LM") -> bytes:
+    return struct.pack(">2sBBI", magic, version, kind, length)
+
+
+@pytest.mark.parametrize(
+    ("frame", "match"),
+    [
+        (b"", "shorter"),
+        (b"LM\x01", "shorter"),
+        (header(magic=b"XX") + b"\x90", "magic"),
+        (header(version=9, length=1) + b"\x90", "version 9"),
+        (header(kind=7, length=1) + b"\x90", "unknown frame kind"),
+        (header(length=100 * 1024 * 1024) + b"\x90", "over the limit"),
+        (header(length=10) + b"\x90", "truncated"),
+        (header(length=1) + b"\xc1", "not valid msgpack"),
+        (header(length=1) + b"\x05", "array of items"),
+        (header(length=4) + b"\x91\xd4\x63\x00", "ext type"),
+    ],
+)
+def test_bad_frames(frame: bytes, match: str) -> None:
+    with pytest.raises(FrameError, match=match):
+        parse_frame(frame, Limits())
+
+
+def test_limits_are_validated() -> None:
+    with pytest.raises(LlmosError):
+        Limits(max_frame=10)
+    with pytest.raises(LlmosError):
+        Limits(max_array=0)
+    assert HEADER_SIZE == 8
+
+
+# -- security helpers -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "local"),
+    [
+        ("tcp://127.0.0.1:0", True),
+        ("tcp://127.5.5.5:80", True),
+        ("tcp://localhost:1", True),
+        ("tcp://[::1]:1", True),
+        ("ipc:///tmp/x", True),
+        ("inproc://x", True),
+        ("tcp://0.0.0.0:0", False),
+        ("tcp://*:0", False),
+        ("tcp://10.0.0.1:1", False),
+        ("tcp://eth0:1", False),
+    ],
+)
+def test_loopback_policy(address: str, local: bool) -> None:
+    assert is_local_endpoint(address) is local
+
+
+def test_zap_decisions() -> None:
+    import zmq
+
+    good_public, _ = zmq.curve_keypair()
+    bad_public, _ = zmq.curve_keypair()
+    zap = ZapHandler({good_public})
+
+    def request(key: bytes, mechanism: bytes = b"CURVE", domain: bytes = b"llmos") -> bytes:
+        raw = zmq.utils.z85.decode(key)
+        frames = [b"1.0", b"1", domain, b"127.0.0.1", b"", mechanism, raw]
+        return zap.handle(frames)[2]
+
+    assert request(good_public) == b"200"
+    assert request(bad_public) == b"400"
+    assert request(good_public, mechanism=b"NULL") == b"400"
+    assert request(good_public, domain=b"other") == b"400"
+    assert zap.handle([b"1.0"])[2] == b"400"
+    assert (zap.accepted, zap.refused) == (1, 4)
+    with pytest.raises(LlmosError):
+        load_public_keys(["not-a-key-and-not-a-file"])

@@ -1,0 +1,514 @@
+"""Two nodes in one process, over tcp://, ipc:// and inproc:// (the same tests on each)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import msgpack
+import pytest
+import zmq
+from transport_peer import Add, CallBack, Echo, Record, Sleep, TellBack
+from transport_support import endpoint, raw_dealer, short_tmpdir
+
+from llmos.actors import (
+    Actor,
+    ActorDeadError,
+    ActorRef,
+    AskTimeout,
+    AuthError,
+    FrameError,
+    MailboxFull,
+    NodeUnreachable,
+    Terminated,
+    TransportError,
+    UnknownMessageType,
+)
+from llmos.transport import KeyPair, Node, PeerBusy, RemoteRef, SpawnRefused
+from llmos.transport._codec import EXT_TUPLE
+from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, TELL, pack_frame, parse_frame
+
+SCHEMES = ["tcp", "ipc", "inproc"]
+
+
+class Gate(Actor):
+    """Holds every message until the test opens the gate."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def on_receive(self, message: Any) -> Any:
+        self.gate.wait(10)
+        return message
+
+
+class Collector(Actor):
+    """Keeps what it is told; answers asks with the value doubled."""
+
+    def __init__(self, box: list[Any], done: threading.Event, expected: int = 1) -> None:
+        super().__init__()
+        self.box = box
+        self.done = done
+        self.expected = expected
+
+    def on_receive(self, message: Any) -> Any:
+        self.box.append(message)
+        if len(self.box) >= self.expected:
+            self.done.set()
+        if isinstance(message, int):
+            return message * 2
+        return None
+
+
+@pytest.fixture(params=SCHEMES)
+def scheme(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def pair(scheme: str) -> Iterator[tuple[Node, Node]]:
+    """Node ``a`` (the asker) and node ``b`` (serving ``echo``), closed after the test."""
+    with short_tmpdir() as folder:
+        a = Node(endpoint(scheme, folder), name="a", heartbeat=1.0)
+        try:
+            b = Node(
+                endpoint(scheme, folder),
+                name="b",
+                heartbeat=1.0,
+                allow_spawn=[
+                    "transport_peer:Echo",
+                ],
+            )
+            try:
+                Echo.start(name="echo")
+                yield a, b
+            finally:
+                b.close()
+        finally:
+            a.close()
+
+
+def test_ask_tell_and_ask_async(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    echo = a.ref(f"echo@{b.address}")
+    assert isinstance(echo, RemoteRef) and echo.node == b.address
+    assert echo.ask(Add(2, 3), timeout=5).get() == 5
+    assert echo.ask((1, [2, (3,)]), timeout=5).get() == (1, [2, (3,)])
+    for i in range(100):
+        echo.tell(Record(i))
+    assert echo.ask("records", timeout=5).get() == list(range(100))  # order kept
+
+    async def go() -> Any:
+        return await asyncio.gather(*(echo.ask_async(Add(i, i), timeout=5) for i in range(20)))
+
+    assert asyncio.run(go()) == [2 * i for i in range(20)]
+    assert b.statistics().items_in >= 122
+
+
+def test_refs_in_messages_are_usable_for_replies(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    box: list[Any] = []
+    done = threading.Event()
+    collector = Collector.start(box, done, name="collector")
+    echo = a.ref(f"echo@{b.address}")
+    assert echo.ask(TellBack(collector, "hi"), timeout=5).get() == "told"
+    assert done.wait(5) and box == ["hi"]
+    # The remote actor calls back the local one with an ask, through the ref it was given.
+    assert echo.ask(CallBack(collector, 21), timeout=5).get() == 42
+    # A ref that comes back to its own node is the local ref again.
+    assert echo.ask(collector, timeout=5).get() is collector
+
+
+def test_remote_errors_arrive_typed(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    echo = a.ref(f"echo@{b.address}")
+    with pytest.raises(ValueError, match="boom on purpose") as info:
+        echo.ask("boom", timeout=5).get()
+    assert any(b.address in note for note in info.value.__notes__)
+    with pytest.raises(ActorDeadError, match="no actor named 'ghost'"):
+        a.ref(f"ghost@{b.address}").ask("x", timeout=5).get()
+    assert echo.ask("still fine", timeout=5).get() == "still fine"
+
+
+def test_timeout_then_late_reply_is_counted(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    echo = a.ref(f"echo@{b.address}")
+    started = time.monotonic()
+    with pytest.raises(AskTimeout):
+        echo.ask(Sleep(0.3), timeout=0.05).get()
+    assert time.monotonic() - started < 0.3
+    assert echo.ask("after", timeout=5).get() == "after"  # queued behind the slow one
+    assert b.statistics().expired_requests == 1  # the answer was too late to be worth sending
+
+
+def test_a_reply_after_the_timeout_is_dropped_and_counted() -> None:
+    ctx = zmq.Context.instance()
+    fake = ctx.socket(zmq.ROUTER)  # a peer that answers when the test says so
+    fake.linger = 0
+    port = fake.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with Node(heartbeat=5) as a:
+            ref = a.ref(f"x@tcp://127.0.0.1:{port}")
+            reply = ref.ask("first", timeout=0.2)
+            asks = []
+            while len(asks) < 1:
+                ident, frame = fake.recv_multipart()
+                asks += [item for item in parse_frame(frame, a.limits) if item[0] == ASK]
+            with pytest.raises(AskTimeout):
+                reply.get()
+            second = ref.ask("second", timeout=5)
+            while len(asks) < 2:
+                ident, frame = fake.recv_multipart()
+                asks += [item for item in parse_frame(frame, a.limits) if item[0] == ASK]
+            answers = [[REPLY, item[1], msgpack.packb(item[1])] for item in asks]
+            fake.send_multipart([ident, pack_frame(answers)])  # the late one, then the other
+            assert second.get() == asks[1][1]
+            assert a.statistics().late_replies == 1
+    finally:
+        fake.close(0)
+
+
+def test_lookup_statistics_stop_and_watch(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    found = a.lookup(f"echo@{b.address}", timeout=5)
+    assert found == a.ref(f"echo@{b.address}")
+    with pytest.raises(ActorDeadError):
+        a.lookup("ghost", b.address, timeout=5)
+    assert found.is_alive()
+    assert found.statistics().name == "echo"
+    box: list[Any] = []
+    done = threading.Event()
+    watcher = Collector.start(box, done, name="watcher")
+    found.watch(watcher)  # type: ignore[attr-defined]
+    assert found.ask("sync", timeout=5).get() == "sync"  # the watch is registered before this
+    assert found.stop(timeout=5) is True
+    assert done.wait(5)
+    assert isinstance(box[0], Terminated) and box[0].ref == found
+    assert not found.is_alive()
+    a.ref(f"ghost@{b.address}").watch(watcher)  # type: ignore[attr-defined]
+    done.clear()
+    box.clear()
+    assert done.wait(5) and box[0].reason == "no such actor"
+
+
+def test_lost_node_fails_pending_asks_and_tells_watchers(scheme: str) -> None:
+    with short_tmpdir() as folder:
+        a = Node(endpoint(scheme, folder), name="a", heartbeat=0.5)
+        b = Node(endpoint(scheme, folder), name="b", heartbeat=0.5)
+        gate = threading.Event()
+        try:
+            Gate.start(gate, name="gate")
+            Echo.start(name="echo")
+            echo = a.ref(f"echo@{b.address}")
+            box: list[Any] = []
+            done = threading.Event()
+            watcher = Collector.start(box, done, name="watcher")
+            echo.watch(watcher)  # type: ignore[attr-defined]
+            assert echo.ask("up", timeout=5).get() == "up"
+            held = a.ref(f"gate@{b.address}")
+            pending = [held.ask(i, timeout=30) for i in range(10)]
+            b.close()
+            started = time.monotonic()
+            for reply in pending:
+                with pytest.raises(NodeUnreachable):
+                    reply.get()
+            assert time.monotonic() - started < 0.5 + 1.0
+            assert done.wait(5)
+            assert "node lost" in box[0].reason
+            with pytest.raises(NodeUnreachable):  # known down: fails at once
+                echo.ask("x", timeout=30)
+            assert a.peer_state(b.address) == "down"
+        finally:
+            gate.set()
+            b.close()
+            a.close()
+
+
+def test_spawn_remote_allowed_refused_and_failing(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    ref = a.spawn_remote(b.address, "transport_peer:Echo", "hey", name="spawned", timeout=10)
+    assert isinstance(ref, RemoteRef) and ref.name == "spawned"
+    assert ref.ask("greeting", timeout=5).get() == "hey"
+    with pytest.raises(SpawnRefused, match="does not allow spawning"):
+        a.spawn_remote(b.address, "transport_peer:Collector", timeout=10)
+    with pytest.raises(SpawnRefused):
+        a.spawn_remote(b.address, "os:system", "true", timeout=10)
+    from llmos.actors import NameTaken
+
+    with pytest.raises(NameTaken):
+        a.spawn_remote(b.address, "transport_peer:Echo", name="spawned", timeout=10)
+
+
+def test_spawner_is_pluggable_and_wildcards_work(scheme: str) -> None:
+    calls: list[tuple[Any, ...]] = []
+
+    def spawner(
+        cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None
+    ) -> ActorRef:
+        calls.append((cls.__name__, args, kwargs, name))
+        return cls.start(*args, name=name, **kwargs)  # type: ignore[attr-defined, no-any-return]
+
+    with (
+        short_tmpdir() as folder,
+        Node(endpoint(scheme, folder)) as a,
+        Node(endpoint(scheme, folder), allow_spawn=["transport_peer:*"], spawner=spawner) as b,
+    ):
+        ref = a.spawn_remote(b.address, "transport_peer:Echo", greeting="yo", name="w1")
+        assert ref.ask("greeting", timeout=5).get() == "yo"
+        assert calls == [("Echo", (), {"greeting": "yo"}, "w1")]
+
+
+# -- hostile input --------------------------------------------------------------------
+
+
+def ask_item(rid: int, payload: bytes, target: str = "echo", deadline: float = 30.0) -> list[Any]:
+    return [ASK, rid, deadline, time.time() + deadline, target, payload]
+
+
+def header(version: int = 1, kind: int = 1, length: int = 0) -> bytes:
+    return struct.pack(">2sBBI", b"LM", version, kind, length)
+
+
+def hostile_frames() -> list[tuple[str, list[bytes] | bytes, str]]:
+    good = pack_frame([ask_item(1, msgpack.packb("x"))])
+    return [
+        ("random bytes", bytes(range(256)) * 4, "frame"),
+        ("truncated", good[:-3], "frame"),
+        ("100 MB declared", header(length=100 * 1024 * 1024) + b"\x90", "frame"),
+        ("wrong version", header(version=2, length=1) + b"\x90", "frame"),
+        ("unknown kind", header(kind=42, length=1) + b"\x90", "frame"),
+        ("deep frame body", header(length=3001) + b"\x91" * 3000 + b"\xc0", "frame"),
+        ("multipart", [good, good], "frame"),
+        ("not an item", pack_frame([5]), "item"),  # type: ignore[list-item]
+        ("unknown op", pack_frame([[99, 1, b""]]), "item"),
+        ("bad tell", pack_frame([[TELL, 5, b""]]), "item"),
+        ("deep payload", pack_frame([ask_item(7, b"\x91" * 100 + b"\xc0")]), "reply"),
+        ("bin32 100 MB", pack_frame([ask_item(8, b"\xc6\x06\x40\x00\x00ab")]), "reply"),
+        (
+            "unknown ext",
+            pack_frame([ask_item(9, msgpack.packb(msgpack.ExtType(99, b"")))]),
+            "reply",
+        ),
+        (
+            "bad tuple ext",
+            pack_frame([ask_item(10, msgpack.packb(msgpack.ExtType(EXT_TUPLE, b"\xc1")))]),
+            "reply",
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("label", "frame", "answer"), hostile_frames(), ids=[h[0] for h in hostile_frames()]
+)
+def test_hostile_frames_are_rejected_counted_and_the_node_serves_on(
+    pair: tuple[Node, Node], label: str, frame: list[bytes] | bytes, answer: str
+) -> None:
+    a, b = pair
+    before = b.statistics()
+    with raw_dealer(b.address) as sock:
+        if isinstance(frame, list):
+            sock.send_multipart(frame)
+        else:
+            sock.send(frame)
+        items = parse_frame(sock.recv(), b.limits)  # every rejection is answered
+    after = b.statistics()
+    if answer == "frame":
+        assert after.bad_frames == before.bad_frames + 1
+        assert items[0][0] == NOTICE
+    else:
+        assert after.bad_items == before.bad_items + 1
+        if answer == "item":
+            assert items[0][0] == NOTICE
+        else:
+            assert items[0][0] == FAIL
+            error = b.codec.decode_error(items[0][2])
+            assert isinstance(error, FrameError)
+    assert a.ref(f"echo@{b.address}").ask(Add(1, 1), timeout=5).get() == 2
+
+
+def test_unknown_message_type_is_the_askers_error(pair: tuple[Node, Node]) -> None:
+    _a, b = pair
+    from llmos.transport._codec import EXT_MESSAGE
+
+    payload = msgpack.packb(msgpack.ExtType(EXT_MESSAGE, msgpack.packb(["no.such.Msg", 1])))
+    with raw_dealer(b.address) as sock:
+        sock.send(pack_frame([ask_item(3, payload)]))
+        item = parse_frame(sock.recv(), b.limits)[0]
+    assert item[:2] == [FAIL, 3]
+    assert isinstance(b.codec.decode_error(item[2]), UnknownMessageType)
+
+
+def test_expired_requests_are_not_executed(pair: tuple[Node, Node]) -> None:
+    _a, b = pair
+    box: list[Any] = []
+    done = threading.Event()
+    Collector.start(box, done, name="sink")
+    with raw_dealer(b.address) as sock:
+        stale = [ASK, 1, 30.0, time.time() - 5.0, "sink", msgpack.packb(1)]  # deadline passed
+        fresh = ask_item(2, msgpack.packb(2), target="sink")
+        sock.send(pack_frame([stale, fresh]))
+        item = parse_frame(sock.recv(), b.limits)[0]
+    assert item[:2] == [REPLY, 2]
+    assert box == [2]
+    assert b.statistics().expired_requests == 1
+
+
+def test_too_large_messages_are_refused_before_sending(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    with pytest.raises(FrameError, match="over the frame limit"):
+        a.ref(f"echo@{b.address}").tell(b"x" * (a.limits.max_frame + 1))
+
+
+# -- back-pressure ----------------------------------------------------------------------
+
+
+def test_a_peer_that_does_not_read_gives_peer_busy_never_silent_loss() -> None:
+    ctx = zmq.Context.instance()
+    sink = ctx.socket(zmq.ROUTER)  # accepts the connection, never reads
+    sink.linger = 0
+    sink.rcvhwm = 1
+    port = sink.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with Node(heartbeat=30, max_outbox=50, send_timeout=0.2) as a:
+            ref = a.ref(f"sink@tcp://127.0.0.1:{port}")
+            blob = b"x" * 256 * 1024
+            with pytest.raises(PeerBusy) as info:
+                for _ in range(100_000):
+                    ref.tell(blob)
+            assert isinstance(info.value, MailboxFull)
+            admitted = []
+            with pytest.raises(PeerBusy):
+                for _ in range(100_000):
+                    admitted.append(ref.ask(blob, timeout=1))
+
+            async def go() -> BaseException | None:
+                for _ in range(100):
+                    try:
+                        await ref.ask_async(blob, timeout=0.3)
+                    except AskTimeout:
+                        continue  # admitted, and unanswered: a typed error, not a loss
+                    except PeerBusy as exc:
+                        return exc
+                return None
+
+            assert isinstance(asyncio.run(go()), PeerBusy)
+            for reply in admitted:  # an admitted ask is never lost: it ends in a typed error
+                with pytest.raises((AskTimeout, NodeUnreachable)):
+                    reply.get()
+    finally:
+        sink.close(0)
+
+
+# -- binding policy and CURVE -------------------------------------------------------------
+
+
+def test_binding_off_loopback_needs_keys_or_insecure(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(AuthError, match="without CURVE keys"):
+        Node("tcp://0.0.0.0:0")
+    with caplog.at_level(logging.WARNING, logger="llmos.transport"):
+        with Node("tcp://0.0.0.0:0", insecure=True) as node:
+            assert node.address.startswith("tcp://") and ":0" not in node.address[-2:]
+    assert "WITHOUT encryption" in caplog.text
+    with Node("tcp://0.0.0.0:0", keys=KeyPair.generate(), advertise="tcp://127.0.0.1:1") as node:
+        assert node.address == "tcp://127.0.0.1:1"
+    with pytest.raises(TransportError, match="not a node address"):
+        Node("udp://127.0.0.1:0")
+
+
+@pytest.fixture
+def secure_pair() -> Iterator[tuple[KeyPair, KeyPair, Node]]:
+    server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
+    server = Node(keys=server_keys, allow_keys=[client_keys.public], name="secure", heartbeat=2)
+    try:
+        Echo.start(name="echo")
+        yield server_keys, client_keys, server
+    finally:
+        server.close()
+
+
+def test_curve_client_with_the_right_key_gets_through(
+    secure_pair: tuple[KeyPair, KeyPair, Node],
+) -> None:
+    server_keys, client_keys, server = secure_pair
+    with Node(keys=client_keys, peer_keys={server.address: server_keys.public}) as client:
+        assert client.ref(f"echo@{server.address}").ask(Add(20, 22), timeout=5).get() == 42
+    assert server.statistics().auth_accepted >= 1
+
+
+@pytest.mark.parametrize("how", ["wrong key", "no curve"])
+def test_curve_client_without_the_right_key_gets_nothing_through(
+    secure_pair: tuple[KeyPair, KeyPair, Node], how: str
+) -> None:
+    server_keys, _, server = secure_pair
+    if how == "wrong key":
+        client = Node(keys=KeyPair.generate(), peer_keys={server.address: server_keys.public})
+    else:
+        client = Node()
+    with client:
+        echo = client.ref(f"echo@{server.address}")
+        echo.tell(Record("sneaky"))
+        with pytest.raises((AuthError, NodeUnreachable)):
+            echo.ask(Record("sneaky"), timeout=10).get()
+    with Node(keys=KeyPair.generate()) as other:
+        del other
+    assert server.statistics().items_in == 0
+    local = server.ref("echo")
+    assert local.ask("records", timeout=5).get() == []
+    if how == "wrong key":
+        assert server.statistics().auth_refused >= 1
+
+
+def test_raw_curve_client_with_unknown_key_is_refused(
+    secure_pair: tuple[KeyPair, KeyPair, Node],
+) -> None:
+    server_keys, _, server = secure_pair
+    public, secret = zmq.curve_keypair()
+    ctx = zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (
+        server_keys.public,
+        public,
+        secret,
+    )
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+    try:
+        sock.connect(server.address)
+        sock.send(pack_frame([ask_item(1, msgpack.packb(Record("x").value))]))
+        assert monitor.poll(5000), "the server never refused the unknown key"
+        assert sock.poll(200) == 0
+    finally:
+        sock.disable_monitor()
+        monitor.close(0)
+        sock.close(0)
+    assert server.statistics().items_in == 0
+
+
+def test_without_a_running_authenticator_nobody_gets_in(monkeypatch: pytest.MonkeyPatch) -> None:
+    import llmos.transport._io as io_module
+
+    monkeypatch.setattr(io_module, "ZAP_ENDPOINT", "inproc://not-the-zap-endpoint")
+    server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
+    with Node(keys=server_keys, allow_keys=[client_keys.public], heartbeat=1) as server:
+        Echo.start(name="echo")
+        with Node(keys=client_keys, peer_keys={server.address: server_keys.public}) as client:
+            with pytest.raises((AuthError, NodeUnreachable)):
+                client.ref(f"echo@{server.address}").ask("x", timeout=10).get()
+        assert server.statistics().items_in == 0
+
+
+def test_closed_node_refuses_to_send(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    echo = a.ref(f"echo@{b.address}")
+    assert echo.ask("x", timeout=5).get() == "x"
+    a.close()
+    with pytest.raises(NodeUnreachable):
+        echo.ask("x", timeout=5)
+    with pytest.raises(NodeUnreachable):
+        a.ref(f"echo@{b.address}x").ask("x", timeout=5)

@@ -1,0 +1,141 @@
+"""Helpers for the transport tests: peer node processes, endpoints, raw sockets."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import zmq
+
+PEER_SCRIPT = Path(__file__).with_name("transport_peer.py")
+START_TIMEOUT = 20.0
+
+
+class PeerProcess:
+    """A second node running ``tests/transport_peer.py`` in its own process."""
+
+    def __init__(self, *args: str, bind: str = "tcp://127.0.0.1:0") -> None:
+        self.args = args
+        self.bind = bind
+        self.proc: subprocess.Popen[str] | None = None
+        self.address = ""
+
+    def start(self) -> PeerProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(PEER_SCRIPT), "--bind", self.bind, *self.args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self.proc.stdout is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.proc.stdout, selectors.EVENT_READ)
+            ready = sel.select(START_TIMEOUT)
+        line = self.proc.stdout.readline().strip() if ready else ""
+        if not line:
+            self.kill()
+            err = self.proc.stderr.read() if self.proc.stderr else ""
+            raise RuntimeError(f"peer did not print its address within {START_TIMEOUT} s: {err}")
+        self.address = line
+        if self.bind.endswith(":0"):
+            self.bind = line  # a restart reuses the same address
+        return self
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, signum: int) -> None:
+        assert self.proc is not None
+        os.kill(self.proc.pid, signum)
+
+    def kill(self) -> None:
+        """SIGKILL and reap (what a crash looks like to the other node)."""
+        proc = self.proc
+        if proc is None or proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGCONT)  # a stopped process must be able to die
+        proc.kill()
+        proc.wait(10)
+
+    def stop(self) -> None:
+        """Close its stdin (it shuts down cleanly), then kill it if it lingers."""
+        proc = self.proc
+        if proc is None:
+            return
+        try:
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGCONT)
+                if proc.stdin is not None:
+                    with contextlib.suppress(OSError):
+                        proc.stdin.close()
+                try:
+                    proc.wait(5)
+                except subprocess.TimeoutExpired:
+                    pass
+        finally:
+            self.kill()
+            for stream in (proc.stdout, proc.stderr, proc.stdin):
+                if stream is not None:
+                    with contextlib.suppress(OSError):
+                        stream.close()
+
+
+@contextlib.contextmanager
+def peer_process(*args: str, bind: str = "tcp://127.0.0.1:0") -> Iterator[PeerProcess]:
+    peer = PeerProcess(*args, bind=bind)
+    try:
+        yield peer.start()
+    finally:
+        peer.stop()
+
+
+@contextlib.contextmanager
+def short_tmpdir() -> Iterator[str]:
+    """A short temporary folder (ipc:// paths are limited to about 100 characters)."""
+    path = tempfile.mkdtemp(prefix="llmos-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def endpoint(scheme: str, folder: str) -> str:
+    """A fresh endpoint to bind: a free loopback port, an ipc path, or an inproc name."""
+    if scheme == "tcp":
+        return "tcp://127.0.0.1:0"
+    if scheme == "ipc":
+        return f"ipc://{folder}/{uuid.uuid4().hex[:8]}.ipc"
+    return f"inproc://llmos-test-{uuid.uuid4().hex}"
+
+
+@contextlib.contextmanager
+def raw_dealer(
+    address: str, context: zmq.Context[zmq.Socket[bytes]] | None = None
+) -> Iterator[zmq.Socket[bytes]]:
+    """A bare DEALER socket connected to ``address``, closed with linger 0."""
+    ctx = context or zmq.Context.instance()
+    sock = ctx.socket(zmq.DEALER)
+    sock.linger = 0
+    sock.rcvtimeo = 5000
+    sock.sndtimeo = 5000
+    sock.connect(address)
+    try:
+        yield sock
+    finally:
+        sock.close(0)
