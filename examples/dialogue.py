@@ -1,0 +1,75 @@
+"""Two personas discuss a question, turn by turn, through one shared model actor.
+
+Run it with ``python examples/dialogue.py [--fake] [--turns N] [--max-tokens N] [--save DIR]``.
+By default it loads the small default model (SmolLM2-135M-Instruct); ``--fake`` uses a
+deterministic fake model instead (instant, no model needed).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import llmos.actors as actors
+from llmos.actors import ActorRef
+from llmos.agents._chat_agent import ChatAgent
+from llmos.agents._dialogue import Dialogue, run_chat
+from llmos.agents._fake_model import FakeModel
+from llmos.agents._termination import MaxTurns, Repetition, Timeout
+
+
+def start_model(fake: bool) -> ActorRef:
+    if fake:
+        return FakeModel.start(name="model")
+    from llmos.agents._model_actor import ModelActor  # imports torch: only when needed
+
+    return ModelActor.start(name="model")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fake", action="store_true", help="use the fake model")
+    parser.add_argument("--turns", type=int, default=6, help="turns in the dialogue")
+    parser.add_argument("--max-tokens", type=int, default=48, help="tokens per utterance")
+    parser.add_argument("--question", default="Should cities ban cars from their centres?")
+    parser.add_argument("--save", type=Path, help="folder for dialogue.jsonl and dialogue.md")
+    args = parser.parse_args(argv)
+
+    try:
+        # One model actor serves both agents; it batches their requests when they overlap.
+        model = start_model(args.fake)
+        optimist = ChatAgent.start(
+            model,
+            "You are Sunny, an upbeat urban planner. Argue for the idea in one or two sentences.",
+            max_new_tokens=args.max_tokens,
+            memory_tokens=512,  # bounded memory: the oldest turns are dropped past this
+            name="sunny",
+        )
+        sceptic = ChatAgent.start(
+            model,
+            "You are Rex, a sceptical shop owner. Raise one concrete worry in one or two "
+            "sentences.",
+            max_new_tokens=args.max_tokens,
+            memory_tokens=512,
+            name="rex",
+        )
+        # Stop after N turns, on a livelock (the same lines going round), or after 5 minutes.
+        stop = MaxTurns(args.turns) | Repetition(window=4, repeats=2) | Timeout(300)
+        result = run_chat(
+            [optimist, sceptic],
+            args.question,
+            chat_class=Dialogue,
+            termination=stop,
+            save_to=args.save / "dialogue" if args.save else None,
+            timeout=600,
+        )
+        print(f"reason: {result.reason}")
+        if result.jsonl_path:
+            print(f"saved: {result.jsonl_path} and {result.markdown_path}")
+    finally:
+        actors.stop_all()
+    return 0 if result.ended_normally else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

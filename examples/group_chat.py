@@ -1,0 +1,73 @@
+"""Three agents write a slogan together; a model picks who speaks next.
+
+Run it with ``python examples/group_chat.py [--fake] [--turns N] [--max-tokens N] [--save DIR]``.
+By default it loads the small default model; ``--fake`` uses deterministic fake models (the
+selector's fake follows a fixed script).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import llmos.actors as actors
+from llmos.actors import ActorRef
+from llmos.agents._chat_agent import ChatAgent
+from llmos.agents._dialogue import run_chat
+from llmos.agents._fake_model import FakeModel
+from llmos.agents._selection import ModelSelector
+from llmos.agents._termination import MaxTurns, Repetition, TextMention
+
+TEAM = {
+    "writer": "You are Wren, a copywriter. Propose or improve a short slogan.",
+    "critic": "You are Cole, a critic. Point out one weakness of the latest slogan.",
+    "editor": "You are Eda, the editor. Pick the best slogan; say APPROVED when it is good.",
+}
+
+
+def start_models(fake: bool) -> tuple[ActorRef, ActorRef]:
+    """The agents' model and the selector's model (the same actor unless faked)."""
+    if fake:
+        picks = ["critic", "writer", "editor"]  # the fake selector's fixed choices
+        return FakeModel.start(name="model"), FakeModel.start(picks, cycle=True, name="picker")
+    from llmos.agents._model_actor import ModelActor  # imports torch: only when needed
+
+    model = ModelActor.start(name="model")
+    return model, model
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fake", action="store_true", help="use fake models")
+    parser.add_argument("--turns", type=int, default=6, help="most turns in the chat")
+    parser.add_argument("--max-tokens", type=int, default=40, help="tokens per utterance")
+    parser.add_argument("--save", type=Path, help="folder for group_chat.jsonl and .md")
+    args = parser.parse_args(argv)
+
+    try:
+        model, picker = start_models(args.fake)
+        team = [
+            ChatAgent.start(model, persona, max_new_tokens=args.max_tokens, name=name)
+            for name, persona in TEAM.items()
+        ]
+        # The selector reads each agent's description (its persona's first sentence) and the
+        # latest turns, and names the next speaker; a confused answer falls back to round robin.
+        selector = ModelSelector(picker, max_new_tokens=6)
+        stop = MaxTurns(args.turns) | TextMention("APPROVED", speakers=["editor"]) | Repetition()
+        result = run_chat(
+            team,
+            "A slogan for a bakery that opens at 5 am.",
+            selector=selector,
+            termination=stop,
+            save_to=args.save / "group_chat" if args.save else None,
+            timeout=600,
+        )
+        print(f"speakers: {' -> '.join(result.speakers)}")
+        print(f"reason: {result.reason}")
+    finally:
+        actors.stop_all()
+    return 0 if result.ended_normally else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
