@@ -141,4 +141,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the importable copy of this module, so the classes used here are the very ones a
+    # spawn request ("transport_peer:Echo") and the message registry refer to.
+    import transport_peer
+
+    sys.exit(transport_peer.main())

@@ -104,7 +104,9 @@ class Node:
         max_outbox: most items queued to one peer before senders wait (back-pressure).
         send_timeout: how long a sender waits for room before :class:`PeerBusy`.
         clock_skew: seconds of wall-clock difference tolerated between nodes when judging
-            whether a request's deadline has passed.
+            whether a request's deadline has passed (requests carry their deadline as wall
+            clock time, so a request delayed in transit, or by a frozen node, is not run once
+            its asker has given up). Raise it for nodes whose clocks are not kept in sync.
         spawner: how remote spawn requests start actors (a kernel plugs in here).
         context: the ZeroMQ context (default: the shared one; a private one with keys).
 
@@ -128,7 +130,7 @@ class Node:
         limits: Limits | None = None,
         max_outbox: int = 65_536,
         send_timeout: float = 5.0,
-        clock_skew: float = 1.0,
+        clock_skew: float = 0.25,
         spawner: Spawner | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
