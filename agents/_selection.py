@@ -19,6 +19,7 @@ __all__ = [
     "ModelSelector",
     "SelectionContext",
     "Selector",
+    "pick_name",
     "resolve_selector",
     "round_robin",
 ]

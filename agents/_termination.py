@@ -30,6 +30,7 @@ __all__ = [
     "TextMention",
     "Timeout",
     "TokenBudget",
+    "normalize",
 ]
 
 

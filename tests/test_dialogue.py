@@ -1,0 +1,114 @@
+"""Two-agent dialogues of ChatAgents, retried turns, and the modules' public names."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import pytest
+from test_agent_support import Scripted, start_supervised
+
+from llmos.actors import ActorRef
+from llmos.agents._agent_messages import Utterance
+from llmos.agents._chat_agent import ChatAgent, GetMemory
+from llmos.agents._dialogue import Dialogue, run_chat
+from llmos.agents._fake_model import FakeModel
+from llmos.agents._termination import MaxTurns
+
+T = 10.0
+
+
+def test_two_chat_agents_take_turns_and_remember_each_other() -> None:
+    prompts: list[list[dict[str, Any]]] = []
+
+    def reply(messages: list[dict[str, Any]]) -> str:
+        prompts.append(messages)
+        return f"point {len(prompts)}"
+
+    fake = FakeModel.start(reply, name="fake")
+    ann = ChatAgent.start(fake, "You are Ann.", name="ann")
+    bob = ChatAgent.start(fake, "You are Bob.", name="bob")
+    result = run_chat(
+        [ann, bob], "Tea or coffee?", chat_class=Dialogue, termination=MaxTurns(3), printer=None
+    )
+    assert [(e.speaker, e.text) for e in result.utterances] == [
+        ("ann", "point 1"),
+        ("bob", "point 2"),
+        ("ann", "point 3"),
+    ]
+    system, *turns = prompts[2]
+    assert system["role"] == "system" and system["content"].startswith("You are Ann.")
+    assert "You are ann, talking with bob. Topic: Tea or coffee?" in system["content"]
+    assert turns == [
+        {"role": "user", "content": "Tea or coffee?"},
+        {"role": "assistant", "content": "point 1"},
+        {"role": "user", "content": "bob: point 2"},
+    ]
+
+
+class CrashAfterRemembering(ChatAgent):
+    """Fails once in the middle of a turn: after taking in what was said, before answering."""
+
+    def __init__(self, model: ActorRef, fail: dict[str, int]) -> None:
+        super().__init__(model, "You are Cy.")
+        self.fail = fail
+
+    def answer(self, *args: Any, **kwargs: Any) -> Utterance:
+        if self.fail["left"] > 0:
+            self.fail["left"] -= 1
+            raise RuntimeError("crashed mid-turn")
+        return super().answer(*args, **kwargs)
+
+
+def test_a_retried_turn_does_not_remember_twice() -> None:
+    fake = FakeModel.start(["one", "two"], name="fake")
+    ann = Scripted.start(["hello", "again"], name="ann")
+    cy, _ = start_supervised(CrashAfterRemembering, fake, {"left": 1}, name="cy")
+    result = run_chat([ann, cy], chat_class=Dialogue, termination=MaxTurns(4), printer=None)
+    assert result.speakers == ["ann", "cy", "ann", "cy"] and len(result.notes) == 1
+    assert cy.statistics().restarts == 1
+    memory = cy.ask(GetMemory(), timeout=T).get()
+    assert memory["turns"] == [
+        {"role": "user", "content": "ann: hello"},
+        {"role": "assistant", "content": "one"},
+        {"role": "user", "content": "ann: again"},
+        {"role": "assistant", "content": "two"},
+    ]
+
+
+def test_the_first_speaker_may_be_a_rule_based_agent_answering_a_str() -> None:
+    ann = Scripted.start(["hi"], name="ann")
+    bob = Scripted.start(["hey"], name="bob")
+    result = run_chat(["bob", "ann"], chat_class=Dialogue, termination=MaxTurns(2), printer=None)
+    assert result.speakers == ["bob", "ann"] and result.participants == ["bob", "ann"]
+    assert ann.is_alive() and bob.is_alive()  # run_chat leaves the participants running
+
+
+MODULES = [
+    "_agent",
+    "_agent_messages",
+    "_chat_agent",
+    "_dialogue",
+    "_fake_model",
+    "_group_chat",
+    "_human",
+    "_oplog",
+    "_selection",
+    "_termination",
+    "_transcript",
+]
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_all_lists_every_public_name(name: str) -> None:
+    module = importlib.import_module(f"llmos.agents.{name}")
+    public = {
+        n
+        for n, obj in vars(module).items()
+        if not n.startswith("_")
+        and (inspect.isclass(obj) or inspect.isfunction(obj))
+        and getattr(obj, "__module__", None) == module.__name__
+    }
+    assert set(module.__all__) >= public
+    assert all(hasattr(module, n) for n in module.__all__)
