@@ -55,6 +55,24 @@ class Dialogue(GroupChat):
             raise AgentError("a Dialogue alternates its two speakers; use GroupChat to select")
         super().__init__([first, second], task, selector="round_robin", **kwargs)
 
+    @classmethod
+    def run(  # type: ignore[override]
+        cls,
+        first: ActorRef | str,
+        second: ActorRef | str,
+        task: str = "",
+        *,
+        timeout: float = 300.0,
+        name: str | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        """Run a dialogue to its end (see :func:`run_chat`) and return its result.
+
+        Raises:
+            ChatTimeout: it had not ended within ``timeout``.
+        """
+        return run_chat([first, second], task, timeout=timeout, name=name, chat_class=cls, **kwargs)
+
 
 def run_chat(
     participants: Sequence[ActorRef | str],
@@ -86,10 +104,10 @@ def run_chat(
             result is attached).
         AgentError: bad arguments.
     """
-    if chat_class is Dialogue:
+    if issubclass(chat_class, Dialogue):
         if len(participants) != 2:
             raise AgentError(f"a Dialogue has two participants, got {len(participants)}")
-        chat = Dialogue.start(participants[0], participants[1], task, name=name, **kwargs)
+        chat = chat_class.start(participants[0], participants[1], task, name=name, **kwargs)
     else:
         chat = chat_class.start(participants, task, name=name, **kwargs)
     try:

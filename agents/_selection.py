@@ -71,7 +71,8 @@ class ModelSelector:
 
     The model is asked with greedy decoding; the first candidate name in its answer is chosen.
     An answer that names no candidate raises AgentError, and the chat falls back to round robin
-    for that turn (with a note), so a confused model cannot stall or loop the chat.
+    for that turn (with a note), so a confused model cannot stall or loop the chat. The chat
+    actor waits for this answer (at most ``timeout``) before it asks the next speaker.
 
     Args:
         model: the model actor's ref (a ModelActor, a pool, a remote one, or a FakeModel).

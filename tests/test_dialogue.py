@@ -89,6 +89,7 @@ MODULES = [
     "_agent",
     "_agent_messages",
     "_chat_agent",
+    "_chat_turns",
     "_dialogue",
     "_fake_model",
     "_group_chat",
