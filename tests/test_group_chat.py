@@ -249,6 +249,11 @@ def test_the_chat_stays_responsive_while_a_speaker_thinks() -> None:
         result: ChatResult = chat.ask(StopChat("enough"), timeout=T).get()
         assert result.stopped_by == "stopped" and result.reason == "enough"
         assert chat.ask(GetResult(), timeout=T).get() == result
+        # The waiter thread of the unanswered turn ends with the chat, not at its ask timeout.
+        for thread in threading.enumerate():
+            if thread.name.startswith("llmos:chat:turn"):
+                thread.join(T)
+                assert not thread.is_alive()
     finally:
         release.set()
 
