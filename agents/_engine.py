@@ -1,28 +1,26 @@
-"""The model engine: one batched token loop over many generation requests.
+"""The model engine: generation for batches of requests with one loaded model.
 
 :class:`ModelEngine` is a plain class (not an actor, not thread-safe): the model actor owns one
-and calls :meth:`ModelEngine.generate_batch` from its own thread. Requests are left-padded into
-one batch with an attention mask and explicit position ids, so each row computes what it would
-compute alone: under greedy decoding a request gives the same text in a batch as on its own.
-The loop keeps a KV cache, samples per request (each with its own seeded generator), streams
-text chunks, honours stop strings and cancellation, and drops finished rows from the batch.
+and calls :meth:`ModelEngine.generate_batch` (or drives a :class:`BatchSession`, which requests
+can join mid-way) from its own thread. Under greedy decoding a request gives the same text in
+a batch as on its own. The engine tokenizes requests, fits them to the context window and runs
+the forward pass; the token loop lives in ``_engine_batch``.
 
-Loading lives in ``_engine_load``, the request records in ``_engine_params`` and the
-detokenizer in ``_engine_text``; this module re-exports their public names.
+Loading lives in ``_engine_load``, the request records in ``_engine_params``, the token loop in
+``_engine_batch`` and the detokenizer in ``_engine_text``; this module re-exports their public
+names.
 """
 
 from __future__ import annotations
 
 import inspect
-import secrets
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from llmos.actors import ModelError
+from llmos.agents._engine_batch import BatchSession, OnToken, ShouldCancel
 from llmos.agents._engine_load import (
     DEFAULT_MODEL_PACKAGE,
     LoadedModel,
@@ -33,16 +31,15 @@ from llmos.agents._engine_load import (
 )
 from llmos.agents._engine_params import (
     MAX_NEW_TOKENS_CAP,
-    FinishReason,
     GenerateParams,
     GenerateResult,
     ModelOutOfMemory,
 )
-from llmos.agents._engine_text import TextStream
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",
     "MAX_NEW_TOKENS_CAP",
+    "BatchSession",
     "GenerateParams",
     "GenerateResult",
     "LoadedModel",
@@ -52,22 +49,6 @@ __all__ = [
     "default_model_file",
     "load_model",
 ]
-
-OnToken = Callable[[int, str], None]
-ShouldCancel = Callable[[int], bool]
-
-
-@dataclass(eq=False)
-class _Row:
-    """The running state of one request in the batch."""
-
-    index: int
-    params: GenerateParams
-    prompt_ids: list[int]
-    stream: TextStream
-    generator: torch.Generator | None
-    completion_tokens: int = 0
-    result: GenerateResult | None = field(default=None)
 
 
 class ModelEngine:
@@ -174,15 +155,16 @@ class ModelEngine:
             )
         return ids
 
-    def _new_row(self, index: int, params: GenerateParams, ids: list[int]) -> _Row:
-        generator = None
-        if params.temperature > 0:
-            generator = torch.Generator(device=self.loaded.device)
-            seed = params.seed if params.seed is not None else secrets.randbits(63)
-            generator.manual_seed(seed)
-        return _Row(index, params, ids, TextStream(self._tokenizer, ids, params.stop), generator)
+    # -- generation --------------------------------------------------------------------------
 
-    # -- the token loop ----------------------------------------------------------------------
+    def session(
+        self, on_token: OnToken | None = None, should_cancel: ShouldCancel | None = None
+    ) -> BatchSession:
+        """Start a batch that requests can join between steps (continuous batching).
+
+        See :class:`BatchSession`; :meth:`generate_batch` is the simple form of it.
+        """
+        return BatchSession(self, on_token, should_cancel)
 
     def generate(
         self,
@@ -237,121 +219,13 @@ class ModelEngine:
             Exception: whatever ``on_token`` or ``should_cancel`` raised, unchanged (the
                 batch is abandoned).
         """
-        start = time.perf_counter()
-        results: list[GenerateResult | ModelError | None] = [None] * len(requests)
-        rows: list[_Row] = []
-        for i, params in enumerate(requests):
-            if not isinstance(params, GenerateParams):
-                results[i] = ModelError(
-                    f"request {i} is a {type(params).__name__}, not a GenerateParams; "
-                    "build it with GenerateParams(messages=... or prompt=...)"
-                )
-                continue
-            try:
-                rows.append(self._new_row(i, params, self._prepare(i, params)))
-            except ModelError as exc:
-                results[i] = exc
-        running = [r for r in rows if not self._cancelled(r, should_cancel, on_token, start)]
-        if running:
-            with torch.inference_mode():
-                self._run(running, on_token, should_cancel, start)
-        for r in rows:
-            results[r.index] = r.result
-        done = [r for r in results if r is not None]
-        assert len(done) == len(requests), "every request gets a result or an error"
-        return done
-
-    def _finish(
-        self, row: _Row, reason: FinishReason, on_token: OnToken | None, start: float
-    ) -> None:
-        if reason != "stop" or not row.stream.stopped:
-            chunk = row.stream.flush()
-            if chunk and on_token is not None:
-                on_token(row.index, chunk)
-            # The held-back tail can still complete a stop string when the stream ends.
-            if row.stream.stopped:
-                reason = "stop"
-        row.result = GenerateResult(
-            text=row.stream.text,
-            finish_reason=reason,
-            prompt_tokens=len(row.prompt_ids),
-            completion_tokens=row.completion_tokens,
-            generation_seconds=time.perf_counter() - start,
-        )
-
-    def _cancelled(
-        self,
-        row: _Row,
-        should_cancel: ShouldCancel | None,
-        on_token: OnToken | None,
-        start: float,
-    ) -> bool:
-        if should_cancel is not None and should_cancel(row.index):
-            self._finish(row, "cancelled", on_token, start)
-            return True
-        return False
-
-    def _step(self, row: _Row, token: int, on_token: OnToken | None, start: float) -> bool:
-        """Take one generated token; return True when the request is finished."""
-        row.completion_tokens += 1
-        if token in self._eos_ids:
-            self._finish(row, "stop", on_token, start)
-            return True
-        chunk = row.stream.push(token)
-        if chunk and on_token is not None:
-            on_token(row.index, chunk)
-        if row.stream.stopped:
-            self._finish(row, "stop", on_token, start)
-            return True
-        if row.completion_tokens >= row.params.max_new_tokens:
-            self._finish(row, "length", on_token, start)
-            return True
-        return False
-
-    def _run(
-        self,
-        rows: list[_Row],
-        on_token: OnToken | None,
-        should_cancel: ShouldCancel | None,
-        start: float,
-    ) -> None:
-        from transformers import DynamicCache
-
-        device = self.loaded.device
-        width = max(len(r.prompt_ids) for r in rows)
-        input_ids = torch.full((len(rows), width), self._pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for b, r in enumerate(rows):
-            input_ids[b, width - len(r.prompt_ids) :] = torch.tensor(r.prompt_ids)
-            mask[b, width - len(r.prompt_ids) :] = 1
-        input_ids, mask = input_ids.to(device), mask.to(device)
-        # Positions count real tokens only, so a left-padded row sees the positions it would
-        # see alone; pad slots get 0 (they are masked out anyway).
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        next_position = mask.sum(-1, keepdim=True)
-        cache = DynamicCache()
-        logits = self._forward(input_ids, mask, positions, cache)
-        while True:
-            tokens = self._pick(rows, logits)
-            keep = [
-                b
-                for b, (r, t) in enumerate(zip(rows, tokens, strict=True))
-                if not self._step(r, t, on_token, start)
-                and not self._cancelled(r, should_cancel, on_token, start)
-            ]
-            if not keep:
-                return
-            if len(keep) < len(rows):
-                index = torch.tensor(keep, device=device)
-                rows = [rows[b] for b in keep]
-                tokens = [tokens[b] for b in keep]
-                cache.batch_select_indices(index)
-                mask, next_position = mask[index], next_position[index]
-                mask = _trim_left_padding(mask, cache)
-            step_ids = torch.tensor(tokens, dtype=torch.long, device=device).unsqueeze(-1)
-            mask = torch.cat([mask, mask.new_ones((len(rows), 1))], dim=-1)
-            logits = self._forward(step_ids, mask, next_position, cache)
-            next_position = next_position + 1
+        session = self.session(on_token, should_cancel)
+        for params in requests:
+            session.add(params)
+        results: dict[int, GenerateResult | ModelError] = {}
+        while session.has_results:
+            results.update(session.step())
+        return [results[i] for i in range(len(requests))]
 
     def _forward(
         self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
@@ -381,27 +255,6 @@ class ModelEngine:
         logits: torch.Tensor = out.logits[:, -1, :].float()
         return logits
 
-    @staticmethod
-    def _pick(rows: list[_Row], logits: torch.Tensor) -> list[int]:
-        """Choose each row's next token: argmax, or a seeded sample with temperature/top_p."""
-        tokens: list[int] = logits.argmax(-1).tolist()
-        for b, r in enumerate(rows):
-            if r.generator is not None:
-                tokens[b] = _sample(logits[b], r.params.temperature, r.params.top_p, r.generator)
-        return tokens
-
-
-def _sample(logits: torch.Tensor, temperature: float, top_p: float, gen: torch.Generator) -> int:
-    probs = torch.softmax(logits / temperature, dim=-1)
-    if top_p >= 1.0:
-        return int(torch.multinomial(probs, 1, generator=gen).item())
-    sorted_probs, order = torch.sort(probs, descending=True)
-    # Keep the smallest set of most likely tokens whose mass reaches top_p (at least one).
-    outside = (torch.cumsum(sorted_probs, dim=-1) - sorted_probs) >= top_p
-    sorted_probs = sorted_probs.masked_fill(outside, 0.0)
-    choice = torch.multinomial(sorted_probs, 1, generator=gen)
-    return int(order[choice].item())
-
 
 def _drop_oldest_turn(messages: list[dict[str, str]]) -> bool:
     """Drop the oldest non-system message (never the last); False when none can go.
@@ -417,23 +270,3 @@ def _drop_oldest_turn(messages: list[dict[str, str]]) -> bool:
     if rest and messages[rest[0]]["role"] == "assistant":
         del messages[rest[0]]
     return True
-
-
-def _trim_left_padding(mask: torch.Tensor, cache: Any) -> torch.Tensor:
-    """Cut the columns that are padding in every remaining row, from the mask and the cache.
-
-    After long prompts leave the batch, the others need not attend over their padding.
-    Only plain dynamic cache layers are trimmed; any other cache is left as it is.
-    """
-    from transformers.cache_utils import DynamicLayer
-
-    real = mask.any(dim=0).nonzero()
-    first = int(real[0].item()) if len(real) else 0
-    layers = getattr(cache, "layers", None)
-    if first == 0 or not layers or any(type(layer) is not DynamicLayer for layer in layers):
-        return mask
-    for layer in layers:
-        if layer.is_initialized and layer.keys is not None and layer.keys.numel():
-            layer.keys = layer.keys[..., first:, :]
-            layer.values = layer.values[..., first:, :]
-    return mask[:, first:]

@@ -68,6 +68,12 @@ def engine(loaded: LoadedModel) -> ModelEngine:
 
 
 @pytest.fixture(scope="session")
+def alone(engine: ModelEngine) -> list[GenerateResult]:
+    """Each of the 8 prompts on its own, greedy."""
+    return [engine.generate(chat(p, max_new_tokens=16)) for p in PROMPTS]
+
+
+@pytest.fixture(scope="session")
 def batch_run(engine: ModelEngine) -> tuple[list[GenerateResult], dict[int, list[str]]]:
     """The 8 prompts in one batch, greedy, with every streamed chunk recorded."""
     chunks: dict[int, list[str]] = defaultdict(list)
@@ -147,10 +153,9 @@ def test_chat_answer_names_paris(engine: ModelEngine) -> None:
 
 @model
 def test_batch_of_8_matches_each_request_alone_under_greedy(
-    engine: ModelEngine, batch_run: tuple[list[GenerateResult], dict[int, list[str]]]
+    alone: list[GenerateResult], batch_run: tuple[list[GenerateResult], dict[int, list[str]]]
 ) -> None:
     batched, _ = batch_run
-    alone = [engine.generate(chat(p, max_new_tokens=16)) for p in PROMPTS]
     assert len({r.text for r in alone}) == 8, "the prompts should give 8 different answers"
     for i, (a, b) in enumerate(zip(alone, batched, strict=True)):
         assert (b.text, b.finish_reason, b.completion_tokens) == (
@@ -158,6 +163,42 @@ def test_batch_of_8_matches_each_request_alone_under_greedy(
             a.finish_reason,
             a.completion_tokens,
         ), f"request {i} differs in the batch"
+
+
+@model
+def test_requests_joining_a_running_batch_match_alone(
+    engine: ModelEngine, alone: list[GenerateResult]
+) -> None:
+    lengths = [len(engine._prepare(i, chat(p))) for i, p in enumerate(PROMPTS)]
+    order = sorted(range(8), key=lengths.__getitem__)
+    # The 3 shortest start; the 3 longest join after 2 steps (wider than the running batch,
+    # whose cache gets padded); the last 2 join 4 steps later (narrower: they get padded).
+    groups = {0: order[:3], 2: order[-3:], 6: order[3:5]}
+    session = engine.session()
+    index_of: dict[int, int] = {}
+    results: dict[int, GenerateResult | ModelError] = {}
+    step = 0
+    while step <= max(groups) or session.has_results:
+        for p in groups.get(step, []):
+            index_of[session.add(chat(PROMPTS[p], max_new_tokens=16))] = p
+        results.update(session.step())
+        step += 1
+    assert lengths[order[-1]] > lengths[order[2]] + 2, "a joiner must be wider than the batch"
+    assert session.running == 0 and len(results) == 8
+    for i, result in results.items():
+        assert ok(result).text == alone[index_of[i]].text, f"prompt {index_of[i]} differs"
+
+
+@model
+def test_a_session_hands_refused_requests_back_from_step(engine: ModelEngine) -> None:
+    session = engine.session()
+    small = session.add(chat("Hi", max_new_tokens=2))
+    refused = session.add("nonsense")  # type: ignore[arg-type]
+    results: dict[int, GenerateResult | ModelError] = {}
+    while session.has_results:
+        results.update(session.step())
+    assert isinstance(results[refused], ModelError)
+    assert ok(results[small]).completion_tokens <= 2
 
 
 @model
