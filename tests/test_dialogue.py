@@ -15,6 +15,8 @@ from llmos.agents._chat_agent import ChatAgent, GetMemory
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._fake_model import FakeModel
 from llmos.agents._termination import MaxTurns
+from llmos.agents._transcript import ChatResult, Entry
+from llmos.transport import Node, RemoteRef
 
 T = 10.0
 
@@ -113,3 +115,43 @@ def test_all_lists_every_public_name(name: str) -> None:
     }
     assert set(module.__all__) >= public
     assert all(hasattr(module, n) for n in module.__all__)
+
+
+class Recorder:
+    """A printer that keeps what it is shown."""
+
+    def __init__(self) -> None:
+        self.chunks: list[tuple[str, str]] = []
+        self.entries: list[Entry] = []
+        self.ended: list[ChatResult] = []
+
+    def chunk(self, speaker: str, text: str) -> None:
+        self.chunks.append((speaker, text))
+
+    def entry(self, entry: Entry) -> None:
+        self.entries.append(entry)
+
+    def end(self, result: ChatResult) -> None:
+        self.ended.append(result)
+
+
+def test_a_participant_on_another_node_takes_part_the_same_way() -> None:
+    here, there = Node(name="here"), Node(name="there")
+    try:
+        fake = FakeModel.start(name="fake")
+        ann = ChatAgent.start(fake, "You are Ann.", name="ann")
+        ChatAgent.start(fake, "You are Bob.", name="bob")
+        bob = here.ref(f"bob@{there.address}")  # reached over ZeroMQ, through node "there"
+        assert isinstance(bob, RemoteRef)
+        shown = Recorder()
+        result = run_chat(
+            [ann, bob], "Tea?", chat_class=Dialogue, termination=MaxTurns(4), printer=shown
+        )
+        assert result.speakers == ["ann", "bob", "ann", "bob"] and not result.notes
+        assert result.utterances[1].text == "bob #1: Tea?"
+        streamed_by_bob = "".join(text for who, text in shown.chunks if who == "bob")
+        assert streamed_by_bob == "bob #1: Tea?bob #2: Tea?"  # tokens came back over the wire
+        assert shown.ended == [result]
+    finally:
+        there.close()
+        here.close()
