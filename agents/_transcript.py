@@ -227,6 +227,7 @@ class ConsolePrinter:
         self.stream = stream
         self.show_chunks = show_chunks
         self._open: str | None = None  # the speaker whose streamed line is being printed
+        self._streamed = ""  # what was streamed of that line so far
 
     def _out(self) -> IO[str]:
         return self.stream if self.stream is not None else sys.stdout
@@ -239,14 +240,18 @@ class ConsolePrinter:
             if self._open is not None:
                 out.write("\n")
             out.write(f"{speaker}: ")
-            self._open = speaker
+            self._open, self._streamed = speaker, ""
         out.write(text)
+        self._streamed += text
         out.flush()
 
     def entry(self, entry: Entry) -> None:
         out = self._out()
-        if entry.kind == "utterance" and self._open == entry.speaker:
-            out.write("\n")  # its text is already on screen, streamed
+        streamed = self._streamed.strip() if self._open == entry.speaker else None
+        if entry.kind == "utterance" and streamed is not None and entry.text.startswith(streamed):
+            # Its text is on screen already, or the start of it (chunks from another node may
+            # trail the answer): finish the line.
+            out.write(entry.text[len(streamed) :] + "\n")
         else:
             if self._open is not None:
                 out.write("\n")
@@ -254,14 +259,14 @@ class ConsolePrinter:
                 out.write(f"{entry.speaker}: {entry.text}\n")
             else:
                 out.write(f"  [{entry.text}]\n")
-        self._open = None
+        self._open, self._streamed = None, ""
         out.flush()
 
     def end(self, result: ChatResult) -> None:
         out = self._out()
         if self._open is not None:
             out.write("\n")
-            self._open = None
+            self._open, self._streamed = None, ""
         out.write(
             f"-- ended: {result.reason} ({result.turns} turns, {result.tokens} tokens, "
             f"{result.seconds:.1f} s)\n"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import io
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from llmos.agents._chat_agent import ChatAgent, GetMemory
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._fake_model import FakeModel
 from llmos.agents._termination import MaxTurns
-from llmos.agents._transcript import ChatResult, Entry
+from llmos.agents._transcript import ChatResult, ConsolePrinter, Entry
 from llmos.transport import Node, RemoteRef
 
 T = 10.0
@@ -149,9 +150,23 @@ def test_a_participant_on_another_node_takes_part_the_same_way() -> None:
         )
         assert result.speakers == ["ann", "bob", "ann", "bob"] and not result.notes
         assert result.utterances[1].text == "bob #1: Tea?"
-        streamed_by_bob = "".join(text for who, text in shown.chunks if who == "bob")
-        assert streamed_by_bob == "bob #1: Tea?bob #2: Tea?"  # tokens came back over the wire
+        # Tokens stream back over the wire too, but on their own path: they may trail the
+        # answer, and those that come after their turn ended are not shown (the utterance is).
+        said_by_bob = " ".join(e.text for e in result.utterances if e.speaker == "bob").split()
+        assert all(text.strip() in said_by_bob for who, text in shown.chunks if who == "bob")
+        assert [e.text for e in shown.entries] == [e.text for e in result.transcript]
         assert shown.ended == [result]
     finally:
         there.close()
         here.close()
+
+
+def test_the_console_printer_completes_a_line_whose_chunks_trail() -> None:
+    out = io.StringIO()
+    printer = ConsolePrinter(out)
+    printer.chunk("bob", "Hello")
+    printer.entry(Entry(0, "utterance", "bob", "Hello world", 1, 0.0))
+    printer.chunk("ann", "something else")
+    printer.entry(Entry(1, "utterance", "ann", "Hi", 2, 0.0))
+    printer.entry(Entry(2, "note", "", "a note", 2, 0.0))
+    assert out.getvalue() == "bob: Hello world\nann: something else\nann: Hi\n  [a note]\n"
