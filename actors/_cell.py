@@ -13,8 +13,16 @@ Failure contract (the actor loop in :meth:`Cell._run`):
   included) fails only this actor: the failing message goes to dead letters, the rest of the
   mailbox is kept, and the supervisor decides (restart, stop, escalate). With no supervisor the
   actor stops for good;
+- an exception that escapes the actor loop itself (the actor's thread dying) is handled like a
+  failed tell, so the supervisor still hears of it and the cell never stays "running" with no
+  thread behind it;
 - when the actor stops for good, every queued ask fails with ActorDeadError, queued tells go to
   dead letters, and every watcher receives Terminated.
+
+A supervisor may also ask a healthy actor to restart (:meth:`Cell.request_restart`, for the
+one_for_all and rest_for_one strategies): the running instance finishes the messages queued
+before the request, hands its state to ``pre_restart``, and waits for the supervisor; the rest of
+the mailbox goes to the new instance.
 """
 
 from __future__ import annotations
@@ -51,7 +59,12 @@ _name_counter = itertools.count(1)
 
 
 class Supervisor(Protocol):
-    """What a cell tells its supervisor. Both calls come from the child's own thread."""
+    """What a cell tells its supervisor. Both calls come from the child's own thread.
+
+    Optional extras, looked up with ``getattr``: ``child_ask_failed(cell, error)`` (an ask's
+    handler raised) and ``child_halted(cell)`` (the instance ended on :meth:`Cell.request_restart`
+    and waits for ``restart()``; without it the cell restarts itself at once).
+    """
 
     def child_failed(self, cell: Cell, error: BaseException) -> None: ...
 
@@ -104,6 +117,8 @@ class Cell:
         self.last_error: BaseException | None = None
         self.carried_state: Any = None
         self.current_reply: Any = None
+        self.halting: BaseException | None = None
+        self.wakes = 0  # restart markers (STOP envelopes) queued by request_restart, not yet seen
         self._lock = threading.Lock()
         self.processed = 0
         self.failed = 0
@@ -173,6 +188,25 @@ class Cell:
         except Exception as exc:
             log.error("restarting %s: constructor failed", self.name, exc_info=exc)
             self._fail(None, exc, None)
+
+    def request_restart(self, reason: BaseException) -> bool:
+        """Have the running instance end after the messages queued so far, for a restart.
+
+        Called by a supervisor whose strategy restarts siblings of a failed child. The instance
+        handles what is already queued, then ``pre_restart(reason)`` runs and the supervisor is
+        told (``child_halted``); the messages sent after this call wait for the new instance.
+
+        Returns:
+            True if a running instance will halt; False if the actor is not running (failed,
+            restarting, stopping or stopped), so there is nothing to halt.
+        """
+        with self._lock:
+            if self.stopped or self.state != "running" or self.halting is not None:
+                return False
+            self.halting = reason
+            self.wakes += 1
+        self.mailbox.put_control(envelope(STOP))
+        return True
 
     def request_stop(self) -> None:
         """Stop after the messages queued so far; at once if no instance is running."""
@@ -272,7 +306,10 @@ class Cell:
             except BaseException as exc:
                 self._fail(instance, exc, None)
                 return
-            self._loop(instance)
+            try:
+                self._loop(instance)
+            except BaseException as exc:  # the loop itself broke: the actor's thread is dying
+                self._fail(instance, exc, None)
         finally:
             set_current_cell(None)
             with _registry_lock:
@@ -287,6 +324,11 @@ class Cell:
             item = get()
             msg, reply, sent_at = item
             if msg is STOP:
+                # A marker of request_restart always sits before any STOP queued after it.
+                if self.wakes:
+                    if self._halt(instance):
+                        return
+                    continue  # stale marker (a failure or a stop came first): its STOP follows
                 self._stop_instance(instance)
                 return
             if reply is not None and reply.expired():
@@ -355,6 +397,27 @@ class Cell:
             log.exception("on_stop of %s raised", self.name)
         self.finalize("stopped")
 
+    def _halt(self, instance: Actor) -> bool:
+        """End the instance for a restart the supervisor asked for; False if a stop came first."""
+        with self._lock:
+            self.wakes -= 1
+            reason, self.halting = self.halting, None
+            if self.stopped or self.state != "running" or reason is None:
+                return False
+            self.state = "restarting"
+        self.last_error = reason
+        try:
+            self.carried_state = instance.pre_restart(reason)
+        except Exception:
+            log.exception("pre_restart of %s raised; nothing carried over", self.name)
+            self.carried_state = None
+        report = getattr(self.supervisor, "child_halted", None)
+        if report is not None:
+            report(self)
+        else:
+            self.restart()
+        return True
+
     def _fail(self, instance: Actor | None, error: BaseException, item: Envelope | None) -> None:
         """The instance failed: keep the mailbox, hand the decision to the supervisor."""
         self.last_error = error
@@ -367,6 +430,7 @@ class Cell:
             except Exception:
                 log.exception("on_failure of %s raised", self.name)
         with self._lock:
+            self.halting = None  # a pending restart request is moot: this failure restarts it
             if self.stopped:
                 return
             stopping = self.state == "stopping"
