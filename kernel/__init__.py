@@ -1,2 +1,72 @@
-# llmos.kernel
-__all__: list[str] = []
+# llmos.kernel: the node's kernel actor, supervision and pools.
+#   _kernel      Kernel (one per process, the root supervisor), kernel()
+#   _supervisor  Supervisor (nestable actor: strategies, restart intensity, backoff)
+#   _spec        ChildSpec, Backoff, the Restart and Strategy types
+#   _policy      restart intensity window and strategy groups (plain, no threads)
+#   _timer       ThreadTimer (one llmos:timer thread), ManualTimer (tests)
+#   _routers     round_robin, least_loaded, consistent_hash, broadcast
+#   _pool        Pool (supervises and scales members), PoolCore, Autoscale
+#   _pool_ref    PoolRef (routes in the sender's thread), Batch, GatherReply
+#   _stats       KernelStats, PoolStats, BatchFigures and the scheduling figures
+# Imports point to llmos.actors (and, later, llmos.transport) only; nothing here imports agents.
+from llmos.kernel._kernel import KERNEL_NAME, Kernel, kernel
+from llmos.kernel._policy import RestartWindow, restart_group, should_restart
+from llmos.kernel._pool import Autoscale, Pool
+from llmos.kernel._pool_ref import Batch, GatherReply, PoolRef
+from llmos.kernel._routers import (
+    Broadcast,
+    ConsistentHash,
+    HashKey,
+    LeastLoaded,
+    RoundRobin,
+    Router,
+    RouterName,
+)
+from llmos.kernel._spec import Backoff, ChildSpec, Restart, Strategy
+from llmos.kernel._stats import (
+    BatchFigures,
+    KernelStats,
+    PoolStats,
+    load_balance_efficiency,
+    parallel_efficiency,
+    utilisation,
+)
+from llmos.kernel._supervisor import Supervisor, supervisor_of
+from llmos.kernel._timer import ManualTimer, ThreadTimer, Timer, TimerHandle
+
+__all__ = [
+    "KERNEL_NAME",
+    "Autoscale",
+    "Backoff",
+    "Batch",
+    "BatchFigures",
+    "Broadcast",
+    "ChildSpec",
+    "ConsistentHash",
+    "GatherReply",
+    "HashKey",
+    "Kernel",
+    "KernelStats",
+    "LeastLoaded",
+    "ManualTimer",
+    "Pool",
+    "PoolRef",
+    "PoolStats",
+    "Restart",
+    "RestartWindow",
+    "RoundRobin",
+    "Router",
+    "RouterName",
+    "Strategy",
+    "Supervisor",
+    "ThreadTimer",
+    "Timer",
+    "TimerHandle",
+    "kernel",
+    "load_balance_efficiency",
+    "parallel_efficiency",
+    "restart_group",
+    "should_restart",
+    "supervisor_of",
+    "utilisation",
+]

@@ -1,0 +1,551 @@
+"""The Supervisor actor: starts children from specs, restarts the ones that fail.
+
+Failure contract (what a supervisor does when a child fails):
+
+1. a failed ``temporary`` child, or a ``transient`` one that exited normally, stops for good
+   (its watchers get ``Terminated``, its queued asks fail with ``ActorDeadError``);
+2. otherwise the restart is counted against the intensity window (``max_restarts`` in
+   ``within`` seconds; OTP's defaults, 1 in 5 s). Past it, with ``escalate=True`` (OTP), the
+   supervisor stops all its children and fails itself with ``SupervisionError``, so its own
+   supervisor decides; with ``escalate=False`` (the kernel's root policy) the budget is per
+   child and only that child is stopped for good;
+3. within it, the strategy picks the children to restart (the failed one, all, or the rest),
+   the backoff picks the wait, and each comes back as a fresh instance behind the same ref and
+   mailbox, in start order. Siblings restarted with it first finish what was queued before.
+
+The children table is shared with the threads that call :meth:`Supervisor.spawn` and with the
+children's threads (which report through :class:`~llmos.actors.Supervisor` callbacks); decisions
+are made in the supervisor's own thread, on typed messages it tells itself.
+"""
+
+from __future__ import annotations
+
+import collections
+import itertools
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from types import TracebackType
+from typing import Any
+
+from llmos.actors import (
+    Actor,
+    ActorError,
+    ActorRef,
+    Cell,
+    LocalRef,
+    NameTaken,
+    SupervisionError,
+    WhenFull,
+    handler,
+    message,
+)
+from llmos.kernel._policy import RestartWindow, restart_group, should_restart
+from llmos.kernel._spec import STRATEGIES, Backoff, ChildSpec, Restart, Strategy
+from llmos.kernel._timer import Timer, TimerHandle, default_timer
+
+__all__ = ["ChildFailed", "ChildHalted", "RestartDue", "Supervisor", "Sync", "supervisor_of"]
+
+log = logging.getLogger("llmos.kernel")
+
+_serials = itertools.count(1)
+_group_ids = itertools.count(1)
+_live: dict[str, Supervisor] = {}
+
+
+def supervisor_of(ref: ActorRef | str) -> Supervisor | None:
+    """The running :class:`Supervisor` instance behind a ref (or name), or None."""
+    return _live.get(ref if isinstance(ref, str) else ref.name)
+
+
+@message("llmos.kernel.ChildFailed")
+class ChildFailed:
+    """Told by a failed child's thread to its supervisor (decided in the supervisor's thread)."""
+
+    name: str
+    serial: int
+    incarnation: int
+
+
+@message("llmos.kernel.ChildHalted")
+class ChildHalted:
+    """A sibling ended its instance for a group restart and waits to be started again."""
+
+    name: str
+    serial: int
+    incarnation: int
+
+
+@message("llmos.kernel.RestartDue")
+class RestartDue:
+    """A group restart's backoff ran out (``timed``) or one of its members went away."""
+
+    group: int
+    timed: bool = True
+
+
+@message("llmos.kernel.Sync")
+class Sync:
+    """Ask it to wait until a supervisor has handled everything sent to it before (tests)."""
+
+
+class _Child:
+    __slots__ = ("attempt", "cell", "group", "last_restart", "serial", "spec", "window")
+
+    def __init__(self, spec: ChildSpec, cell: Cell, window: RestartWindow | None) -> None:
+        self.spec = spec
+        self.cell = cell
+        self.serial = next(_serials)
+        self.attempt = 0
+        self.last_restart: float | None = None
+        self.group = 0
+        self.window = window
+
+
+class _Group:
+    __slots__ = ("down", "due", "handle", "id", "names")
+
+    def __init__(self, due: bool) -> None:
+        self.id = next(_group_ids)
+        self.names: list[str] = []
+        self.down: set[str] = set()
+        self.due = due
+        self.handle: TimerHandle | None = None
+
+
+class Supervisor(Actor):
+    """An actor whose children it starts from specs and restarts when they fail.
+
+    Start one under the kernel (``kernel().spawn(Supervisor, children=[...], name=...)``) or
+    under another supervisor to nest them; add children later with :meth:`spawn` or
+    ``kernel().spawn(..., supervisor=ref)``. See the module docstring for what happens on a
+    failure. Subclasses may override :meth:`on_child_failure` to hear about every decision.
+
+    Args:
+        children: specs started, in order, when the supervisor starts (and again, with every
+            child added since, when it is itself restarted).
+        strategy: ``one_for_one``, ``one_for_all`` or ``rest_for_one``.
+        max_restarts: restarts allowed within ``within`` seconds (OTP's defaults: 1 in 5 s).
+        within: the intensity window in seconds.
+        backoff: waits between consecutive restarts of a child (None: never wait).
+        escalate: past the intensity, stop all children and fail this supervisor (True, OTP),
+            or count per child and only stop that child for good (False).
+        timer: the clock and timer (default: the shared ``llmos:timer`` thread).
+        shutdown_timeout: how long a normal stop waits for the children to finish.
+
+    Raises:
+        SupervisionError: an argument is invalid.
+    """
+
+    def __init__(
+        self,
+        children: Iterable[ChildSpec] = (),
+        *,
+        strategy: Strategy = "one_for_one",
+        max_restarts: int = 1,
+        within: float = 5.0,
+        backoff: Backoff | None = Backoff(),  # noqa: B008 (frozen, shared safely)
+        escalate: bool = True,
+        timer: Timer | None = None,
+        shutdown_timeout: float = 10.0,
+    ) -> None:
+        super().__init__()
+        if strategy not in STRATEGIES:
+            raise SupervisionError(
+                f"strategy must be one of {', '.join(STRATEGIES)}, got {strategy!r}"
+            )
+        specs = list(children)
+        for spec in specs:
+            if not isinstance(spec, ChildSpec):
+                raise SupervisionError(f"children must be ChildSpec records, got {spec!r}")
+        self.supervisor_strategy: Strategy = strategy
+        self.supervisor_escalate = escalate
+        self._window = RestartWindow(max_restarts, within)
+        self._backoff = backoff if backoff is not None else Backoff.none()
+        self._timer: Timer = timer if timer is not None else default_timer()
+        self._shutdown_timeout = shutdown_timeout
+        self._children: dict[str, _Child] = {}
+        self._groups: dict[int, _Group] = {}
+        self._lock = threading.RLock()
+        self._closing = False
+        self._carry: list[ChildSpec] | None = None
+        self._rng = random.Random()
+        self.gave_up: collections.deque[SupervisionError] = collections.deque(maxlen=100)
+        self.ask_failures = 0
+        if self._llmos_cell is not None:
+            _live[self._llmos_cell.name] = self
+        # As in OTP, the supervisor is up only once its children are: a child whose
+        # constructor raises fails the supervisor's own start, and nothing is left running.
+        try:
+            for spec in specs:
+                self.start_child(spec)
+        except BaseException:
+            self._shutdown_children("stopped: its supervisor failed to start", graceful=False)
+            raise
+
+    # -- public API (any thread) -----------------------------------------------------------
+
+    @property
+    def timer(self) -> Timer:
+        """The clock and timer this supervisor uses."""
+        return self._timer
+
+    def spawn(
+        self,
+        actor_class: type[Actor],
+        *args: Any,
+        name: str | None = None,
+        restart: Restart = "permanent",
+        restart_on_ask_error: bool = False,
+        capacity: int | None = None,
+        when_full: WhenFull | None = None,
+        **kwargs: Any,
+    ) -> LocalRef:
+        """Start a child (its constructor runs in this thread) and supervise it.
+
+        Args:
+            actor_class: the Actor subclass.
+            *args: its constructor's positional arguments.
+            name: a unique name (default: ``ClassName-N``).
+            restart: ``permanent``, ``transient`` or ``temporary``.
+            restart_on_ask_error: also restart it when an ask's handler raises.
+            capacity: mailbox bound; when_full: mailbox policy.
+            **kwargs: its constructor's keyword arguments.
+
+        Returns:
+            The child's stable ref.
+
+        Raises:
+            NameTaken: a live actor holds the name.
+            SupervisionError: the spec is invalid or this supervisor is stopping.
+            Exception: whatever the constructor raised.
+        """
+        spec = ChildSpec(
+            actor_class, args, kwargs, name, restart, restart_on_ask_error, capacity, when_full
+        )
+        return self.start_child(spec)
+
+    def start_child(self, spec: ChildSpec) -> LocalRef:
+        """Start a child from a spec; see :meth:`spawn`."""
+        return self._start_child(spec).cell.ref
+
+    def _start_child(self, spec: ChildSpec) -> _Child:
+        cls = spec.actor_class
+        cell = Cell(
+            spec.build,
+            spec.name,
+            cls.actor_mailbox(spec.capacity, spec.when_full),
+            class_name=cls.__name__,
+            supervisor=self,
+            ask_errors_fail=spec.restart_on_ask_error,
+        )
+        window = None if self.supervisor_escalate else self._window_like()
+        rec = _Child(spec.named(cell.name), cell, window)
+        with self._lock:
+            if self._closing:
+                raise SupervisionError(
+                    f"supervisor {self._own_name()!r} is stopping; start {cell.name!r} under "
+                    "a running supervisor"
+                )
+            if cell.name in self._children:
+                raise NameTaken(
+                    f"supervisor {self._own_name()!r} already has a child named "
+                    f"{cell.name!r}; pick another name"
+                )
+            self._children[cell.name] = rec
+        try:
+            cell.start()
+        except BaseException:
+            with self._lock:
+                if self._children.get(cell.name) is rec:
+                    del self._children[cell.name]
+            raise
+        self._child_added(rec)
+        return rec
+
+    def children(self) -> list[LocalRef]:
+        """Refs of the children, in start order."""
+        with self._lock:
+            return [rec.cell.ref for rec in self._children.values()]
+
+    def child_specs(self) -> list[ChildSpec]:
+        """The specs of the children, in start order (names fixed)."""
+        with self._lock:
+            return [rec.spec for rec in self._children.values()]
+
+    def child_cells(self) -> list[Cell]:
+        """The children's cells, in start order (for statistics and pools)."""
+        with self._lock:
+            return [rec.cell for rec in self._children.values()]
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def on_child_failure(self, name: str, error: BaseException, action: str) -> None:
+        """Called in this supervisor's thread after it decided about a failed child.
+
+        Args:
+            name: the child's name.
+            error: its failure, or the SupervisionError when giving up or escalating.
+            action: ``restart``, ``stop`` (not restarted by its restart type), ``give_up``
+                (``escalate=False``: its budget is spent, it stopped for good) or
+                ``escalate`` (all children stopped, this supervisor fails next).
+        """
+        level = logging.WARNING if action in ("restart", "stop") else logging.ERROR
+        log.log(level, "%s: child %s failed (%r): %s", self._own_name(), name, error, action)
+
+    # -- the Supervisor protocol of cells (children's threads) ---------------------------------
+
+    def child_failed(self, cell: Cell, error: BaseException) -> None:
+        self._report(cell, error, ChildFailed)
+
+    def child_halted(self, cell: Cell) -> None:
+        self._report(cell, cell.last_error, ChildHalted)
+
+    def child_ask_failed(self, cell: Cell, error: BaseException) -> None:
+        self.ask_failures += 1
+
+    def child_stopped(self, cell: Cell) -> None:
+        with self._lock:
+            rec = self._children.get(cell.name)
+            if rec is None or rec.cell is not cell:
+                return
+            del self._children[cell.name]
+            group = self._groups.get(rec.group)
+            if group is not None and cell.name in group.names:
+                group.names.remove(cell.name)
+                group.down.discard(cell.name)
+        self._child_removed(rec)
+        if group is not None:
+            self._tell_self(RestartDue(group.id, timed=False))
+
+    def _report(self, cell: Cell, error: BaseException | None, kind: type[Any]) -> None:
+        with self._lock:
+            rec = self._children.get(cell.name)
+            known = rec is not None and rec.cell is cell and not self._closing
+        if not known or rec is None:
+            cell.finalize(f"failed: {error!r}; its supervisor is stopping")
+            return
+        if not self._tell_self(kind(cell.name, rec.serial, cell.restarts)):
+            cell.finalize(f"failed: {error!r}; its supervisor {self._own_name()!r} is gone")
+
+    # -- decisions (this supervisor's thread) -------------------------------------------------
+
+    @handler(ChildFailed)
+    def _on_child_failed(self, msg: ChildFailed) -> None:
+        rec = self._current(msg.name, msg.serial, msg.incarnation, "failed")
+        if rec is None:
+            return
+        cell = rec.cell
+        error = cell.last_error if cell.last_error is not None else SupervisionError("unknown")
+        if not should_restart(rec.spec.restart, error):
+            self.on_child_failure(cell.name, error, "stop")
+            self._stop_for_good(rec, f"failed: {error!r} ({rec.spec.restart}, not restarted)")
+            return
+        now = self._timer.now()
+        window = rec.window if rec.window is not None else self._window
+        if not window.allow(now):
+            self._give_up(rec, error, window)
+            return
+        self.on_child_failure(cell.name, error, "restart")
+        with self._lock:
+            group = self._groups.get(rec.group)
+        if group is not None:  # already going down with a group restart
+            group.down.add(cell.name)
+            self._fire_if_ready(group)
+            return
+        if rec.last_restart is not None and now - rec.last_restart >= self._backoff.reset_after:
+            rec.attempt = 0
+        delay = self._backoff.delay(rec.attempt, self._rng)
+        rec.attempt += 1
+        with self._lock:
+            order = list(self._children)
+        self._plan(restart_group(self.supervisor_strategy, order, cell.name), cell.name, delay)
+
+    @handler(ChildHalted)
+    def _on_child_halted(self, msg: ChildHalted) -> None:
+        rec = self._current(msg.name, msg.serial, msg.incarnation, "restarting")
+        if rec is None:
+            return
+        with self._lock:
+            group = self._groups.get(rec.group)
+        if group is None:
+            rec.cell.restart()  # its group went away meanwhile: bring it back on its own
+            return
+        group.down.add(msg.name)
+        self._fire_if_ready(group)
+
+    @handler(RestartDue)
+    def _on_restart_due(self, msg: RestartDue) -> None:
+        with self._lock:
+            group = self._groups.get(msg.group)
+        if group is not None:
+            group.due = group.due or msg.timed
+            self._fire_if_ready(group)
+
+    @handler(Sync)
+    def _on_sync(self, msg: Sync) -> None:
+        return None
+
+    def _current(self, name: str, serial: int, incarnation: int, state: str) -> _Child | None:
+        """The child a report is about, if the report is not stale."""
+        with self._lock:
+            rec = self._children.get(name)
+        if rec is None or rec.serial != serial or rec.cell.stopped:
+            return None
+        if rec.cell.restarts != incarnation or rec.cell.state != state:
+            return None  # restarted (or restarting) since this was sent
+        if self._closing:
+            rec.cell.finalize(f"failed: {rec.cell.last_error!r}; its supervisor is stopping")
+            return None
+        return rec
+
+    def _plan(self, names: Sequence[str], failed: str, delay: float) -> None:
+        group = _Group(due=delay <= 0)
+        reason = SupervisionError(
+            f"restarted together with {failed!r}, which failed ({self.supervisor_strategy} "
+            f"in supervisor {self._own_name()!r})"
+        )
+        others: list[_Group] = []
+        with self._lock:
+            for name in names:
+                rec = self._children.get(name)
+                if rec is None:
+                    continue
+                old = self._groups.get(rec.group)
+                if old is not None and name in old.names:
+                    old.names.remove(name)
+                    old.down.discard(name)
+                    others.append(old)
+                cell = rec.cell
+                if name == failed or cell.state in ("failed", "restarting"):
+                    group.down.add(name)
+                elif not cell.request_restart(reason):
+                    continue  # stopping, stopped or not started: not ours to restart
+                group.names.append(name)
+                rec.group = group.id
+            self._groups[group.id] = group
+        if delay > 0:
+            group.handle = self._timer.call_later(delay, lambda: self._due(group.id))
+        for old in others:
+            self._fire_if_ready(old)
+        self._fire_if_ready(group)
+
+    def _fire_if_ready(self, group: _Group) -> None:
+        with self._lock:
+            if not group.due or not group.down.issuperset(group.names):
+                return
+            if self._groups.pop(group.id, None) is None:
+                return
+            recs = [self._children[n] for n in group.names if n in self._children]
+            for rec in recs:
+                rec.group = 0
+        now = self._timer.now()
+        for rec in recs:
+            rec.last_restart = now
+            rec.cell.restart()
+
+    def _give_up(self, rec: _Child, error: BaseException, window: RestartWindow) -> None:
+        sup = self._own_name()
+        scope = "its children together" if rec.window is None else f"child {rec.cell.name!r}"
+        problem = (
+            f"supervisor {sup!r} gave up: {scope} needed more than {window.max_restarts} "
+            f"restart(s) within {window.within:g} s; the last failure was {rec.cell.name!r}: "
+            f"{error!r}"
+        )
+        if self.supervisor_escalate:
+            err = SupervisionError(
+                f"{problem}. Its children are stopped and the failure goes to its own "
+                "supervisor; fix the child or raise max_restarts/within"
+            )
+            self.on_child_failure(rec.cell.name, err, "escalate")
+            self._shutdown_children(f"stopped: supervisor {sup!r} gave up", graceful=False)
+            raise err from error
+        err = SupervisionError(
+            f"{problem}. That child is stopped for good; fix it or raise max_restarts/within"
+        )
+        err.__cause__ = error
+        self.gave_up.append(err)
+        self.on_child_failure(rec.cell.name, err, "give_up")
+        self._stop_for_good(rec, f"failed: {error!r}; gave up after too many restarts")
+
+    def _stop_for_good(self, rec: _Child, reason: str) -> None:
+        """A failed child will not come back: stop it (subclasses may save its queue first)."""
+        rec.cell.finalize(reason)
+
+    def _child_added(self, rec: _Child) -> None:
+        """Hook for subclasses: a child was started."""
+
+    def _child_removed(self, rec: _Child) -> None:
+        """Hook for subclasses (any thread): a child stopped for good and left the table."""
+
+    # -- life cycle ----------------------------------------------------------------------------
+
+    def on_stop(self) -> None:
+        self._shutdown_children("stopped", graceful=True)
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._shutdown_children(f"stopped: supervisor {self._own_name()!r} failed", graceful=False)
+
+    def pre_restart(self, error: BaseException) -> Any:
+        self._shutdown_children(f"stopped: supervisor {self._own_name()!r} restarts", False)
+        return self._carry
+
+    def post_restart(self, error: BaseException | None, state: Any) -> None:
+        """Start the children the failed instance had beyond its initial ones, then on_start."""
+        for spec in state or ():
+            with self._lock:
+                known = spec.name in self._children
+            if not known:
+                self.start_child(spec)
+        self.on_start()
+
+    def _shutdown_children(self, reason: str, graceful: bool) -> None:
+        """Stop every child, newest first; keep their specs for a restart of this supervisor."""
+        with self._lock:
+            self._closing = True
+            recs = list(self._children.values())
+            groups = list(self._groups.values())
+            self._groups.clear()
+            if self._carry is None:
+                self._carry = [r.spec for r in recs if r.spec.restart != "temporary"]
+        if _live.get(self._own_name()) is self:
+            del _live[self._own_name()]
+        for group in groups:
+            if group.handle is not None:
+                group.handle.cancel()
+        for rec in reversed(recs):
+            if graceful:
+                rec.cell.request_stop()
+            else:
+                rec.cell.finalize(reason)
+        deadline = time.monotonic() + self._shutdown_timeout
+        for rec in recs:
+            if not rec.cell.stopped_event.wait(max(0.0, deadline - time.monotonic())):
+                log.error("%s: child %s did not stop in time", self._own_name(), rec.cell.name)
+                rec.cell.finalize(f"{reason} (did not finish in {self._shutdown_timeout:g} s)")
+
+    # -- helpers -------------------------------------------------------------------------------
+
+    def _window_like(self) -> RestartWindow:
+        return RestartWindow(self._window.max_restarts, self._window.within)
+
+    def _own_name(self) -> str:
+        cell = self._llmos_cell
+        return cell.name if cell is not None else type(self).__name__
+
+    def _due(self, group: int) -> None:
+        self._tell_self(RestartDue(group, timed=True))
+
+    def _tell_self(self, msg: Any) -> bool:
+        try:
+            self.actor_ref.tell(msg)
+        except ActorError:
+            return False
+        return True
