@@ -280,12 +280,12 @@ def test_chat_agent_memory_survives_a_restart() -> None:
         def boom(self, _msg: Boom) -> None:
             raise RuntimeError("crash on purpose")
 
-    ann, sup = start_supervised(CrashyChat, fake, "You are Ann.", name="ann")
+    ann = start_supervised(CrashyChat, fake, "You are Ann.", name="ann")
     ask(ann, Prompt("my name is Zed"))
     before = ask(ann, GetMemory())
-    ann.tell(Boom())  # fails the actor; its supervisor restarts it behind the same ref
-    after = ask(ann, GetMemory())
-    assert sup.restarted.is_set() and ann.statistics().restarts == 1
+    ann.tell(Boom())  # fails the actor; the kernel restarts it behind the same ref
+    after = ask(ann, GetMemory())  # queued behind Boom: answered by the new instance
+    assert ann.statistics().restarts == 1
     assert after == before and "Zed" in after["turns"][0]["content"]
     ops = [r["op"] for r in ask(ann, GetOpLog())]
     assert ops[:3] == ["on_prompt", "get_memory", "boom"]  # the log was carried over too

@@ -1,46 +1,27 @@
-"""Helpers shared by the agent tests (no tests here): a restarting supervisor, small agents."""
+"""Helpers shared by the agent tests (no tests here): supervised start, small agents."""
 
 from __future__ import annotations
 
 import threading
 from typing import Any
 
-from llmos.actors import Actor, ActorRef, Cell, handler
+from llmos.actors import Actor, ActorRef, handler
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Turn, Utterance
-
-
-class Restarter:
-    """A minimal supervisor: restart every failed child at once (stands in for the kernel)."""
-
-    def __init__(self) -> None:
-        self.failures: list[BaseException] = []
-        self.restarted = threading.Event()
-
-    def child_failed(self, cell: Cell, error: BaseException) -> None:
-        self.failures.append(error)
-        self.restarted.set()  # before the restart: the new instance may answer at once
-        cell.restart()
-
-    def child_stopped(self, cell: Cell) -> None:
-        pass
+from llmos.kernel import kernel
 
 
 def start_supervised(
-    cls: type[Actor], *args: Any, name: str, **kwargs: Any
-) -> tuple[ActorRef, Restarter]:
-    """Start ``cls`` restarted on any failure, an exception while handling an ask included."""
-    sup = Restarter()
-    cell = Cell(
-        lambda: cls(*args, **kwargs),
-        name,
-        cls.actor_mailbox(),
-        class_name=cls.__name__,
-        supervisor=sup,
-        ask_errors_fail=True,
+    cls: type[Actor], *args: Any, name: str, supervisor: ActorRef | None = None, **kwargs: Any
+) -> ActorRef:
+    """Start ``cls`` under the kernel, restarted on any failure, an exception in an ask included.
+
+    The kernel's own budget is 1 restart in 5 s per child; pass ``supervisor`` (a
+    ``llmos.kernel.Supervisor`` ref) for another budget.
+    """
+    return kernel().spawn(
+        cls, *args, name=name, restart_on_ask_error=True, supervisor=supervisor, **kwargs
     )
-    cell.start()
-    return cell.ref, sup
 
 
 class Scripted(Agent):

@@ -67,7 +67,7 @@ class CrashAfterRemembering(ChatAgent):
 def test_a_retried_turn_does_not_remember_twice() -> None:
     fake = FakeModel.start(["one", "two"], name="fake")
     ann = Scripted.start(["hello", "again"], name="ann")
-    cy, _ = start_supervised(CrashAfterRemembering, fake, {"left": 1}, name="cy")
+    cy = start_supervised(CrashAfterRemembering, fake, {"left": 1}, name="cy")
     result = run_chat([ann, cy], chat_class=Dialogue, termination=MaxTurns(4), printer=None)
     assert result.speakers == ["ann", "cy", "ann", "cy"] and len(result.notes) == 1
     assert cy.statistics().restarts == 1

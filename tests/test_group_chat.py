@@ -22,6 +22,7 @@ from llmos.agents._human import HumanAgent
 from llmos.agents._selection import ModelSelector, SelectionContext, pick_name
 from llmos.agents._termination import MaxTurns, TextMention
 from llmos.agents._transcript import ChatResult, ConsolePrinter, read_jsonl
+from llmos.kernel import Supervisor, kernel
 
 T = 10.0
 
@@ -95,7 +96,7 @@ def test_pick_name_takes_the_first_whole_word() -> None:
 def test_a_speaker_that_raises_is_restarted_and_the_chat_completes() -> None:
     fail_on = {"turn": 2, "left": 1}
     ann = Scripted.start(["ann here"], name="ann")
-    flaky, sup = start_supervised(Flaky, fail_on, name="flaky")
+    flaky = start_supervised(Flaky, fail_on, name="flaky")  # under the kernel
     result = run_chat([ann, flaky], chat_class=Dialogue, termination=MaxTurns(4), printer=None)
     assert result.stopped_by == "MaxTurns"
     assert result.speakers == ["ann", "flaky", "ann", "flaky"]
@@ -104,17 +105,31 @@ def test_a_speaker_that_raises_is_restarted_and_the_chat_completes() -> None:
     assert "turn 2: flaky failed (RuntimeError: flaky failed on turn 2); retrying" in (
         result.notes[0].text
     )
-    assert flaky.statistics().restarts == 1 and len(sup.failures) == 1
+    assert flaky.statistics().restarts == 1
 
 
 def test_a_speaker_failing_twice_is_skipped_with_a_note() -> None:
+    team = kernel().spawn(Supervisor, max_restarts=10, within=5, escalate=False, name="team")
     fail_on = {"turn": 2, "left": 2}
     ann = Scripted.start(["ann here"], name="ann")
-    flaky, _ = start_supervised(Flaky, fail_on, name="flaky")
+    flaky = start_supervised(Flaky, fail_on, name="flaky", supervisor=team)
     result = run_chat([ann, flaky], chat_class=Dialogue, termination=MaxTurns(4), printer=None)
     assert result.turns == 4 and result.speakers == ["ann", "ann", "flaky"]
     assert "turn 2 skipped: flaky failed 2 times" in result.notes[-1].text
     assert flaky.statistics().restarts == 2
+
+
+def test_a_speaker_the_kernel_gives_up_on_leaves_and_the_chat_goes_on() -> None:
+    fail_on = {"turn": 2, "left": 99}  # crashes on every try of turn 2
+    ann = Scripted.start(["ann here"], name="ann")
+    flaky = start_supervised(Flaky, fail_on, name="flaky")  # the kernel: 1 restart in 5 s
+    result = run_chat([ann, flaky], chat_class=Dialogue, termination=MaxTurns(5), printer=None)
+    assert result.stopped_by == "MaxTurns" and result.turns == 5
+    assert result.speakers == ["ann", "ann", "ann"]
+    notes = [n.text for n in result.notes]
+    assert "retrying" in notes[0] and "turn 2 skipped" in notes[1]
+    assert "flaky has stopped" in notes[2] and "leaves the chat" in notes[2]
+    assert not flaky.is_alive()
 
 
 def test_a_speaker_that_times_out_is_retried_then_skipped() -> None:
