@@ -33,6 +33,7 @@ from llmos.actors._cell import UNHANDLED
 from llmos.actors._records import record_dead_letter
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog
 from llmos.agents._oplog import OpLog, OpRecord
+from llmos.kernel import Restart, kernel
 
 __all__ = ["Agent", "check_input", "spawn"]
 
@@ -142,40 +143,42 @@ def _type_name(msg: Any) -> str:
 # -- spawning and lookup -----------------------------------------------------------------------
 
 
-def spawn(actor_class: type[Actor], *args: Any, name: str | None = None, **kwargs: Any) -> ActorRef:
-    """Start an actor under the node's kernel when there is one, else unsupervised.
+def spawn(
+    actor_class: type[Actor],
+    *args: Any,
+    name: str | None = None,
+    restart: Restart = "permanent",
+    restart_on_ask_error: bool = False,
+    **kwargs: Any,
+) -> ActorRef:
+    """Start an actor supervised by this node's kernel (``llmos.kernel.kernel().spawn``).
 
     Args:
         actor_class: the class to start.
         *args: passed to its constructor.
-        name: its name (default: chosen by the kernel or the core).
-        **kwargs: passed to the constructor (and to the kernel's ``spawn``, e.g. ``restart=``).
+        name: its name (default: ``ClassName-N``).
+        restart: "permanent", "transient" or "temporary" (see ``llmos.kernel.Restart``).
+        restart_on_ask_error: also restart it when a handler raises while answering an ask.
+            Give it to dialogue participants, so one that raises mid-turn comes back fresh
+            (carrying what its ``pre_restart`` keeps) before the dialogue retries the turn.
+        **kwargs: passed to its constructor (and ``capacity``, ``when_full``, ``supervisor``
+            to the kernel).
 
     Returns:
-        The new actor's ref.
+        Its stable ref, which survives restarts.
+
+    Raises:
+        NameTaken: a live actor holds the name.
+        SupervisionError: an invalid option.
     """
-    kernel = _kernel()
-    if kernel is not None:
-        ref: ActorRef = kernel.spawn(actor_class, *args, name=name, **kwargs)
-        return ref
-    kwargs.pop("restart", None)
-    kwargs.pop("restart_on_ask_error", None)
-    return actor_class.start(*args, name=name, **kwargs)
-
-
-def _kernel() -> Any:
-    """The kernel of this node if the kernel package provides one, else None."""
-    try:
-        import llmos.kernel as kernel_pkg
-    except ImportError:
-        return None
-    get_kernel = getattr(kernel_pkg, "kernel", None)
-    if get_kernel is None:
-        return None
-    try:
-        return get_kernel()
-    except Exception:
-        return None
+    return kernel().spawn(
+        actor_class,
+        *args,
+        name=name,
+        restart=restart,
+        restart_on_ask_error=restart_on_ask_error,
+        **kwargs,
+    )
 
 
 # -- the Agent ----------------------------------------------------------------------------------
@@ -253,22 +256,17 @@ class Agent(Actor):
         ref.tell(msg)
 
     def lookup(self, name: str) -> ActorRef:
-        """The ref of the agent named ``name`` (through the kernel when there is one).
+        """The ref of the agent (or pool) named ``name`` on this node, through the kernel.
 
         Raises:
             ActorDeadError: no live actor has that name.
         """
-        kernel = _kernel()
-        find = getattr(kernel, "lookup", None)
-        if find is not None:
-            ref: ActorRef = find(name)
-            return ref
-        return actors.get(name)
+        return kernel().lookup(name)
 
     def spawn(
         self, actor_class: type[Actor], *args: Any, name: str | None = None, **kwargs: Any
     ) -> ActorRef:
-        """Start another actor (under the kernel when there is one); see :func:`spawn`."""
+        """Start another actor under the kernel; see :func:`spawn`."""
         return spawn(actor_class, *args, name=name, **kwargs)
 
     def agent_validate(self, msg: Any) -> None:

@@ -26,6 +26,7 @@ from llmos.agents._fake_model import FakeModel
 from llmos.agents._human import HumanAgent
 from llmos.agents._model_messages import Completion, Generate, GetModelStats, TokenChunk
 from llmos.agents._oplog import OpLog, OpRecord
+from llmos.kernel import kernel
 
 T = 5.0  # ask timeout for everything local and fast
 
@@ -163,9 +164,15 @@ def test_operation_log_is_bounded() -> None:
     assert len(log) == 2 and log.count == 3
 
 
-def test_spawn_without_kernel_starts_a_plain_actor() -> None:
-    ref = spawn(Calculator, name="spawned", restart="permanent")
-    assert ask(ref, Add(2, 2)) == 4
+def test_spawn_and_lookup_go_through_the_kernel() -> None:
+    calc = spawn(Calculator, name="spawned", restart_on_ask_error=True)
+    assert ask(calc, Add(2, 2)) == 4
+    assert any(a.name == "spawned" for a in kernel().stats().actors)
+    with pytest.raises(ValueError, match="boom"):
+        ask(calc, Boom())  # raised in an ask: back to the asker, and the kernel restarts it
+    assert ask(calc, Add(1, 1)) == 2 and calc.statistics().restarts == 1
+    front = Calculator.start(name="front")
+    assert ask(front, Relay("spawned", 2, 3)) == 50  # the helper looks the name up
 
 
 # -- FakeModel ----------------------------------------------------------------------------------
