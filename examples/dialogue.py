@@ -12,6 +12,7 @@ from pathlib import Path
 
 import llmos.actors as actors
 from llmos.actors import ActorRef
+from llmos.agents._agent import spawn
 from llmos.agents._chat_agent import ChatAgent
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._fake_model import FakeModel
@@ -38,20 +39,26 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # One model actor serves both agents; it batches their requests when they overlap.
         model = start_model(args.fake)
-        optimist = ChatAgent.start(
+        # The kernel supervises both agents: one that raises mid-turn is restarted (its memory
+        # carried over) and the dialogue retries the turn once.
+        optimist = spawn(
+            ChatAgent,
             model,
             "You are Sunny, an upbeat urban planner. Argue for the idea in one or two sentences.",
             max_new_tokens=args.max_tokens,
             memory_tokens=512,  # bounded memory: the oldest turns are dropped past this
             name="sunny",
+            restart_on_ask_error=True,
         )
-        sceptic = ChatAgent.start(
+        sceptic = spawn(
+            ChatAgent,
             model,
             "You are Rex, a sceptical shop owner. Raise one concrete worry in one or two "
             "sentences.",
             max_new_tokens=args.max_tokens,
             memory_tokens=512,
             name="rex",
+            restart_on_ask_error=True,
         )
         # Stop after N turns, on a livelock (the same lines going round), or after 5 minutes.
         stop = MaxTurns(args.turns) | Repetition(window=4, repeats=2) | Timeout(300)

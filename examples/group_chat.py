@@ -12,6 +12,7 @@ from pathlib import Path
 
 import llmos.actors as actors
 from llmos.actors import ActorRef
+from llmos.agents._agent import spawn
 from llmos.agents._chat_agent import ChatAgent
 from llmos.agents._dialogue import run_chat
 from llmos.agents._fake_model import FakeModel
@@ -46,8 +47,16 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         model, picker = start_models(args.fake)
+        # Supervised by the kernel: an agent that raises mid-turn is restarted, the turn retried.
         team = [
-            ChatAgent.start(model, persona, max_new_tokens=args.max_tokens, name=name)
+            spawn(
+                ChatAgent,
+                model,
+                persona,
+                max_new_tokens=args.max_tokens,
+                name=name,
+                restart_on_ask_error=True,
+            )
             for name, persona in TEAM.items()
         ]
         # The selector reads each agent's description (its persona's first sentence) and the
