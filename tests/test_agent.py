@@ -327,3 +327,12 @@ def test_human_agent_end_of_input_ends_the_chat() -> None:
     said = ask(human, Prompt("anyone?"), timeout=T)
     assert said.finish_reason == "end_chat" and said.text == "end of input"
     assert ask(human, Describe()).turn_timeout == 600.0
+
+
+def test_chat_agent_talks_to_a_pool_of_models_by_name() -> None:
+    models = kernel().spawn_pool(FakeModel, size=2, name="models")
+    ann = ChatAgent.start("models", name="ann")  # a name: looked up through the kernel
+    first = ask(ann, Prompt("one"))
+    second = ask(ann, Prompt("two"))
+    assert (first.text, second.text) == ("ann #1: one", "ann #1: two")  # two members served
+    assert models.name == "models"
