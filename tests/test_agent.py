@@ -336,3 +336,19 @@ def test_chat_agent_talks_to_a_pool_of_models_by_name() -> None:
     second = ask(ann, Prompt("two"))
     assert (first.text, second.text) == ("ann #1: one", "ann #1: two")  # two members served
     assert models.name == "models"
+
+
+def test_chat_agent_memory_summarised_by_the_model() -> None:
+    def reply(messages: list[dict[str, Any]]) -> str:
+        if messages[0]["content"].startswith("Summarise"):
+            return "They talked about fruit."
+        return "noted"
+
+    fake = FakeModel.start(reply, name="fake")
+    ann = ChatAgent.start(fake, memory_tokens=24, summarize="model", name="ann")
+    for word in ["apples", "pears", "plums", "figs"]:
+        ask(ann, Prompt(f"{word} " + "x " * 12))
+    memory = ask(ann, GetMemory())
+    assert memory["summary"] == "They talked about fruit."
+    stats = ask(fake, GetModelStats())
+    assert stats.completed > 4  # the answers, and the summaries
