@@ -404,7 +404,7 @@ class Cell:
             reason, self.halting = self.halting, None
             if self.stopped or self.state != "running" or reason is None:
                 return False
-            self.state = "restarting"
+            self.state = "failed"  # waiting for the supervisor, with no instance (as on failure)
         self.last_error = reason
         try:
             self.carried_state = instance.pre_restart(reason)

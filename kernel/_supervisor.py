@@ -365,7 +365,7 @@ class Supervisor(Actor):
 
     @handler(ChildHalted)
     def _on_child_halted(self, msg: ChildHalted) -> None:
-        rec = self._current(msg.name, msg.serial, msg.incarnation, "restarting")
+        rec = self._current(msg.name, msg.serial, msg.incarnation, "failed")
         if rec is None:
             return
         with self._lock:
