@@ -112,6 +112,8 @@ class Codec:
         self._limits = limits
         self._options = limits.unpack_options()
         self._tls = threading.local()
+        # Types the depth check descends into: containers, and message classes once seen.
+        self._nested: set[type] = {list, tuple, dict}
 
     # -- encoding -----------------------------------------------------------------------
 
@@ -188,22 +190,47 @@ class Codec:
             FrameError: garbage, truncated, over a limit, too deep, or an unknown ext type.
             UnknownMessageType: a message wire name no class is registered under here.
         """
-        tls = self._tls
-        if getattr(tls, "ext_depth", None) is None:
-            tls.ext_depth = 0
         try:
             value = msgpack.unpackb(data, ext_hook=self._ext_hook, **self._options)
         except (FrameError, MessageError):
             raise
         except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise FrameError(f"payload is not valid msgpack: {exc}") from exc
-        if type(value) in _NESTED or hasattr(type(value), "__llmos_fields__"):
-            _check_depth(value, 0)
+        if type(value) in self._nested:
+            # Each level of nesting needs its own container header byte, so counting the
+            # bytes that could be one bounds the depth; walking the value is only needed when
+            # that bound is too high, or when an ext (tuple, message) or a byte that could be a
+            # disallowed dict key (nil, bool, float) appears at all.
+            rest = data.translate(None, _CONTAINER_BYTES)
+            if len(data) - len(rest) > MAX_DEPTH or len(rest.translate(None, _SUSPECT)) != len(
+                rest
+            ):
+                self._check_depth(value, 0)
         return value
+
+    def _check_depth(self, value: Any, depth: int) -> None:
+        """Reject nesting past MAX_DEPTH and dict keys other than str, int and bytes."""
+        if depth > MAX_DEPTH:
+            raise FrameError(f"payload nests deeper than {MAX_DEPTH} levels")
+        cls = type(value)
+        if cls is dict:
+            if not _KEY_TYPES.issuperset(map(type, value)):
+                raise FrameError("dict keys must be str, int or bytes")
+            children: Any = value.values()
+        elif cls is list or cls is tuple:
+            children = value
+        else:
+            children = [getattr(value, name) for name in cls.__llmos_fields__]
+        nested = self._nested
+        if nested.isdisjoint(map(type, children)):
+            return  # the common case: nothing below is a container
+        for item in children:
+            if type(item) in nested:
+                self._check_depth(item, depth + 1)
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
         tls = self._tls
-        level: int = tls.ext_depth
+        level: int = getattr(tls, "ext_depth", 0)
         if level >= MAX_DEPTH:
             raise FrameError(f"payload nests deeper than {MAX_DEPTH} levels")
         tls.ext_depth = level + 1
@@ -234,9 +261,11 @@ class Codec:
                 f"{len(names)}; run the same message definitions on both nodes"
             )
         try:
-            return cls(*inner[1:])
+            msg = cls(*inner[1:])
         except Exception as exc:
             raise FrameError(f"message {inner[0]!r} rejected its fields: {exc!r}") from exc
+        self._nested.add(cls)  # message instances have fields to check for depth
+        return msg
 
     def decode_error(self, data: bytes) -> Exception:
         """Rebuild an exception from an error envelope (a FrameError if the envelope is bad)."""
@@ -272,29 +301,8 @@ class Codec:
         return error
 
 
-_NESTED = frozenset({list, tuple, dict})
-_KEY_TYPES = (str, int, bytes)
-
-
-def _check_depth(value: Any, depth: int) -> None:
-    if depth > MAX_DEPTH:
-        raise FrameError(f"payload nests deeper than {MAX_DEPTH} levels")
-    cls = type(value)
-    if cls is list or cls is tuple:
-        for item in value:
-            kind = type(item)
-            if kind in _NESTED or hasattr(kind, "__llmos_fields__"):
-                _check_depth(item, depth + 1)
-    elif cls is dict:
-        for key, item in value.items():
-            if type(key) not in _KEY_TYPES:
-                raise FrameError(f"dict key of type {type(key).__name__} is not allowed")
-            kind = type(item)
-            if kind in _NESTED or hasattr(kind, "__llmos_fields__"):
-                _check_depth(item, depth + 1)
-    else:
-        for name in cls.__llmos_fields__:
-            item = getattr(value, name)
-            kind = type(item)
-            if kind in _NESTED or hasattr(kind, "__llmos_fields__"):
-                _check_depth(item, depth + 1)
+_KEY_TYPES = frozenset({str, int, bytes})
+# fixmap, fixarray, array16/32, map16/32
+_CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
+# ext8/16/32 and fixext headers; nil, false, true, float32, float64
+_SUSPECT = bytes([0xC7, 0xC8, 0xC9, *range(0xD4, 0xD9), 0xC0, 0xC2, 0xC3, 0xCA, 0xCB])

@@ -17,10 +17,12 @@ at once.
 from __future__ import annotations
 
 import collections
+import ctypes
 import errno
 import logging
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +61,31 @@ _MONITORED = (
 )
 
 
+_ONE = (1).to_bytes(8, sys.byteorder)
+
+
+def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
+    """libc ``write`` called without releasing the GIL (ctypes.PyDLL), or None.
+
+    ``os.write`` releases the GIL, so every wake-up would hand the GIL to the I/O thread in the
+    middle of a burst of sends, one message per thread switch. Writing 8 bytes to an eventfd
+    never blocks, so holding the GIL through it is safe; the I/O thread then wakes, waits for
+    the GIL, and drains the whole burst into one frame.
+    """
+    if not hasattr(os, "eventfd"):
+        return None
+    try:
+        write = ctypes.PyDLL(None).write
+    except (OSError, AttributeError):
+        return None
+    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    write.restype = ctypes.c_ssize_t
+    return write
+
+
+_write_keeping_gil = _gil_keeping_write()
+
+
 class IOLoop:
     """Runs the node's sockets in one thread named ``llmos:io-<node name>``."""
 
@@ -75,7 +102,8 @@ class IOLoop:
         self.replies: collections.deque[tuple[bytes, list[Any], float]] = collections.deque()
         self.ready: collections.deque[Peer] = collections.deque()
         self.calls: collections.deque[Callable[[], None]] = collections.deque()
-        self.sleeping = False
+        self.sleeping = False  # True while the thread is (about to be) blocked in poll
+        self.woken = False  # a wake-up is already on its way: do not write the eventfd again
         self.closing = False
         self._stalled: list[tuple[bytes, bytes, float, int]] = []
         self._poller = zmq.Poller()
@@ -104,8 +132,11 @@ class IOLoop:
         return self.address
 
     def wake(self) -> None:
+        if _write_keeping_gil is not None:
+            _write_keeping_gil(self._wake_w, _ONE, 8)  # a full eventfd (EAGAIN) is already awake
+            return
         try:
-            os.write(self._wake_w, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            os.write(self._wake_w, _ONE)
         except (BlockingIOError, OSError):
             pass  # already signalled, or closing
 
@@ -115,13 +146,15 @@ class IOLoop:
         if not peer.queued:
             peer.queued = True
             self.ready.append(peer)
-        if self.sleeping:
+        if self.sleeping and not self.woken:
+            self.woken = True
             self.wake()
 
     def post_reply(self, ident: bytes, item: list[Any], deadline: float) -> None:
         """Queue an answer to a peer that asked through our ROUTER socket."""
         self.replies.append((ident, item, deadline))
-        if self.sleeping:
+        if self.sleeping and not self.woken:
+            self.woken = True
             self.wake()
 
     def call(self, fn: Callable[[], None]) -> None:
@@ -222,6 +255,9 @@ class IOLoop:
         timeout = 0 if busy else max(0.0, next_tick - _monotonic())
         if self._stalled:
             timeout = min(timeout, _STALL_RETRY)
+        # Until this thread holds the GIL again after poll, senders still see it sleeping;
+        # ``woken`` keeps them from writing the eventfd once per message meanwhile.
+        self.woken = False
         self.sleeping = True
         if not busy and (self.ready or self.replies or self.calls):
             timeout = 0  # queued between the check above and the flag

@@ -38,7 +38,7 @@ from llmos.actors._cell import lookup as _lookup_cell
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
 from llmos.transport._errors import PeerBusy
-from llmos.transport._frames import LOOKUP, PING, SPAWN, TELL, UNWATCH, WATCH, Limits
+from llmos.transport._frames import LOOKUP, PING, SPAWN, UNWATCH, WATCH, Limits
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import DOWN, UP, Counters, NodeStats, Peer
 from llmos.transport._ref import RemoteRef, check_timeout
@@ -287,7 +287,7 @@ class Node:
             NodeUnreachable or AuthError: it did not answer within ``timeout`` (default: the
                 heartbeat timeout plus one second).
         """
-        peer = self._peer(node)
+        peer = self.peer(node)
         wait = check_timeout(timeout) if timeout is not None else self.heartbeat + 1.0
         if not peer.up_event.wait(wait):
             if peer.state == DOWN:
@@ -382,7 +382,7 @@ class Node:
             )
         return payload
 
-    def _peer(self, address: str) -> Peer:
+    def peer(self, address: str) -> Peer:
         peer = self.peers.get(address)
         if peer is not None:
             return peer
@@ -403,7 +403,7 @@ class Node:
                 self.io.post(peer, [PING, 0, b""])  # a first PING opens the connection
         return peer
 
-    def _admit(self, peer: Peer, block: bool) -> bool:
+    def wait_for_room(self, peer: Peer, block: bool) -> bool:
         if len(peer.outbox) < self.max_outbox:
             return True
         if not block:
@@ -422,23 +422,20 @@ class Node:
                 )
         return True
 
-    def send_tell(self, address: str, name: str, message: Any) -> None:
-        payload = self.encode_payload(message)
-        peer = self._peer(address)
-        if peer.state == DOWN:
-            self.io.call(lambda: self.client.undelivered(peer, name, payload, "node down"))
-            return
-        self._admit(peer, True)
-        self.io.post(peer, [TELL, name, payload])
+    def tell_down(self, peer: Peer, name: str, payload: bytes) -> None:
+        """A tell to a peer that is down goes to dead letters (raises if this node is closed)."""
+        if self._closed:
+            raise NodeUnreachable(f"node {self.name} is closed; start a new Node to send")
+        self.io.call(lambda: self.client.undelivered(peer, name, payload, "node down"))
 
     def send_request(
         self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
     ) -> bool:
         """Queue a request; False only when ``block`` is False and the queue is full."""
-        peer = self._peer(address)
+        peer = self.peer(address)
         if peer.state == DOWN:
             raise peer.down_error()
-        if not self._admit(peer, block):
+        if not self.wait_for_room(peer, block):
             return False
         rid = next(self._ids)
         left = reply.deadline - _monotonic()
@@ -458,7 +455,7 @@ class Node:
         return reply.get()
 
     def watch(self, ref: RemoteRef, watcher: ActorRef) -> None:
-        peer = self._peer(ref.node or "")
+        peer = self.peer(ref.node or "")
         with peer.lock:
             if peer.state != DOWN:
                 key = (ref.name, watcher)
@@ -471,7 +468,7 @@ class Node:
         watcher.tell(Terminated(ref, f"node lost: {reason}"))
 
     def unwatch(self, ref: RemoteRef, watcher: ActorRef) -> None:
-        peer = self._peer(ref.node or "")
+        peer = self.peer(ref.node or "")
         with peer.lock:
             peer.watches.pop((ref.name, watcher), None)
         if peer.state != DOWN:

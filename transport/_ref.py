@@ -25,10 +25,12 @@ from llmos.actors import (
     check_message,
     default_ask_timeout,
 )
-from llmos.transport._frames import ASK, STATS, STOP
+from llmos.transport._frames import ASK, STATS, STOP, TELL
+from llmos.transport._peer import DOWN
 
 if TYPE_CHECKING:
     from llmos.transport._node import Node
+    from llmos.transport._peer import Peer
 
 __all__ = ["Callback", "QuietRef", "RemoteRef", "check_timeout"]
 
@@ -70,11 +72,12 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
     - once the peer answers heartbeats again, the same ref works again.
     """
 
-    __slots__ = ("_via",)
+    __slots__ = ("_peer", "_via")
 
     def __init__(self, name: str, node: str, via: Node) -> None:
         super().__init__(name, node)
         self._via = via
+        self._peer: Peer | None = None
 
     @property
     def via(self) -> Node:
@@ -83,7 +86,17 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
 
     def tell(self, message: Any) -> None:
         check_message(message)
-        self._via.send_tell(self.node or "", self.name, message)
+        via = self._via
+        payload = via.encode_payload(message)
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = via.peer(self.node or "")
+        if peer.state == DOWN:
+            via.tell_down(peer, self.name, payload)
+            return
+        if len(peer.outbox) >= via.max_outbox:
+            via.wait_for_room(peer, True)
+        via.io.post(peer, [TELL, self.name, payload])
 
     def ask(self, message: Any, timeout: float | None = None) -> Reply:
         span = check_timeout(timeout)

@@ -112,9 +112,21 @@ class Server:
             return
         self.counters.frames_in += 1
         self.counters.items_in += len(items)
+        decode = self.node.codec.decode
+        tell = self._tell
         for item in items:
             try:
-                self._item(ident, item)
+                # The hot path (a burst of tells) first, without a call per check.
+                if (
+                    type(item) is list
+                    and len(item) == 3
+                    and item[0] == TELL
+                    and type(item[1]) is str
+                    and type(item[2]) is bytes
+                ):
+                    tell(item[1], decode(item[2]))
+                else:
+                    self._item(ident, item)
             except (FrameError, MessageError, SupervisionError) as exc:
                 self.counters.bad_items += 1
                 self._warn(f"rejected an item: {exc}")
@@ -204,7 +216,8 @@ class Server:
             self._undelivered(target, msg, "no such actor on this node")
             return
         try:
-            cell.mailbox.put(envelope(msg), timeout=0)
+            # An envelope is the plain tuple (message, reply, sent_at) (llmos.actors.Envelope).
+            cell.mailbox.put((msg, None, _monotonic()), timeout=0)
         except MailboxFull:
             self._undelivered(target, msg, "mailbox full (remote tell)")
             return
