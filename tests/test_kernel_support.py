@@ -6,6 +6,7 @@ the test through ``entered`` that it is inside the handler.
 
 from __future__ import annotations
 
+import collections
 import itertools
 import threading
 import time
@@ -22,6 +23,7 @@ _serials = itertools.count(1)
 GATES: dict[str, threading.Event] = {}
 ENTERED: dict[str, threading.Event] = {}
 BUILT: list[tuple[str, int, float]] = []  # (actor name, serial, clock time) at construction
+NOTED: collections.defaultdict[str, threading.Event] = collections.defaultdict(threading.Event)
 
 
 def gate(key: str) -> threading.Event:
@@ -162,6 +164,7 @@ class Watcher(Actor):
     def terminated(self, msg: Terminated) -> None:
         self.notes.append(msg)
         self.got.set()
+        NOTED[msg.ref.name].set()
 
     @handler(Get)
     def get(self, msg: Get) -> list[tuple[str, str]]:
@@ -206,4 +209,5 @@ def built_names() -> list[str]:
 def _fresh_records() -> None:
     """Each test starts with empty construction and decision records (import it to use it)."""
     BUILT.clear()
+    NOTED.clear()
     RecordingSupervisor.DECISIONS.clear()
