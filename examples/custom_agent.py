@@ -17,10 +17,7 @@ from typing import Any
 
 import llmos.actors as actors
 from llmos.actors import ActorRef, AgentError, handler, message
-from llmos.agents._agent import Agent
-from llmos.agents._agent_messages import GetOpLog, Prompt
-from llmos.agents._chat_agent import ChatAgent
-from llmos.agents._fake_model import FakeModel
+from llmos.agents import Agent, ChatAgent, FakeModel, GetOpLog, Prompt
 
 
 @message("example.Calculate")
@@ -106,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.fake:
             model: ActorRef = FakeModel.start(fake_tutor_reply, name="model")
         else:
-            from llmos.agents._model_actor import ModelActor
+            from llmos.agents import ModelActor
 
             model = ModelActor.start(name="model")
         tutor = Tutor.start(model, calculator, max_new_tokens=args.max_tokens, name="tutor")

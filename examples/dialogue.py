@@ -12,17 +12,22 @@ from pathlib import Path
 
 import llmos.actors as actors
 from llmos.actors import ActorRef
-from llmos.agents._agent import spawn
-from llmos.agents._chat_agent import ChatAgent
-from llmos.agents._dialogue import Dialogue, run_chat
-from llmos.agents._fake_model import FakeModel
-from llmos.agents._termination import MaxTurns, Repetition, Timeout
+from llmos.agents import (
+    ChatAgent,
+    Dialogue,
+    FakeModel,
+    MaxTurns,
+    Repetition,
+    Timeout,
+    run_chat,
+    spawn,
+)
 
 
 def start_model(fake: bool) -> ActorRef:
     if fake:
         return FakeModel.start(name="model")
-    from llmos.agents._model_actor import ModelActor  # imports torch: only when needed
+    from llmos.agents import ModelActor  # imports torch: only when needed
 
     return ModelActor.start(name="model")
 

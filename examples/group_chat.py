@@ -12,12 +12,16 @@ from pathlib import Path
 
 import llmos.actors as actors
 from llmos.actors import ActorRef
-from llmos.agents._agent import spawn
-from llmos.agents._chat_agent import ChatAgent
-from llmos.agents._dialogue import run_chat
-from llmos.agents._fake_model import FakeModel
-from llmos.agents._selection import ModelSelector
-from llmos.agents._termination import MaxTurns, Repetition, TextMention
+from llmos.agents import (
+    ChatAgent,
+    FakeModel,
+    MaxTurns,
+    ModelSelector,
+    Repetition,
+    TextMention,
+    run_chat,
+    spawn,
+)
 
 TEAM = {
     "writer": "You are Wren, a copywriter. Propose or improve a short slogan.",
@@ -31,7 +35,7 @@ def start_models(fake: bool) -> tuple[ActorRef, ActorRef]:
     if fake:
         picks = ["critic", "writer", "editor"]  # the fake selector's fixed choices
         return FakeModel.start(name="model"), FakeModel.start(picks, cycle=True, name="picker")
-    from llmos.agents._model_actor import ModelActor  # imports torch: only when needed
+    from llmos.agents import ModelActor  # imports torch: only when needed
 
     model = ModelActor.start(name="model")
     return model, model
