@@ -127,7 +127,8 @@ def test_unencodable_value_is_a_message_error(codec: Codec) -> None:
 
 
 def ext(code: int, inner: Any) -> bytes:
-    return msgpack.packb(msgpack.ExtType(code, msgpack.packb(inner)))
+    data: bytes = msgpack.packb(msgpack.ExtType(code, msgpack.packb(inner)))
+    return data
 
 
 @pytest.mark.parametrize(

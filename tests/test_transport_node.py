@@ -148,7 +148,7 @@ def test_timeout_then_late_reply_is_counted(pair: tuple[Node, Node]) -> None:
 
 
 def test_a_reply_after_the_timeout_is_dropped_and_counted() -> None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     fake = ctx.socket(zmq.ROUTER)  # a peer that answers when the test says so
     fake.linger = 0
     port = fake.bind_to_random_port("tcp://127.0.0.1")
@@ -156,7 +156,7 @@ def test_a_reply_after_the_timeout_is_dropped_and_counted() -> None:
         with Node(heartbeat=5) as a:
             ref = a.ref(f"x@tcp://127.0.0.1:{port}")
             reply = ref.ask("first", timeout=0.2)
-            asks = []
+            asks: list[list[Any]] = []
             while len(asks) < 1:
                 ident, frame = fake.recv_multipart()
                 asks += [item for item in parse_frame(frame, a.limits) if item[0] == ASK]
@@ -369,7 +369,7 @@ def test_too_large_messages_are_refused_before_sending(pair: tuple[Node, Node]) 
 
 
 def test_a_peer_that_does_not_read_gives_peer_busy_never_silent_loss() -> None:
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sink = ctx.socket(zmq.ROUTER)  # accepts the connection, never reads
     sink.linger = 0
     sink.rcvhwm = 1
@@ -469,7 +469,7 @@ def test_raw_curve_client_with_unknown_key_is_refused(
 ) -> None:
     server_keys, _, server = secure_pair
     public, secret = zmq.curve_keypair()
-    ctx = zmq.Context.instance()
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = ctx.socket(zmq.DEALER)
     sock.linger = 0
     sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = (
