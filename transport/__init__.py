@@ -4,9 +4,11 @@
 #   _codec     msgpack + ext types (tuples, messages, refs), error envelopes, register_error
 #   _security  CURVE key pairs, the bind policy, the ZAP allowlist decision
 #   _peer      per-peer state, counters, NodeStats
-#   _io        the I/O thread: the only owner of the node's sockets
+#   _io        the I/O thread: the only owner of the node's sockets (wake-ups, ROUTER replies)
+#   _links     the I/O thread's dealer socket per peer: heartbeats, up/down, outbox flushing
 #   _serve     requests from peers (ROUTER side); _client: answers from peers (DEALER side)
 #   _ref       RemoteRef
+#   _sending   queueing tells and requests to peers, back-pressure (mixed into Node)
 #   _node      Node, the public entry point
 #   _cli       node_main (``llmos node``)
 # Imports point to llmos.actors only; kernel and agents import this package, never the reverse.

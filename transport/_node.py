@@ -26,19 +26,14 @@ import zmq
 from llmos.actors import (
     ActorRef,
     AuthError,
-    FrameError,
     LlmosError,
     NodeUnreachable,
-    Reply,
-    TransportError,
     check_message,
     get,
 )
-from llmos.actors._cell import lookup as _lookup_cell
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
-from llmos.transport._errors import PeerBusy
-from llmos.transport._frames import LOOKUP, PING, SPAWN, UNWATCH, WATCH, Limits
+from llmos.transport._frames import LOOKUP, SPAWN, Limits
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import DOWN, UP, Counters, NodeStats, Peer
 from llmos.transport._ref import RemoteRef, check_timeout
@@ -49,6 +44,7 @@ from llmos.transport._security import (
     load_keys,
     load_public_keys,
 )
+from llmos.transport._sending import Sending, check_endpoint
 from llmos.transport._serve import Server
 
 __all__ = ["Node", "Spawner", "default_spawner"]
@@ -69,16 +65,7 @@ def default_spawner(
     return ref
 
 
-def _check_endpoint(address: str) -> None:
-    scheme, sep, rest = address.partition("://")
-    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
-        raise TransportError(
-            f"{address!r} is not a node address; use tcp://host:port, ipc://path or "
-            "inproc://name (as printed by the node)"
-        )
-
-
-class Node:
+class Node(Sending):  # type: ignore[misc,unused-ignore]
     """One process's endpoint: a ROUTER socket, connections to peers, and remote refs.
 
     All sockets belong to one I/O thread; every other thread hands it work through queues.
@@ -134,7 +121,7 @@ class Node:
         spawner: Spawner | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
-        _check_endpoint(bind)
+        check_endpoint(bind)
         self.heartbeat = check_timeout(heartbeat)
         self.send_timeout = check_timeout(send_timeout)
         if not isinstance(max_outbox, int) or max_outbox < 1:
@@ -226,7 +213,7 @@ class Node:
         name, sep, node = address.partition("@")
         if not sep or node == self.address:
             return get(name)
-        _check_endpoint(node)
+        check_endpoint(node)
         return RemoteRef(name, node, self)
 
     def lookup(self, name: str, node: str | None = None, timeout: float | None = None) -> ActorRef:
@@ -343,8 +330,8 @@ class Node:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        if self._own_context:
-            self.context.term()
+        if self._own_context and not self.io.thread.is_alive():
+            self.context.term()  # bounded: every socket was closed with a linger <= 0.1 s
         log.info("node %s closed", self.name)
 
     # -- for refs, the server and the client ------------------------------------------------
@@ -362,117 +349,6 @@ class Node:
                     2, thread_name_prefix=f"llmos:io-{self.name}-spawn"
                 )
             return self._pool
-
-    def remote_ref(self, name: str, node: str) -> RemoteRef:
-        return RemoteRef(name, node, self)
-
-    def _bind_ref(self, name: str, node: str) -> ActorRef:
-        if node == self.address:
-            cell = _lookup_cell(name)
-            if cell is not None:
-                return cell.ref
-        return RemoteRef(name, node, self)
-
-    def encode_payload(self, value: Any) -> bytes:
-        payload: bytes = self.codec.encode(value)
-        if len(payload) > self.max_payload:
-            raise FrameError(
-                f"message of {len(payload)} bytes is over the frame limit of {self.max_payload}; "
-                "send less, or raise Limits.max_frame on both nodes"
-            )
-        return payload
-
-    def peer(self, address: str) -> Peer:
-        peer = self.peers.get(address)
-        if peer is not None:
-            return peer
-        if self._closed:
-            raise NodeUnreachable(f"node {self.name} is closed; start a new Node to send")
-        _check_endpoint(address)
-        with self._peers_lock:
-            peer = self.peers.get(address)
-            if peer is None:
-                key = self.peer_keys.get(address)
-                if key is not None and self.keys is None:
-                    raise AuthError(
-                        f"a CURVE key is known for {address} but this node has no key pair; "
-                        "create the Node with keys="
-                    )
-                peer = Peer(address, key)
-                self.peers[address] = peer
-                self.io.post(peer, [PING, 0, b""])  # a first PING opens the connection
-        return peer
-
-    def wait_for_room(self, peer: Peer, block: bool) -> bool:
-        if len(peer.outbox) < self.max_outbox:
-            return True
-        if not block:
-            return False
-        deadline = _monotonic() + self.send_timeout
-        while len(peer.outbox) >= self.max_outbox:
-            peer.room.clear()
-            if len(peer.outbox) < self.max_outbox:
-                break
-            left = deadline - _monotonic()
-            if left <= 0 or not peer.room.wait(left):
-                raise PeerBusy(
-                    f"the send queue to node {peer.address} stayed full ({self.max_outbox} "
-                    f"items) for {self.send_timeout:.3g} s; it is slower than its senders: slow "
-                    "down, retry later, or raise max_outbox / send_timeout"
-                )
-        return True
-
-    def tell_down(self, peer: Peer, name: str, payload: bytes) -> None:
-        """A tell to a peer that is down goes to dead letters (raises if this node is closed)."""
-        if self._closed:
-            raise NodeUnreachable(f"node {self.name} is closed; start a new Node to send")
-        self.io.call(lambda: self.client.undelivered(peer, name, payload, "node down"))
-
-    def send_request(
-        self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
-    ) -> bool:
-        """Queue a request; False only when ``block`` is False and the queue is full."""
-        peer = self.peer(address)
-        if peer.state == DOWN:
-            raise peer.down_error()
-        if not self.wait_for_room(peer, block):
-            return False
-        rid = next(self._ids)
-        left = reply.deadline - _monotonic()
-        item = [op, rid, left, time.time() + left, target, payload]
-        with peer.lock:
-            if peer.state == DOWN:
-                raise peer.down_error()
-            peer.pending[rid] = reply
-        self.io.post(peer, item)
-        return True
-
-    def request(self, address: str, op: int, target: str, value: Any, timeout: float | None) -> Any:
-        span = check_timeout(timeout)
-        payload = self.encode_payload(value) if value is not None else b"\xc0"
-        reply = Reply(_monotonic() + span, f"{target}@{address}", span)
-        self.send_request(address, op, target, payload, reply)
-        return reply.get()
-
-    def watch(self, ref: RemoteRef, watcher: ActorRef) -> None:
-        peer = self.peer(ref.node or "")
-        with peer.lock:
-            if peer.state != DOWN:
-                key = (ref.name, watcher)
-                peer.watches[key] = peer.watches.get(key, 0) + 1
-                self.io.post(peer, [WATCH, ref.name, self.encode_payload(watcher)])
-                return
-            reason = peer.down_error()
-        from llmos.actors import Terminated
-
-        watcher.tell(Terminated(ref, f"node lost: {reason}"))
-
-    def unwatch(self, ref: RemoteRef, watcher: ActorRef) -> None:
-        peer = self.peer(ref.node or "")
-        with peer.lock:
-            peer.watches.pop((ref.name, watcher), None)
-        if peer.state != DOWN:
-            self.io.post(peer, [UNWATCH, ref.name, self.encode_payload(watcher)])
 
 
 def _advertised(bound: str) -> str:

@@ -135,6 +135,12 @@ class Server:
                     self._fail(ident, rid, exc)
                 else:
                     self._notice(ident, f"item rejected: {exc}")
+            except Exception as exc:  # a bug must not stop the node from serving the rest
+                self.counters.bad_items += 1
+                log.exception("node %s failed to handle an item", self.node.address)
+                rid = _request_id(item)
+                if rid is not None:
+                    self._fail(ident, rid, exc)
 
     def _reject(self, ident: bytes | None, text: str) -> None:
         self.counters.bad_frames += 1

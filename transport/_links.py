@@ -1,0 +1,285 @@
+"""The node's connections to its peers: one DEALER socket per peer, and its life cycle.
+
+Part of the I/O thread (:class:`~llmos.transport._io.IOLoop` mixes this in); nothing here runs
+in any other thread. A dealer has ``IMMEDIATE`` set, so nothing queues toward a connection
+that is not up: what callers queue waits in the peer's outbox, and a frame libzmq refuses
+(high-water mark reached) is kept as the peer's stalled frame until the socket is writable.
+A peer is marked down when it misses heartbeats, when its connection is lost, or when the
+security handshake fails; that fails its pending requests at once, and the socket is replaced
+by a fresh one, so nothing queued for the old connection is ever delivered late.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import zmq
+from zmq.utils.monitor import recv_monitor_message
+
+from llmos.actors import AuthError, NodeUnreachable, TransportError
+from llmos.transport._frames import PING, TELL, Limits, pack_frame
+from llmos.transport._peer import CONNECTING, DOWN, UP, Counters, Peer
+
+if TYPE_CHECKING:
+    from llmos.transport._node import Node
+
+__all__ = ["BATCH_BYTES", "BURST", "HWM", "PeerLinks"]
+
+log = logging.getLogger("llmos.transport")
+_monotonic = time.monotonic
+
+# Frames queued per connection and direction. A frame batches up to max_items items or about
+# BATCH_BYTES, so a stalled peer holds at most about HWM * BATCH_BYTES in libzmq's pipe
+# (more only for single messages larger than that); the outbox in front of it is bounded by
+# Node.max_outbox, so a peer that cannot keep up turns into PeerBusy for its senders.
+HWM = 64
+BATCH_BYTES = 1 << 20
+BURST = 64  # frames read from one socket per turn, so no peer starves the others
+_MONITORED = (
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
+_PING_FRAME = pack_frame([[PING, 0, b""]])
+
+
+class PeerLinks:
+    """Dealer sockets to peers: open, flush, ping, watch events, mark up or down."""
+
+    node: Node
+    ctx: zmq.Context[Any]
+    limits: Limits
+    heartbeat: float
+    interval: float
+    counters: Counters
+    _poller: zmq.Poller
+    _handlers: dict[Any, tuple[Callable[[Any], None], Any]]
+
+    def configure(self, sock: zmq.Socket[Any]) -> None:
+        """The options every socket of the node gets (ROUTER and dealers)."""
+        hb_ms = max(1, int(self.heartbeat * 1000))
+        sock.linger = 0
+        sock.sndhwm = HWM
+        sock.rcvhwm = HWM
+        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame + 1024)
+        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.interval * 1000)))
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, hb_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, hb_ms))
+        sock.setsockopt(zmq.HANDSHAKE_IVL, max(200, hb_ms))
+
+    def _on_dealer(self, peer: Peer) -> None:
+        sock = peer.socket
+        handle = self.node.client.on_frame
+        for _n in range(BURST):
+            if sock is not peer.socket:
+                return  # replaced while handling (the peer went down)
+            try:
+                parts = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            handle(peer, parts)
+
+    def _on_monitor(self, peer: Peer) -> None:
+        monitor = peer.monitor
+        while monitor is peer.monitor:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind = event["event"]
+            if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self._send_ping(peer)
+            elif kind == zmq.EVENT_DISCONNECTED and peer.state != DOWN:
+                self.mark_down(
+                    peer,
+                    NodeUnreachable,
+                    f"the connection to node {peer.address} "
+                    "was lost; its pending requests cannot be answered",
+                )
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                self.mark_down(
+                    peer,
+                    AuthError,
+                    f"node {peer.address} refused this node's CURVE "
+                    "key; add this node's public key to its allowlist",
+                )
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
+                self.mark_down(
+                    peer,
+                    AuthError,
+                    f"the security handshake with {peer.address} "
+                    "failed; both nodes must use CURVE (give its public key with "
+                    "peer_keys) or neither",
+                )
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and peer.state != DOWN:
+                self.mark_down(
+                    peer,
+                    NodeUnreachable,
+                    f"the handshake with {peer.address} "
+                    "failed or timed out; it may require CURVE keys, or be frozen",
+                )
+
+    # -- peers ----------------------------------------------------------------------------
+
+    def _open_peer(self, peer: Peer) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        self.configure(sock)
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.RECONNECT_IVL, 50)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, max(100, int(self.interval * 1000)))
+        keys = self.node.keys
+        if peer.server_key is not None and keys is not None:
+            sock.curve_serverkey = peer.server_key
+            sock.curve_publickey = keys.public
+            sock.curve_secretkey = keys.secret
+        if peer.address.startswith("tcp://["):
+            sock.ipv6 = True
+        monitor = sock.get_monitor_socket(_MONITORED)
+        try:
+            sock.connect(peer.address)
+        except zmq.ZMQError as exc:
+            sock.disable_monitor()
+            monitor.close(0)
+            sock.close(0)
+            peer.socket = peer.monitor = None
+            self.mark_down(peer, NodeUnreachable, f"cannot connect to {peer.address}: {exc}")
+            return
+        peer.socket, peer.monitor = sock, monitor
+        self._poller.register(sock, zmq.POLLIN)
+        self._poller.register(monitor, zmq.POLLIN)
+        self._handlers[sock] = (self._on_dealer, peer)
+        self._handlers[monitor] = (self._on_monitor, peer)
+
+    def _close_peer(self, peer: Peer, linger: int = 0) -> None:
+        sock, monitor = peer.socket, peer.monitor
+        peer.socket = peer.monitor = None
+        peer.stalled = None
+        for s in (sock, monitor):
+            if s is not None:
+                self._poller.unregister(s)
+                self._handlers.pop(s, None)
+        if sock is not None:
+            try:
+                sock.disable_monitor()
+            except zmq.ZMQError:
+                pass
+            sock.close(linger)
+        if monitor is not None:
+            monitor.close(0)
+
+    def _flush_peer(self, peer: Peer) -> None:
+        peer.queued = False
+        if peer.state == DOWN:
+            self.node.client.drop_outbox(peer)
+            return
+        if peer.socket is None:
+            self._open_peer(peer)
+            if peer.socket is None:
+                return
+        if peer.stalled is not None:
+            if not self._send_dealer(peer, peer.stalled):
+                return
+            peer.stalled = None
+            peer.last_heard = max(peer.last_heard, _monotonic())  # it drained: alive
+            self._poller.register(peer.socket, zmq.POLLIN)
+        outbox = peer.outbox
+        limits = self.limits
+        pending = peer.pending
+        budget = min(limits.max_frame // 2, BATCH_BYTES)
+        while outbox:
+            items: list[list[Any]] = []
+            size = 0
+            while outbox and len(items) < limits.max_items and size < budget:
+                item = outbox.popleft()
+                if item[0] != TELL and item[0] != PING and len(item) == 6:
+                    reply = pending.get(item[1])
+                    if reply is None or reply.done():
+                        continue  # timed out or failed while queued: do not send it
+                size += len(item[-1]) + 48
+                items.append(item)
+            if not items:
+                break
+            frame = pack_frame(items)
+            self.counters.items_out += len(items)
+            if not self._send_dealer(peer, frame):
+                peer.stalled = frame
+                self._poller.register(peer.socket, zmq.POLLIN | zmq.POLLOUT)
+                break
+        if not peer.room.is_set() and len(outbox) < self.node.max_outbox:
+            peer.room.set()
+
+    def _send_dealer(self, peer: Peer, frame: bytes) -> bool:
+        sock = peer.socket
+        try:
+            sock.send(frame, zmq.NOBLOCK, copy=len(frame) < 65536)
+        except zmq.Again:
+            return False
+        self.counters.frames_out += 1
+        return True
+
+    def _send_ping(self, peer: Peer) -> None:
+        sock = peer.socket
+        if sock is None or peer.stalled is not None:
+            return
+        try:
+            sock.send(_PING_FRAME, zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+
+    def mark_down(self, peer: Peer, cls: type[TransportError], text: str) -> None:
+        """Mark a peer down: fail its pending requests now, tell watchers, reconnect fresh."""
+        with peer.lock:
+            was = peer.state
+            peer.error = (cls, text)
+            if was == DOWN:
+                return
+            peer.state = DOWN
+            pending, peer.pending = peer.pending, {}
+            peer.up_event.clear()
+        log.warning("node %s is down: %s", peer.address, text)
+        for reply in pending.values():
+            reply.set_exception(cls(text))
+        self.node.client.drop_outbox(peer)
+        self.node.client.lost_watches(peer, text)
+        # A fresh socket: whatever libzmq still queues for the old connection is discarded.
+        self._close_peer(peer)
+        self._open_peer(peer)
+        peer.room.set()
+
+    def mark_up(self, peer: Peer) -> None:
+        with peer.lock:
+            if peer.state == UP:
+                return
+            peer.state = UP
+            peer.error = None
+        peer.up_event.set()
+        log.info("node %s is up", peer.address)
+
+    def _tick(self, now: float) -> None:
+        for peer in list(self.node.peers.values()):
+            if peer.socket is None:
+                if peer.state == DOWN:
+                    self._open_peer(peer)
+                continue
+            silent = now - max(peer.last_heard, peer.since)
+            if peer.state != DOWN and silent > self.heartbeat:
+                what = "did not answer" if peer.state == CONNECTING else "stopped answering"
+                self.mark_down(
+                    peer,
+                    NodeUnreachable,
+                    f"node {peer.address} {what} heartbeats for {silent:.3g} s (timeout "
+                    f"{self.heartbeat:.3g} s); check that it runs and is reachable",
+                )
+            self._send_ping(peer)
+            if peer.pending:
+                for rid, reply in list(peer.pending.items()):
+                    if reply.done():
+                        peer.pending.pop(rid, None)
+                    elif reply.expired():
+                        peer.pending.pop(rid, None)
+                        reply.expire()

@@ -1,0 +1,177 @@
+"""What a node does for its refs: queue tells and requests to peers, with back-pressure.
+
+Mixed into :class:`~llmos.transport.Node`; these methods run in the caller's thread (an actor,
+the main thread, an asyncio loop's thread) and only touch the peer's outbox, its pending table
+(under the peer's lock) and the I/O thread's queues.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from typing import TYPE_CHECKING, Any, cast
+
+from llmos.actors import (
+    ActorRef,
+    AuthError,
+    FrameError,
+    NodeUnreachable,
+    Reply,
+    Terminated,
+    TransportError,
+)
+from llmos.actors._cell import lookup as _lookup_cell
+from llmos.transport._errors import PeerBusy
+from llmos.transport._frames import PING, UNWATCH, WATCH
+from llmos.transport._peer import DOWN, Peer
+from llmos.transport._ref import RemoteRef, check_timeout
+
+if TYPE_CHECKING:
+    from llmos.transport._client import Client
+    from llmos.transport._codec import Codec
+    from llmos.transport._io import IOLoop
+    from llmos.transport._node import Node
+
+__all__ = ["Sending", "check_endpoint"]
+
+_monotonic = time.monotonic
+
+
+def check_endpoint(address: str) -> None:
+    scheme, sep, rest = address.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise TransportError(
+            f"{address!r} is not a node address; use tcp://host:port, ipc://path or "
+            "inproc://name (as printed by the node)"
+        )
+
+
+class Sending:
+    """Queueing work for peers (the part of Node that refs call into)."""
+
+    address: str
+    name: str
+    keys: Any
+    peers: dict[str, Peer]
+    peer_keys: dict[str, bytes]
+    max_outbox: int
+    max_payload: int
+    send_timeout: float
+    codec: Codec
+    client: Client
+    io: IOLoop
+    _closed: bool
+    _peers_lock: threading.Lock
+    _ids: itertools.count[int]
+
+    def remote_ref(self, name: str, node: str) -> RemoteRef:
+        """A ref to ``name`` on the node at ``node``, carried by this node."""
+        return RemoteRef(name, node, cast("Node", self))
+
+    def _bind_ref(self, name: str, node: str) -> ActorRef:
+        """The ref for one found on the wire: the local ref when it names this node."""
+        if node == self.address:
+            cell = _lookup_cell(name)
+            if cell is not None:
+                return cell.ref
+        return self.remote_ref(name, node)
+
+    def encode_payload(self, value: Any) -> bytes:
+        payload: bytes = self.codec.encode(value)
+        if len(payload) > self.max_payload:
+            raise FrameError(
+                f"message of {len(payload)} bytes is over the frame limit of {self.max_payload}; "
+                "send less, or raise Limits.max_frame on both nodes"
+            )
+        return payload
+
+    def peer(self, address: str) -> Peer:
+        peer = self.peers.get(address)
+        if peer is not None:
+            return peer
+        if self._closed:
+            raise NodeUnreachable(f"node {self.name} is closed; start a new Node to send")
+        check_endpoint(address)
+        with self._peers_lock:
+            peer = self.peers.get(address)
+            if peer is None:
+                key = self.peer_keys.get(address)
+                if key is not None and self.keys is None:
+                    raise AuthError(
+                        f"a CURVE key is known for {address} but this node has no key pair; "
+                        "create the Node with keys="
+                    )
+                peer = Peer(address, key)
+                self.peers[address] = peer
+                self.io.post(peer, [PING, 0, b""])  # a first PING opens the connection
+        return peer
+
+    def wait_for_room(self, peer: Peer, block: bool) -> bool:
+        if len(peer.outbox) < self.max_outbox:
+            return True
+        if not block:
+            return False
+        deadline = _monotonic() + self.send_timeout
+        while len(peer.outbox) >= self.max_outbox:
+            peer.room.clear()
+            if len(peer.outbox) < self.max_outbox:
+                break
+            left = deadline - _monotonic()
+            if left <= 0 or not peer.room.wait(left):
+                raise PeerBusy(
+                    f"the send queue to node {peer.address} stayed full ({self.max_outbox} "
+                    f"items) for {self.send_timeout:.3g} s; it is slower than its senders: slow "
+                    "down, retry later, or raise max_outbox / send_timeout"
+                )
+        return True
+
+    def tell_down(self, peer: Peer, name: str, payload: bytes) -> None:
+        """A tell to a peer that is down goes to dead letters (raises if this node is closed)."""
+        if self._closed:
+            raise NodeUnreachable(f"node {self.name} is closed; start a new Node to send")
+        self.io.call(lambda: self.client.undelivered(peer, name, payload, "node down"))
+
+    def send_request(
+        self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+    ) -> bool:
+        """Queue a request; False only when ``block`` is False and the queue is full."""
+        peer = self.peer(address)
+        if peer.state == DOWN:
+            raise peer.down_error()
+        if not self.wait_for_room(peer, block):
+            return False
+        rid = next(self._ids)
+        left = reply.deadline - _monotonic()
+        item = [op, rid, left, time.time() + left, target, payload]
+        with peer.lock:
+            if peer.state == DOWN:
+                raise peer.down_error()
+            peer.pending[rid] = reply
+        self.io.post(peer, item)
+        return True
+
+    def request(self, address: str, op: int, target: str, value: Any, timeout: float | None) -> Any:
+        span = check_timeout(timeout)
+        payload = self.encode_payload(value) if value is not None else b"\xc0"
+        reply = Reply(_monotonic() + span, f"{target}@{address}", span)
+        self.send_request(address, op, target, payload, reply)
+        return reply.get()
+
+    def watch(self, ref: RemoteRef, watcher: ActorRef) -> None:
+        peer = self.peer(ref.node or "")
+        with peer.lock:
+            if peer.state != DOWN:
+                key = (ref.name, watcher)
+                peer.watches[key] = peer.watches.get(key, 0) + 1
+                self.io.post(peer, [WATCH, ref.name, self.encode_payload(watcher)])
+                return
+            reason = peer.down_error()
+        watcher.tell(Terminated(ref, f"node lost: {reason}"))
+
+    def unwatch(self, ref: RemoteRef, watcher: ActorRef) -> None:
+        peer = self.peer(ref.node or "")
+        with peer.lock:
+            peer.watches.pop((ref.name, watcher), None)
+        if peer.state != DOWN:
+            self.io.post(peer, [UNWATCH, ref.name, self.encode_payload(watcher)])
