@@ -136,7 +136,16 @@ class PoolRef(ActorRef):
         return self._core.router.select(message, cells)
 
     def tell(self, message: Any) -> None:
-        if self._core.router.broadcast:
+        core = self._core
+        cells = core.cells
+        router = core.router
+        if cells and not router.broadcast:
+            try:  # the fast path: one routing decision, then the member's own tell
+                router.select(message, cells).ref.tell(message)
+                return
+            except ActorDeadError:
+                pass  # that member is gone; its replacement is in the table
+        if router.broadcast:
             check_message(message)
             for cell in self._cells():
                 cell.ref.tell(message)
@@ -147,7 +156,7 @@ class PoolRef(ActorRef):
                 cell.ref.tell(message)
                 return
             except ActorDeadError:
-                continue  # that member is gone; its replacement is in the table
+                continue
         raise ActorDeadError(f"no member of pool {self.name!r} took the message; is it stopping?")
 
     def ask(self, message: Any, timeout: float | None = None) -> Reply:

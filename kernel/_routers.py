@@ -14,6 +14,7 @@ changes, so reading it needs no lock) and picks one per message, in the sender's
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import itertools
 from collections.abc import Callable
@@ -94,6 +95,12 @@ def _hash(data: Any) -> int:
     return int.from_bytes(hashlib.blake2b(raw, digest_size=8).digest(), "big")
 
 
+@functools.lru_cache(maxsize=8192)
+def _key_hash(key: Any) -> int:
+    """The hash of a routing key; sessions repeat their key, so it is usually cached."""
+    return _hash(key)
+
+
 class ConsistentHash(Router):
     """A hash ring with ``replicas`` points per member, keyed by member name.
 
@@ -146,7 +153,9 @@ class ConsistentHash(Router):
         hashes, owners = self._ring
         if not hashes:
             return cells[0]
-        return owners[bisect.bisect(hashes, _hash(self.key_of(msg))) % len(hashes)]
+        key = self.key_of(msg)
+        point = _key_hash(key) if type(key) in (str, int, bytes) else _hash(key)
+        return owners[bisect.bisect(hashes, point) % len(hashes)]
 
 
 class Broadcast(Router):
