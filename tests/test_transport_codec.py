@@ -144,6 +144,8 @@ def ext(code: int, inner: Any) -> bytes:
         (ext(EXT_REF, ["only-node"]), "must be"),
         (ext(EXT_MESSAGE, ["tests.codec.Point", 1, 2, 3]), "fields"),
         (msgpack.packb({1.5: 1}), "dict key"),
+        (msgpack.packb({msgpack.ExtType(EXT_TUPLE, b"\x91\x01"): 1}), "dict key"),
+        (msgpack.packb({True: 1}), "dict key"),
     ],
 )
 def test_bad_payloads_are_frame_errors(codec: Codec, data: bytes, match: str) -> None:

@@ -16,16 +16,26 @@ from typing import Any
 
 import pytest
 from transport_peer import Add, CallBack, Record, Sleep, TellBack
-from transport_support import PEER_SCRIPT, PeerProcess, endpoint, peer_process, short_tmpdir
+from transport_support import (
+    PEER_SCRIPT,
+    PeerProcess,
+    endpoint,
+    hostile_frames,
+    peer_process,
+    raw_dealer,
+    short_tmpdir,
+)
 
 from llmos.actors import (
     Actor,
     AskTimeout,
     AuthError,
+    FrameError,
     NodeUnreachable,
     Terminated,
 )
 from llmos.transport import Node, RemoteRef, SpawnRefused, generate_keys, node_main
+from llmos.transport._frames import FAIL, NOTICE, parse_frame
 
 pytestmark = pytest.mark.multiprocess
 
@@ -112,6 +122,33 @@ def test_remote_spawn_allowed_and_refused(node: Node, remote: tuple[str, PeerPro
         node.spawn_remote(peer.address, "transport_peer:Collector", timeout=10)
     with pytest.raises(SpawnRefused):
         node.spawn_remote(peer.address, "subprocess:Popen", ["true"], timeout=10)
+
+
+def test_hostile_frames_are_rejected_counted_and_the_peer_serves_on(
+    node: Node, remote: tuple[str, PeerProcess]
+) -> None:
+    _, peer = remote
+    stats = node.ref(f"node-stats@{peer.address}")
+    echo = node.ref(f"echo@{peer.address}")
+    for label, frame, answer in hostile_frames():
+        before = stats.ask("stats", timeout=10).get()
+        with raw_dealer(peer.address) as sock:
+            if isinstance(frame, list):
+                sock.send_multipart(frame)
+            else:
+                sock.send(frame)
+            item = parse_frame(sock.recv(), node.limits)[0]  # every rejection is answered
+        after = stats.ask("stats", timeout=10).get()
+        if answer == "frame":
+            assert after["bad_frames"] == before["bad_frames"] + 1, label
+        else:
+            assert after["bad_items"] == before["bad_items"] + 1, label
+        if answer == "reply":
+            assert item[0] == FAIL, label
+            assert isinstance(node.codec.decode_error(item[2]), FrameError), label
+        else:
+            assert item[0] == NOTICE, label
+        assert echo.ask(Add(1, 1), timeout=10).get() == 2, label
 
 
 @pytest.mark.parametrize("scheme", ["tcp", "ipc"])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +13,7 @@ import msgpack
 import pytest
 import zmq
 from transport_peer import Add, CallBack, Echo, Record, Sleep, TellBack
-from transport_support import endpoint, raw_dealer, short_tmpdir
+from transport_support import ask_item, endpoint, hostile_frames, raw_dealer, short_tmpdir
 
 from llmos.actors import (
     Actor,
@@ -30,8 +29,7 @@ from llmos.actors import (
     UnknownMessageType,
 )
 from llmos.transport import KeyPair, Node, PeerBusy, RemoteRef, SpawnRefused
-from llmos.transport._codec import EXT_TUPLE
-from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, TELL, pack_frame, parse_frame
+from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, pack_frame, parse_frame
 
 SCHEMES = ["tcp", "ipc", "inproc"]
 
@@ -265,42 +263,6 @@ def test_spawner_is_pluggable_and_wildcards_work(scheme: str) -> None:
 
 
 # -- hostile input --------------------------------------------------------------------
-
-
-def ask_item(rid: int, payload: bytes, target: str = "echo", deadline: float = 30.0) -> list[Any]:
-    return [ASK, rid, deadline, time.time() + deadline, target, payload]
-
-
-def header(version: int = 1, kind: int = 1, length: int = 0) -> bytes:
-    return struct.pack(">2sBBI", b"LM", version, kind, length)
-
-
-def hostile_frames() -> list[tuple[str, list[bytes] | bytes, str]]:
-    good = pack_frame([ask_item(1, msgpack.packb("x"))])
-    return [
-        ("random bytes", bytes(range(256)) * 4, "frame"),
-        ("truncated", good[:-3], "frame"),
-        ("100 MB declared", header(length=100 * 1024 * 1024) + b"\x90", "frame"),
-        ("wrong version", header(version=2, length=1) + b"\x90", "frame"),
-        ("unknown kind", header(kind=42, length=1) + b"\x90", "frame"),
-        ("deep frame body", header(length=3001) + b"\x91" * 3000 + b"\xc0", "frame"),
-        ("multipart", [good, good], "frame"),
-        ("not an item", pack_frame([5]), "item"),  # type: ignore[list-item]
-        ("unknown op", pack_frame([[99, 1, b""]]), "item"),
-        ("bad tell", pack_frame([[TELL, 5, b""]]), "item"),
-        ("deep payload", pack_frame([ask_item(7, b"\x91" * 100 + b"\xc0")]), "reply"),
-        ("bin32 100 MB", pack_frame([ask_item(8, b"\xc6\x06\x40\x00\x00ab")]), "reply"),
-        (
-            "unknown ext",
-            pack_frame([ask_item(9, msgpack.packb(msgpack.ExtType(99, b"")))]),
-            "reply",
-        ),
-        (
-            "bad tuple ext",
-            pack_frame([ask_item(10, msgpack.packb(msgpack.ExtType(EXT_TUPLE, b"\xc1")))]),
-            "reply",
-        ),
-    ]
 
 
 @pytest.mark.parametrize(

@@ -7,14 +7,21 @@ import os
 import selectors
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import msgpack
 import zmq
+
+from llmos.transport._codec import EXT_TUPLE
+from llmos.transport._frames import ASK, TELL, pack_frame
 
 PEER_SCRIPT = Path(__file__).with_name("transport_peer.py")
 START_TIMEOUT = 20.0
@@ -139,3 +146,46 @@ def raw_dealer(
         yield sock
     finally:
         sock.close(0)
+
+
+def ask_item(rid: int, payload: bytes, target: str = "echo", deadline: float = 30.0) -> list[Any]:
+    return [ASK, rid, deadline, time.time() + deadline, target, payload]
+
+
+def header(version: int = 1, kind: int = 1, length: int = 0) -> bytes:
+    return struct.pack(">2sBBI", b"LM", version, kind, length)
+
+
+def hostile_frames() -> list[tuple[str, list[bytes] | bytes, str]]:
+    """(label, frame or multipart message, what answers it): "frame" (dropped, a NOTICE),
+    "item" (the item rejected, a NOTICE), "reply" (the ask fails with a FrameError)."""
+    good = pack_frame([ask_item(1, msgpack.packb("x"))])
+    return [
+        ("random bytes", bytes(range(256)) * 4, "frame"),
+        ("truncated", good[:-3], "frame"),
+        ("100 MB declared", header(length=100 * 1024 * 1024) + b"\x90", "frame"),
+        ("wrong version", header(version=2, length=1) + b"\x90", "frame"),
+        ("unknown kind", header(kind=42, length=1) + b"\x90", "frame"),
+        ("deep frame body", header(length=3001) + b"\x91" * 3000 + b"\xc0", "frame"),
+        ("multipart", [good, good], "frame"),
+        ("not an item", pack_frame([5]), "item"),  # type: ignore[list-item]
+        ("unknown op", pack_frame([[99, 1, b""]]), "item"),
+        ("bad tell", pack_frame([[TELL, 5, b""]]), "item"),
+        ("deep payload", pack_frame([ask_item(7, b"\x91" * 100 + b"\xc0")]), "reply"),
+        ("bin32 100 MB", pack_frame([ask_item(8, b"\xc6\x06\x40\x00\x00ab")]), "reply"),
+        (
+            "unknown ext",
+            pack_frame([ask_item(9, msgpack.packb(msgpack.ExtType(99, b"")))]),
+            "reply",
+        ),
+        (
+            "tuple as a dict key",
+            pack_frame([ask_item(11, msgpack.packb({msgpack.ExtType(EXT_TUPLE, b"\x91\x01"): 1}))]),
+            "reply",
+        ),
+        (
+            "bad tuple ext",
+            pack_frame([ask_item(10, msgpack.packb(msgpack.ExtType(EXT_TUPLE, b"\xc1")))]),
+            "reply",
+        ),
+    ]
