@@ -121,6 +121,46 @@ def test_refs_travel_by_node_and_name(codec: Codec) -> None:
     assert isinstance(far, FakeRef) and (far.name, far.node) == ("far", THERE)
 
 
+def _nest(levels: int) -> Any:
+    value: Any = 0
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"a": 1, "b": [1, 2, {"c": b"x"}]},
+        [1, "é" * 50, {"ü": ["ö"] * 40}],  # non-ASCII bytes look like containers: walked
+        _nest(MAX_DEPTH),
+        _nest(MAX_DEPTH + 1),
+        _nest(MAX_DEPTH + 2),
+        {1.5: 1},
+        {True: 1},
+        {None: 1},
+        {(1, 2): 1},
+        {"a": object()},
+        [2**64],
+        [-(2**63) - 1],
+        [2**64 - 1, -(2**63), 1.5, None, True],
+        {"p": Point(1, [2])},
+    ],
+)
+def test_encode_checked_accepts_exactly_what_check_message_accepts(
+    codec: Codec, value: Any
+) -> None:
+    from llmos.actors import check_message
+
+    try:
+        check_message(value)
+    except MessageError:
+        with pytest.raises(MessageError):
+            codec.encode_checked(value)
+    else:
+        assert codec.decode(codec.encode_checked(value)) == value
+
+
 def test_unencodable_value_is_a_message_error(codec: Codec) -> None:
     with pytest.raises(MessageError, match="cannot be sent"):
         codec.encode({"x": object()})

@@ -35,6 +35,7 @@ from llmos.actors import (
     LlmosError,
     MessageError,
     RemoteError,
+    check_message,
     message_class,
 )
 from llmos.transport._frames import Limits
@@ -123,40 +124,75 @@ class Codec:
         Raises:
             MessageError: the value has no wire form.
         """
-        tls = self._tls
-        packers: list[msgpack.Packer] | None = getattr(tls, "packers", None)
-        if packers is None:
-            packers = tls.packers = []
-            tls.depth = 0
-        depth: int = tls.depth
-        if depth >= len(packers):
-            # One packer per nesting level: a packer is not re-entrant, and ext payloads are
-            # packed from inside the outer packer's default hook.
-            packers.append(
-                msgpack.Packer(default=self._default, use_bin_type=True, strict_types=True)
-            )
-        tls.depth = depth + 1
         try:
-            data: bytes = packers[depth].pack(value)
+            packer = self._tls.top
+        except AttributeError:
+            packer = self._tls.top = self._packer()
+        try:
+            data: bytes = packer.pack(value)
         except MessageError:
             raise
         except (TypeError, ValueError, OverflowError) as exc:
             raise MessageError(f"value cannot be encoded for the wire: {exc}") from exc
+        return data
+
+    def _packer(self) -> msgpack.Packer:
+        return msgpack.Packer(default=self._default, use_bin_type=True, strict_types=True)
+
+    def _encode_nested(self, value: Any) -> bytes:
+        """Pack the inside of an ext, from within the default hook of an outer packer.
+
+        A packer is not re-entrant, so each nesting level has its own.
+        """
+        tls = self._tls
+        packers: list[msgpack.Packer] | None = getattr(tls, "packers", None)
+        if packers is None:
+            packers = tls.packers = []
+        depth: int = getattr(tls, "depth", 0)
+        if depth >= len(packers):
+            packers.append(self._packer())
+        tls.depth = depth + 1
+        try:
+            data: bytes = packers[depth].pack(value)
         finally:
             tls.depth = depth
+        return data
+
+    def encode_checked(self, value: Any) -> bytes:
+        """``check_message(value)`` and ``encode(value)``, in one pass for plain data.
+
+        A dict or list is packed first (in C); only when the packed bytes leave a doubt (more
+        container headers than ``MAX_DEPTH``, or an ext, nil, bool or float that could be a
+        disallowed dict key) does the Python-level ``check_message`` walk run. Anything else
+        is checked first, as always.
+
+        Raises:
+            MessageError: the value cannot be sent (the same error ``check_message`` raises).
+        """
+        cls = type(value)
+        if cls is not dict and cls is not list:
+            check_message(value)
+            return self.encode(value)
+        try:
+            data = self.encode(value)
+        except MessageError:
+            check_message(value)  # names the offending value and where it sits
+            raise
+        if not _surely_plain(data):
+            check_message(value)
         return data
 
     def _default(self, obj: Any) -> msgpack.ExtType:
         cls = type(obj)
         if cls is tuple:
-            return msgpack.ExtType(EXT_TUPLE, self.encode(list(obj)))
+            return msgpack.ExtType(EXT_TUPLE, self._encode_nested(list(obj)))
         name = getattr(cls, "__llmos_wire_name__", None)
         if name is not None:
             fields = [getattr(obj, f) for f in cls.__llmos_fields__]
-            return msgpack.ExtType(EXT_MESSAGE, self.encode([name, *fields]))
+            return msgpack.ExtType(EXT_MESSAGE, self._encode_nested([name, *fields]))
         if isinstance(obj, ActorRef):
             node = obj.node if obj.node is not None else self.local_address
-            return msgpack.ExtType(EXT_REF, self.encode([node, obj.name]))
+            return msgpack.ExtType(EXT_REF, self._encode_nested([node, obj.name]))
         raise MessageError(
             f"a {cls.__module__}.{cls.__qualname__} cannot be sent: messages are msgpack data, "
             "tuples, actor refs, or classes declared with @llmos.actors.message(...)"
@@ -196,16 +232,8 @@ class Codec:
             raise
         except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise FrameError(f"payload is not valid msgpack: {exc}") from exc
-        if type(value) in self._nested:
-            # Each level of nesting needs its own container header byte, so counting the
-            # bytes that could be one bounds the depth; walking the value is only needed when
-            # that bound is too high, or when an ext (tuple, message) or a byte that could be a
-            # disallowed dict key (nil, bool, float) appears at all.
-            rest = data.translate(None, _CONTAINER_BYTES)
-            if len(data) - len(rest) > MAX_DEPTH or len(rest.translate(None, _SUSPECT)) != len(
-                rest
-            ):
-                self._check_depth(value, 0)
+        if type(value) in self._nested and not _surely_plain(data):
+            self._check_depth(value, 0)
         return value
 
     def _check_depth(self, value: Any, depth: int) -> None:
@@ -306,3 +334,16 @@ _KEY_TYPES = frozenset({str, int, bytes})
 _CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 # ext8/16/32 and fixext headers; nil, false, true, float32, float64
 _SUSPECT = bytes([0xC7, 0xC8, 0xC9, *range(0xD4, 0xD9), 0xC0, 0xC2, 0xC3, 0xCA, 0xCB])
+
+
+def _surely_plain(data: bytes) -> bool:
+    """True when packed bytes cannot nest past MAX_DEPTH nor hold a disallowed dict key.
+
+    Each level of nesting needs its own container header byte, so counting the bytes that
+    could be one bounds the depth; and a dict key other than str, int or bytes needs an ext,
+    nil, bool or float byte somewhere. When this says False, walk the value to know.
+    """
+    rest = data.translate(None, _CONTAINER_BYTES)
+    if len(data) - len(rest) > MAX_DEPTH:
+        return False
+    return len(rest.translate(None, _SUSPECT)) == len(rest)

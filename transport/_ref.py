@@ -22,7 +22,6 @@ from llmos.actors import (
     AsyncReply,
     LlmosError,
     Reply,
-    check_message,
     default_ask_timeout,
 )
 from llmos.transport._frames import ASK, STATS, STOP, TELL
@@ -85,9 +84,8 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
         return self._via
 
     def tell(self, message: Any) -> None:
-        check_message(message)
         via = self._via
-        payload = via.encode_payload(message)
+        payload = via.encode_message(message)
         peer = self._peer
         if peer is None:
             peer = self._peer = via.peer(self.node or "")
@@ -100,18 +98,16 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
 
     def ask(self, message: Any, timeout: float | None = None) -> Reply:
         span = check_timeout(timeout)
-        check_message(message)
         via = self._via
-        payload = via.encode_payload(message)
+        payload = via.encode_message(message)
         reply = Reply(_monotonic() + span, self, span)
         via.send_request(self.node or "", ASK, self.name, payload, reply)
         return reply
 
     async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
         span = check_timeout(timeout)
-        check_message(message)
         via = self._via
-        payload = via.encode_payload(message)
+        payload = via.encode_message(message)
         loop = asyncio.get_running_loop()
         reply = AsyncReply(_monotonic() + span, self, span, loop)
         address = self.node or ""

@@ -77,8 +77,15 @@ class Sending:
                 return cell.ref
         return self.remote_ref(name, node)
 
+    def encode_message(self, message: Any) -> bytes:
+        """Check and encode a message for a peer (MessageError, FrameError if too large)."""
+        return self._bounded(self.codec.encode_checked(message))
+
     def encode_payload(self, value: Any) -> bytes:
-        payload: bytes = self.codec.encode(value)
+        """Encode a value already checked (FrameError if too large)."""
+        return self._bounded(self.codec.encode(value))
+
+    def _bounded(self, payload: bytes) -> bytes:
         if len(payload) > self.max_payload:
             raise FrameError(
                 f"message of {len(payload)} bytes is over the frame limit of {self.max_payload}; "
