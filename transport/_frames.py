@@ -87,7 +87,7 @@ class Limits:
     max_frame: int = 16 * 1024 * 1024
     max_array: int = 131_072
     max_map: int = 131_072
-    max_items: int = 4096
+    max_items: int = 1024
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):

@@ -35,7 +35,7 @@ _monotonic = time.monotonic
 # BATCH_BYTES, so a stalled peer holds at most about HWM * BATCH_BYTES in libzmq's pipe
 # (more only for single messages larger than that); the outbox in front of it is bounded by
 # Node.max_outbox, so a peer that cannot keep up turns into PeerBusy for its senders.
-HWM = 64
+HWM = 16
 BATCH_BYTES = 1 << 20
 BURST = 64  # frames read from one socket per turn, so no peer starves the others
 _MONITORED = (
