@@ -37,6 +37,7 @@ _monotonic = time.monotonic
 # Node.max_outbox, so a peer that cannot keep up turns into PeerBusy for its senders.
 HWM = 16
 BATCH_BYTES = 1 << 20
+SOCKET_BUFFER = 128 * 1024  # bytes of kernel send and receive buffer per connection
 BURST = 64  # frames read from one socket per turn, so no peer starves the others
 _MONITORED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -66,6 +67,10 @@ class PeerLinks:
         sock.linger = 0
         sock.sndhwm = HWM
         sock.rcvhwm = HWM
+        # Bounded kernel buffers too: what waits ahead of a heartbeat stays small, and a peer
+        # that stops reading stalls its senders quickly (they then see PeerBusy).
+        sock.setsockopt(zmq.SNDBUF, SOCKET_BUFFER)
+        sock.setsockopt(zmq.RCVBUF, SOCKET_BUFFER)
         sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame + 1024)
         sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.interval * 1000)))
         sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, hb_ms)
