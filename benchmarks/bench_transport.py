@@ -18,6 +18,7 @@ background load; each figure is the best of ``--rounds`` rounds. Not a test.
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import time
@@ -77,6 +78,35 @@ def serve_llmos() -> None:
     node.close()
 
 
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) a process has used, or None off Linux."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Measure:
+    """Wall time and CPU time (this process + the peer process) of one timed block."""
+
+    def __init__(self, peer_pid: int) -> None:
+        self.peer_pid = peer_pid
+
+    def __enter__(self) -> Measure:
+        self.cpu0 = time.process_time()
+        self.peer0 = process_cpu(self.peer_pid)
+        self.wall0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = time.perf_counter() - self.wall0
+        self.cpu = time.process_time() - self.cpu0
+        peer1 = process_cpu(self.peer_pid)
+        self.peer_cpu = None if peer1 is None or self.peer0 is None else peer1 - self.peer0
+
+
 def start(mode: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, __file__, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -95,22 +125,22 @@ class RawClient:
         self.sock.linger = 0
         self.sock.connect(address)
 
-    def ask_round_trip(self, asks: int) -> float:
+    def ask_round_trip(self, asks: int) -> Measure:
         sock = self.sock
-        started = time.perf_counter()
-        for _ in range(asks):
-            sock.send(msgpack.packb([ASK, PAYLOAD]))
-            msgpack.unpackb(sock.recv())
-        return (time.perf_counter() - started) / asks
+        with Measure(self.proc.pid) as measure:
+            for _ in range(asks):
+                sock.send(msgpack.packb([ASK, PAYLOAD]))
+                msgpack.unpackb(sock.recv())
+        return measure
 
-    def tell_rate(self, tells: int) -> float:
+    def tell_rate(self, tells: int) -> Measure:
         sock = self.sock
-        started = time.perf_counter()
-        for _ in range(tells):
-            sock.send(msgpack.packb([TELL, PAYLOAD]))
-        sock.send(msgpack.packb([COUNT, None]))
-        assert msgpack.unpackb(sock.recv()) == tells
-        return tells / (time.perf_counter() - started)
+        with Measure(self.proc.pid) as measure:
+            for _ in range(tells):
+                sock.send(msgpack.packb([TELL, PAYLOAD]))
+            sock.send(msgpack.packb([COUNT, None]))
+            assert msgpack.unpackb(sock.recv()) == tells
+        return measure
 
     def close(self) -> None:
         self.sock.close(0)
@@ -130,20 +160,20 @@ class LlmosClient:
         self.echo = self.node.ref(f"echo@{address}")
         self.counter = self.node.ref(f"counter@{address}")
 
-    def ask_round_trip(self, asks: int) -> float:
+    def ask_round_trip(self, asks: int) -> Measure:
         echo = self.echo
-        started = time.perf_counter()
-        for _ in range(asks):
-            echo.ask(PAYLOAD, timeout=10).get()
-        return (time.perf_counter() - started) / asks
+        with Measure(self.proc.pid) as measure:
+            for _ in range(asks):
+                echo.ask(PAYLOAD, timeout=10).get()
+        return measure
 
-    def tell_rate(self, tells: int) -> float:
+    def tell_rate(self, tells: int) -> Measure:
         counter = self.counter
-        started = time.perf_counter()
-        for _ in range(tells):
-            counter.tell(PAYLOAD)
-        assert counter.ask("count", timeout=60).get() == tells
-        return tells / (time.perf_counter() - started)
+        with Measure(self.proc.pid) as measure:
+            for _ in range(tells):
+                counter.tell(PAYLOAD)
+            assert counter.ask("count", timeout=60).get() == tells
+        return measure
 
     def close(self) -> None:
         self.node.close()
@@ -167,31 +197,51 @@ def main() -> int:
         serve_llmos()
         return 0
     raw, llmos = RawClient(), LlmosClient()
+    results: dict[str, list[Measure]] = {
+        "raw ask": [],
+        "llmos ask": [],
+        "raw tell": [],
+        "llmos tell": [],
+    }
     try:
         raw.ask_round_trip(500)  # warm up both
         llmos.ask_round_trip(500)
-        raw_rtt = llmos_rtt = float("inf")
-        raw_rate = llmos_rate = 0.0
         # Rounds alternate between the two, so both see the same background load; each
         # figure is the best of its rounds.
         for _ in range(args.rounds):
-            raw_rtt = min(raw_rtt, raw.ask_round_trip(args.asks))
-            llmos_rtt = min(llmos_rtt, llmos.ask_round_trip(args.asks))
-            raw_rate = max(raw_rate, raw.tell_rate(args.tells))
-            llmos_rate = max(llmos_rate, llmos.tell_rate(args.tells))
+            results["raw ask"].append(raw.ask_round_trip(args.asks))
+            results["llmos ask"].append(llmos.ask_round_trip(args.asks))
+            results["raw tell"].append(raw.tell_rate(args.tells))
+            results["llmos tell"].append(llmos.tell_rate(args.tells))
     finally:
         raw.close()
         llmos.close()
-    print(f"payload: {PAYLOAD!r} ({len(msgpack.packb(PAYLOAD))} bytes packed)")
-    print(f"{'':28}{'raw pyzmq':>14}{'llmos':>14}{'ratio':>10}  target")
+
+    def best(key: str, n: int) -> tuple[float, str]:
+        fastest = min(results[key], key=lambda m: m.wall)
+        cpus = [m.cpu + m.peer_cpu for m in results[key] if m.peer_cpu is not None]
+        cpu = f"{min(cpus) / n * 1e6:.1f}" if cpus else "n/a"
+        return fastest.wall / n, cpu
+
+    raw_rtt, raw_ask_cpu = best("raw ask", args.asks)
+    llmos_rtt, llmos_ask_cpu = best("llmos ask", args.asks)
+    raw_tell, raw_tell_cpu = best("raw tell", args.tells)
+    llmos_tell, llmos_tell_cpu = best("llmos tell", args.tells)
     print(
-        f"{'ask round trip (us)':28}{raw_rtt * 1e6:>14.1f}{llmos_rtt * 1e6:>14.1f}"
-        f"{llmos_rtt / raw_rtt:>9.2f}x  <= 1.5x"
+        f"payload: {PAYLOAD!r} ({len(msgpack.packb(PAYLOAD))} bytes packed), "
+        f"{args.rounds} rounds, {os.cpu_count()} CPUs"
+    )
+    print(f"{'':28}{'raw pyzmq':>12}{'llmos':>12}{'ratio':>9}  target")
+    print(
+        f"{'ask round trip (us)':28}{raw_rtt * 1e6:>12.1f}{llmos_rtt * 1e6:>12.1f}"
+        f"{llmos_rtt / raw_rtt:>8.2f}x  <= 1.5x"
     )
     print(
-        f"{'tell throughput (msg/s)':28}{raw_rate:>14,.0f}{llmos_rate:>14,.0f}"
-        f"{llmos_rate / raw_rate:>9.2f}x  >= 1.0x"
+        f"{'tell throughput (msg/s)':28}{1 / raw_tell:>12,.0f}{1 / llmos_tell:>12,.0f}"
+        f"{raw_tell / llmos_tell:>8.2f}x  >= 1.0x"
     )
+    print(f"{'CPU per ask, both (us)':28}{raw_ask_cpu:>12}{llmos_ask_cpu:>12}")
+    print(f"{'CPU per tell, both (us)':28}{raw_tell_cpu:>12}{llmos_tell_cpu:>12}")
     return 0
 
 

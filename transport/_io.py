@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
@@ -306,6 +306,8 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
             except zmq.Again:
                 return
             serve(parts)
+            if not cast(int, router.get(zmq.EVENTS)) & zmq.POLLIN:
+                return  # cheaper than letting the next recv raise zmq.Again
 
     # -- replies through the ROUTER -------------------------------------------------------
 

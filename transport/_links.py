@@ -81,13 +81,13 @@ class PeerLinks:
         sock = peer.socket
         handle = self.node.client.on_frame
         for _n in range(BURST):
-            if sock is not peer.socket:
-                return  # replaced while handling (the peer went down)
             try:
                 parts = sock.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
             handle(peer, parts)
+            if sock is not peer.socket or not sock.get(zmq.EVENTS) & zmq.POLLIN:
+                return  # replaced (the peer went down), or nothing more: no zmq.Again raised
 
     def _on_monitor(self, peer: Peer) -> None:
         monitor = peer.monitor
