@@ -28,7 +28,7 @@ from llmos.actors import (
     TransportError,
     UnknownMessageType,
 )
-from llmos.transport import KeyPair, Node, PeerBusy, RemoteRef, SpawnRefused
+from llmos.transport import KeyPair, Limits, Node, PeerBusy, RemoteRef, SpawnRefused
 from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, pack_frame, parse_frame
 
 SCHEMES = ["tcp", "ipc", "inproc"]
@@ -292,6 +292,22 @@ def test_hostile_frames_are_rejected_counted_and_the_node_serves_on(
             error = b.codec.decode_error(items[0][2])
             assert isinstance(error, FrameError)
     assert a.ref(f"echo@{b.address}").ask(Add(1, 1), timeout=5).get() == 2
+
+
+def test_a_message_over_maxmsgsize_drops_only_that_connection(scheme: str) -> None:
+    small = Limits(max_frame=64 * 1024)
+    with short_tmpdir() as folder, Node(endpoint(scheme, folder), limits=small) as b:
+        Echo.start(name="echo")
+        with raw_dealer(b.address) as sock:
+            sock.send(b"\x00" * (small.max_frame + 64 * 1024))
+            if scheme == "inproc":  # no wire protocol, no MAXMSGSIZE: our own check drops it
+                assert parse_frame(sock.recv(), small)[0][0] == NOTICE
+                assert b.statistics().bad_frames == 1
+            else:  # libzmq refuses it (MAXMSGSIZE) and drops that connection
+                assert sock.poll(200) == 0
+        with Node(endpoint(scheme, folder), limits=small) as a:
+            assert a.ref(f"echo@{b.address}").ask(Add(2, 2), timeout=5).get() == 4
+        assert b.statistics().frames_in >= 1
 
 
 def test_unknown_message_type_is_the_askers_error(pair: tuple[Node, Node]) -> None:

@@ -16,7 +16,7 @@ from types import FrameType
 from typing import Any
 
 from llmos.actors import LlmosError, stop_all
-from llmos.transport._node import Node
+from llmos.transport._node import Node, Spawner
 from llmos.transport._security import generate_keys
 
 __all__ = ["build_parser", "node_main"]
@@ -91,12 +91,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def node_main(argv: list[str] | None = None) -> int:
+def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) -> int:
     """Run ``llmos node`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
 
     Prints the node's address on one line (flushed) once it listens, serves until SIGINT or
     SIGTERM, then closes the node and stops every actor. Exit codes: 0 after a clean shutdown,
     2 for bad arguments or a node that cannot start.
+
+    Args:
+        argv: the command line arguments after ``node`` (see ``build_parser``).
+        spawner: how allowed remote spawn requests start actors here (a kernel passes its
+            own, so it supervises them); default :func:`default_spawner`.
     """
     try:
         args = build_parser().parse_args(argv)
@@ -135,6 +140,7 @@ def node_main(argv: list[str] | None = None) -> int:
             insecure=args.insecure,
             heartbeat=args.heartbeat,
             advertise=args.advertise,
+            spawner=spawner,
         )
     except (LlmosError, ImportError) as exc:
         print(f"llmos node: {exc}", file=sys.stderr)

@@ -81,7 +81,10 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         allow_keys: public keys of the clients allowed in: Z85 strings, ``.key`` files, or
             folders of them.
         peer_keys: the public (server) key of each peer address this node connects to over
-            CURVE. Peers without an entry are reached without CURVE.
+            CURVE. Peers without an entry are reached without CURVE. A node that holds refs
+            to actors here connects back to this node to use them (replies go back on the
+            connection they came in on, but tells and asks to a ref always go to the ref's
+            own node), so with CURVE both nodes need each other's public keys.
         allow_spawn: import paths peers may spawn here: ``"pkg.mod:Class"`` or ``"pkg.mod:*"``.
         insecure: allow binding off loopback without keys (logged as a warning).
         heartbeat: seconds without an answer after which a peer is marked down.
@@ -205,7 +208,9 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
     def ref(self, address: str) -> ActorRef:
         """The ref for ``"name@node-address"`` (no network round trip).
 
-        A bare name, or this node's own address, gives the local actor's ref.
+        A bare name, or this node's own address, gives the local actor's ref. Node
+        addresses are compared as strings: use the address the node printed (its
+        :attr:`address`), not another spelling of it.
 
         Raises:
             ActorDeadError: a local name with no live actor. TransportError: a bad address.
