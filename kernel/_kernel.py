@@ -5,9 +5,10 @@ stops it with all its children. Its public methods are safe to call from any thr
 what the node's transport uses to spawn on behalf of remote nodes).
 
 Root policy: the kernel restarts its children one_for_one with a budget per child (OTP's
-defaults: 1 restart in 5 s, with backoff). A child past its budget stops for good (its watchers
-get ``Terminated``, the ``SupervisionError`` is logged and kept in ``gave_up``); there is no
-parent above the kernel to escalate to, and one crash-looping agent must not stop the node.
+defaults: 1 restart in 5 s, with backoff). A child past its budget stops for good: its
+watchers get ``Terminated``, the ``SupervisionError`` is logged and kept in
+``supervisor_gave_up``. There is no parent above the kernel to escalate to, and one
+crash-looping agent must not stop the node.
 """
 
 from __future__ import annotations
@@ -150,6 +151,11 @@ class Kernel(Supervisor):
                 f"{supervisor!r} is not a running Supervisor in this process; start one with "
                 "kernel().spawn(Supervisor, ...) first"
             )
+        if isinstance(found, Pool):
+            raise SupervisionError(
+                f"{supervisor!r} is a pool, which only supervises its own members; start the "
+                "actor under the kernel or a Supervisor"
+            )
         return found
 
     def spawn_pool(
@@ -212,7 +218,7 @@ class Kernel(Supervisor):
             high,
             make_router(router, hash_key),
             autoscale if autoscale is not None else Autoscale(),
-            timer if timer is not None else parent.timer,
+            timer if timer is not None else parent.supervisor_timer,
         )
         options = {"max_restarts": max_restarts, "within": within, "backoff": backoff}
         parent.start_child(ChildSpec(Pool, (core,), options, name=name))
@@ -250,8 +256,8 @@ class Kernel(Supervisor):
         todo: list[Supervisor] = [self]
         while todo:
             sup = todo.pop()
-            ask_failures += sup.ask_failures
-            gave_up += len(sup.gave_up) if sup is self else 0
+            ask_failures += sup.supervisor_ask_failures
+            gave_up += len(sup.supervisor_gave_up) if sup is self else 0
             for cell in sup.child_cells():
                 actors.append(cell.statistics())
                 inner = cell.instance

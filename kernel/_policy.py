@@ -2,7 +2,8 @@
 
 - :class:`RestartWindow` counts restarts in a sliding window (restart intensity);
 - :func:`should_restart` applies a child's restart type to a failure;
-- :func:`restart_group` applies a strategy: which children go down and come back together.
+- :func:`restart_group` applies a strategy: which children go down and come back together;
+- :func:`give_up_error` says what happened when the budget is spent, and what to do.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Sequence
 
 from llmos.actors import SupervisionError
 
-__all__ = ["RestartWindow", "is_normal_exit", "restart_group", "should_restart"]
+__all__ = ["RestartWindow", "give_up_error", "is_normal_exit", "restart_group", "should_restart"]
 
 
 class RestartWindow:
@@ -78,3 +79,36 @@ def restart_group(strategy: str, order: Sequence[str], failed: str) -> list[str]
     if strategy == "rest_for_one":
         return list(order[order.index(failed) :])
     raise SupervisionError(f"unknown strategy {strategy!r}")
+
+
+def give_up_error(
+    supervisor: str,
+    child: str,
+    error: BaseException,
+    window: RestartWindow,
+    escalate: bool,
+    shared: bool,
+) -> SupervisionError:
+    """The error a supervisor reports when a restart would exceed its intensity.
+
+    Args:
+        supervisor: its name; child: the child that failed last; error: that failure.
+        window: the budget that is spent.
+        escalate: True if the supervisor now stops all children and fails itself.
+        shared: True if the budget is shared by all children (else it is the child's own).
+    """
+    scope = "its children together" if shared else f"child {child!r}"
+    problem = (
+        f"supervisor {supervisor!r} gave up: {scope} needed more than {window.max_restarts} "
+        f"restart(s) within {window.within:g} s; the last failure was {child!r}: {error!r}"
+    )
+    if escalate:
+        advice = (
+            "Its children are stopped and the failure goes to its own supervisor; fix the "
+            "child or raise max_restarts/within"
+        )
+    else:
+        advice = "That child is stopped for good; fix it or raise max_restarts/within"
+    err = SupervisionError(f"{problem}. {advice}")
+    err.__cause__ = error
+    return err

@@ -35,10 +35,11 @@ from llmos.actors import (
     message,
 )
 from llmos.actors._mailbox import STOP
+from llmos.kernel._children import ChildRecord
 from llmos.kernel._routers import Router
 from llmos.kernel._spec import Backoff, ChildSpec
 from llmos.kernel._stats import BatchFigures, PoolStats, load_balance_efficiency, utilisation
-from llmos.kernel._supervisor import Supervisor, _Child
+from llmos.kernel._supervisor import Supervisor
 from llmos.kernel._timer import Timer, TimerHandle
 
 __all__ = ["Autoscale", "Pool", "PoolCore", "ScaleTick", "live_pools"]
@@ -265,23 +266,23 @@ class Pool(Supervisor):
         core = self._core
         return self._start_child(core.member.named(f"{core.name}-{next(core.numbers)}")).cell
 
-    def _child_added(self, rec: _Child) -> None:
+    def _child_added(self, rec: ChildRecord) -> None:
         self._core.add(rec.cell)
 
-    def _child_removed(self, rec: _Child) -> None:
+    def _child_removed(self, rec: ChildRecord) -> None:
         core = self._core
         core.remove(rec.cell)
         core.retire(rec.cell)
         if rec.cell in self._retiring:
             return
-        if not self._closing and len(core.cells) < core.min_size:
+        if not self._sup_table.closing and len(core.cells) < core.min_size:
             self._tell_self(Replenish())
 
-    def _stop_for_good(self, rec: _Child, reason: str) -> None:
+    def _stop_for_good(self, rec: ChildRecord, reason: str) -> None:
         """Replace a member that will not restart, handing its queued work to the new one."""
         core = self._core
         core.remove(rec.cell)
-        if not self._closing:
+        if not self._sup_table.closing:
             fresh = self._add_member()
             core.replaced += 1
             while (item := rec.cell.mailbox.get_nowait()) is not None:
@@ -291,15 +292,15 @@ class Pool(Supervisor):
 
     @handler(Replenish)
     def _on_replenish(self, msg: Replenish) -> None:
-        while not self._closing and len(self._core.cells) < self._core.min_size:
+        while not self._sup_table.closing and len(self._core.cells) < self._core.min_size:
             self._add_member()
 
     # -- autoscaling ---------------------------------------------------------------------------
 
     def _schedule_tick(self) -> None:
         core = self._core
-        if core.max_size > core.min_size and not self._closing:
-            self._tick = self.timer.call_later(core.autoscale.interval, self._send_tick)
+        if core.max_size > core.min_size and not self._sup_table.closing:
+            self._tick = self.supervisor_timer.call_later(core.autoscale.interval, self._send_tick)
 
     def _send_tick(self) -> None:
         try:

@@ -22,6 +22,7 @@ from llmos.actors import (
     check_message,
     default_ask_timeout,
 )
+from llmos.kernel._children import Sync
 from llmos.kernel._pool import PoolCore
 from llmos.kernel._stats import (
     BatchFigures,
@@ -30,7 +31,6 @@ from llmos.kernel._stats import (
     parallel_efficiency,
     utilisation,
 )
-from llmos.kernel._supervisor import Sync
 
 __all__ = ["Batch", "GatherReply", "PoolRef"]
 
@@ -192,6 +192,18 @@ class PoolRef(ActorRef):
     def stop(self, timeout: float | None = None) -> bool:
         manager = self._core.manager
         return True if manager is None else manager.stop(timeout)
+
+    def watch(self, watcher: ActorRef) -> None:
+        """Have ``watcher`` receive ``Terminated`` when the pool stops for good."""
+        manager = self._core.manager
+        if manager is None:
+            raise ActorDeadError(f"pool {self.name!r} has not started")
+        manager.watch(watcher)
+
+    def unwatch(self, watcher: ActorRef) -> None:
+        manager = self._core.manager
+        if manager is not None:
+            manager.unwatch(watcher)
 
     def statistics(self) -> ActorStats:
         """The pool as one actor: members' counters summed (latency: their mean)."""

@@ -21,12 +21,9 @@ are made in the supervisor's own thread, on typed messages it tells itself.
 from __future__ import annotations
 
 import collections
-import itertools
 import logging
 import random
-import threading
-import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
@@ -36,83 +33,34 @@ from llmos.actors import (
     ActorRef,
     Cell,
     LocalRef,
-    NameTaken,
     SupervisionError,
     WhenFull,
     handler,
-    message,
 )
-from llmos.kernel._policy import RestartWindow, restart_group, should_restart
+from llmos.kernel._children import (
+    ChildFailed,
+    ChildHalted,
+    ChildRecord,
+    Children,
+    RestartDue,
+    RestartGroup,
+    Sync,
+    stop_children,
+)
+from llmos.kernel._policy import RestartWindow, give_up_error, restart_group, should_restart
 from llmos.kernel._spec import STRATEGIES, Backoff, ChildSpec, Restart, Strategy
-from llmos.kernel._timer import Timer, TimerHandle, default_timer
+from llmos.kernel._timer import Timer, default_timer
 
-__all__ = ["ChildFailed", "ChildHalted", "RestartDue", "Supervisor", "Sync", "supervisor_of"]
+__all__ = ["Supervisor", "supervisor_of"]
 
 log = logging.getLogger("llmos.kernel")
 
-_serials = itertools.count(1)
-_group_ids = itertools.count(1)
 _live: dict[str, Supervisor] = {}
 
 
 def supervisor_of(ref: ActorRef | str) -> Supervisor | None:
     """The running :class:`Supervisor` instance behind a ref (or name), or None."""
     return _live.get(ref if isinstance(ref, str) else ref.name)
-
-
-@message("llmos.kernel.ChildFailed")
-class ChildFailed:
-    """Told by a failed child's thread to its supervisor (decided in the supervisor's thread)."""
-
-    name: str
-    serial: int
-    incarnation: int
-
-
-@message("llmos.kernel.ChildHalted")
-class ChildHalted:
-    """A sibling ended its instance for a group restart and waits to be started again."""
-
-    name: str
-    serial: int
-    incarnation: int
-
-
-@message("llmos.kernel.RestartDue")
-class RestartDue:
-    """A group restart's backoff ran out (``timed``) or one of its members went away."""
-
-    group: int
-    timed: bool = True
-
-
-@message("llmos.kernel.Sync")
-class Sync:
-    """Ask it to wait until a supervisor has handled everything sent to it before (tests)."""
-
-
-class _Child:
-    __slots__ = ("attempt", "cell", "group", "last_restart", "serial", "spec", "window")
-
-    def __init__(self, spec: ChildSpec, cell: Cell, window: RestartWindow | None) -> None:
-        self.spec = spec
-        self.cell = cell
-        self.serial = next(_serials)
-        self.attempt = 0
-        self.last_restart: float | None = None
-        self.group = 0
-        self.window = window
-
-
-class _Group:
-    __slots__ = ("down", "due", "handle", "id", "names")
-
-    def __init__(self, due: bool) -> None:
-        self.id = next(_group_ids)
-        self.names: list[str] = []
-        self.down: set[str] = set()
-        self.due = due
-        self.handle: TimerHandle | None = None
 
 
 class Supervisor(Actor):
@@ -124,8 +72,9 @@ class Supervisor(Actor):
     failure. Subclasses may override :meth:`on_child_failure` to hear about every decision.
 
     Args:
-        children: specs started, in order, when the supervisor starts (and again, with every
-            child added since, when it is itself restarted).
+        children: specs started, in order, by the constructor (so they run once the
+            supervisor does; they, and every child added since, come back when it is itself
+            restarted).
         strategy: ``one_for_one``, ``one_for_all`` or ``rest_for_one``.
         max_restarts: restarts allowed within ``within`` seconds (OTP's defaults: 1 in 5 s).
         within: the intensity window in seconds.
@@ -162,25 +111,23 @@ class Supervisor(Actor):
                 raise SupervisionError(f"children must be ChildSpec records, got {spec!r}")
         self.supervisor_strategy: Strategy = strategy
         self.supervisor_escalate = escalate
-        self._window = RestartWindow(max_restarts, within)
-        self._backoff = backoff if backoff is not None else Backoff.none()
-        self._timer: Timer = timer if timer is not None else default_timer()
-        self._shutdown_timeout = shutdown_timeout
-        self._children: dict[str, _Child] = {}
-        self._groups: dict[int, _Group] = {}
-        self._lock = threading.RLock()
-        self._closing = False
-        self._carry: list[ChildSpec] | None = None
-        self._rng = random.Random()
-        self.gave_up: collections.deque[SupervisionError] = collections.deque(maxlen=100)
-        self.ask_failures = 0
+        self._sup_window = RestartWindow(max_restarts, within)
+        self._sup_backoff = backoff if backoff is not None else Backoff.none()
+        self._sup_timer: Timer = timer if timer is not None else default_timer()
+        self._sup_shutdown_timeout = shutdown_timeout
+        self._sup_table = Children(self._own_name())
+        self._sup_carry: list[ChildSpec] | None = None
+        self._sup_rng = random.Random()
+        # The SupervisionErrors of children it gave up on (escalate=False), newest last.
+        self.supervisor_gave_up: collections.deque[SupervisionError] = collections.deque(maxlen=100)
+        self.supervisor_ask_failures = 0  # asks whose handler raised, in all its children
         if self._llmos_cell is not None:
             _live[self._llmos_cell.name] = self
         # As in OTP, the supervisor is up only once its children are: a child whose
         # constructor raises fails the supervisor's own start, and nothing is left running.
         try:
             for spec in specs:
-                self.start_child(spec)
+                self._start_child(spec, initial=True)
         except BaseException:
             self._shutdown_children("stopped: its supervisor failed to start", graceful=False)
             raise
@@ -188,9 +135,9 @@ class Supervisor(Actor):
     # -- public API (any thread) -----------------------------------------------------------
 
     @property
-    def timer(self) -> Timer:
+    def supervisor_timer(self) -> Timer:
         """The clock and timer this supervisor uses."""
-        return self._timer
+        return self._sup_timer
 
     def spawn(
         self,
@@ -231,7 +178,7 @@ class Supervisor(Actor):
         """Start a child from a spec; see :meth:`spawn`."""
         return self._start_child(spec).cell.ref
 
-    def _start_child(self, spec: ChildSpec) -> _Child:
+    def _start_child(self, spec: ChildSpec, initial: bool = False) -> ChildRecord:
         cls = spec.actor_class
         cell = Cell(
             spec.build,
@@ -242,43 +189,27 @@ class Supervisor(Actor):
             ask_errors_fail=spec.restart_on_ask_error,
         )
         window = None if self.supervisor_escalate else self._window_like()
-        rec = _Child(spec.named(cell.name), cell, window)
-        with self._lock:
-            if self._closing:
-                raise SupervisionError(
-                    f"supervisor {self._own_name()!r} is stopping; start {cell.name!r} under "
-                    "a running supervisor"
-                )
-            if cell.name in self._children:
-                raise NameTaken(
-                    f"supervisor {self._own_name()!r} already has a child named "
-                    f"{cell.name!r}; pick another name"
-                )
-            self._children[cell.name] = rec
+        rec = ChildRecord(spec.named(cell.name), cell, window, initial)
+        self._sup_table.add(rec)
         try:
             cell.start()
         except BaseException:
-            with self._lock:
-                if self._children.get(cell.name) is rec:
-                    del self._children[cell.name]
+            self._sup_table.discard(rec)
             raise
         self._child_added(rec)
         return rec
 
     def children(self) -> list[LocalRef]:
         """Refs of the children, in start order."""
-        with self._lock:
-            return [rec.cell.ref for rec in self._children.values()]
+        return [rec.cell.ref for rec in self._sup_table.records()]
 
     def child_specs(self) -> list[ChildSpec]:
         """The specs of the children, in start order (names fixed)."""
-        with self._lock:
-            return [rec.spec for rec in self._children.values()]
+        return [rec.spec for rec in self._sup_table.records()]
 
     def child_cells(self) -> list[Cell]:
         """The children's cells, in start order (for statistics and pools)."""
-        with self._lock:
-            return [rec.cell for rec in self._children.values()]
+        return [rec.cell for rec in self._sup_table.records()]
 
     # -- hooks -------------------------------------------------------------------------------
 
@@ -298,33 +229,33 @@ class Supervisor(Actor):
     # -- the Supervisor protocol of cells (children's threads) ---------------------------------
 
     def child_failed(self, cell: Cell, error: BaseException) -> None:
+        """The cell's instance failed (called in the child's thread): decide in ours."""
         self._report(cell, error, ChildFailed)
 
     def child_halted(self, cell: Cell) -> None:
+        """The cell halted for a group restart (called in the child's thread)."""
         self._report(cell, cell.last_error, ChildHalted)
 
     def child_ask_failed(self, cell: Cell, error: BaseException) -> None:
-        self.ask_failures += 1
+        """An ask's handler raised (counted; the asker has the error)."""
+        with self._sup_table.lock:
+            self.supervisor_ask_failures += 1
 
     def child_stopped(self, cell: Cell) -> None:
-        with self._lock:
-            rec = self._children.get(cell.name)
-            if rec is None or rec.cell is not cell:
-                return
-            del self._children[cell.name]
-            group = self._groups.get(rec.group)
-            if group is not None and cell.name in group.names:
-                group.names.remove(cell.name)
-                group.down.discard(cell.name)
+        """The cell stopped for good (called in whichever thread stopped it)."""
+        rec, group = self._sup_table.remove(cell)
+        if rec is None:
+            return
         self._child_removed(rec)
         if group is not None:
             self._tell_self(RestartDue(group.id, timed=False))
 
     def _report(self, cell: Cell, error: BaseException | None, kind: type[Any]) -> None:
-        with self._lock:
-            rec = self._children.get(cell.name)
-            known = rec is not None and rec.cell is cell and not self._closing
-        if not known or rec is None:
+        table = self._sup_table
+        with table.lock:
+            rec = table.known(cell)
+            closing = table.closing
+        if rec is None or closing:
             cell.finalize(f"failed: {error!r}; its supervisor is stopping")
             return
         if not self._tell_self(kind(cell.name, rec.serial, cell.restarts)):
@@ -334,7 +265,7 @@ class Supervisor(Actor):
 
     @handler(ChildFailed)
     def _on_child_failed(self, msg: ChildFailed) -> None:
-        rec = self._current(msg.name, msg.serial, msg.incarnation, "failed")
+        rec = self._current(msg.name, msg.serial, msg.incarnation)
         if rec is None:
             return
         cell = rec.cell
@@ -343,33 +274,40 @@ class Supervisor(Actor):
             self.on_child_failure(cell.name, error, "stop")
             self._stop_for_good(rec, f"failed: {error!r} ({rec.spec.restart}, not restarted)")
             return
-        now = self._timer.now()
-        window = rec.window if rec.window is not None else self._window
+        now = self._sup_timer.now()
+        window = rec.window if rec.window is not None else self._sup_window
         if not window.allow(now):
             self._give_up(rec, error, window)
             return
         self.on_child_failure(cell.name, error, "restart")
-        with self._lock:
-            group = self._groups.get(rec.group)
+        group = self._sup_table.group_of(rec)
         if group is not None:  # already going down with a group restart
             group.down.add(cell.name)
             self._fire_if_ready(group)
             return
-        if rec.last_restart is not None and now - rec.last_restart >= self._backoff.reset_after:
+        if rec.last_restart is not None and now - rec.last_restart >= self._sup_backoff.reset_after:
             rec.attempt = 0
-        delay = self._backoff.delay(rec.attempt, self._rng)
+        delay = self._sup_backoff.delay(rec.attempt, self._sup_rng)
         rec.attempt += 1
-        with self._lock:
-            order = list(self._children)
-        self._plan(restart_group(self.supervisor_strategy, order, cell.name), cell.name, delay)
+        names = restart_group(self.supervisor_strategy, self._sup_table.names(), cell.name)
+        reason = SupervisionError(
+            f"restarted together with {cell.name!r}, which failed ({self.supervisor_strategy} "
+            f"in supervisor {self._own_name()!r})"
+        )
+        reason.__cause__ = error
+        group, others = self._sup_table.plan(names, cell.name, delay, reason)
+        if delay > 0:
+            group.handle = self._sup_timer.call_later(delay, lambda: self._due(group.id))
+        for old in others:
+            self._fire_if_ready(old)
+        self._fire_if_ready(group)
 
     @handler(ChildHalted)
     def _on_child_halted(self, msg: ChildHalted) -> None:
-        rec = self._current(msg.name, msg.serial, msg.incarnation, "failed")
+        rec = self._current(msg.name, msg.serial, msg.incarnation)
         if rec is None:
             return
-        with self._lock:
-            group = self._groups.get(rec.group)
+        group = self._sup_table.group_of(rec)
         if group is None:
             rec.cell.restart()  # its group went away meanwhile: bring it back on its own
             return
@@ -378,8 +316,7 @@ class Supervisor(Actor):
 
     @handler(RestartDue)
     def _on_restart_due(self, msg: RestartDue) -> None:
-        with self._lock:
-            group = self._groups.get(msg.group)
+        group = self._sup_table.group(msg.group)
         if group is not None:
             group.due = group.due or msg.timed
             self._fire_if_ready(group)
@@ -388,96 +325,46 @@ class Supervisor(Actor):
     def _on_sync(self, msg: Sync) -> None:
         return None
 
-    def _current(self, name: str, serial: int, incarnation: int, state: str) -> _Child | None:
+    def _current(self, name: str, serial: int, incarnation: int) -> ChildRecord | None:
         """The child a report is about, if the report is not stale."""
-        with self._lock:
-            rec = self._children.get(name)
+        rec = self._sup_table.get(name)
         if rec is None or rec.serial != serial or rec.cell.stopped:
             return None
-        if rec.cell.restarts != incarnation or rec.cell.state != state:
+        if rec.cell.restarts != incarnation or rec.cell.state != "failed":
             return None  # restarted (or restarting) since this was sent
-        if self._closing:
+        if self._sup_table.closing:
             rec.cell.finalize(f"failed: {rec.cell.last_error!r}; its supervisor is stopping")
             return None
         return rec
 
-    def _plan(self, names: Sequence[str], failed: str, delay: float) -> None:
-        group = _Group(due=delay <= 0)
-        reason = SupervisionError(
-            f"restarted together with {failed!r}, which failed ({self.supervisor_strategy} "
-            f"in supervisor {self._own_name()!r})"
-        )
-        others: list[_Group] = []
-        with self._lock:
-            for name in names:
-                rec = self._children.get(name)
-                if rec is None:
-                    continue
-                old = self._groups.get(rec.group)
-                if old is not None and name in old.names:
-                    old.names.remove(name)
-                    old.down.discard(name)
-                    others.append(old)
-                cell = rec.cell
-                if name == failed or cell.state in ("failed", "restarting"):
-                    group.down.add(name)
-                elif not cell.request_restart(reason):
-                    continue  # stopping, stopped or not started: not ours to restart
-                group.names.append(name)
-                rec.group = group.id
-            self._groups[group.id] = group
-        if delay > 0:
-            group.handle = self._timer.call_later(delay, lambda: self._due(group.id))
-        for old in others:
-            self._fire_if_ready(old)
-        self._fire_if_ready(group)
-
-    def _fire_if_ready(self, group: _Group) -> None:
-        with self._lock:
-            if not group.due or not group.down.issuperset(group.names):
-                return
-            if self._groups.pop(group.id, None) is None:
-                return
-            recs = [self._children[n] for n in group.names if n in self._children]
-            for rec in recs:
-                rec.group = 0
-        now = self._timer.now()
+    def _fire_if_ready(self, group: RestartGroup) -> None:
+        recs = self._sup_table.take_ready(group)
+        if recs is None:
+            return
+        now = self._sup_timer.now()
         for rec in recs:
             rec.last_restart = now
             rec.cell.restart()
 
-    def _give_up(self, rec: _Child, error: BaseException, window: RestartWindow) -> None:
-        sup = self._own_name()
-        scope = "its children together" if rec.window is None else f"child {rec.cell.name!r}"
-        problem = (
-            f"supervisor {sup!r} gave up: {scope} needed more than {window.max_restarts} "
-            f"restart(s) within {window.within:g} s; the last failure was {rec.cell.name!r}: "
-            f"{error!r}"
-        )
+    def _give_up(self, rec: ChildRecord, error: BaseException, window: RestartWindow) -> None:
+        sup, name = self._own_name(), rec.cell.name
+        err = give_up_error(sup, name, error, window, self.supervisor_escalate, rec.window is None)
         if self.supervisor_escalate:
-            err = SupervisionError(
-                f"{problem}. Its children are stopped and the failure goes to its own "
-                "supervisor; fix the child or raise max_restarts/within"
-            )
-            self.on_child_failure(rec.cell.name, err, "escalate")
+            self.on_child_failure(name, err, "escalate")
             self._shutdown_children(f"stopped: supervisor {sup!r} gave up", graceful=False)
-            raise err from error
-        err = SupervisionError(
-            f"{problem}. That child is stopped for good; fix it or raise max_restarts/within"
-        )
-        err.__cause__ = error
-        self.gave_up.append(err)
-        self.on_child_failure(rec.cell.name, err, "give_up")
+            raise err
+        self.supervisor_gave_up.append(err)
+        self.on_child_failure(name, err, "give_up")
         self._stop_for_good(rec, f"failed: {error!r}; gave up after too many restarts")
 
-    def _stop_for_good(self, rec: _Child, reason: str) -> None:
+    def _stop_for_good(self, rec: ChildRecord, reason: str) -> None:
         """A failed child will not come back: stop it (subclasses may save its queue first)."""
         rec.cell.finalize(reason)
 
-    def _child_added(self, rec: _Child) -> None:
+    def _child_added(self, rec: ChildRecord) -> None:
         """Hook for subclasses: a child was started."""
 
-    def _child_removed(self, rec: _Child) -> None:
+    def _child_removed(self, rec: ChildRecord) -> None:
         """Hook for subclasses (any thread): a child stopped for good and left the table."""
 
     # -- life cycle ----------------------------------------------------------------------------
@@ -495,46 +382,33 @@ class Supervisor(Actor):
 
     def pre_restart(self, error: BaseException) -> Any:
         self._shutdown_children(f"stopped: supervisor {self._own_name()!r} restarts", False)
-        return self._carry
+        return self._sup_carry
 
     def post_restart(self, error: BaseException | None, state: Any) -> None:
-        """Start the children the failed instance had beyond its initial ones, then on_start."""
+        """Start the children added after the constructor's, then ``on_start``."""
         for spec in state or ():
-            with self._lock:
-                known = spec.name in self._children
-            if not known:
+            if self._sup_table.get(spec.name) is None:
                 self.start_child(spec)
         self.on_start()
 
     def _shutdown_children(self, reason: str, graceful: bool) -> None:
-        """Stop every child, newest first; keep their specs for a restart of this supervisor."""
-        with self._lock:
-            self._closing = True
-            recs = list(self._children.values())
-            groups = list(self._groups.values())
-            self._groups.clear()
-            if self._carry is None:
-                self._carry = [r.spec for r in recs if r.spec.restart != "temporary"]
+        """Stop every child, newest first; keep the added ones' specs for a restart."""
+        recs, groups = self._sup_table.close()
+        if self._sup_carry is None:
+            self._sup_carry = [
+                r.spec for r in recs if r.spec.restart != "temporary" and not r.initial
+            ]
         if _live.get(self._own_name()) is self:
             del _live[self._own_name()]
         for group in groups:
             if group.handle is not None:
                 group.handle.cancel()
-        for rec in reversed(recs):
-            if graceful:
-                rec.cell.request_stop()
-            else:
-                rec.cell.finalize(reason)
-        deadline = time.monotonic() + self._shutdown_timeout
-        for rec in recs:
-            if not rec.cell.stopped_event.wait(max(0.0, deadline - time.monotonic())):
-                log.error("%s: child %s did not stop in time", self._own_name(), rec.cell.name)
-                rec.cell.finalize(f"{reason} (did not finish in {self._shutdown_timeout:g} s)")
+        stop_children(recs, reason, graceful, self._sup_shutdown_timeout)
 
     # -- helpers -------------------------------------------------------------------------------
 
     def _window_like(self) -> RestartWindow:
-        return RestartWindow(self._window.max_restarts, self._window.within)
+        return RestartWindow(self._sup_window.max_restarts, self._sup_window.within)
 
     def _own_name(self) -> str:
         cell = self._llmos_cell

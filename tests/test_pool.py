@@ -244,7 +244,10 @@ async def test_ask_async_through_a_pool() -> None:
 def test_a_stopped_pool_refuses_messages() -> None:
     pool = kernel().spawn_pool(Worker, size=2, name="gone")
     members = pool.members()
+    watcher = Watcher.start()
+    watcher.ask(Watch(pool), timeout=WAIT).get()
     assert pool.stop(timeout=WAIT)
+    assert watcher.ask(Get(), timeout=WAIT).get() == [("gone", "stopped")]
     assert not pool.is_alive() and not any(m.is_alive() for m in members)
     with pytest.raises(ActorDeadError):
         pool.tell(Add())
@@ -259,6 +262,9 @@ def test_pool_arguments_are_checked() -> None:
         kernel().spawn_pool(Worker, router="random")  # type: ignore[arg-type]
     with pytest.raises(SupervisionError):
         Autoscale(step=0)
+    pool = kernel().spawn_pool(Worker, size=1, name="not-a-parent")
+    with pytest.raises(SupervisionError, match="is a pool"):
+        kernel().spawn(Worker, supervisor=pool)
     turn = RoundRobin()
     cells: tuple[Any, ...] = tuple(range(3))
     picked: list[Any] = [turn.select(None, cells) for _ in range(4)]

@@ -250,8 +250,8 @@ def test_the_kernel_gives_up_on_a_crash_looping_child_and_keeps_running() -> Non
     with pytest.raises(ActorDeadError):
         queued.get()
     assert not ref.is_alive()
-    assert len(k.gave_up) == 1
-    error = k.gave_up[0]
+    assert len(k.supervisor_gave_up) == 1
+    error = k.supervisor_gave_up[0]
     assert isinstance(error, SupervisionError) and "'loop'" in str(error)
     assert isinstance(error.__cause__, RuntimeError)
     assert k.stats().gave_up == 1

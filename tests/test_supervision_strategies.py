@@ -26,7 +26,7 @@ from test_kernel_support import (
 import llmos.actors as actors
 from llmos.actors import ActorDeadError, SupervisionError
 from llmos.kernel import Backoff, ChildSpec, ManualTimer, Supervisor, kernel, supervisor_of
-from llmos.kernel._supervisor import Sync
+from llmos.kernel._children import Sync
 
 ABC = [ChildSpec(Worker, name=n) for n in ("a", "b", "c")]
 
@@ -160,6 +160,31 @@ def test_a_restarted_supervisor_rebuilds_its_children_and_old_refs_reach_them(
     assert w1.ask(Add(7), timeout=WAIT).get() == 7  # the old ref reaches the rebuilt child
     assert (serial(w1), serial(late)) != first
     assert actors.get("child-sup").statistics().restarts == 1
+
+
+def test_unnamed_children_come_back_once_when_their_supervisor_restarts(
+    manual: ManualTimer,
+) -> None:
+    k = kernel()
+    parent = k.spawn(RecordingSupervisor, name="parent", max_restarts=5, timer=manual)
+    child_sup = k.spawn(
+        Supervisor,
+        [ChildSpec(Worker), ChildSpec(Worker)],
+        name="child-sup",
+        max_restarts=0,
+        timer=manual,
+        supervisor=parent,
+    )
+    k.spawn(Worker, supervisor=child_sup)  # added at run time, unnamed too
+    first = supervisor_of("child-sup")
+    assert first is not None and len(first.children()) == 3
+    first.children()[0].tell(Crash())  # escalates: the parent restarts the child supervisor
+    RecordingSupervisor.wait_for("parent", "restart")
+    parent.ask(Sync(), timeout=WAIT).get()
+    child_sup.ask(Sync(), timeout=WAIT).get()
+    again = supervisor_of("child-sup")
+    assert again is not None and again is not first
+    assert len(again.children()) == 3  # two from its spec, the added one carried over
 
 
 def test_backoff_spacing_follows_the_manual_clock(manual: ManualTimer) -> None:
