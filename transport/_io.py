@@ -175,7 +175,13 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         try:
             next_tick = _monotonic() + self.interval
             while not self.closing:
-                next_tick = self._turn(next_tick)
+                try:
+                    next_tick = self._turn(next_tick)
+                except zmq.ContextTerminated:
+                    raise
+                except Exception:  # a bug must not silently end the node: log, go on
+                    log.exception("node %s: error in the I/O thread", self.node.name)
+                    time.sleep(_STALL_RETRY)  # never a hot loop of failures
         except BaseException:
             log.exception("the I/O thread of node %s crashed; the node is closing", self.node.name)
             self.closing = True
@@ -245,9 +251,9 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
                     entry[0](entry[1])
                 if event & zmq.POLLOUT:
                     self._flush_peer(entry[1])
-            except zmq.ZMQError:
+            except zmq.ContextTerminated:
                 raise
-            except Exception:  # a bug in one handler must not stop the node
+            except Exception:  # one failing socket must not keep the others waiting
                 log.exception("node %s: error while handling socket events", self.node.name)
         calls = self.calls
         while calls:
@@ -318,8 +324,8 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
             for ident, frame, give_up, count in stalled:
                 if now > give_up:
                     self.counters.dropped_replies += count
-                elif not self._send_router(ident, frame, give_up, count):
-                    pass
+                else:
+                    self._send_router(ident, frame, give_up, count)  # stalls again if still full
         groups: dict[bytes, list[list[Any]]] = {}
         replies = self.replies
         max_items = self.limits.max_items

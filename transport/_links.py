@@ -26,7 +26,7 @@ from llmos.transport._peer import CONNECTING, DOWN, UP, Counters, Peer
 if TYPE_CHECKING:
     from llmos.transport._node import Node
 
-__all__ = ["BATCH_BYTES", "BURST", "HWM", "PeerLinks"]
+__all__ = ["AUTH_RETRY", "BATCH_BYTES", "BURST", "HWM", "SOCKET_BUFFER", "PeerLinks"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
@@ -38,6 +38,7 @@ _monotonic = time.monotonic
 HWM = 16
 BATCH_BYTES = 1 << 20
 SOCKET_BUFFER = 128 * 1024  # bytes of kernel send and receive buffer per connection
+AUTH_RETRY = 5.0  # seconds before reconnecting to a peer that refused our CURVE key
 BURST = 64  # frames read from one socket per turn, so no peer starves the others
 _MONITORED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
@@ -253,7 +254,11 @@ class PeerLinks:
         self.node.client.lost_watches(peer, text)
         # A fresh socket: whatever libzmq still queues for the old connection is discarded.
         self._close_peer(peer)
-        self._open_peer(peer)
+        if cls is AuthError:
+            # Retrying at once would only be refused again (and fill the peer's log).
+            peer.retry_at = _monotonic() + max(AUTH_RETRY, self.heartbeat)
+        else:
+            self._open_peer(peer)
         peer.room.set()
 
     def mark_up(self, peer: Peer) -> None:
@@ -268,7 +273,7 @@ class PeerLinks:
     def _tick(self, now: float) -> None:
         for peer in list(self.node.peers.values()):
             if peer.socket is None:
-                if peer.state == DOWN:
+                if peer.state == DOWN and now >= peer.retry_at:
                     self._open_peer(peer)
                 continue
             silent = now - max(peer.last_heard, peer.since)

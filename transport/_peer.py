@@ -44,6 +44,7 @@ class Peer:
         "outbox",
         "pending",
         "queued",
+        "retry_at",
         "room",
         "server_key",
         "since",
@@ -68,6 +69,7 @@ class Peer:
         self.up_event = threading.Event()
         self.since = time.monotonic()
         self.last_heard = 0.0
+        self.retry_at = 0.0
         self.watches: dict[tuple[str, ActorRef], int] = {}
         self.socket: Any = None
         self.monitor: Any = None

@@ -13,6 +13,7 @@ import dataclasses
 import ipaddress
 import logging
 import os
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -174,6 +175,7 @@ class ZapHandler:
         self.allowed = frozenset(allowed)
         self.accepted = 0
         self.refused = 0
+        self._last_warning = -1e9
 
     def handle(self, request: list[bytes]) -> list[bytes]:
         """Answer one ZAP request (the frames received on the ZAP socket)."""
@@ -188,11 +190,16 @@ class ZapHandler:
             return self._reply(request_id, b"400", b"only CURVE clients are accepted")
         key = z85.encode(credentials[0])
         if key not in self.allowed:
-            log.warning(
-                "refused a CURVE client from %s: public key %s is not on this node's allowlist",
-                address.decode(errors="replace"),
-                key.decode(),
-            )
+            now = time.monotonic()
+            if now - self._last_warning > 1.0:  # a client retrying must not flood the log
+                self._last_warning = now
+                log.warning(
+                    "refused a CURVE client from %s: public key %s is not on this node's "
+                    "allowlist (%d refused so far)",
+                    address.decode(errors="replace"),
+                    key.decode(),
+                    self.refused + 1,
+                )
             return self._reply(request_id, b"400", b"public key not allowed")
         return self._reply(request_id, b"200", b"OK", key)
 
