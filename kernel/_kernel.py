@@ -142,6 +142,21 @@ class Kernel(Supervisor):
         )
         return self._parent(supervisor).start_child(spec)
 
+    def spawner(
+        self, cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None
+    ) -> ActorRef:
+        """:meth:`spawn` in the shape of ``llmos.transport.Spawner``, for ``Node(spawner=...)``.
+
+        Remote spawn requests then start supervised actors on this node. Spawn options
+        (``restart=``, ``capacity=``, ...) may travel in ``kwargs``.
+
+        Raises:
+            SupervisionError: ``cls`` is not an Actor subclass; or as for :meth:`spawn`.
+        """
+        if not isinstance(cls, type) or not issubclass(cls, Actor):
+            raise SupervisionError(f"a node can only spawn Actor subclasses, got {cls!r}")
+        return self.spawn(cls, *args, name=name, **kwargs)
+
     def _parent(self, supervisor: ActorRef | None) -> Supervisor:
         if supervisor is None:
             return self

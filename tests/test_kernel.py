@@ -77,6 +77,18 @@ def test_spawn_is_a_plain_method_usable_as_a_node_spawner() -> None:
         spawner(Worker, name="remote-made")
     unnamed = spawner(Worker)
     assert unnamed.name.startswith("Worker-")
+    node_made = kernel().spawner(Worker, (), {"restart": "temporary"}, "node-made")
+    assert node_made.ask(Add(3), timeout=WAIT).get() == 3
+    assert "node-made" in {c.name for c in kernel().child_cells()}
+    with pytest.raises(SupervisionError, match="Actor subclasses"):
+        kernel().spawner(int, (), {}, None)
+
+
+def test_the_kernel_spawner_fits_the_transport_node() -> None:
+    from llmos.transport import Spawner
+
+    spawner: Spawner = kernel().spawner  # mypy checks the shape; the call checks the rest
+    assert spawner(Worker, (0,), {}, "via-node").ask(Add(1), timeout=WAIT).get() == 1
 
 
 def test_lookup_finds_actors_and_pools() -> None:
