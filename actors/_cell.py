@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import queue
 import threading
 import time
 from collections.abc import Callable
@@ -118,6 +119,8 @@ class Cell:
         self.carried_state: Any = None
         self.current_reply: Any = None
         self.halting: BaseException | None = None
+        self._parked = False  # the failed instance's thread waits on _handoff for the next one
+        self._handoff: queue.SimpleQueue[Actor | None] | None = None
         self.wakes = 0  # restart markers (STOP envelopes) queued by request_restart, not yet seen
         self._lock = threading.Lock()
         self.processed = 0
@@ -175,19 +178,36 @@ class Cell:
     def restart(self) -> None:
         """Replace the failed instance with a fresh one behind the same ref and mailbox.
 
-        Called by the supervisor. If building the new instance raises, that counts as a new
-        failure and goes back to the supervisor.
+        Called by the supervisor. The new instance is built in the calling thread and runs in
+        the failed one's thread when that is still waiting (see ``_park``), else in a new one.
+        If building it raises, that counts as a new failure and goes back to the supervisor.
         """
         with self._lock:
             if self.stopped or self.state not in ("failed", "restarting"):
                 return
             self.state = "restarting"
+            parked, self._parked = self._parked, False
         self.restarts += 1
         try:
-            self._launch(restarted=True)
+            if not parked:
+                self._launch(restarted=True)
+                return
+            from llmos.actors._actor import bind_cell
+
+            with bind_cell(self):
+                instance = self.factory()
         except Exception as exc:
             log.error("restarting %s: constructor failed", self.name, exc_info=exc)
+            with self._lock:
+                self._parked = parked  # the waiting thread still waits
             self._fail(None, exc, None)
+            return
+        self.instance = instance
+        with self._lock:
+            if self.state == "restarting":
+                self.state = "running"
+        assert self._handoff is not None
+        self._handoff.put(instance)
 
     def request_restart(self, reason: BaseException) -> bool:
         """Have the running instance end after the messages queued so far, for a restart.
@@ -229,12 +249,16 @@ class Cell:
             self.stopped = True
             self.state = "stopped"
             self.stop_reason = reason
+            parked, self._parked = self._parked, False
+        if parked and self._handoff is not None:
+            self._handoff.put(None)  # the waiting thread ends
         with _registry_lock:
             if _registry.get(self.name) is self:
                 del _registry[self.name]
         self.drain()
         thread = self.thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        running = thread is not None and thread.is_alive() and not parked
+        if running and thread is not threading.current_thread():
             self.mailbox.put_control(envelope(STOP))  # end the loop of a still running instance
         watchers, self.watchers = self.watchers, []
         note = Terminated(self.ref, reason)
@@ -297,23 +321,48 @@ class Cell:
     def _run(self, instance: Actor, restarted: bool) -> None:
         set_current_cell(self)
         try:
-            try:
-                if restarted:
-                    state, self.carried_state = self.carried_state, None
-                    instance.post_restart(self.last_error, state)
-                else:
-                    instance.on_start()
-            except BaseException as exc:
-                self._fail(instance, exc, None)
-                return
-            try:
-                self._loop(instance)
-            except BaseException as exc:  # the loop itself broke: the actor's thread is dying
-                self._fail(instance, exc, None)
+            current: Actor | None = instance
+            while current is not None:
+                self._serve(current, restarted)
+                restarted = True
+                current = self._park()
         finally:
             set_current_cell(None)
             with _registry_lock:
                 _threads.discard(threading.current_thread())
+
+    def _serve(self, instance: Actor, restarted: bool) -> None:
+        """Run one instance until it stops, fails or halts."""
+        try:
+            if restarted:
+                state, self.carried_state = self.carried_state, None
+                instance.post_restart(self.last_error, state)
+            else:
+                instance.on_start()
+        except BaseException as exc:
+            self._fail(instance, exc, None)
+            return
+        try:
+            self._loop(instance)
+        except BaseException as exc:  # the loop itself broke: the actor's thread is dying
+            self._fail(instance, exc, None)
+
+    def _park(self) -> Actor | None:
+        """After a failure or halt, wait for the supervisor's restart in this same thread.
+
+        Starting a thread is the slow part of a restart (milliseconds at the tail), so the
+        failed instance's thread waits for the new instance instead of ending. Returns None
+        (the thread ends) once the actor is stopped for good or another thread took over.
+        """
+        with self._lock:
+            mine = self.thread is threading.current_thread()
+            if self.stopped or self.state != "failed" or not mine:
+                return None
+            if self._handoff is None:
+                self._handoff = queue.SimpleQueue()
+            handoff = self._handoff
+            self._parked = True
+        return handoff.get()
 
     def _loop(self, instance: Actor) -> None:
         get = self.mailbox.get

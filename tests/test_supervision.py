@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import threading
 import time
 from typing import Any
 
@@ -27,8 +29,15 @@ from test_kernel_support import (
 )
 
 import llmos.actors as actors
-from llmos.actors import Actor, ActorDeadError, DeadlockError, SupervisionError, handler
-from llmos.kernel import kernel
+from llmos.actors import (
+    Actor,
+    ActorDeadError,
+    DeadlockError,
+    SupervisionError,
+    handler,
+    message,
+)
+from llmos.kernel import Backoff, ManualTimer, Supervisor, kernel
 
 
 def cell_of(name: str) -> Any:
@@ -265,3 +274,65 @@ def test_a_ref_taken_before_a_crash_reaches_the_new_instance() -> None:
     ref.tell(Crash())
     assert same.ask(Add(4), timeout=WAIT).get() == 4
     assert ref.ask(Serial(), timeout=WAIT).get() == same.ask(Serial(), timeout=WAIT).get()
+
+
+@message("ktest.Ident")
+class Ident:
+    pass
+
+
+class Threaded(Worker):
+    BUILDS = [0]
+
+    def __init__(self, fail_build: int = 0) -> None:
+        self.BUILDS[0] += 1
+        if self.BUILDS[0] == fail_build:
+            raise RuntimeError("constructor failed on purpose")
+        super().__init__()
+
+    @handler(Ident)
+    def ident(self, msg: Ident) -> int:
+        return threading.get_ident()
+
+
+def test_a_restart_reuses_the_failed_instance_thread() -> None:
+    sup = kernel().spawn(Supervisor, name="sup", max_restarts=100, backoff=None)
+    ref = kernel().spawn(Threaded, name="t", supervisor=sup)
+    idents = [ref.ask(Ident(), timeout=WAIT).get()]
+    for _ in range(20):
+        ref.tell(Crash())
+        idents.append(ref.ask(Ident(), timeout=WAIT).get())
+    # The failed thread waits for the new instance; only if the supervisor is faster than the
+    # failed thread is a new one started. Either way the old one ends.
+    reused = sum(a == b for a, b in itertools.pairwise(idents))
+    assert reused >= 1
+    assert ref.statistics().restarts == 20
+    for thread in threading.enumerate():
+        if thread.name == "llmos:t" and thread.ident != idents[-1]:
+            thread.join(WAIT)  # a superseded thread ends
+    assert [t.name for t in threading.enumerate()].count("llmos:t") == 1
+
+
+def test_a_constructor_failing_on_restart_counts_and_the_next_restart_works() -> None:
+    Threaded.BUILDS[0] = 0
+    sup = kernel().spawn(Supervisor, name="sup", max_restarts=5, backoff=None)
+    ref = kernel().spawn(Threaded, 2, name="t", supervisor=sup)
+    ref.tell(Crash())  # restart 1: the constructor raises (a new failure); restart 2 works
+    assert ref.ask(Add(1), timeout=WAIT).get() == 1
+    assert ref.statistics().restarts == 2 and Threaded.BUILDS[0] == 3
+
+
+def test_stopping_an_actor_that_waits_for_a_delayed_restart_ends_its_thread() -> None:
+    timer = ManualTimer()
+    backoff = Backoff(min=60.0, max=60.0, jitter=0.0)
+    sup = kernel().spawn(Supervisor, name="sup", max_restarts=5, backoff=backoff, timer=timer)
+    ref = kernel().spawn(Threaded, name="t", supervisor=sup)
+    ref.tell(Crash())
+    ref.tell(Crash())  # the second restart waits 60 s on the manual clock
+    assert timer.wait_pending(1, WAIT)
+    threads = [t for t in threading.enumerate() if t.name == "llmos:t"]
+    assert ref.stop(timeout=WAIT)
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive()
+    assert sup.is_alive()
