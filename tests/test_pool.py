@@ -269,3 +269,15 @@ def test_pool_arguments_are_checked() -> None:
     cells: tuple[Any, ...] = tuple(range(3))
     picked: list[Any] = [turn.select(None, cells) for _ in range(4)]
     assert picked == [0, 1, 2, 0]
+
+
+def test_a_real_time_autoscaling_pool_leaves_no_timer_thread_behind() -> None:
+    rule = Autoscale(interval=0.01)
+    pool = kernel().spawn_pool(Worker, size=1, max_size=2, autoscale=rule, name="rt")
+    timers = [t for t in threading.enumerate() if t.name == "llmos:timer"]
+    assert timers, "the pool's checks run on the shared llmos:timer thread"
+    pool.sync()
+    assert pool.stop(timeout=WAIT)
+    for thread in timers:
+        thread.join(WAIT)  # nothing is scheduled any more: the timer thread ends
+        assert not thread.is_alive()
