@@ -314,6 +314,7 @@ class Cell:
             busy_seconds=self.busy,
             last_latency=self.last_latency,
             mean_latency=self.total_latency / processed if processed else 0.0,
+            class_name=self.class_name,
         )
 
     # -- the actor loop (runs in the actor's thread) ----------------------------------------

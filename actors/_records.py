@@ -26,6 +26,7 @@ class ActorStats:
         busy_seconds: total time spent inside handlers.
         last_latency: seconds from send to handled for the latest message.
         mean_latency: mean of that over all handled messages.
+        class_name: the actor's class.
     """
 
     name: str
@@ -38,6 +39,7 @@ class ActorStats:
     busy_seconds: float
     last_latency: float
     mean_latency: float
+    class_name: str = ""
 
     @property
     def load(self) -> int:

@@ -118,6 +118,7 @@ class ChatAgent(Agent):
             ``(dropped_turns, previous_summary) -> summary``.
         max_new_tokens: the longest answer (a dialogue may ask for fewer).
         temperature: 0 for greedy (reproducible) answers.
+        seed: seeds sampling (temperature > 0), so a sampled dialogue can be replayed.
         model_timeout: how long to wait for the model.
         oplog: a JSONL file for the operation log.
 
@@ -135,6 +136,7 @@ class ChatAgent(Agent):
         summarize: str | Summarizer = "drop",
         max_new_tokens: int = 64,
         temperature: float = 0.0,
+        seed: int | None = None,
         model_timeout: float = 120.0,
         oplog: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -155,6 +157,9 @@ class ChatAgent(Agent):
         self.summarize = summarize
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
+            raise AgentError(f"seed must be a non-negative int or None, got {seed!r}")
+        self.seed = seed
         self.model_timeout = model_timeout
         self.scene = ""  # who this agent talks with, and about what (set by a dialogue)
 
@@ -235,6 +240,7 @@ class ChatAgent(Agent):
             if max_tokens
             else self.max_new_tokens,
             temperature=self.temperature,
+            seed=self.seed,
             stop=stop,
             truncate=True,
             stream_to=stream_to,

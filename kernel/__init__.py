@@ -7,6 +7,7 @@
 #   _routers     round_robin, least_loaded, consistent_hash, broadcast
 #   _pool        Pool (supervises and scales members), PoolCore, Autoscale
 #   _pool_ref    PoolRef (routes in the sender's thread), Batch, GatherReply
+#   _status      NodeStatus (what ``llmos status`` asks), status_rows
 #   _stats       KernelStats, PoolStats, BatchFigures and the scheduling figures
 # Imports point to llmos.actors (and, later, llmos.transport) only; nothing here imports agents.
 from llmos.kernel._kernel import KERNEL_NAME, Kernel, kernel
@@ -31,6 +32,7 @@ from llmos.kernel._stats import (
     parallel_efficiency,
     utilisation,
 )
+from llmos.kernel._status import NodeStatus, status_rows
 from llmos.kernel._supervisor import Supervisor, supervisor_of
 from llmos.kernel._timer import ManualTimer, ThreadTimer, Timer, TimerHandle
 
@@ -49,6 +51,7 @@ __all__ = [
     "KernelStats",
     "LeastLoaded",
     "ManualTimer",
+    "NodeStatus",
     "Pool",
     "PoolRef",
     "PoolStats",
@@ -67,6 +70,7 @@ __all__ = [
     "parallel_efficiency",
     "restart_group",
     "should_restart",
+    "status_rows",
     "supervisor_of",
     "utilisation",
 ]

@@ -30,12 +30,14 @@ from llmos.actors import (
     WhenFull,
     dead_letter_count,
     get,
+    handler,
 )
 from llmos.kernel._pool import Autoscale, Pool, PoolCore, live_pools
 from llmos.kernel._pool_ref import PoolRef
 from llmos.kernel._routers import HashKey, Router, RouterName, make_router
 from llmos.kernel._spec import Backoff, ChildSpec, Restart
 from llmos.kernel._stats import KernelStats
+from llmos.kernel._status import NodeStatus, status_rows
 from llmos.kernel._supervisor import Supervisor, supervisor_of
 from llmos.kernel._timer import Timer
 
@@ -289,6 +291,11 @@ class Kernel(Supervisor):
             gave_up=gave_up,
             dead_letters=dead_letter_count(),
         )
+
+    @handler(NodeStatus)
+    def node_status(self, _msg: NodeStatus) -> list[dict[str, Any]]:
+        """Answer ``llmos status``: one row per actor running in this process."""
+        return status_rows()
 
     # -- life cycle --------------------------------------------------------------------------------
 

@@ -1,0 +1,161 @@
+"""``llmos demo`` and ``llmos chat``: a dialogue on the default model, and a person talking to
+an agent. Both load the model in the foreground (with a progress bar in a terminal), then stream
+every utterance to the console as it is generated."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import llmos.actors as actors
+from llmos.actors import ActorRef
+from llmos.agents._agent import spawn
+from llmos.agents._chat_agent import ChatAgent
+from llmos.agents._dialogue import Dialogue, run_chat
+from llmos.agents._fake_model import FakeModel
+from llmos.agents._human import HumanAgent
+from llmos.agents._termination import MaxTurns, Repetition, Timeout
+
+__all__ = ["DEMO_QUESTION", "run_chat_session", "run_demo"]
+
+DEMO_QUESTION = "Should our town turn its main street into a car-free zone?"
+
+PERSONAS = (
+    (
+        "ada",
+        "You are Ada, an upbeat urban planner. Answer in one or two short sentences and argue "
+        "for the idea.",
+    ),
+    (
+        "rex",
+        "You are Rex, a sceptical shop owner on the main street. Answer in one or two short "
+        "sentences and raise one concrete worry.",
+    ),
+)
+
+
+class Debater(ChatAgent):
+    """A ChatAgent whose prompt is the topic and the other speaker's latest line.
+
+    Small models tend to echo a long chat history back; one focused question per turn keeps
+    SmolLM2-135M answering the other speaker instead.
+    """
+
+    def __init__(self, model: ActorRef, persona: str, topic: str, **kwargs: Any) -> None:
+        super().__init__(model, persona, **kwargs)
+        self.topic = topic
+
+    def prompt_messages(self, context: str = "") -> list[dict[str, str]]:
+        heard = [t["content"] for t in self.memory.turns if t["role"] == "user"]
+        last = heard[-1] if heard else ""
+        speaker, sep, text = last.partition(": ")
+        if sep and speaker != self.agent_name and text:
+            who = speaker.capitalize()
+            ask = f'{who} says: "{text}"\nWhat do you say to {who}?'
+        else:
+            ask = "What do you say?"
+        return [
+            {"role": "system", "content": self.persona},
+            {"role": "user", "content": f"Topic: {self.topic}\n{ask}"},
+        ]
+
+
+def _start_model(model: str | None, fake: bool, device: str) -> ActorRef:
+    if fake:
+        return FakeModel.start(name="model")
+    from llmos.agents._model_actor import ModelActor, shared_model
+
+    print(f"loading {model or 'the default model (SmolLM2-135M-Instruct)'} ...", file=sys.stderr)
+    loaded = shared_model(model, device=device, progress=True)  # weights shared with the actor
+    print(f"model ready: {loaded.name} on {loaded.device}", file=sys.stderr)
+    return ModelActor.start(model, device=device, name="model")
+
+
+def run_demo(
+    *,
+    model: str | None = None,
+    turns: int = 4,
+    max_tokens: int = 40,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    question: str = DEMO_QUESTION,
+    save: Path | None = None,
+    device: str = "auto",
+    fake: bool = False,
+) -> int:
+    """Two personas discuss ``question`` for ``turns`` turns through one model actor.
+
+    Returns:
+        0 when the dialogue ended normally (turns done), 1 otherwise (the reason is printed).
+    """
+    try:
+        model_ref = _start_model(model, fake, device)
+        speakers = [
+            spawn(
+                Debater,
+                model_ref,
+                persona,
+                question,
+                max_new_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+                memory_tokens=768,
+                name=name,
+                restart_on_ask_error=True,  # a speaker that fails its turn is restarted
+            )
+            for name, persona in PERSONAS
+        ]
+        stop = MaxTurns(turns) | Repetition(window=4, repeats=2) | Timeout(600)
+        result = run_chat(
+            speakers,
+            question,
+            chat_class=Dialogue,
+            termination=stop,
+            save_to=save / "dialogue" if save else None,
+            timeout=900,
+        )
+        if result.jsonl_path:
+            print(f"[transcript: {result.jsonl_path} and {result.markdown_path}]")
+        return 0 if result.ended_normally else 1
+    finally:
+        actors.stop_all()
+
+
+def run_chat_session(
+    *,
+    model: str | None = None,
+    persona: str = "You are a helpful, concise assistant.",
+    max_tokens: int = 96,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    device: str = "auto",
+    fake: bool = False,
+    turns: int = 200,
+) -> int:
+    """A person at the terminal talks with a ChatAgent; ``/quit`` or end of input ends it."""
+    try:
+        model_ref = _start_model(model, fake, device)
+        bot = spawn(
+            ChatAgent,
+            model_ref,
+            persona,
+            max_new_tokens=max_tokens,
+            temperature=temperature,
+            seed=seed,
+            name="assistant",
+            restart_on_ask_error=True,
+        )
+        print("type a message; /quit ends the chat", file=sys.stderr)
+        you = HumanAgent.start(name="you")
+        result = run_chat(
+            [you, bot],
+            "",
+            chat_class=Dialogue,
+            termination=MaxTurns(turns),
+            timeout=24 * 3600,
+        )
+        print(f"[chat ended: {result.reason}]")
+        return 0
+    finally:
+        actors.stop_all()
