@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -153,3 +154,59 @@ def test_request_past_its_timeout_is_dropped(model: ActorRef) -> None:
     assert ask(model, chat("On time", max_new_tokens=4)).text
     stats = ask(model, GetModelStats())
     assert stats.completed == 1 and stats.refused == 1
+
+
+def test_pool_of_two_replicas_serves_concurrent_agents(loaded: Any) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from llmos.kernel import kernel
+
+    pool = kernel().spawn_pool(ModelActor, size=2, router="least_loaded", name="models")
+    members = pool.members()
+    for m in members:  # hold both replicas so the asks queue and spread by load
+        m.ask(Pause(), timeout=30).get()
+
+    def agent(i: int) -> Completion:
+        reply = pool.ask(
+            chat(f"Say the number {i}.", max_new_tokens=4, requester=f"a{i}"), timeout=300
+        )
+        result: Completion = reply.get()
+        return result
+
+    with ThreadPoolExecutor(6) as workers:
+        futures = [workers.submit(agent, i) for i in range(6)]
+        queued, deadline = 0, time.monotonic() + 60
+        while queued < 6:  # wait (bounded) until all 6 asks sit in the replicas' queues
+            assert time.monotonic() < deadline, f"only {queued} of 6 asks reached the pool"
+            queued = sum(ask(m, GetModelStats(), timeout=30).queued for m in members)
+        for m in members:
+            m.ask(Resume(), timeout=30).get()
+        answers = [f.result(timeout=300) for f in futures]
+    assert all(a.completion_tokens > 0 for a in answers)
+    served = [ask(m, GetModelStats()).completed for m in members]
+    assert sorted(served) == [3, 3]  # least_loaded spread the six agents evenly
+
+
+def test_out_of_memory_fails_the_batch_and_the_kernel_restarts_the_model(
+    loaded: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from llmos.agents import ModelEngine, ModelOutOfMemory
+    from llmos.kernel import kernel
+
+    real = ModelEngine.generate_batch
+    calls = {"n": 0}
+
+    def flaky(self: Any, requests: Any, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ModelOutOfMemory("CUDA out of memory (simulated)")
+        return real(self, requests, **kw)
+
+    monkeypatch.setattr(ModelEngine, "generate_batch", flaky)
+    ref = kernel().spawn(ModelActor, name="oom-model")
+    with pytest.raises(ModelOutOfMemory):
+        ask(ref, chat("First", max_new_tokens=4))
+    # The kernel restarted the actor behind the same ref; the next request is served.
+    done = ask(ref, chat("Second", max_new_tokens=4))
+    assert done.completion_tokens > 0
+    assert ref.statistics().restarts == 1
