@@ -14,8 +14,8 @@
 # imported on first use, so ``import llmos.agents`` stays fast for model-free programs.
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+import importlib as _importlib
+from typing import TYPE_CHECKING
 
 from llmos.agents._agent import Agent, check_input, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
@@ -77,17 +77,20 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> object:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'llmos.agents' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_LAZY))
+
+
+del TYPE_CHECKING  # keep the namespace to the public names
 
 
 __all__ = [
