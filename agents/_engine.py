@@ -81,7 +81,8 @@ class ModelEngine:
     @property
     def context_window(self) -> int:
         """The most tokens (prompt plus generated) one request may use."""
-        return self.loaded.context_window
+        window: int = self.loaded.context_window
+        return window
 
     @staticmethod
     def _find_eos_ids(loaded: LoadedModel) -> frozenset[int]:
