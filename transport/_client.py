@@ -40,14 +40,12 @@ class Client:
         self.node = node
         self.counters = node.counters
 
-    def on_frame(self, peer: Peer, parts: list[bytes]) -> None:
+    def on_frame(self, peer: Peer, data: bytes) -> None:
+        """One message from the peer (each part of a multipart message arrives on its own,
+        and is rejected as a frame unless it is one)."""
         counters = self.counters
-        if len(parts) != 1:
-            counters.bad_frames += 1
-            log.warning("node %s sent a %d-part message; dropped", peer.address, len(parts))
-            return
         try:
-            items = parse_frame(parts[0], self.node.limits)
+            items = parse_frame(data, self.node.limits)
         except FrameError as exc:
             counters.bad_frames += 1
             log.warning("dropped a bad frame from node %s: %s", peer.address, exc)

@@ -155,7 +155,11 @@ def parse_frame(data: bytes, limits: Limits) -> list[Any]:
         )
     try:
         body = msgpack.unpackb(
-            memoryview(data)[HEADER_SIZE:], ext_hook=_no_ext, **limits.unpack_options()
+            memoryview(data)[HEADER_SIZE:],
+            ext_hook=_no_ext,
+            strict_map_key=False,
+            max_array_len=limits.max_array,
+            max_map_len=limits.max_map,
         )
     except FrameError:
         raise

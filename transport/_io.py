@@ -32,7 +32,7 @@ import zmq
 
 from llmos.actors import AuthError, LlmosError, TransportError
 from llmos.transport._frames import pack_frame
-from llmos.transport._links import BURST, PeerLinks
+from llmos.transport._links import BURST, EVENTS, NOBLOCK, POLLIN, POLLOUT, PeerLinks
 from llmos.transport._peer import Peer
 from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT
 
@@ -190,7 +190,7 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
 
     def _setup(self) -> None:
         node = self.node
-        self._poller.register(self._wake_r, zmq.POLLIN)
+        self._poller.register(self._wake_r, POLLIN)
         self._handlers[self._wake_r] = (self._on_wake, None)
         if node.keys is not None:
             zap = self.ctx.socket(zmq.REP)
@@ -203,7 +203,7 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
                     "another node in this process already runs a ZAP authenticator on this "
                     "ZeroMQ context; give each secure node its own context (the default)"
                 ) from exc
-            self._poller.register(zap, zmq.POLLIN)
+            self._poller.register(zap, POLLIN)
             self._handlers[zap] = (self._on_zap, None)
         router = self.ctx.socket(zmq.ROUTER)
         self.router = router
@@ -225,7 +225,7 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
                 "free one)"
             ) from exc
         self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._poller.register(router, zmq.POLLIN)
+        self._poller.register(router, POLLIN)
         self._handlers[router] = (self._on_router, None)
 
     def _turn(self, next_tick: float) -> float:
@@ -247,9 +247,9 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
             if entry is None:
                 continue
             try:
-                if event & zmq.POLLIN:
+                if event & POLLIN:
                     entry[0](entry[1])
-                if event & zmq.POLLOUT:
+                if event & POLLOUT:
                     self._flush_peer(entry[1])
             except zmq.ContextTerminated:
                 raise
@@ -285,7 +285,7 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         assert zap is not None and handler is not None
         while True:
             try:
-                request = zap.recv_multipart(zmq.NOBLOCK)
+                request = zap.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return
             try:
@@ -308,11 +308,11 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         serve = self.node.server.on_frame
         for _n in range(BURST):
             try:
-                parts = router.recv_multipart(zmq.NOBLOCK)
+                parts = router.recv_multipart(NOBLOCK)
             except zmq.Again:
                 return
             serve(parts)
-            if not cast(int, router.get(zmq.EVENTS)) & zmq.POLLIN:
+            if not cast(int, router.get(EVENTS)) & POLLIN:
                 return  # cheaper than letting the next recv raise zmq.Again
 
     # -- replies through the ROUTER -------------------------------------------------------
@@ -350,7 +350,7 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         router = self.router
         assert router is not None
         try:
-            router.send_multipart((ident, frame), zmq.NOBLOCK, copy=len(frame) < 65536)
+            router.send_multipart((ident, frame), NOBLOCK, copy=len(frame) < 65536)
         except zmq.Again:
             self._stalled.append((ident, frame, give_up, count))
             return False

@@ -143,10 +143,10 @@ class Sending:
         self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
     ) -> bool:
         """Queue a request; False only when ``block`` is False and the queue is full."""
-        peer = self.peer(address)
+        peer = self.peers.get(address) or self.peer(address)
         if peer.state == DOWN:
             raise peer.down_error()
-        if not self.wait_for_room(peer, block):
+        if len(peer.outbox) >= self.max_outbox and not self.wait_for_room(peer, block):
             return False
         rid = next(self._ids)
         left = reply.deadline - _monotonic()
