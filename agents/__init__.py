@@ -52,6 +52,7 @@ from llmos.agents._transcript import ChatResult, ConsolePrinter, Entry, Transcri
 
 if TYPE_CHECKING:
     from llmos.agents._engine import (
+        BatchSession,
         GenerateParams,
         GenerateResult,
         LoadedModel,
@@ -64,6 +65,7 @@ if TYPE_CHECKING:
     from llmos.agents._model_actor import ModelActor, shared_model
 
 _LAZY = {
+    "BatchSession": "llmos.agents._engine",
     "GenerateParams": "llmos.agents._engine",
     "GenerateResult": "llmos.agents._engine",
     "LoadedModel": "llmos.agents._engine",
@@ -98,6 +100,7 @@ __all__ = [
     "AgentInfo",
     "AllOf",
     "AnyOf",
+    "BatchSession",
     "BudgetExceeded",
     "ChatAgent",
     "ChatResult",

@@ -98,11 +98,17 @@ def test_over_long_prompt_is_refused_with_lengths(model: ActorRef) -> None:
         ask(model, chat(long_text, max_new_tokens=8))
     assert "context" in str(info.value)
     # With truncation asked for, the oldest turns are dropped until it fits.
-    turns = [{"role": "system", "content": "Be brief."}]
-    turns += [{"role": "user", "content": "filler " * 1500} for _ in range(4)]
-    turns += [{"role": "user", "content": "What is the capital of France?"}]
+    turns = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "filler " * 9000},  # alone longer than the window
+        {"role": "assistant", "content": "Noted."},
+        {"role": "user", "content": "What is the capital of France?"},
+    ]
+    with pytest.raises(ModelError, match="context"):
+        ask(model, Generate(messages=turns, max_new_tokens=8))
     done = ask(model, Generate(messages=turns, max_new_tokens=8, truncate=True))
-    assert done.prompt_tokens < 8192
+    assert done.prompt_tokens < 100  # the old filler turn was dropped, the question kept
+    assert "Paris" in done.text
 
 
 def test_malformed_request_then_good_one(model: ActorRef) -> None:
