@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmos.actors._errors import ActorDeadError, ActorError, NameTaken
+from llmos.actors._errors import ActorDeadError, ActorError, LlmosError, NameTaken
 from llmos.actors._mailbox import STOP, Envelope, Mailbox, envelope
 from llmos.actors._messages import Terminated
 from llmos.actors._records import ActorStats, record_dead_letter
@@ -265,8 +265,8 @@ class Cell:
         for watcher in watchers:
             try:
                 watcher.tell(note)
-            except ActorError:
-                pass  # the watcher itself is gone
+            except LlmosError as exc:  # the watcher is gone, or its node is unreachable
+                log.info("Terminated for %s not delivered to %r: %s", self.name, watcher, exc)
         self.stopped_event.set()
         sup = self.supervisor
         if sup is not None:
