@@ -75,7 +75,9 @@ def shared_model(
 
 @message("llmos.model._RunBatch")
 class _RunBatch:
-    """Sent by the model actor to itself: start the next batch."""
+    """Sent by the model actor to itself: start the next batch (``gathered``: after the window)."""
+
+    gathered: bool = False
 
 
 class ModelActor(Actor):
@@ -92,6 +94,8 @@ class ModelActor(Actor):
         default_budget: the budget of requesters not in ``budgets`` (None: unlimited).
         max_new_tokens_cap: requests asking for more are capped to this.
         share_weights: load the weights once per process and share them between replicas.
+        batch_window: seconds a batch that is not full waits for more requests to arrive
+            before it starts (a few ms: concurrent agents' requests land in one batch).
         progress: show a progress bar while loading (in a terminal).
 
     Generate is meant to be asked: the answer is a :class:`Completion`. A request whose ask
@@ -111,6 +115,7 @@ class ModelActor(Actor):
         share_weights: bool = True,
         progress: bool = False,
         cache_dir: str | None = None,
+        batch_window: float = 0.005,
     ) -> None:
         super().__init__()
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -120,6 +125,9 @@ class ModelActor(Actor):
         self.model_spec = (model, device, dtype, cache_dir)
         self.max_batch_size = max_batch_size
         self.max_new_tokens_cap = max_new_tokens_cap
+        if not isinstance(batch_window, int | float) or not 0 <= batch_window <= 1:
+            raise ModelError(f"batch_window must be 0..1 seconds, got {batch_window!r}")
+        self.batch_window = float(batch_window)
         self.share_weights = share_weights
         self.progress = progress
         self.scheduler = Scheduler(schedule, budgets, default_budget)
@@ -263,9 +271,16 @@ class ModelActor(Actor):
         )
 
     @handler(_RunBatch)
-    def run_batch(self, _msg: _RunBatch) -> None:
+    def run_batch(self, msg: _RunBatch) -> None:
         self._batch_queued = False
         if self.paused:
+            return
+        if not msg.gathered and self.batch_window and len(self.scheduler) < self.max_batch_size:
+            # Give requests sent at the same moment a few ms to arrive; they queue in the
+            # mailbox ahead of the RunBatch told now, so they all join this batch.
+            time.sleep(self.batch_window)
+            self._batch_queued = True
+            self.actor_ref.tell(_RunBatch(gathered=True))
             return
         batch = [p for p in self.scheduler.take(self.max_batch_size) if self._still_wanted(p)]
         if batch:
