@@ -1,9 +1,10 @@
 """The node's connections to its peers: one DEALER socket per peer, and its life cycle.
 
-Part of the I/O thread (:class:`~llmos.transport._io.IOLoop` mixes this in); nothing here runs
-in any other thread. A dealer has ``IMMEDIATE`` set, so nothing queues toward a connection
-that is not up: what callers queue waits in the peer's outbox, and a frame libzmq refuses
-(high-water mark reached) is kept as the peer's stalled frame until the socket is writable.
+Part of the I/O thread (:class:`~llmos.transport._io.IOLoop` mixes this in); everything here
+runs with the I/O lock held, mostly in the I/O thread. A dealer has ``IMMEDIATE`` set, so
+nothing queues toward a connection that is not up: what callers queue waits in the peer's
+outbox, and a frame libzmq refuses (high-water mark reached) is kept as the peer's stalled
+frame until the socket is writable.
 A peer is marked down when it misses heartbeats, when its connection is lost, or when the
 security handshake fails; that fails its pending requests at once, and the socket is replaced
 by a fresh one, so nothing queued for the old connection is ever delivered late.
@@ -12,6 +13,7 @@ by a fresh one, so nothing queued for the old connection is ever delivered late.
 from __future__ import annotations
 
 import logging
+import select
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,7 @@ __all__ = [
     "AUTH_RETRY",
     "BATCH_BYTES",
     "BURST",
+    "EPOLLIN",
     "EVENTS",
     "HWM",
     "NOBLOCK",
@@ -65,6 +68,7 @@ POLLIN = int(zmq.POLLIN)
 POLLOUT = int(zmq.POLLOUT)
 NOBLOCK = int(zmq.NOBLOCK)
 EVENTS = int(zmq.EVENTS)
+EPOLLIN = getattr(select, "EPOLLIN", 1)
 
 
 class PeerLinks:
@@ -78,6 +82,10 @@ class PeerLinks:
     counters: Counters
     _poller: zmq.Poller
     _handlers: dict[Any, tuple[Callable[[Any], None], Any]]
+    _shared: dict[int, Peer | None]
+    _dealer_poll: Any
+    _touched: set[int]
+    recheck: set[int]
 
     def configure(self, sock: zmq.Socket[Any]) -> None:
         """The options every socket of the node gets (ROUTER and dealers)."""
@@ -96,16 +104,27 @@ class PeerLinks:
         sock.setsockopt(zmq.HANDSHAKE_IVL, max(200, hb_ms))
 
     def _on_dealer(self, peer: Peer) -> None:
+        """The dealer's file descriptor signalled: read what arrived, resend a stalled frame."""
         sock = peer.socket
-        handle = self.node.client.on_frame
-        for _n in range(BURST):
-            try:
-                data = sock.recv(NOBLOCK)  # a plain recv: recv_multipart costs 5x more
-            except zmq.Again:
-                return
-            handle(peer, data)
-            if sock is not peer.socket or not sock.get(EVENTS) & POLLIN:
-                return  # replaced (the peer went down), or nothing more: no zmq.Again raised
+        if sock is None:
+            return
+        self._touched.add(peer.fd)
+        events = sock.get(EVENTS)
+        if events & POLLIN:
+            handle = self.node.client.on_frame
+            for _n in range(BURST):
+                try:
+                    data = sock.recv(NOBLOCK)  # a plain recv: recv_multipart costs 5x more
+                except zmq.Again:
+                    break
+                handle(peer, data)
+                if sock is not peer.socket:
+                    return  # replaced: the peer went down
+                events = sock.get(EVENTS)
+                if not events & POLLIN:
+                    break  # nothing more: cheaper than letting the next recv raise zmq.Again
+        if peer.stalled is not None and events & POLLOUT:
+            self._flush_peer(peer)
 
     def _on_monitor(self, peer: Peer) -> None:
         monitor = peer.monitor
@@ -173,19 +192,40 @@ class PeerLinks:
             self.mark_down(peer, NodeUnreachable, f"cannot connect to {peer.address}: {exc}")
             return
         peer.socket, peer.monitor = sock, monitor
-        self._poller.register(sock, POLLIN)
+        # The dealer is polled through its file descriptor, not as a socket, so that the
+        # I/O thread does not use the socket while it sleeps: callers may send on it under
+        # the I/O lock (see IOLoop). The descriptor is edge-triggered, so after each use of
+        # the socket its EVENTS are checked again (IOLoop._settle).
+        fd = peer.fd = sock.get(zmq.FD)
+        peer.generation += 1
+        peer.muted = 0
+        if self._dealer_poll is not None:
+            self._dealer_poll.register(fd, EPOLLIN)
+        else:  # pragma: no cover - no epoll (not Linux)
+            self._poller.register(fd, POLLIN)
         self._poller.register(monitor, POLLIN)
-        self._handlers[sock] = (self._on_dealer, peer)
+        self._handlers[fd] = (self._on_dealer, peer)
         self._handlers[monitor] = (self._on_monitor, peer)
+        self._shared[fd] = peer
+        self.recheck.add(fd)
 
     def _close_peer(self, peer: Peer, linger: int = 0) -> None:
-        sock, monitor = peer.socket, peer.monitor
+        sock, monitor, fd = peer.socket, peer.monitor, peer.fd
         peer.socket = peer.monitor = None
         peer.stalled = None
-        for s in (sock, monitor):
-            if s is not None:
-                self._poller.unregister(s)
-                self._handlers.pop(s, None)
+        peer.fd = -1
+        if sock is not None:
+            if self._dealer_poll is not None:
+                self._dealer_poll.unregister(fd)
+            else:  # pragma: no cover - no epoll (not Linux)
+                self._poller.unregister(fd)
+            self._handlers.pop(fd, None)
+            self._shared.pop(fd, None)
+            self.recheck.discard(fd)
+            self._touched.discard(fd)
+        if monitor is not None:
+            self._poller.unregister(monitor)
+            self._handlers.pop(monitor, None)
         if sock is not None:
             try:
                 sock.disable_monitor()
@@ -209,7 +249,6 @@ class PeerLinks:
                 return
             peer.stalled = None
             peer.last_heard = max(peer.last_heard, _monotonic())  # it drained: alive
-            self._poller.register(peer.socket, POLLIN)
         outbox = peer.outbox
         limits = self.limits
         pending = peer.pending
@@ -230,14 +269,14 @@ class PeerLinks:
             frame = pack_frame(items)
             self.counters.items_out += len(items)
             if not self._send_dealer(peer, frame):
-                peer.stalled = frame
-                self._poller.register(peer.socket, POLLIN | POLLOUT)
+                peer.stalled = frame  # resent when the descriptor signals room (POLLOUT)
                 break
         if not peer.room.is_set() and len(outbox) < self.node.max_outbox:
             peer.room.set()
 
     def _send_dealer(self, peer: Peer, frame: bytes) -> bool:
         sock = peer.socket
+        self._touched.add(peer.fd)
         try:
             sock.send(frame, NOBLOCK, copy=len(frame) < 65536)
         except zmq.Again:
@@ -249,6 +288,7 @@ class PeerLinks:
         sock = peer.socket
         if sock is None or peer.stalled is not None:
             return
+        self._touched.add(peer.fd)
         try:
             sock.send(_PING_FRAME, NOBLOCK)
         except zmq.Again:

@@ -38,9 +38,12 @@ class Peer:
     __slots__ = (
         "address",
         "error",
+        "fd",
+        "generation",
         "last_heard",
         "lock",
         "monitor",
+        "muted",
         "outbox",
         "pending",
         "queued",
@@ -72,6 +75,9 @@ class Peer:
         self.retry_at = 0.0
         self.watches: dict[tuple[str, ActorRef], int] = {}
         self.socket: Any = None
+        self.fd = -1  # the socket's ZMQ_FD while it is open
+        self.generation = 0  # counts the sockets opened to this peer
+        self.muted = 0  # threads reading the socket themselves (the I/O thread does not poll it)
         self.monitor: Any = None
         self.stalled: bytes | None = None
 

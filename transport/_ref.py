@@ -24,6 +24,7 @@ from llmos.actors import (
     Reply,
     default_ask_timeout,
 )
+from llmos.transport._direct import RemoteReply
 from llmos.transport._frames import ASK, STATS, STOP, TELL
 from llmos.transport._peer import DOWN
 
@@ -100,7 +101,10 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
         span = check_timeout(timeout)
         via = self._via
         payload = via.encode_message(message)
-        reply = Reply(_monotonic() + span, self, span)
+        peer = self._peer
+        if peer is None:
+            peer = self._peer = via.peer(self.node or "")
+        reply = RemoteReply(_monotonic() + span, self, span, via.io, peer)
         via.send_request(self.node or "", ASK, self.name, payload, reply)
         return reply
 

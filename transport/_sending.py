@@ -22,6 +22,7 @@ from llmos.actors import (
     TransportError,
 )
 from llmos.actors._cell import lookup as _lookup_cell
+from llmos.transport._direct import RemoteReply
 from llmos.transport._errors import PeerBusy
 from llmos.transport._frames import PING, UNWATCH, WATCH
 from llmos.transport._peer import DOWN, Peer
@@ -155,13 +156,16 @@ class Sending:
             if peer.state == DOWN:
                 raise peer.down_error()
             peer.pending[rid] = reply
-        self.io.post(peer, item)
+        io = self.io
+        if not io.send_now(peer, item):
+            io.post(peer, item)
         return True
 
     def request(self, address: str, op: int, target: str, value: Any, timeout: float | None) -> Any:
         span = check_timeout(timeout)
         payload = self.encode_payload(value) if value is not None else b"\xc0"
-        reply = Reply(_monotonic() + span, f"{target}@{address}", span)
+        peer = self.peer(address)
+        reply = RemoteReply(_monotonic() + span, f"{target}@{address}", span, self.io, peer)
         self.send_request(address, op, target, payload, reply)
         return reply.get()
 
