@@ -104,11 +104,14 @@ class PeerLinks:
         sock.setsockopt(zmq.HANDSHAKE_IVL, max(200, hb_ms))
 
     def _on_dealer(self, peer: Peer) -> None:
-        """The dealer's file descriptor signalled: read what arrived, resend a stalled frame."""
+        """The dealer's file descriptor signalled: read what arrived, resend a stalled frame.
+
+        Ends with an EVENTS check (so the descriptor signals again for what comes next),
+        unless it stopped after BURST frames: then the socket is marked for a recheck.
+        """
         sock = peer.socket
         if sock is None:
             return
-        self._touched.add(peer.fd)
         events = sock.get(EVENTS)
         if events & POLLIN:
             handle = self.node.client.on_frame
@@ -116,13 +119,16 @@ class PeerLinks:
                 try:
                     data = sock.recv(NOBLOCK)  # a plain recv: recv_multipart costs 5x more
                 except zmq.Again:
+                    events = 0
                     break
                 handle(peer, data)
                 if sock is not peer.socket:
                     return  # replaced: the peer went down
                 events = sock.get(EVENTS)
                 if not events & POLLIN:
-                    break  # nothing more: cheaper than letting the next recv raise zmq.Again
+                    break
+            else:
+                self._touched.add(peer.fd)  # more is waiting: handled next turn
         if peer.stalled is not None and events & POLLOUT:
             self._flush_peer(peer)
 

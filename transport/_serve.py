@@ -15,6 +15,7 @@ import importlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import (
@@ -98,7 +99,7 @@ class Server:
 
     # -- frames ---------------------------------------------------------------------------
 
-    def on_frame(self, parts: list[bytes]) -> None:
+    def on_frame(self, parts: Sequence[bytes]) -> None:
         if len(parts) != 2:
             self._reject(
                 parts[0] if parts else None, f"expected 1 frame per message, got {len(parts) - 1}"
