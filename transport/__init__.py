@@ -4,9 +4,11 @@
 #   _codec     msgpack + ext types (tuples, messages, refs), error envelopes, register_error
 #   _security  CURVE key pairs, the bind policy, the ZAP allowlist decision
 #   _peer      per-peer state, counters, NodeStats
-#   _io        the I/O thread: the only owner of the node's sockets (wake-ups, ROUTER replies)
+#   _io        the I/O thread and the lock over the node's sockets (wake-ups, ROUTER replies,
+#              the ask fast path: requests and answers sent by the calling thread)
 #   _links     the I/O thread's dealer socket per peer: heartbeats, up/down, outbox flushing
 #   _serve     requests from peers (ROUTER side); _client: answers from peers (DEALER side)
+#   _direct    RemoteReply: a thread waiting for an answer reads the peer's socket itself
 #   _ref       RemoteRef
 #   _sending   queueing tells and requests to peers, back-pressure (mixed into Node)
 #   _node      Node, the public entry point

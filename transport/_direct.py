@@ -47,9 +47,10 @@ def direct_waits() -> bool:
 
 
 class _Lease:
-    """One thread's wake-up eventfd; back to the free list when the thread ends."""
+    """One thread's wake-up eventfd (back to the free list when the thread ends), and the
+    thread's poll set: that eventfd and the dealer descriptor it waited on last."""
 
-    __slots__ = ("fd",)
+    __slots__ = ("dealer", "fd", "poller")
 
     def __init__(self) -> None:
         with _free_lock:
@@ -57,17 +58,29 @@ class _Lease:
         if fd < 0:
             fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.fd = fd
+        self.poller = select.poll()
+        self.poller.register(fd, _POLLIN)
+        self.dealer = -1
+
+    def watch(self, dealer: int) -> Any:
+        """The poll set, watching ``dealer`` (instead of the one watched before)."""
+        if dealer != self.dealer:
+            if self.dealer >= 0:
+                self.poller.unregister(self.dealer)
+            self.poller.register(dealer, _POLLIN)
+            self.dealer = dealer
+        return self.poller
 
     def __del__(self) -> None:
         with _free_lock:
             _free.append(self.fd)
 
 
-def _wake_fd() -> int:
+def _lease() -> _Lease:
     lease: _Lease | None = getattr(_local, "lease", None)
     if lease is None:
         lease = _local.lease = _Lease()
-    return lease.fd
+    return lease
 
 
 class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
@@ -104,10 +117,9 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
         fd = peer.fd
         if fd < 0 or threading.current_thread() is io.thread:
             return  # no connection yet (the I/O thread will read it), or called from there
-        wake = _wake_fd()
-        poller = select.poll()
-        poller.register(fd, _POLLIN)
-        poller.register(wake, _POLLIN)
+        lease = _lease()
+        wake = lease.fd
+        poll = lease.watch(fd).poll
         self._owner = _get_ident()
         self._wake = wake
         lock = io.lock
@@ -117,18 +129,14 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
             generation = peer.generation
             io.mute(peer)  # answers wake this thread only, not the I/O thread too
         try:
+            # Sleep first: an answer that came before now was either left signalled on the
+            # descriptor, or read by a thread that used the socket since (which then wakes
+            # this one through ``wake``, or marked the socket for the I/O thread to read).
             while not self._done:
-                with lock:  # the I/O thread holds it only while it works, never while it sleeps
-                    if peer.fd != fd:
-                        return  # the socket was replaced: its asks were failed
-                    io.read_peer(peer)
-                    wake_io = bool(io.recheck)
-                if wake_io:
-                    io.wake()
                 left = self.deadline - _monotonic()
-                if self._done or left <= 0:
+                if left <= 0:
                     return
-                for ready, event in poller.poll(math.ceil(left * 1000)):
+                for ready, event in poll(math.ceil(left * 1000)):
                     if event & _BROKEN:
                         return  # fall back to waiting on the reply itself
                     if ready == wake:
@@ -136,6 +144,15 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
                             os.read(wake, 8)
                         except BlockingIOError:
                             pass
+                if self._done:
+                    return
+                with lock:  # the I/O thread holds it only while it works, never while it sleeps
+                    if peer.fd != fd:
+                        return  # the socket was replaced: its asks were failed
+                    io.read_peer(peer)
+                    wake_io = bool(io.recheck)
+                if wake_io:
+                    io.wake()
         finally:
             self._wake = -1
             with lock:

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
-from llmos.actors import AuthError, LlmosError, TransportError
+from llmos.actors import AuthError, LlmosError, Reply, TransportError
 from llmos.transport._frames import pack_frame
 from llmos.transport._links import BURST, EPOLLIN, EVENTS, NOBLOCK, POLLIN, POLLOUT, PeerLinks
 from llmos.transport._peer import Peer
@@ -354,12 +354,14 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         if peer.muted == 0 and self._dealer_poll is not None:
             self._dealer_poll.modify(peer.fd, EPOLLIN)  # readiness is re-evaluated now
 
-    def send_now(self, peer: Peer, item: list[Any]) -> bool:
-        """Send one item to a peer from the calling thread, if that can be done at once.
+    def send_now(self, peer: Peer, item: list[Any], reply: Reply) -> bool:
+        """Send a request to a peer from the calling thread, if that can be done at once.
 
         Only when nothing is queued or stalled ahead of it (so the order of one sender's items
         holds), the peer's connection is up, and no other thread holds the lock. Returns False
-        when the item was not sent; the caller then queues it.
+        when the item was not sent; the caller then queues it. A request whose reply already
+        completed (the peer was marked down meanwhile, and its socket replaced) is dropped
+        here, as it would be from the outbox.
         """
         if peer.outbox or peer.stalled is not None or peer.socket is None:
             return False
@@ -368,6 +370,8 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         try:
             if peer.outbox or peer.stalled is not None or peer.socket is None or self.closing:
                 return False
+            if reply.done():
+                return True
             try:
                 sent = self._send_dealer(peer, pack_frame([item]))
             except zmq.ZMQError:

@@ -157,7 +157,7 @@ class Sending:
                 raise peer.down_error()
             peer.pending[rid] = reply
         io = self.io
-        if not io.send_now(peer, item):
+        if not io.send_now(peer, item, reply):
             io.post(peer, item)
         return True
 
