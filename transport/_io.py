@@ -1,14 +1,23 @@
 """The I/O thread, and the lock that guards a node's ZeroMQ sockets.
 
-ZeroMQ sockets are not thread-safe, but one may pass from thread to thread behind a full memory
-barrier; here that barrier is :attr:`IOLoop.lock`. The I/O thread holds it while it works, and
-not while it sleeps: it waits in ``poll`` on the sockets' file descriptors (``ZMQ_FD``), not on
-the sockets, so while it sleeps another thread may take the lock and use a socket directly.
-That is the fast path of an ask: the asking thread sends its request itself when nothing is
-queued ahead of it, and an actor sends its answer itself, which saves two thread hand-offs
-(about 30 us each on a small VM) per round trip. ``ZMQ_FD`` is edge-triggered, so after any use
-of a socket its ``EVENTS`` are read again, and a socket that still has something to read is
-rechecked without waiting for its descriptor (:meth:`IOLoop._settle`).
+ZeroMQ sockets are not thread-safe; zmq_socket(3) allows using one from another thread only
+after migrating it with a full memory barrier, which here is :attr:`IOLoop.lock`. The I/O
+thread creates, polls and closes every socket. It holds the lock while it works and not while
+it sleeps: it waits in ``poll`` on the sockets' file descriptors (``ZMQ_FD``), not on the
+sockets, so while it sleeps another thread may take the lock and use a socket directly. That
+is the fast path of an ask, which saves three thread hand-offs per round trip (each about
+30 us, plus the CPU to wake a thread, on a small VM):
+
+- the asking thread sends its request itself when nothing is queued ahead of it for that peer
+  (so one sender's order holds);
+- it waits for the answer by polling the peer's descriptor and reads the socket itself
+  (:mod:`llmos.transport._direct`);
+- the serving actor sends its answer through the ROUTER itself.
+
+A thread that finds the lock taken falls back to the queues below; nothing blocks on it.
+``ZMQ_FD`` is edge-triggered, so after any use of a socket its ``EVENTS`` are read again, and a
+socket that still has something to read is rechecked without waiting for its descriptor
+(:meth:`IOLoop._settle`).
 
 Otherwise threads append items to a peer's outbox (or a reply to the reply queue) and wake this
 thread through an eventfd, written only while it sleeps in ``poll``. Each turn it packs
