@@ -14,7 +14,8 @@ is the fast path of an ask, which saves three thread hand-offs per round trip (e
   (:mod:`llmos.transport._direct`);
 - the serving actor sends its answer through the ROUTER itself.
 
-A thread that finds the lock taken falls back to the queues below; nothing blocks on it.
+A sender that finds the lock taken queues its item instead (below); a waiting reader takes the
+lock only for one read, and the I/O thread never holds it while it sleeps.
 ``ZMQ_FD`` is edge-triggered, so after any use of a socket its ``EVENTS`` are read again, and a
 socket that still has something to read is rechecked without waiting for its descriptor
 (:meth:`IOLoop._settle`).
