@@ -1,12 +1,14 @@
 """Waiting for a remote answer in the asking thread, by reading the peer's socket itself.
 
 A thread that calls ``get()`` on a remote ask sleeps in ``poll`` on the peer's dealer
-descriptor (and on a wake-up eventfd of its own), not on a lock the I/O thread would release:
-when the answer arrives it takes the I/O lock and reads the socket itself, which saves the hand-off
-from the I/O thread (about 30 us, and the I/O thread's CPU, on a small VM). The I/O thread keeps
-polling the same descriptor, so every answer is read by whichever thread gets the lock first;
-when another thread completes the reply (the I/O thread read it first, the peer was marked down,
-the node closed), it writes the waiter's eventfd, so the waiter never sleeps past its answer.
+descriptor and on a wake-up eventfd of its own, not on a lock the I/O thread would release.
+When the descriptor signals, it takes the I/O lock and reads the socket itself, which saves
+the hand-off from the I/O thread (about 30 us, and the I/O thread's CPU, on a small VM). While
+it waits, the I/O thread stops polling that descriptor (``IOLoop.mute``), so one answer wakes
+one thread. Whenever another thread completes the reply instead (the I/O thread read the
+answer first, the peer was marked down, the node closed), it writes the waiter's eventfd, so
+the waiter never sleeps past its answer. ``get(timeout=...)`` and ``ask_async`` do not wait on
+the socket; the I/O thread reads their answers.
 
 Each thread leases one eventfd for its life; when the thread ends, the eventfd returns to a
 free list instead of being closed, so a late wake-up can only ever reach an eventfd (and is
