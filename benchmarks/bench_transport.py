@@ -13,6 +13,10 @@ Both sides carry the same payload (a small dict) to a second process:
 Tell throughput is measured end to end: N tells, then one ask that returns once the receiving
 side has handled all of them. Rounds alternate between raw and llmos so both see the same
 background load; each figure is the best of ``--rounds`` rounds. Not a test.
+
+``--split`` adds where the ask round trip's time goes: each side of llmos against a
+one-thread stand-in that speaks the llmos wire format (frames, request items, codec) on a plain
+socket, so a figure shows what the node, its I/O thread and the actor thread add on that side.
 """
 
 from __future__ import annotations
@@ -76,6 +80,38 @@ def serve_llmos() -> None:
     print(node.address, flush=True)
     sys.stdin.read()
     node.close()
+
+
+def wire_codec() -> Any:
+    from llmos.actors import LlmosError
+    from llmos.transport import Codec, Limits
+
+    def no_refs(name: str, node: str) -> Any:
+        raise LlmosError("the stand-ins carry no refs")
+
+    return Codec("", no_refs, Limits())
+
+
+def serve_wire() -> None:
+    """One thread answering llmos ask frames itself (no node, no actor): the server stand-in."""
+    from llmos.transport._frames import ASK, PING, PONG, REPLY, Limits, pack_frame, parse_frame
+
+    codec, limits = wire_codec(), Limits()
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.linger = 0
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    print(f"tcp://127.0.0.1:{port}", flush=True)
+    while True:
+        ident, data = sock.recv_multipart()
+        answers = []
+        for item in parse_frame(data, limits):
+            if item[0] == ASK:
+                answers.append([REPLY, item[1], codec.encode(codec.decode(item[5]))])
+            elif item[0] == PING:
+                answers.append([PONG, item[1], b""])
+        if answers:
+            sock.send_multipart([ident, pack_frame(answers)])
 
 
 def process_cpu(pid: int) -> float | None:
@@ -182,12 +218,97 @@ class LlmosClient:
         self.proc.wait(10)
 
 
+class WireClient:
+    """One thread sending llmos ask frames on a plain DEALER: the client stand-in."""
+
+    def __init__(self, address: str) -> None:
+        from llmos.transport._frames import Limits
+
+        self.codec, self.limits = wire_codec(), Limits()
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.sock = self.ctx.socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(address)
+        self.rid = 0
+
+    def ask_round_trip(self, asks: int) -> float:
+        from llmos.transport._frames import ASK, REPLY, pack_frame, parse_frame
+
+        sock, codec, limits = self.sock, self.codec, self.limits
+        start = time.perf_counter()
+        for _ in range(asks):
+            self.rid += 1
+            item = [ASK, self.rid, 10.0, time.time() + 10.0, "echo", codec.encode(PAYLOAD)]
+            sock.send(pack_frame([item]))
+            answer = parse_frame(sock.recv(), limits)[0]
+            assert answer[0] == REPLY and answer[1] == self.rid
+            codec.decode(answer[2])
+        return (time.perf_counter() - start) / asks
+
+    def close(self) -> None:
+        self.sock.close(0)
+        self.ctx.term()
+
+
+def split(asks: int, rounds: int) -> None:
+    """Ask round trip of each client (stand-in, llmos) against each server (stand-in, llmos)."""
+    from llmos.transport import Node
+
+    wire_proc, wire_address = start("--serve-wire")
+    llmos_proc, llmos_address = start("--serve-llmos")
+    node = Node(name="bench-split")
+    clients: dict[str, Any] = {}
+    try:
+        servers = {"stand-in server": wire_address, "llmos server": llmos_address}
+        best: dict[tuple[str, str], float] = {}
+        for server, address in servers.items():
+            wire = clients[server] = WireClient(address)
+            ref = node.ref(f"echo@{address}")
+
+            def llmos_asks(n: int, ref: Any = ref) -> float:
+                begin = time.perf_counter()
+                for _ in range(n):
+                    ref.ask(PAYLOAD, timeout=10).get()
+                return (time.perf_counter() - begin) / n
+
+            wire.ask_round_trip(300)  # warm up both
+            llmos_asks(300)
+            for _ in range(rounds):
+                runs = (("stand-in client", wire.ask_round_trip), ("llmos client", llmos_asks))
+                for client, run in runs:
+                    took = run(asks)
+                    key = (client, server)
+                    best[key] = min(best.get(key, took), took)
+    finally:
+        for wire in clients.values():
+            wire.close()
+        node.close()
+        wire_proc.kill()
+        wire_proc.wait()
+        assert llmos_proc.stdin is not None
+        llmos_proc.stdin.close()
+        llmos_proc.wait(10)
+    print()
+    print("where the ask round trip goes (us; stand-ins speak the llmos wire format in one thread)")
+    print(f"{'':28}{'stand-in server':>16}{'llmos server':>14}")
+    for client in ("stand-in client", "llmos client"):
+        row = "".join(
+            f"{best[(client, server)] * 1e6:>{width}.1f}"
+            for server, width in (("stand-in server", 16), ("llmos server", 14))
+        )
+        print(f"{client:28}{row}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--asks", type=int, default=2000)
     parser.add_argument("--tells", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--split", action="store_true", help="also show which side of an ask the time goes to"
+    )
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-wire", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-llmos", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_raw:
@@ -195,6 +316,9 @@ def main() -> int:
         return 0
     if args.serve_llmos:
         serve_llmos()
+        return 0
+    if args.serve_wire:
+        serve_wire()
         return 0
     raw, llmos = RawClient(), LlmosClient()
     results: dict[str, list[Measure]] = {
@@ -242,6 +366,8 @@ def main() -> int:
     )
     print(f"{'CPU per ask, both (us)':28}{raw_ask_cpu:>12}{llmos_ask_cpu:>12}")
     print(f"{'CPU per tell, both (us)':28}{raw_tell_cpu:>12}{llmos_tell_cpu:>12}")
+    if args.split:
+        split(args.asks, args.rounds)
     return 0
 
 
