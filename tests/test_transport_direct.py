@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from transport_peer import Add, Echo
-from transport_support import endpoint, short_tmpdir
+from transport_peer import Add, Echo, Sleep
+from transport_support import PeerProcess, endpoint, short_tmpdir
 
 from llmos.actors import Actor, NodeUnreachable
 from llmos.transport import Node
@@ -229,3 +229,37 @@ def test_threads_that_end_give_their_wake_descriptor_back(pair: tuple[Node, Node
     # At most one wake-up descriptor per thread that ran at the same time (20), not one per
     # thread that ever asked (80).
     assert open_descriptors() - before <= 20
+
+
+@pytest.mark.multiprocess
+def test_kill_9_wakes_every_thread_waiting_on_the_socket() -> None:
+    peer = PeerProcess("--heartbeat", str(HEARTBEAT)).start()
+    local = Node(heartbeat=HEARTBEAT)
+    try:
+        echo = local.ref(f"echo@{peer.address}")
+        assert echo.ask("warm", timeout=10).get() == "warm"
+        waiting = threading.Barrier(9)
+        failed_after: list[float] = []
+        killed_at: list[float] = []
+
+        def wait(_: int) -> None:
+            reply = echo.ask(Sleep(60), timeout=60)
+            waiting.wait(10)
+            with pytest.raises(NodeUnreachable):
+                reply.get()
+            failed_after.append(time.monotonic() - killed_at[0])
+
+        threads = [threading.Thread(target=run_threads, args=(1, wait)) for _ in range(8)]
+        for thread in threads:
+            thread.start()
+        waiting.wait(10)
+        killed_at.append(time.monotonic())
+        peer.kill()
+        for thread in threads:
+            thread.join(HEARTBEAT + 10)
+            assert not thread.is_alive()
+        assert len(failed_after) == 8
+        assert max(failed_after) < HEARTBEAT + 0.5, failed_after
+    finally:
+        peer.stop()
+        local.close()
