@@ -263,3 +263,36 @@ def test_kill_9_wakes_every_thread_waiting_on_the_socket() -> None:
     finally:
         peer.stop()
         local.close()
+
+
+def test_two_threads_waiting_on_one_reply_both_learn_the_peer_is_lost(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    gate = threading.Event()
+    Gate.start(gate, name="gate")
+    reply = a.ref(f"gate@{b.address}").ask("held", timeout=30)
+    outcomes: list[Any] = []
+    started = threading.Barrier(3)
+
+    def wait(_: int) -> None:
+        started.wait(10)
+        try:
+            outcomes.append(reply.get())
+        except NodeUnreachable as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=run_threads, args=(1, wait)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    try:
+        started.wait(10)
+        lost = time.monotonic()
+        b.close()
+        for thread in threads:
+            thread.join(HEARTBEAT + 5)
+            assert not thread.is_alive()
+        assert len(outcomes) == 2 and all(isinstance(o, NodeUnreachable) for o in outcomes)
+        assert time.monotonic() - lost < HEARTBEAT + 1.0
+    finally:
+        gate.set()

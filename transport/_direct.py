@@ -117,8 +117,11 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
         """Read the peer's socket until the answer is in or the deadline passes."""
         io, peer = self._io, self._peer
         fd = peer.fd
-        if fd < 0 or threading.current_thread() is io.thread:
-            return  # no connection yet (the I/O thread will read it), or called from there
+        if fd < 0 or self._wake >= 0 or threading.current_thread() is io.thread:
+            # No connection yet (the I/O thread will read it), another thread already waits
+            # on this reply's socket (only one can be woken through ``_wake``), or called
+            # from the I/O thread: wait on the reply itself.
+            return
         lease = _lease()
         wake = lease.fd
         poll = lease.watch(fd).poll
@@ -149,8 +152,8 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
                 if self._done:
                     return
                 with lock:  # the I/O thread holds it only while it works, never while it sleeps
-                    if peer.fd != fd:
-                        return  # the socket was replaced: its asks were failed
+                    if peer.generation != generation:
+                        return  # the socket was replaced (its asks were failed)
                     io.read_peer(peer)
                     wake_io = bool(io.recheck)
                 if wake_io:
