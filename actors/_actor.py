@@ -216,6 +216,7 @@ class Actor(pykka.ThreadingActor):
             raise ActorError("actor_defer_reply() called while handling a tell: no one awaits it")
         assert cell is not None
         cell.current_reply = None
+        cell.deferred.track(reply)
         return cast("Reply", reply)
 
     def watch(self, ref: ActorRef) -> None:

@@ -39,7 +39,7 @@ from llmos.actors._errors import ActorDeadError, ActorError, LlmosError, NameTak
 from llmos.actors._mailbox import STOP, Envelope, Mailbox, envelope
 from llmos.actors._messages import Terminated
 from llmos.actors._records import ActorStats, record_dead_letter
-from llmos.actors._reply import set_current_cell
+from llmos.actors._reply import Deferred, set_current_cell
 
 if TYPE_CHECKING:
     from llmos.actors._actor import Actor
@@ -127,6 +127,7 @@ class Cell:
         self.failed = 0
         self.restarts = 0
         self.in_flight = 0
+        self.deferred = Deferred()  # asks taken over with actor_defer_reply, not answered yet
         self.busy = 0.0
         self.last_latency = 0.0
         self.total_latency = 0.0

@@ -15,7 +15,7 @@ from typing import Any
 
 from llmos.actors._errors import AskTimeout, DeadlockError
 
-__all__ = ["AsyncReply", "Reply", "late_replies"]
+__all__ = ["AsyncReply", "Deferred", "Reply", "late_replies"]
 
 _allocate_lock = threading.Lock
 _monotonic = time.monotonic
@@ -45,7 +45,17 @@ class Reply:
     :class:`~llmos.actors.ActorDeadError` when the actor stopped before answering.
     """
 
-    __slots__ = ("_claim", "_done", "_error", "_ready", "_value", "deadline", "span", "target")
+    __slots__ = (
+        "_claim",
+        "_done",
+        "_error",
+        "_ready",
+        "_then",
+        "_value",
+        "deadline",
+        "span",
+        "target",
+    )
 
     def __init__(self, deadline: float, target: Any = None, span: float = 0.0) -> None:
         self.deadline = deadline
@@ -57,6 +67,7 @@ class Reply:
         self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
+        self._then: Any = None  # called once completed (see Deferred.track)
 
     def done(self) -> bool:
         """True once the reply holds a value or an error."""
@@ -87,6 +98,9 @@ class Reply:
     def _deliver(self) -> None:
         self._done = True
         self._ready.release()
+        then = self._then
+        if then is not None:
+            then()
 
     def expire(self) -> None:
         """Complete with AskTimeout unless an answer already arrived (then it is kept)."""
@@ -140,6 +154,37 @@ class Reply:
     def __repr__(self) -> str:
         state = "done" if self._done else "pending"
         return f"<Reply {state} from {self.target!r}>"
+
+
+class Deferred:
+    """Counts an actor's asks taken over with ``actor_defer_reply`` and not answered yet.
+
+    A router's load figure counts them (an actor that queues its asks internally, like a model
+    actor batching requests, is busy although its mailbox is empty).
+    """
+
+    __slots__ = ("_lock", "count")
+
+    def __init__(self) -> None:
+        self._lock = _allocate_lock()
+        self.count = 0
+
+    def track(self, reply: Reply) -> None:
+        """Count ``reply`` until it completes, in whatever thread and however it completes."""
+        settled = False
+
+        def finished() -> None:
+            nonlocal settled
+            with self._lock:
+                if not settled:
+                    settled = True
+                    self.count -= 1
+
+        with self._lock:
+            self.count += 1
+        reply._then = finished
+        if reply._done:  # completed (it timed out) before the hook was in place
+            finished()
 
 
 class AsyncReply(Reply):

@@ -68,6 +68,9 @@ class RoundRobin(Router):
 
 
 class LeastLoaded(Router):
+    """The member with the least load: queued messages, the one being handled, and asks it
+    took over with ``actor_defer_reply`` and has not answered yet. Ties go round robin."""
+
     name = "least_loaded"
 
     def __init__(self) -> None:
@@ -77,12 +80,12 @@ class LeastLoaded(Router):
         n = len(cells)
         start = next(self._turn) % n
         best = cells[start]
-        best_load = best.mailbox.depth() + best.in_flight
+        best_load = best.mailbox.depth() + best.in_flight + best.deferred.count
         if best_load == 0:
             return best
         for i in range(1, n):
             cell = cells[(start + i) % n]
-            load = cell.mailbox.depth() + cell.in_flight
+            load = cell.mailbox.depth() + cell.in_flight + cell.deferred.count
             if load < best_load:
                 if load == 0:
                     return cell

@@ -103,6 +103,43 @@ def test_least_loaded_avoids_a_busy_member() -> None:
     release.set()
 
 
+class Deferring(actors.Actor):
+    """Takes over every ask; "count" answers how many it holds, "release" answers them all
+    (with its name)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.held: list[actors.Reply] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "count":
+            return len(self.held)
+        if message == "release":
+            for reply in self.held:
+                reply.set_result(self.actor_ref.name)
+            self.held = []
+            return None
+        self.held.append(self.actor_defer_reply())
+        return None
+
+
+def test_least_loaded_counts_asks_a_member_took_over_and_has_not_answered() -> None:
+    pool = kernel().spawn_pool(Deferring, size=2, router="least_loaded", name="dl")
+    first, second = pool.members()
+    held = [first.ask("hold", timeout=WAIT) for _ in range(3)]
+    assert first.ask("count", timeout=WAIT).get() == 3  # all three taken over by now
+    # The first member's mailbox is empty and it is idle, but it holds three unanswered asks:
+    # the pool sends the next three to the other member.
+    routed = [pool.ask("work", timeout=WAIT) for _ in range(3)]
+    assert second.ask("count", timeout=WAIT).get() == 3
+    second.tell("release")
+    first.tell("release")
+    assert [r.get() for r in routed] == ["dl-2"] * 3
+    assert [r.get() for r in held] == ["dl-1"] * 3
+    # Answered asks no longer count: with both members idle again, ties go round robin.
+    assert sorted(pool.ask("count", timeout=WAIT).get() for _ in range(2)) == [0, 0]
+
+
 def makespan(router: str, name: str) -> float:
     """40 tasks arriving every 5 ms; every 4th takes 80 ms, the others 2 ms."""
     pool = kernel().spawn_pool(Worker, size=4, router=router, name=name)  # type: ignore[arg-type]
