@@ -316,6 +316,7 @@ class Cell:
             last_latency=self.last_latency,
             mean_latency=self.total_latency / processed if processed else 0.0,
             class_name=self.class_name,
+            deferred=self.deferred.count,
         )
 
     # -- the actor loop (runs in the actor's thread) ----------------------------------------

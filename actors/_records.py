@@ -27,6 +27,7 @@ class ActorStats:
         last_latency: seconds from send to handled for the latest message.
         mean_latency: mean of that over all handled messages.
         class_name: the actor's class.
+        deferred: asks it took over with ``actor_defer_reply`` and has not answered yet.
     """
 
     name: str
@@ -40,11 +41,13 @@ class ActorStats:
     last_latency: float
     mean_latency: float
     class_name: str = ""
+    deferred: int = 0
 
     @property
     def load(self) -> int:
-        """Work waiting or running: mailbox depth + in flight (what least-loaded routing reads)."""
-        return self.mailbox_depth + self.in_flight
+        """Work waiting or running: mailbox depth + in flight + deferred asks (what
+        least-loaded routing reads)."""
+        return self.mailbox_depth + self.in_flight + self.deferred
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

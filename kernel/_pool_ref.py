@@ -223,6 +223,7 @@ class PoolRef(ActorRef):
             busy_seconds=s.busy_seconds,
             last_latency=max((m.last_latency for m in members), default=0.0),
             mean_latency=mean,
+            deferred=sum(m.deferred for m in members),
         )
 
     # -- pool extras ------------------------------------------------------------------------------

@@ -128,6 +128,8 @@ def test_least_loaded_counts_asks_a_member_took_over_and_has_not_answered() -> N
     first, second = pool.members()
     held = [first.ask("hold", timeout=WAIT) for _ in range(3)]
     assert first.ask("count", timeout=WAIT).get() == 3  # all three taken over by now
+    stats = first.statistics()
+    assert (stats.mailbox_depth, stats.in_flight, stats.deferred, stats.load) == (0, 0, 3, 3)
     # The first member's mailbox is empty and it is idle, but it holds three unanswered asks:
     # the pool sends the next three to the other member.
     routed = [pool.ask("work", timeout=WAIT) for _ in range(3)]
@@ -136,6 +138,7 @@ def test_least_loaded_counts_asks_a_member_took_over_and_has_not_answered() -> N
     first.tell("release")
     assert [r.get() for r in routed] == ["dl-2"] * 3
     assert [r.get() for r in held] == ["dl-1"] * 3
+    assert pool.statistics().deferred == 0
     # Answered asks no longer count: with both members idle again, ties go round robin.
     assert sorted(pool.ask("count", timeout=WAIT).get() for _ in range(2)) == [0, 0]
 
