@@ -109,6 +109,22 @@ def test_ask_tell_and_ask_async(pair: tuple[Node, Node]) -> None:
     assert b.statistics().items_in >= 122
 
 
+def test_a_burst_of_tells_to_several_actors_reaches_each_in_order(
+    pair: tuple[Node, Node],
+) -> None:
+    a, b = pair
+    Echo.start(name="echo2")
+    echo, echo2 = a.ref(f"echo@{b.address}"), a.ref(f"echo2@{b.address}")
+    nobody = a.ref(f"nobody@{b.address}")
+    for i in range(300):  # interleaved, so each frame names all three
+        echo.tell(Record(i))
+        echo2.tell(Record(-i))
+        nobody.tell(Record(i))
+    assert echo.ask("records", timeout=10).get() == list(range(300))
+    assert echo2.ask("records", timeout=10).get() == [-i for i in range(300)]
+    assert b.statistics().undelivered_tells == 300  # each one recorded as a dead letter
+
+
 def test_refs_in_messages_are_usable_for_replies(pair: tuple[Node, Node]) -> None:
     a, b = pair
     box: list[Any] = []

@@ -343,6 +343,8 @@ def _surely_plain(data: bytes) -> bool:
     could be one bounds the depth; and a dict key other than str, int or bytes needs an ext,
     nil, bool or float byte somewhere. When this says False, walk the value to know.
     """
+    if len(data) <= MAX_DEPTH:  # too short to hold more container headers than that
+        return len(data.translate(None, _SUSPECT)) == len(data)
     rest = data.translate(None, _CONTAINER_BYTES)
     if len(data) - len(rest) > MAX_DEPTH:
         return False

@@ -30,7 +30,7 @@ from llmos.actors import (
     check_message,
     envelope,
 )
-from llmos.actors._cell import lookup
+from llmos.actors._cell import Cell, lookup
 from llmos.actors._records import record_dead_letter
 from llmos.transport._errors import SpawnRefused
 from llmos.transport._frames import (
@@ -115,6 +115,9 @@ class Server:
         self.counters.items_in += len(items)
         decode = self.node.codec.decode
         tell = self._tell
+        arrived = _monotonic()  # one arrival time for the whole frame
+        name: str | None = None  # a burst of tells is usually for one actor: look it up once
+        cell: Cell | None = None
         for item in items:
             try:
                 # The hot path (a burst of tells) first, without a call per check.
@@ -125,7 +128,21 @@ class Server:
                     and type(item[1]) is str
                     and type(item[2]) is bytes
                 ):
-                    tell(item[1], decode(item[2]))
+                    msg = decode(item[2])
+                    if item[1] != name or cell is None or cell.stopped:
+                        name = item[1]
+                        cell = lookup(name)
+                    if cell is None or type(msg) is Terminated:
+                        tell(name, msg)  # dead letter, or the end of a remote watch
+                        continue
+                    try:
+                        # An envelope is the plain tuple (message, reply, sent_at).
+                        cell.mailbox.put((msg, None, arrived), 0)  # 0: never wait
+                    except MailboxFull:
+                        self._undelivered(name, msg, "mailbox full (remote tell)")
+                        continue
+                    if cell.stopped:
+                        cell.drain()  # it stopped meanwhile: what it holds goes to dead letters
                 else:
                     self._item(ident, item)
             except (FrameError, MessageError, SupervisionError) as exc:
