@@ -117,19 +117,22 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
         """Read the peer's socket until the answer is in or the deadline passes."""
         io, peer = self._io, self._peer
         fd = peer.fd
-        if fd < 0 or self._wake >= 0 or threading.current_thread() is io.thread:
-            # No connection yet (the I/O thread will read it), another thread already waits
-            # on this reply's socket (only one can be woken through ``_wake``), or called
-            # from the I/O thread: wait on the reply itself.
-            return
+        if fd < 0 or threading.current_thread() is io.thread:
+            return  # no connection yet (the I/O thread reads it), or called from the I/O thread
         lease = _lease()
         wake = lease.fd
         poll = lease.watch(fd).poll
-        self._owner = _get_ident()
+        # Another thread already waits on this reply's socket: only one can be woken through
+        # ``_wake``, so this one waits on the reply itself. (No call between the test and the
+        # store, so no other thread runs in between.)
+        if self._wake >= 0:
+            return
         self._wake = wake
+        self._owner = _get_ident()
         lock = io.lock
         with lock:
             if peer.fd != fd:
+                self._wake = -1
                 return
             generation = peer.generation
             io.mute(peer)  # answers wake this thread only, not the I/O thread too
