@@ -18,7 +18,8 @@ A sender that finds the lock taken queues its item instead (below); a waiting re
 lock only for one read, and the I/O thread never holds it while it sleeps.
 ``ZMQ_FD`` is edge-triggered, so after any use of a socket its ``EVENTS`` are read again, and a
 socket that still has something to read is rechecked without waiting for its descriptor
-(:meth:`IOLoop._settle`).
+(:mod:`llmos.transport._fastpath`). The ROUTER side, requests in and answers out, is
+:mod:`llmos.transport._router`.
 
 Otherwise threads append items to a peer's outbox (or a reply to the reply queue) and wake this
 thread through an eventfd, written only while it sleeps in ``poll``. Each turn it packs
@@ -37,7 +38,6 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import errno
 import logging
 import math
 import os
@@ -46,14 +46,15 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from llmos.actors import AuthError, LlmosError, Reply, TransportError
-from llmos.transport._frames import pack_frame
-from llmos.transport._links import BURST, EPOLLIN, EVENTS, NOBLOCK, POLLIN, POLLOUT, PeerLinks
+from llmos.actors import AuthError, LlmosError, TransportError
+from llmos.transport._fastpath import FastPath
+from llmos.transport._links import NOBLOCK, POLLIN, PeerLinks
 from llmos.transport._peer import Peer
+from llmos.transport._router import RouterSide
 from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT
 
 if TYPE_CHECKING:
@@ -65,8 +66,6 @@ log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 
 _STALL_RETRY = 0.005
-RCVMORE = int(zmq.RCVMORE)
-SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 _ONE = (1).to_bytes(8, sys.byteorder)
 
 
@@ -92,7 +91,7 @@ def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
 _write_keeping_gil = _gil_keeping_write()
 
 
-class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
+class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignore]
     """Runs the node's sockets in one thread named ``llmos:io-<node name>``."""
 
     def __init__(self, node: Node) -> None:
@@ -115,7 +114,7 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         self._router_fd = -1
         # Dealer descriptors sit in an epoll set that the I/O thread polls as one descriptor,
         # so a thread waiting for an answer can take its peer's descriptor out of that set
-        # without waking the I/O thread (see mute).
+        # without waking the I/O thread (see FastPath.mute).
         self._dealer_poll: Any = select.epoll() if hasattr(select, "epoll") else None
         self.sleeping = False  # True while the thread is (about to be) blocked in poll
         self.woken = False  # a wake-up is already on its way: do not write the eventfd again
@@ -160,15 +159,6 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         if not peer.queued:
             peer.queued = True
             self.ready.append(peer)
-        if self.sleeping and not self.woken:
-            self.woken = True
-            self.wake()
-
-    def post_reply(self, ident: bytes, item: list[Any], deadline: float) -> None:
-        """Send (or else queue) an answer to a peer that asked through our ROUTER socket."""
-        if self._reply_now(ident, item, deadline):
-            return
-        self.replies.append((ident, item, deadline))
         if self.sleeping and not self.woken:
             self.woken = True
             self.wake()
@@ -317,107 +307,6 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
         self._settle()
         return next_tick
 
-    def _settle(self) -> None:
-        """Recheck every socket used since the last settle whose EVENTS still need handling.
-
-        Using a socket (send, recv, even reading EVENTS) may consume the signal on its
-        descriptor while a message still waits, or while room to send has come back; such a
-        socket is handled on the next turn, which then does not wait in ``poll``. Called with
-        the lock held.
-        """
-        touched = self._touched
-        if not touched:
-            return
-        shared = self._shared
-        for fd in touched:
-            if fd not in shared:
-                continue  # closed since
-            peer = shared[fd]
-            if peer is None:
-                router = self.router
-                if router is not None and cast(int, router.get(EVENTS)) & POLLIN:
-                    self.recheck.add(fd)
-            elif peer.socket is not None:
-                events = peer.socket.get(EVENTS)
-                if events & POLLIN or (peer.stalled is not None and events & POLLOUT):
-                    self.recheck.add(fd)
-        touched.clear()
-
-    # -- the fast path: sending and reading in the calling thread ---------------------------
-
-    def read_peer(self, peer: Peer) -> None:
-        """Read what the peer sent (a thread waiting for an answer calls this, lock held)."""
-        self._on_dealer(peer)
-        self._settle()
-
-    def mute(self, peer: Peer) -> None:
-        """A thread now reads the peer's socket itself: stop polling it here (lock held)."""
-        peer.muted += 1
-        if peer.muted == 1 and self._dealer_poll is not None:
-            self._dealer_poll.modify(peer.fd, 0)
-
-    def unmute(self, peer: Peer, generation: int) -> None:
-        """The thread that muted the peer's socket is done with it (lock held)."""
-        if peer.generation != generation or peer.socket is None:
-            return  # the socket was replaced; the new one is polled afresh
-        peer.muted -= 1
-        if peer.muted == 0 and self._dealer_poll is not None:
-            self._dealer_poll.modify(peer.fd, EPOLLIN)  # readiness is re-evaluated now
-
-    def send_now(self, peer: Peer, item: list[Any], reply: Reply) -> bool:
-        """Send a request to a peer from the calling thread, if that can be done at once.
-
-        Only when nothing is queued or stalled ahead of it (so the order of one sender's items
-        holds), the peer's connection is up, and no other thread holds the lock. Returns False
-        when the item was not sent; the caller then queues it. A request whose reply already
-        completed (the peer was marked down meanwhile, and its socket replaced) is dropped
-        here, as it would be from the outbox.
-        """
-        if peer.outbox or peer.stalled is not None or peer.socket is None:
-            return False
-        if not self.lock.acquire(False):
-            return False
-        try:
-            if peer.outbox or peer.stalled is not None or peer.socket is None or self.closing:
-                return False
-            if reply.done():
-                return True
-            try:
-                sent = self._send_dealer(peer, pack_frame([item]))
-            except zmq.ZMQError:
-                sent = False
-            if sent:
-                self.counters.items_out += 1
-            self._settle()
-            recheck = bool(self.recheck)
-        finally:
-            self.lock.release()
-        if recheck:
-            self.wake()
-        return sent
-
-    def _reply_now(self, ident: bytes, item: list[Any], deadline: float) -> bool:
-        """Send one answer through the ROUTER from the calling thread, if that can be done
-        at once (nothing queued ahead of it, no other thread holding the lock)."""
-        if self.replies or self._stalled or not self.lock.acquire(False):
-            return False
-        try:
-            if self.replies or self._stalled or self.router is None or self.closing:
-                return False
-            now = _monotonic()
-            if now > deadline:
-                self.counters.expired_requests += 1
-            else:
-                self.counters.items_out += 1
-                self._send_router(ident, pack_frame([item]), now + self.node.send_timeout, 1)
-            self._settle()
-            wake = bool(self.recheck or self._stalled)
-        finally:
-            self.lock.release()
-        if wake:
-            self.wake()
-        return True
-
     def _on_wake(self, _: Any) -> None:
         try:
             os.read(self._wake_r, 8)
@@ -453,86 +342,6 @@ class IOLoop(PeerLinks):  # type: ignore[misc,unused-ignore]
                     b"",
                 ]
             zap.send_multipart(answer)
-
-    def _on_router(self, _: Any) -> None:
-        router = self.router
-        assert router is not None
-        serve = self.node.server.on_frame
-        recv = router.recv
-        fd = self._router_fd
-        touched = self._touched
-        touched.add(fd)
-        for _n in range(BURST):
-            try:
-                ident = recv(NOBLOCK)  # two plain recvs: recv_multipart costs 3x more
-            except zmq.Again:
-                touched.discard(fd)  # nothing left: the next message signals the descriptor
-                return
-            data = recv(NOBLOCK)  # a ROUTER's first part (the sender) is always followed
-            if router.get(RCVMORE):
-                parts = [ident, data]
-                while router.get(RCVMORE):
-                    parts.append(recv(NOBLOCK))
-                serve(parts)  # rejected: one frame per message
-            else:
-                serve((ident, data))
-            if not cast(int, router.get(EVENTS)) & POLLIN:
-                touched.discard(fd)  # as above; cheaper than letting the next recv raise
-                return
-
-    # -- replies through the ROUTER -------------------------------------------------------
-
-    def _flush_replies(self) -> None:
-        now = _monotonic()
-        if self._stalled:
-            stalled, self._stalled = self._stalled, []
-            for ident, frame, give_up, count in stalled:
-                if now > give_up:
-                    self.counters.dropped_replies += count
-                else:
-                    self._send_router(ident, frame, give_up, count)  # stalls again if still full
-        groups: dict[bytes, list[list[Any]]] = {}
-        replies = self.replies
-        max_items = self.limits.max_items
-        while replies:
-            ident, item, deadline = replies.popleft()
-            if now > deadline:
-                self.counters.expired_requests += 1
-                continue
-            group = groups.get(ident)
-            if group is None:
-                groups[ident] = [item]
-            else:
-                group.append(item)
-        give_up = now + self.node.send_timeout
-        for ident, items in groups.items():
-            for start in range(0, len(items), max_items):
-                chunk = items[start : start + max_items]
-                self.counters.items_out += len(chunk)
-                self._send_router(ident, pack_frame(chunk), give_up, len(chunk))
-
-    def _send_router(self, ident: bytes, frame: bytes, give_up: float, count: int) -> bool:
-        router = self.router
-        assert router is not None
-        self._touched.add(self._router_fd)
-        try:
-            # Two plain sends (send_multipart costs more); the second part of a multipart
-            # message is never refused once the first was accepted.
-            router.send(ident, SNDMORE_NOBLOCK)
-            router.send(frame, NOBLOCK, copy=len(frame) < 65536)
-        except zmq.Again:
-            self._stalled.append((ident, frame, give_up, count))
-            return False
-        except zmq.ZMQError as exc:
-            if exc.errno != errno.EHOSTUNREACH:
-                raise
-            self.counters.dropped_replies += count
-            return False
-        self.counters.frames_out += 1
-        return True
-
-    def send_notice(self, ident: bytes, frame: bytes) -> None:
-        self._send_router(ident, frame, _monotonic() + self.node.send_timeout, 1)
 
     # -- shutdown -------------------------------------------------------------------------
 

@@ -1,0 +1,163 @@
+"""The node's ROUTER socket: requests that peers send in, and the answers that go back.
+
+Part of the I/O thread (:class:`~llmos.transport._io.IOLoop` mixes this in); everything here
+runs with the I/O lock held. An answer is sent at once by the thread that completes it (the
+serving actor, usually) when nothing is queued ahead of it and the lock is free; otherwise it
+joins the reply queue, which the I/O thread flushes each turn, packing the answers for one
+asker into as few frames as the limits allow. A reply the ROUTER cannot take yet (the asker's
+queue is full) is retried until the send timeout, then dropped and counted.
+"""
+
+from __future__ import annotations
+
+import collections
+import errno
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, cast
+
+import zmq
+
+from llmos.transport._frames import Limits, pack_frame
+from llmos.transport._links import BURST, EVENTS, NOBLOCK, POLLIN
+from llmos.transport._peer import Counters
+
+if TYPE_CHECKING:
+    from llmos.transport._node import Node
+
+__all__ = ["RCVMORE", "SNDMORE_NOBLOCK", "RouterSide"]
+
+_monotonic = time.monotonic
+RCVMORE = int(zmq.RCVMORE)
+SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
+
+
+class RouterSide:
+    """Reading requests from the ROUTER and sending answers through it."""
+
+    node: Node
+    limits: Limits
+    counters: Counters
+    lock: threading.Lock
+    router: zmq.Socket[Any] | None
+    replies: collections.deque[tuple[bytes, list[Any], float]]
+    recheck: set[int]
+    sleeping: bool
+    woken: bool
+    closing: bool
+    _stalled: list[tuple[bytes, bytes, float, int]]
+    _touched: set[int]
+    _router_fd: int
+
+    wake: Callable[[], None]  # IOLoop's
+    _settle: Callable[[], None]  # FastPath's
+
+    def post_reply(self, ident: bytes, item: list[Any], deadline: float) -> None:
+        """Send (or else queue) an answer to a peer that asked through our ROUTER socket."""
+        if self._reply_now(ident, item, deadline):
+            return
+        self.replies.append((ident, item, deadline))
+        if self.sleeping and not self.woken:
+            self.woken = True
+            self.wake()
+
+    def _reply_now(self, ident: bytes, item: list[Any], deadline: float) -> bool:
+        """Send one answer through the ROUTER from the calling thread, if that can be done
+        at once (nothing queued ahead of it, no other thread holding the lock)."""
+        if self.replies or self._stalled or not self.lock.acquire(False):
+            return False
+        try:
+            if self.replies or self._stalled or self.router is None or self.closing:
+                return False
+            now = _monotonic()
+            if now > deadline:
+                self.counters.expired_requests += 1
+            else:
+                self.counters.items_out += 1
+                self._send_router(ident, pack_frame([item]), now + self.node.send_timeout, 1)
+            self._settle()
+            wake = bool(self.recheck or self._stalled)
+        finally:
+            self.lock.release()
+        if wake:
+            self.wake()
+        return True
+
+    def _on_router(self, _: Any) -> None:
+        router = self.router
+        assert router is not None
+        serve = self.node.server.on_frame
+        recv = router.recv
+        fd = self._router_fd
+        touched = self._touched
+        touched.add(fd)
+        for _n in range(BURST):
+            try:
+                ident = recv(NOBLOCK)  # two plain recvs: recv_multipart costs 3x more
+            except zmq.Again:
+                touched.discard(fd)  # nothing left: the next message signals the descriptor
+                return
+            data = recv(NOBLOCK)  # a ROUTER's first part (the sender) is always followed
+            if router.get(RCVMORE):
+                parts = [ident, data]
+                while router.get(RCVMORE):
+                    parts.append(recv(NOBLOCK))
+                serve(parts)  # rejected: one frame per message
+            else:
+                serve((ident, data))
+            if not cast(int, router.get(EVENTS)) & POLLIN:
+                touched.discard(fd)  # as above; cheaper than letting the next recv raise
+                return
+
+    def _flush_replies(self) -> None:
+        now = _monotonic()
+        if self._stalled:
+            stalled, self._stalled = self._stalled, []
+            for ident, frame, give_up, count in stalled:
+                if now > give_up:
+                    self.counters.dropped_replies += count
+                else:
+                    self._send_router(ident, frame, give_up, count)  # stalls again if still full
+        groups: dict[bytes, list[list[Any]]] = {}
+        replies = self.replies
+        max_items = self.limits.max_items
+        while replies:
+            ident, item, deadline = replies.popleft()
+            if now > deadline:
+                self.counters.expired_requests += 1
+                continue
+            group = groups.get(ident)
+            if group is None:
+                groups[ident] = [item]
+            else:
+                group.append(item)
+        give_up = now + self.node.send_timeout
+        for ident, items in groups.items():
+            for start in range(0, len(items), max_items):
+                chunk = items[start : start + max_items]
+                self.counters.items_out += len(chunk)
+                self._send_router(ident, pack_frame(chunk), give_up, len(chunk))
+
+    def _send_router(self, ident: bytes, frame: bytes, give_up: float, count: int) -> bool:
+        router = self.router
+        assert router is not None
+        self._touched.add(self._router_fd)
+        try:
+            # Two plain sends (send_multipart costs more); the second part of a multipart
+            # message is never refused once the first was accepted.
+            router.send(ident, SNDMORE_NOBLOCK)
+            router.send(frame, NOBLOCK, copy=len(frame) < 65536)
+        except zmq.Again:
+            self._stalled.append((ident, frame, give_up, count))
+            return False
+        except zmq.ZMQError as exc:
+            if exc.errno != errno.EHOSTUNREACH:
+                raise
+            self.counters.dropped_replies += count
+            return False
+        self.counters.frames_out += 1
+        return True
+
+    def send_notice(self, ident: bytes, frame: bytes) -> None:
+        self._send_router(ident, frame, _monotonic() + self.node.send_timeout, 1)
