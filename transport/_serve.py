@@ -15,7 +15,7 @@ import importlib
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import (
@@ -92,9 +92,9 @@ class Server:
         self._requests = {
             ASK: self._ask,
             SPAWN: self._spawn,
-            LOOKUP: self._lookup,
+            LOOKUP: self._about(lambda cell: cell.ref),
             STOP: self._stop,
-            STATS: self._stats,
+            STATS: self._about(lambda cell: dataclasses.asdict(cell.statistics())),
         }
 
     # -- frames ---------------------------------------------------------------------------
@@ -132,17 +132,7 @@ class Server:
                     if item[1] != name or cell is None or cell.stopped:
                         name = item[1]
                         cell = lookup(name)
-                    if cell is None or type(msg) is Terminated:
-                        tell(name, msg)  # dead letter, or the end of a remote watch
-                        continue
-                    try:
-                        # An envelope is the plain tuple (message, reply, sent_at).
-                        cell.mailbox.put((msg, None, arrived), 0)  # 0: never wait
-                    except MailboxFull:
-                        self._undelivered(name, msg, "mailbox full (remote tell)")
-                        continue
-                    if cell.stopped:
-                        cell.drain()  # it stopped meanwhile: what it holds goes to dead letters
+                    tell(name, msg, cell, arrived)
                 else:
                     self._item(ident, item)
             except (FrameError, MessageError, SupervisionError) as exc:
@@ -182,7 +172,7 @@ class Server:
         if op == TELL:
             if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
                 raise FrameError("malformed tell item")
-            self._tell(item[1], self.node.codec.decode(item[2]))
+            self._tell(item[1], self.node.codec.decode(item[2]), lookup(item[1]), _monotonic())
         elif op in REQUEST_OPS:
             rid, span, wall, target, payload = _request_fields(item)
             left = min(span, wall - _time() + self.node.clock_skew)
@@ -230,8 +220,8 @@ class Server:
 
     # -- what peers ask -------------------------------------------------------------------
 
-    def _tell(self, target: str, msg: Any) -> None:
-        cell = lookup(target)
+    def _tell(self, target: str, msg: Any, cell: Cell | None, arrived: float) -> None:
+        """Deliver a tell to ``cell``, the actor named ``target`` here (None: there is none)."""
         if type(msg) is Terminated and isinstance(msg.ref, RemoteRef) and cell is not None:
             peer = self.node.peers.get(msg.ref.node or "")
             if peer is not None:
@@ -241,12 +231,12 @@ class Server:
             return
         try:
             # An envelope is the plain tuple (message, reply, sent_at) (llmos.actors.Envelope).
-            cell.mailbox.put((msg, None, _monotonic()), timeout=0)
+            cell.mailbox.put((msg, None, arrived), 0)  # 0: never wait
         except MailboxFull:
             self._undelivered(target, msg, "mailbox full (remote tell)")
             return
         if cell.stopped:
-            cell.drain()
+            cell.drain()  # it stopped meanwhile: what it holds goes to dead letters
 
     def _undelivered(self, target: str, msg: Any, reason: str) -> None:
         self.counters.undelivered_tells += 1
@@ -275,25 +265,20 @@ class Server:
             "(or spawn it remotely) and resend"
         )
 
-    def _lookup(
-        self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
-    ) -> None:
-        reply = ServeReply(deadline, target, span, self, ident, rid)
-        cell = lookup(target)
-        if cell is None:
-            reply.set_exception(self._no_actor(target))
-        else:
-            reply.set_result(cell.ref)
+    def _about(self, answer: Callable[[Cell], Any]) -> Callable[..., None]:
+        """A request handler answering ``answer(cell)`` about a local actor, by name."""
 
-    def _stats(
-        self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
-    ) -> None:
-        reply = ServeReply(deadline, target, span, self, ident, rid)
-        cell = lookup(target)
-        if cell is None:
-            reply.set_exception(self._no_actor(target))
-        else:
-            reply.set_result(dataclasses.asdict(cell.statistics()))
+        def handle(
+            ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
+        ) -> None:
+            reply = ServeReply(deadline, target, span, self, ident, rid)
+            cell = lookup(target)
+            if cell is None:
+                reply.set_exception(self._no_actor(target))
+            else:
+                reply.set_result(answer(cell))
+
+        return handle
 
     def _stop(
         self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
