@@ -3,7 +3,8 @@
 #   _messages  typed messages (@message), the send-time wire check, Terminated
 #   _mailbox   mailboxes (unbounded, or bounded with a policy) and envelopes
 #   _reply     reply futures for ask (threads) and ask_async (asyncio, never blocking the loop)
-#   _cell      the stable identity behind a ref: mailbox, counters, the actor loop
+#   _cell      the stable identity behind a ref: mailbox, counters, life cycle, registry
+#   _loop      the actor loop run in its thread: handle, fail, halt, stop (mixed into Cell)
 #   _ref       ActorRef / LocalRef
 #   _actor     Actor (subclass it) and @handler
 #   _records   ActorStats, dead letters

@@ -5,7 +5,7 @@ instance. The instance and its thread come and go (a supervisor may replace a fa
 cell and its mailbox stay, which is what lets a ref taken before a crash reach the new instance
 and keeps every message queued behind the failing one.
 
-Failure contract (the actor loop in :meth:`Cell._run`):
+Failure contract (the actor loop: :meth:`Cell._run`, then :mod:`llmos.actors._loop`):
 
 - an exception while handling an ask goes back to the asker and is counted; the actor goes on
   (unless ``ask_errors_fail`` is set, then it also fails as below);
@@ -36,7 +36,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.actors._errors import ActorDeadError, ActorError, LlmosError, NameTaken
-from llmos.actors._mailbox import STOP, Envelope, Mailbox, envelope
+from llmos.actors._loop import UNHANDLED as UNHANDLED
+from llmos.actors._loop import ActorLoop
+from llmos.actors._mailbox import STOP, Mailbox, envelope
 from llmos.actors._messages import Terminated
 from llmos.actors._records import ActorStats, record_dead_letter
 from llmos.actors._reply import Deferred, set_current_cell
@@ -51,7 +53,6 @@ log = logging.getLogger("llmos.actors")
 _perf = time.perf_counter
 _monotonic = time.monotonic
 
-UNHANDLED: Any = object()
 
 _registry: dict[str, Cell] = {}
 _registry_lock = threading.Lock()
@@ -87,7 +88,7 @@ def live_threads() -> list[threading.Thread]:
         return [t for t in _threads if t.is_alive()]
 
 
-class Cell:
+class Cell(ActorLoop):
     """The stable identity of one actor. Built by ``Actor.start`` or by a kernel."""
 
     def __init__(
@@ -333,168 +334,3 @@ class Cell:
             set_current_cell(None)
             with _registry_lock:
                 _threads.discard(threading.current_thread())
-
-    def _serve(self, instance: Actor, restarted: bool) -> None:
-        """Run one instance until it stops, fails or halts."""
-        try:
-            if restarted:
-                state, self.carried_state = self.carried_state, None
-                instance.post_restart(self.last_error, state)
-            else:
-                instance.on_start()
-        except BaseException as exc:
-            self._fail(instance, exc, None)
-            return
-        try:
-            self._loop(instance)
-        except BaseException as exc:  # the loop itself broke: the actor's thread is dying
-            self._fail(instance, exc, None)
-
-    def _park(self) -> Actor | None:
-        """After a failure or halt, wait for the supervisor's restart in this same thread.
-
-        Starting a thread is the slow part of a restart (milliseconds at the tail), so the
-        failed instance's thread waits for the new instance instead of ending. Returns None
-        (the thread ends) once the actor is stopped for good or another thread took over.
-        """
-        with self._lock:
-            mine = self.thread is threading.current_thread()
-            if self.stopped or self.state != "failed" or not mine:
-                return None
-            if self._handoff is None:
-                self._handoff = queue.SimpleQueue()
-            handoff = self._handoff
-            self._parked = True
-        return handoff.get()
-
-    def _loop(self, instance: Actor) -> None:
-        get = self.mailbox.get
-        dispatch = instance._llmos_dispatch
-        perf = _perf
-        monotonic = _monotonic
-        while True:
-            item = get()
-            msg, reply, sent_at = item
-            if msg is STOP:
-                # A marker of request_restart always sits before any STOP queued after it.
-                if self.wakes:
-                    if self._halt(instance):
-                        return
-                    continue  # stale marker (a failure or a stop came first): its STOP follows
-                self._stop_instance(instance)
-                return
-            if reply is not None and reply.expired():
-                reply.expire()
-                record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
-                continue
-            self.in_flight = 1
-            self.current_reply = reply
-            start = perf()
-            try:
-                result = dispatch(msg)
-            except BaseException as exc:  # contain, report to the supervisor
-                self._account(sent_at, start)
-                self.failed += 1
-                if reply is not None:
-                    if isinstance(exc, Exception):
-                        reply.set_exception(exc)
-                    else:
-                        reply.set_exception(
-                            ActorError(f"actor {self.name!r} died handling the ask: {exc!r}")
-                        )
-                    report = getattr(self.supervisor, "child_ask_failed", None)
-                    if report is not None:
-                        report(self, exc)
-                    if isinstance(exc, Exception) and not self.ask_errors_fail:
-                        continue
-                    self._fail(instance, exc, None)
-                else:
-                    self._fail(instance, exc, item)
-                return
-            end = perf()
-            self.in_flight = 0
-            self.processed += 1
-            self.busy += end - start
-            latency = monotonic() - sent_at
-            self.last_latency = latency
-            self.total_latency += latency
-            if result is UNHANDLED:
-                self._unhandled(msg, reply)
-            elif reply is not None and self.current_reply is not None:
-                reply.set_result(result)  # unless the handler took it over (actor_defer_reply)
-
-    def _account(self, sent_at: float, start: float) -> None:
-        end = _perf()
-        self.in_flight = 0
-        self.processed += 1
-        self.busy += end - start
-        latency = _monotonic() - sent_at
-        self.last_latency = latency
-        self.total_latency += latency
-
-    def _unhandled(self, msg: Any, reply: Any) -> None:
-        kind = type(msg).__name__
-        if reply is not None:
-            reply.set_exception(
-                ActorError(f"actor {self.name!r} ({self.class_name}) has no handler for {kind}")
-            )
-        else:
-            log.warning("%s has no handler for %s; message sent to dead letters", self.name, kind)
-            record_dead_letter(self.name, msg, "unhandled")
-
-    def _stop_instance(self, instance: Actor) -> None:
-        try:
-            instance.on_stop()
-        except Exception:
-            log.exception("on_stop of %s raised", self.name)
-        self.finalize("stopped")
-
-    def _halt(self, instance: Actor) -> bool:
-        """End the instance for a restart the supervisor asked for; False if a stop came first."""
-        with self._lock:
-            self.wakes -= 1
-            reason, self.halting = self.halting, None
-            if self.stopped or self.state != "running" or reason is None:
-                return False
-            self.state = "failed"  # waiting for the supervisor, with no instance (as on failure)
-        self.last_error = reason
-        try:
-            self.carried_state = instance.pre_restart(reason)
-        except Exception:
-            log.exception("pre_restart of %s raised; nothing carried over", self.name)
-            self.carried_state = None
-        report = getattr(self.supervisor, "child_halted", None)
-        if report is not None:
-            report(self)
-        else:
-            self.restart()
-        return True
-
-    def _fail(self, instance: Actor | None, error: BaseException, item: Envelope | None) -> None:
-        """The instance failed: keep the mailbox, hand the decision to the supervisor."""
-        self.last_error = error
-        if item is not None:
-            record_dead_letter(self.name, item[0], f"failed: {error!r}")
-        log.error("actor %s failed", self.name, exc_info=error)
-        if instance is not None:
-            try:
-                instance.on_failure(type(error), error, error.__traceback__)
-            except Exception:
-                log.exception("on_failure of %s raised", self.name)
-        with self._lock:
-            self.halting = None  # a pending restart request is moot: this failure restarts it
-            if self.stopped:
-                return
-            stopping = self.state == "stopping"
-            self.state = "failed"
-        sup = self.supervisor
-        if sup is None or stopping:
-            self.finalize(f"failed: {error!r}")
-            return
-        if instance is not None:
-            try:
-                self.carried_state = instance.pre_restart(error)
-            except Exception:
-                log.exception("pre_restart of %s raised; nothing carried over", self.name)
-                self.carried_state = None
-        sup.child_failed(self, error)
