@@ -55,7 +55,7 @@ class Mailbox:
         put_timeout: how long a blocked sender waits.
     """
 
-    __slots__ = ("_queue", "_room", "capacity", "put", "put_timeout", "when_full")
+    __slots__ = ("_queue", "_room", "capacity", "idle", "put", "put_timeout", "signal", "when_full")
 
     def __init__(
         self, capacity: int | None = None, when_full: WhenFull = "block", put_timeout: float = 5.0
@@ -71,8 +71,19 @@ class Mailbox:
         self.when_full = when_full
         self.put_timeout = put_timeout
         self._room = threading.Semaphore(capacity) if capacity is not None else None
-        # ``put(envelope, timeout=None)``: an unbounded mailbox is the queue's own put.
-        self.put: Callable[..., None] = self._queue.put if capacity is None else self._put_bounded
+        # How the consumer waits while the mailbox is empty, when not simply on the queue: a
+        # node lets an idle actor that serves remote requests read them itself (see
+        # llmos.transport). ``idle(mailbox, queue)`` returns the next envelope of the queue.
+        self.idle: Callable[[Mailbox, queue.SimpleQueue[Envelope]], Envelope] | None = None
+        # Called after every put while that consumer waits on something other than the queue.
+        self.signal: Callable[[], None] | None = None
+        # ``put(envelope, timeout=None)``
+        self.put: Callable[..., None] = self._put if capacity is None else self._put_bounded
+
+    def _put(self, envelope: Envelope, timeout: float | None = None) -> None:
+        self._queue.put(envelope)
+        if self.signal is not None:  # read after the put: see the consumer's side in idle
+            self.signal()
 
     def _put_bounded(self, envelope: Envelope, timeout: float | None = None) -> None:
         """Queue a message, following the policy when the mailbox is full.
@@ -92,15 +103,19 @@ class Mailbox:
                 f"mailbox full ({self.capacity} messages){waited}; the actor is behind: "
                 "retry later, slow down, or raise its capacity"
             )
-        self._queue.put(envelope)
+        self._put(envelope)
 
     def put_control(self, envelope: Envelope) -> None:
         """Queue a control envelope (STOP); never refused, never counted against capacity."""
-        self._queue.put(envelope)
+        self._put(envelope)
 
     def get(self, timeout: float | None = None) -> Envelope:
         """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``)."""
-        item = self._queue.get(True, timeout)
+        idle = self.idle
+        if idle is not None and timeout is None:
+            item = idle(self, self._queue)
+        else:
+            item = self._queue.get(True, timeout)
         if self._room is not None and item[0] is not STOP:
             self._room.release()
         return item

@@ -17,12 +17,14 @@ then read as a spurious wake-up by its next user), never whatever file reused th
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import select
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import Reply
@@ -31,7 +33,7 @@ if TYPE_CHECKING:
     from llmos.transport._io import IOLoop
     from llmos.transport._peer import Peer
 
-__all__ = ["RemoteReply", "direct_waits"]
+__all__ = ["RemoteReply", "direct_waits", "write_keeping_gil"]
 
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
@@ -43,6 +45,28 @@ _free_lock = threading.Lock()
 _local = threading.local()
 
 
+def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
+    """libc ``write`` called without releasing the GIL (ctypes.PyDLL), or None.
+
+    ``os.write`` releases the GIL, so every wake-up would hand the GIL to the I/O thread in the
+    middle of a burst of sends, one message per thread switch. Writing 8 bytes to an eventfd
+    never blocks, so holding the GIL through it is safe; the I/O thread then wakes, waits for
+    the GIL, and drains the whole burst into one frame.
+    """
+    if not hasattr(os, "eventfd"):
+        return None
+    try:
+        write = ctypes.PyDLL(None).write
+    except (OSError, AttributeError):
+        return None
+    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    write.restype = ctypes.c_ssize_t
+    return write
+
+
+write_keeping_gil = _gil_keeping_write()
+
+
 def direct_waits() -> bool:
     """Whether this platform lets an asking thread wait on the socket itself (Linux)."""
     return hasattr(os, "eventfd") and hasattr(select, "poll")
@@ -50,7 +74,7 @@ def direct_waits() -> bool:
 
 class _Lease:
     """One thread's wake-up eventfd (back to the free list when the thread ends), and the
-    thread's poll set: that eventfd and the dealer descriptor it waited on last."""
+    thread's poll set: that eventfd and the socket descriptor it waited on last."""
 
     __slots__ = ("dealer", "fd", "poller")
 
@@ -65,13 +89,23 @@ class _Lease:
         self.dealer = -1
 
     def watch(self, dealer: int) -> Any:
-        """The poll set, watching ``dealer`` (instead of the one watched before)."""
+        """The poll set, watching the socket descriptor ``dealer`` (instead of the last one)."""
         if dealer != self.dealer:
             if self.dealer >= 0:
                 self.poller.unregister(self.dealer)
             self.poller.register(dealer, _POLLIN)
             self.dealer = dealer
         return self.poller
+
+    def signal(self) -> None:
+        """Wake the thread if it sleeps in its poll set (from any thread)."""
+        if write_keeping_gil is not None:
+            write_keeping_gil(self.fd, _ONE, 8)  # a full eventfd (EAGAIN) is already awake
+            return
+        try:
+            os.write(self.fd, _ONE)
+        except OSError:
+            pass
 
     def __del__(self) -> None:
         with _free_lock:
@@ -117,7 +151,7 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
         """Read the peer's socket until the answer is in or the deadline passes."""
         io, peer = self._io, self._peer
         fd = peer.fd
-        if fd < 0 or threading.current_thread() is io.thread:
+        if fd < 0 or _get_ident() == io.ident:
             return  # no connection yet (the I/O thread reads it), or called from the I/O thread
         lease = _lease()
         wake = lease.fd
@@ -136,6 +170,7 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
                 return
             generation = peer.generation
             io.mute(peer)  # answers wake this thread only, not the I/O thread too
+        muted = True
         try:
             # Sleep first: an answer that came before now was either left signalled on the
             # descriptor, or read by a thread that used the socket since (which then wakes
@@ -159,12 +194,17 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
                         return  # the socket was replaced (its asks were failed)
                     io.read_peer(peer)
                     wake_io = bool(io.recheck)
+                    if self._done:  # give the socket back while the lock is held anyway
+                        self._wake = -1
+                        muted = False
+                        io.unmute(peer, generation)
                 if wake_io:
                     io.wake()
         finally:
             self._wake = -1
-            with lock:
-                io.unmute(peer, generation)
+            if muted:
+                with lock:
+                    io.unmute(peer, generation)
 
 
 _DIRECT = direct_waits()

@@ -34,7 +34,7 @@ class FastPath:
     closing: bool
     _touched: set[int]
     _shared: dict[int, Peer | None]
-    _dealer_poll: Any
+    _fd_poll: Any
 
     wake: Callable[[], None]  # IOLoop's
     _on_dealer: Callable[[Peer], None]  # PeerLinks'
@@ -74,16 +74,16 @@ class FastPath:
     def mute(self, peer: Peer) -> None:
         """A thread now reads the peer's socket itself: stop polling it here (lock held)."""
         peer.muted += 1
-        if peer.muted == 1 and self._dealer_poll is not None:
-            self._dealer_poll.modify(peer.fd, 0)
+        if peer.muted == 1 and self._fd_poll is not None:
+            self._fd_poll.modify(peer.fd, 0)
 
     def unmute(self, peer: Peer, generation: int) -> None:
         """The thread that muted the peer's socket is done with it (lock held)."""
         if peer.generation != generation or peer.socket is None:
             return  # the socket was replaced; the new one is polled afresh
         peer.muted -= 1
-        if peer.muted == 0 and self._dealer_poll is not None:
-            self._dealer_poll.modify(peer.fd, EPOLLIN)  # readiness is re-evaluated now
+        if peer.muted == 0 and self._fd_poll is not None:
+            self._fd_poll.modify(peer.fd, EPOLLIN)  # readiness is re-evaluated now
 
     def send_now(self, peer: Peer, item: list[Any], reply: Reply) -> bool:
         """Send a request to a peer from the calling thread, if that can be done at once.

@@ -37,7 +37,6 @@ at once.
 from __future__ import annotations
 
 import collections
-import ctypes
 import logging
 import math
 import os
@@ -51,8 +50,10 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from llmos.actors import AuthError, LlmosError, TransportError
+from llmos.transport._direct import write_keeping_gil
 from llmos.transport._fastpath import FastPath
-from llmos.transport._links import NOBLOCK, POLLIN, PeerLinks
+from llmos.transport._leader import RouterLeader
+from llmos.transport._links import EPOLLIN, NOBLOCK, POLLIN, PeerLinks
 from llmos.transport._peer import Peer
 from llmos.transport._router import RouterSide
 from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT
@@ -69,29 +70,7 @@ _STALL_RETRY = 0.005
 _ONE = (1).to_bytes(8, sys.byteorder)
 
 
-def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
-    """libc ``write`` called without releasing the GIL (ctypes.PyDLL), or None.
-
-    ``os.write`` releases the GIL, so every wake-up would hand the GIL to the I/O thread in the
-    middle of a burst of sends, one message per thread switch. Writing 8 bytes to an eventfd
-    never blocks, so holding the GIL through it is safe; the I/O thread then wakes, waits for
-    the GIL, and drains the whole burst into one frame.
-    """
-    if not hasattr(os, "eventfd"):
-        return None
-    try:
-        write = ctypes.PyDLL(None).write
-    except (OSError, AttributeError):
-        return None
-    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-    write.restype = ctypes.c_ssize_t
-    return write
-
-
-_write_keeping_gil = _gil_keeping_write()
-
-
-class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignore]
+class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignore]
     """Runs the node's sockets in one thread named ``llmos:io-<node name>``."""
 
     def __init__(self, node: Node) -> None:
@@ -112,10 +91,12 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
         self._touched: set[int] = set()  # descriptors of sockets used while the lock was held
         self._shared: dict[int, Peer | None] = {}  # socket descriptors: a peer's, or the router's
         self._router_fd = -1
-        # Dealer descriptors sit in an epoll set that the I/O thread polls as one descriptor,
-        # so a thread waiting for an answer can take its peer's descriptor out of that set
-        # without waking the I/O thread (see FastPath.mute).
-        self._dealer_poll: Any = select.epoll() if hasattr(select, "epoll") else None
+        # The sockets' descriptors (dealers and the ROUTER) sit in an epoll set that the I/O
+        # thread polls as one descriptor, so another thread can take one out of that set
+        # without waking the I/O thread: one waiting for an answer takes its peer's
+        # (FastPath.mute), an idle actor serving remote requests takes the ROUTER's
+        # (RouterLeader).
+        self._fd_poll: Any = select.epoll() if hasattr(select, "epoll") else None
         self.sleeping = False  # True while the thread is (about to be) blocked in poll
         self.woken = False  # a wake-up is already on its way: do not write the eventfd again
         self.closing = False
@@ -131,6 +112,7 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
         self.thread = threading.Thread(target=self._run, name=f"llmos:io-{node.name}", daemon=True)
+        self.ident = 0  # the thread's ident, once it runs
 
     # -- called from any thread ---------------------------------------------------------
 
@@ -145,8 +127,8 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
         return self.address
 
     def wake(self) -> None:
-        if _write_keeping_gil is not None:
-            _write_keeping_gil(self._wake_w, _ONE, 8)  # a full eventfd (EAGAIN) is already awake
+        if write_keeping_gil is not None:
+            write_keeping_gil(self._wake_w, _ONE, 8)  # a full eventfd (EAGAIN) is already awake
             return
         try:
             os.write(self._wake_w, _ONE)
@@ -187,6 +169,7 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
     # -- the thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
+        self.ident = threading.get_ident()
         try:
             self._setup()
         except BaseException as exc:
@@ -215,10 +198,10 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
         node = self.node
         self._poller.register(self._wake_r, POLLIN)
         self._handlers[self._wake_r] = (self._on_wake, None)
-        if self._dealer_poll is not None:
-            dealers = self._dealer_poll.fileno()
-            self._poller.register(dealers, POLLIN)
-            self._handlers[dealers] = (self._on_dealers, None)
+        if self._fd_poll is not None:
+            shared = self._fd_poll.fileno()
+            self._poller.register(shared, POLLIN)
+            self._handlers[shared] = (self._on_fd_poll, None)
         if node.keys is not None:
             zap = self.ctx.socket(zmq.REP)
             zap.linger = 0
@@ -253,7 +236,10 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
             ) from exc
         self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
         fd = self._router_fd = router.get(zmq.FD)
-        self._poller.register(fd, POLLIN)
+        if self._fd_poll is not None:
+            self._fd_poll.register(fd, EPOLLIN)
+        else:
+            self._poller.register(fd, POLLIN)
         self._handlers[fd] = (self._on_router, None)
         self._shared[fd] = None
 
@@ -313,9 +299,9 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
         except (BlockingIOError, OSError):
             pass
 
-    def _on_dealers(self, _: Any) -> None:
+    def _on_fd_poll(self, _: Any) -> None:
         handlers = self._handlers
-        for fd, _event in self._dealer_poll.poll(0):
+        for fd, _event in self._fd_poll.poll(0):
             entry = handlers.get(fd)
             if entry is not None:
                 entry[0](entry[1])
@@ -347,6 +333,7 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
 
     def _teardown(self, linger: float) -> None:
         with self.lock:  # no caller may be sending while the sockets close
+            self.wake_leader()  # it gives the ROUTER back once this releases the lock
             self._close_all(linger)
 
     def _close_all(self, linger: float) -> None:
@@ -363,5 +350,5 @@ class IOLoop(RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignor
             if sock is not None:
                 sock.close(linger_ms if sock is self.router else 0)
         self.router = self.zap = None
-        if self._dealer_poll is not None:
-            self._dealer_poll.close()
+        if self._fd_poll is not None:
+            self._fd_poll.close()

@@ -83,7 +83,7 @@ class PeerLinks:
     _poller: zmq.Poller
     _handlers: dict[Any, tuple[Callable[[Any], None], Any]]
     _shared: dict[int, Peer | None]
-    _dealer_poll: Any
+    _fd_poll: Any
     _touched: set[int]
     recheck: set[int]
 
@@ -205,8 +205,8 @@ class PeerLinks:
         fd = peer.fd = sock.get(zmq.FD)
         peer.generation += 1
         peer.muted = 0
-        if self._dealer_poll is not None:
-            self._dealer_poll.register(fd, EPOLLIN)
+        if self._fd_poll is not None:
+            self._fd_poll.register(fd, EPOLLIN)
         else:  # pragma: no cover - no epoll (not Linux)
             self._poller.register(fd, POLLIN)
         self._poller.register(monitor, POLLIN)
@@ -221,8 +221,8 @@ class PeerLinks:
         peer.stalled = None
         peer.fd = -1
         if sock is not None:
-            if self._dealer_poll is not None:
-                self._dealer_poll.unregister(fd)
+            if self._fd_poll is not None:
+                self._fd_poll.unregister(fd)
             else:  # pragma: no cover - no epoll (not Linux)
                 self._poller.unregister(fd)
             self._handlers.pop(fd, None)

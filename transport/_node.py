@@ -31,6 +31,7 @@ from llmos.actors import (
     check_message,
     get,
 )
+from llmos.actors._cell import live_cells
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
 from llmos.transport._frames import LOOKUP, SPAWN, Limits
@@ -175,9 +176,9 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         self._pool_lock = threading.Lock()
         self._closed = False
         self.codec = Codec("", self._bind_ref, self.limits)
+        self.io = IOLoop(self)
         self.server = Server(self)
         self.client = Client(self)
-        self.io = IOLoop(self)
         try:
             bound = self.io.start()
         except BaseException:
@@ -320,6 +321,7 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             notices=c.notices,
             auth_accepted=zap.accepted if zap else 0,
             auth_refused=zap.refused if zap else 0,
+            actor_reads=c.actor_reads,
         )
 
     def close(self, timeout: float = 5.0) -> None:
@@ -331,6 +333,10 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             return
         self._closed = True
         self.io.stop(timeout)
+        idle = self.io.idle_wait
+        for cell in live_cells():  # its actors wait on their own queues again
+            if cell.mailbox.idle == idle:
+                cell.mailbox.idle = None
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:

@@ -95,9 +95,10 @@ class Peer:
 
 
 class Counters:
-    """Mutable counters, written by the I/O thread only (so no lock)."""
+    """Mutable counters, written only by a thread holding the I/O lock."""
 
     __slots__ = (
+        "actor_reads",
         "bad_frames",
         "bad_items",
         "dropped_replies",
@@ -112,6 +113,7 @@ class Counters:
     )
 
     def __init__(self) -> None:
+        self.actor_reads = 0
         self.bad_frames = 0
         self.bad_items = 0
         self.dropped_replies = 0
@@ -150,6 +152,8 @@ class NodeStats:
             mailbox); each is also recorded in dead letters.
         notices: rejection notices received from peers about frames this node sent.
         auth_accepted: CURVE clients let in. auth_refused: CURVE clients refused.
+        actor_reads: times an idle actor serving remote requests read the node's socket
+            itself (the I/O thread read the other frames counted in ``frames_in``).
     """
 
     address: str
@@ -170,3 +174,4 @@ class NodeStats:
     notices: int
     auth_accepted: int
     auth_refused: int
+    actor_reads: int = 0

@@ -47,6 +47,8 @@ def check_timeout(timeout: float | None) -> float:
     if timeout is None:
         default: float = default_ask_timeout()
         return default
+    if (type(timeout) is float or type(timeout) is int) and 0 < timeout < math.inf:
+        return float(timeout)
     if (
         not isinstance(timeout, int | float)
         or isinstance(timeout, bool)

@@ -27,7 +27,6 @@ from llmos.actors import (
     Reply,
     SupervisionError,
     Terminated,
-    check_message,
     envelope,
 )
 from llmos.actors._cell import Cell, lookup
@@ -88,6 +87,7 @@ class Server:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.counters = node.counters
+        self.idle = node.io.idle_wait
         self._last_warning = 0.0
         self._requests = {
             ASK: self._ask,
@@ -200,8 +200,7 @@ class Server:
         codec = self.node.codec
         if error is None:
             try:
-                check_message(value)
-                payload = codec.encode(value)
+                payload = codec.encode_checked(value)
             except MessageError as exc:
                 error = MessageError(f"the answer cannot be sent back to the asker: {exc}")
             else:
@@ -229,9 +228,12 @@ class Server:
         if cell is None:
             self._undelivered(target, msg, "no such actor on this node")
             return
+        mailbox = cell.mailbox
+        if mailbox.idle is None:
+            mailbox.idle = self.idle  # when idle, the actor reads the ROUTER itself
         try:
             # An envelope is the plain tuple (message, reply, sent_at) (llmos.actors.Envelope).
-            cell.mailbox.put((msg, None, arrived), 0)  # 0: never wait
+            mailbox.put((msg, None, arrived), 0)  # 0: never wait
         except MailboxFull:
             self._undelivered(target, msg, "mailbox full (remote tell)")
             return
@@ -251,8 +253,11 @@ class Server:
         if cell is None:
             reply.set_exception(self._no_actor(target))
             return
+        mailbox = cell.mailbox
+        if mailbox.idle is None:
+            mailbox.idle = self.idle  # when idle, the actor reads the ROUTER itself
         try:
-            cell.mailbox.put(envelope(msg, reply), timeout=0)
+            mailbox.put(envelope(msg, reply), timeout=0)
         except MailboxFull as exc:
             reply.set_exception(exc)
             return
