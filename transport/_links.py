@@ -46,11 +46,14 @@ log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 
 # Frames queued per connection and direction. A frame batches up to max_items items or about
-# BATCH_BYTES, so a stalled peer holds at most about HWM * BATCH_BYTES in libzmq's pipe
-# (more only for single messages larger than that); the outbox in front of it is bounded by
-# Node.max_outbox, so a peer that cannot keep up turns into PeerBusy for its senders.
-HWM = 16
-BATCH_BYTES = 1 << 20
+# BATCH_BYTES, so a stalled peer holds at most about HWM * BATCH_BYTES (16 MiB) in libzmq's
+# pipe (more only for single messages larger than that); the outbox in front of it is bounded
+# by Node.max_outbox, so a peer that cannot keep up turns into PeerBusy for its senders.
+# libzmq's flow control sends a command between a socket and its I/O thread every HWM / 2
+# messages each way, and each command wakes a thread (with HWM 16, one ask in eight paid for
+# an extra wake-up on each side: 10-20 us per ask on average on a 2-vCPU VM).
+HWM = 128
+BATCH_BYTES = 128 * 1024
 SOCKET_BUFFER = 128 * 1024  # bytes of kernel send and receive buffer per connection
 AUTH_RETRY = 5.0  # seconds before reconnecting to a peer that refused our CURVE key
 BURST = 64  # frames read from one socket per turn, so no peer starves the others
