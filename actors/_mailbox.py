@@ -112,7 +112,7 @@ class Mailbox:
     def get(self, timeout: float | None = None) -> Envelope:
         """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``)."""
         idle = self.idle
-        if idle is not None and timeout is None:
+        if idle is not None and timeout is None and not self._queue.qsize():
             item = idle(self, self._queue)
         else:
             item = self._queue.get(True, timeout)

@@ -112,6 +112,9 @@ class Codec:
         self._bind_ref = bind_ref
         self._limits = limits
         self._options = limits.unpack_options()
+        self._max_array = limits.max_array
+        self._max_map = limits.max_map
+        self._hook = self._ext_hook  # one bound method, not a new one per decode
         self._tls = threading.local()
         # Types the depth check descends into: containers, and message classes once seen.
         self._nested: set[type] = {list, tuple, dict}
@@ -227,7 +230,14 @@ class Codec:
             UnknownMessageType: a message wire name no class is registered under here.
         """
         try:
-            value = msgpack.unpackb(data, ext_hook=self._ext_hook, **self._options)
+            # The limits of Limits.unpack_options, spelled out (a ** costs more per call).
+            value = msgpack.unpackb(
+                data,
+                ext_hook=self._hook,
+                strict_map_key=False,
+                max_array_len=self._max_array,
+                max_map_len=self._max_map,
+            )
         except (FrameError, MessageError):
             raise
         except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
