@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import zmq
 
 from llmos.actors import Reply
 from llmos.transport._frames import pack_frame
-from llmos.transport._links import EPOLLIN, EVENTS, POLLIN, POLLOUT
+from llmos.transport._links import EPOLLIN, EVENTS, NOBLOCK, POLLIN, POLLOUT
 from llmos.transport._peer import Counters, Peer
+
+if TYPE_CHECKING:
+    from llmos.transport._node import Node
 
 __all__ = ["FastPath"]
 
@@ -27,6 +30,7 @@ __all__ = ["FastPath"]
 class FastPath:
     """Sending and reading from the calling thread; the edge-triggered bookkeeping."""
 
+    node: Node
     counters: Counters
     lock: threading.Lock
     router: zmq.Socket[Any] | None
@@ -67,8 +71,22 @@ class FastPath:
         touched.clear()
 
     def read_peer(self, peer: Peer) -> None:
-        """Read what the peer sent (a thread waiting for an answer calls this, lock held)."""
-        self._on_dealer(peer)
+        """Read what the peer sent (a thread waiting for an answer calls this, lock held).
+
+        The descriptor signalled, so a message is most likely waiting: it is read before
+        EVENTS is (which saves one EVENTS call per answer; a signal from libzmq's flow
+        control alone costs a refused recv instead).
+        """
+        sock = peer.socket
+        if sock is not None:
+            try:
+                data = sock.recv(NOBLOCK)
+            except zmq.Again:
+                pass
+            else:
+                self.node.client.on_frame(peer, data)
+            if sock is peer.socket:  # not replaced meanwhile (the peer went down)
+                self._on_dealer(peer)  # anything more, a stalled frame, and EVENTS
         self._settle()
 
     def mute(self, peer: Peer) -> None:

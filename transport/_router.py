@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, cast
 import zmq
 
 from llmos.transport._frames import Limits, pack_frame
-from llmos.transport._links import BURST, EVENTS, NOBLOCK, POLLIN
+from llmos.transport._links import BURST, EVENTS, NOBLOCK, POLLIN, SEND
 from llmos.transport._peer import Counters
 
 if TYPE_CHECKING:
@@ -146,8 +146,8 @@ class RouterSide:
         try:
             # Two plain sends (send_multipart costs more); the second part of a multipart
             # message is never refused once the first was accepted.
-            router.send(ident, SNDMORE_NOBLOCK)
-            router.send(frame, NOBLOCK, copy=len(frame) < 65536)
+            SEND(router, ident, SNDMORE_NOBLOCK)
+            SEND(router, frame, NOBLOCK, len(frame) < 65536)  # copy small frames
         except zmq.Again:
             self._stalled.append((ident, frame, give_up, count))
             return False
