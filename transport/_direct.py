@@ -143,6 +143,8 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
     def get(self, timeout: float | None = None) -> Any:
         if not self._done and timeout is None and _DIRECT:
             self._wait_direct()
+        if self._done and self._error is None:
+            return self._value  # what Reply.get returns then, without the call
         return super().get(timeout)
 
     result = get
@@ -155,7 +157,7 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
             return  # no connection yet (the I/O thread reads it), or called from the I/O thread
         lease = _lease()
         wake = lease.fd
-        poll = lease.watch(fd).poll
+        poll = (lease.poller if lease.dealer == fd else lease.watch(fd)).poll
         # Another thread already waits on this reply's socket: only one can be woken through
         # ``_wake``, so this one waits on the reply itself. (No call between the test and the
         # store, so no other thread runs in between.)

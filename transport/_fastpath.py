@@ -18,7 +18,7 @@ import zmq
 
 from llmos.actors import Reply
 from llmos.transport._frames import pack_frame
-from llmos.transport._links import EPOLLIN, EVENTS, NOBLOCK, POLLIN, POLLOUT
+from llmos.transport._links import EPOLLIN, EVENTS, NOBLOCK, POLLIN, POLLOUT, SEND
 from llmos.transport._peer import Counters, Peer
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ class FastPath:
 
     wake: Callable[[], None]  # IOLoop's
     _on_dealer: Callable[[Peer], None]  # PeerLinks'
-    _send_dealer: Callable[[Peer, bytes], bool]  # PeerLinks'
 
     def _settle(self) -> None:
         """Recheck every socket used since the last settle whose EVENTS still need handling.
@@ -87,7 +86,8 @@ class FastPath:
                 self.node.client.on_frame(peer, data)
             if sock is peer.socket:  # not replaced meanwhile (the peer went down)
                 self._on_dealer(peer)  # anything more, a stalled frame, and EVENTS
-        self._settle()
+        if self._touched:
+            self._settle()
 
     def mute(self, peer: Peer) -> None:
         """A thread now reads the peer's socket itself: stop polling it here (lock held)."""
@@ -114,23 +114,38 @@ class FastPath:
         """
         if peer.outbox or peer.stalled is not None or peer.socket is None:
             return False
-        if not self.lock.acquire(False):
+        lock = self.lock
+        if not lock.acquire(False):
             return False
         try:
-            if peer.outbox or peer.stalled is not None or peer.socket is None or self.closing:
+            sock = peer.socket
+            if peer.outbox or peer.stalled is not None or sock is None or self.closing:
                 return False
-            if reply.done():
+            if reply._done:
                 return True
+            frame = pack_frame([item])
             try:
-                sent = self._send_dealer(peer, pack_frame([item]))
-            except zmq.ZMQError:
-                sent = False
-            if sent:
-                self.counters.items_out += 1
-            self._settle()
+                SEND(sock, frame, NOBLOCK, len(frame) < 65536)  # copy small frames
+            except zmq.Again:
+                sent = False  # the connection's queue is full: the item waits in the outbox
+            else:
+                sent = True
+                counters = self.counters
+                counters.frames_out += 1
+                counters.items_out += 1
+            # This socket's settle, inline (sending may have taken the descriptor's signal
+            # for an answer that already waits), then any other socket's.
+            if cast(int, sock.get(EVENTS)) & POLLIN:
+                self.recheck.add(peer.fd)
+            if self._touched:
+                self._settle()
             recheck = bool(self.recheck)
+        except zmq.ZMQError:
+            sent = False  # the socket is failing: the I/O thread looks at it next turn
+            self.recheck.add(peer.fd)
+            recheck = True
         finally:
-            self.lock.release()
+            lock.release()
         if recheck:
             self.wake()
         return sent

@@ -107,7 +107,7 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
         if peer is None:
             peer = self._peer = via.peer(self.node or "")
         reply = RemoteReply(_monotonic() + span, self, span, via.io, peer)
-        via.send_request(self.node or "", ASK, self.name, payload, reply)
+        via.send_to(peer, ASK, self.name, payload, reply)
         return reply
 
     async def ask_async(self, message: Any, timeout: float | None = None) -> Any:

@@ -80,7 +80,10 @@ class Sending:
 
     def encode_message(self, message: Any) -> bytes:
         """Check and encode a message for a peer (MessageError, FrameError if too large)."""
-        return self._bounded(self.codec.encode_checked(message))
+        payload = self.codec.encode_checked(message)
+        if len(payload) > self.max_payload:
+            self._bounded(payload)  # raises
+        return payload
 
     def encode_payload(self, value: Any) -> bytes:
         """Encode a value already checked (FrameError if too large)."""
@@ -144,7 +147,14 @@ class Sending:
         self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
     ) -> bool:
         """Queue a request; False only when ``block`` is False and the queue is full."""
-        peer = self.peers.get(address) or self.peer(address)
+        return self.send_to(
+            self.peers.get(address) or self.peer(address), op, target, payload, reply, block
+        )
+
+    def send_to(
+        self, peer: Peer, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+    ) -> bool:
+        """``send_request`` to a peer already looked up."""
         if peer.state == DOWN:
             raise peer.down_error()
         if len(peer.outbox) >= self.max_outbox and not self.wait_for_room(peer, block):
