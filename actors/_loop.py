@@ -107,7 +107,7 @@ class ActorLoop:
                     continue  # stale marker (a failure or a stop came first): its STOP follows
                 self._stop_instance(instance)
                 return
-            if reply is not None and reply.expired():
+            if reply is not None and monotonic() > reply.deadline:  # reply.expired(), inline
                 reply.expire()
                 record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
                 continue

@@ -54,35 +54,44 @@ class RouterSide:
     _settle: Callable[[], None]  # FastPath's
 
     def post_reply(self, ident: bytes, item: list[Any], deadline: float) -> None:
-        """Send (or else queue) an answer to a peer that asked through our ROUTER socket."""
-        if self._reply_now(ident, item, deadline):
-            return
+        """Send (or else queue) an answer to a peer that asked through our ROUTER socket.
+
+        The calling thread (the serving actor, usually) sends it itself when nothing is queued
+        ahead of it and no other thread holds the lock; otherwise the I/O thread does.
+        """
+        if not self.replies and not self._stalled and self.lock.acquire(False):
+            try:
+                router = self.router
+                sent = not self.replies and not self._stalled and not self.closing
+                if sent and router is not None:
+                    now = _monotonic()
+                    if now > deadline:
+                        self.counters.expired_requests += 1
+                    else:
+                        self.counters.items_out += 1
+                        self._send_router(
+                            ident, pack_frame([item]), now + self.node.send_timeout, 1
+                        )
+                    # The ROUTER's settle, inline (see FastPath._settle), then any other socket's.
+                    fd = self._router_fd
+                    if cast(int, router.get(EVENTS)) & POLLIN:
+                        self.recheck.add(fd)
+                    self._touched.discard(fd)
+                    if self._touched:
+                        self._settle()
+                    wake = bool(self.recheck or self._stalled)
+                else:
+                    sent = wake = False
+            finally:
+                self.lock.release()
+            if wake:
+                self.wake()
+            if sent:
+                return
         self.replies.append((ident, item, deadline))
         if self.sleeping and not self.woken:
             self.woken = True
             self.wake()
-
-    def _reply_now(self, ident: bytes, item: list[Any], deadline: float) -> bool:
-        """Send one answer through the ROUTER from the calling thread, if that can be done
-        at once (nothing queued ahead of it, no other thread holding the lock)."""
-        if self.replies or self._stalled or not self.lock.acquire(False):
-            return False
-        try:
-            if self.replies or self._stalled or self.router is None or self.closing:
-                return False
-            now = _monotonic()
-            if now > deadline:
-                self.counters.expired_requests += 1
-            else:
-                self.counters.items_out += 1
-                self._send_router(ident, pack_frame([item]), now + self.node.send_timeout, 1)
-            self._settle()
-            wake = bool(self.recheck or self._stalled)
-        finally:
-            self.lock.release()
-        if wake:
-            self.wake()
-        return True
 
     def _on_router(self, _: Any) -> None:
         router = self.router
