@@ -153,7 +153,8 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
         """Read the peer's socket until the answer is in or the deadline passes."""
         io, peer = self._io, self._peer
         fd = peer.fd
-        if fd < 0 or _get_ident() == io.ident:
+        me = _get_ident()
+        if fd < 0 or me == io.ident:
             return  # no connection yet (the I/O thread reads it), or called from the I/O thread
         lease = _lease()
         wake = lease.fd
@@ -164,7 +165,7 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
         if self._wake >= 0:
             return
         self._wake = wake
-        self._owner = _get_ident()
+        self._owner = me
         lock = io.lock
         with lock:
             if peer.fd != fd:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import zmq
 
@@ -61,7 +61,7 @@ class FastPath:
             peer = shared[fd]
             if peer is None:
                 router = self.router
-                if router is not None and cast(int, router.get(EVENTS)) & POLLIN:
+                if router is not None and router.get(EVENTS) & POLLIN:  # type: ignore[operator]  # an int
                     self.recheck.add(fd)
             elif peer.socket is not None:
                 events = peer.socket.get(EVENTS)
@@ -135,7 +135,7 @@ class FastPath:
                 counters.items_out += 1
             # This socket's settle, inline (sending may have taken the descriptor's signal
             # for an answer that already waits), then any other socket's.
-            if cast(int, sock.get(EVENTS)) & POLLIN:
+            if sock.get(EVENTS) & POLLIN:
                 self.recheck.add(peer.fd)
             if self._touched:
                 self._settle()
