@@ -20,6 +20,7 @@ signal before it checks the queue last, so a message is either seen by that chec
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import sys
@@ -34,10 +35,12 @@ from llmos.transport._links import EPOLLIN
 
 if TYPE_CHECKING:
     from llmos.actors._mailbox import Envelope, Mailbox
+    from llmos.transport._node import Node
     from llmos.transport._peer import Counters
 
 __all__ = ["RouterLeader"]
 
+log = logging.getLogger("llmos.transport")
 _get_ident = threading.get_ident
 _ONE = (1).to_bytes(8, sys.byteorder)
 
@@ -59,6 +62,7 @@ class RouterLeader:
     _settle: Callable[[], None]  # FastPath's
     _on_router: Callable[[Any], None]  # RouterSide's
 
+    node: Node
     leader = 0  # the leading thread's ident, 0 while the I/O thread reads the ROUTER
     _leader_wake = -1  # the leader's eventfd
 
@@ -96,15 +100,21 @@ class RouterLeader:
             finally:
                 with self.lock:
                     mailbox.signal = None
-                    if ready and self.router is router and not self.closing:
-                        self.counters.actor_reads += 1
-                        self._on_router(None)  # items for this actor go to its own mailbox
-                    self.leader = 0
-                    self._leader_wake = -1
-                    if self.router is router and not self.closing:
-                        self._fd_poll.modify(fd, EPOLLIN)  # back to the I/O thread
-                    self._settle()
-                    wake = bool(self.recheck)
+                    try:
+                        if ready and self.router is router and not self.closing:
+                            self.counters.actor_reads += 1
+                            self._on_router(None)  # items for this actor go to its own mailbox
+                    except Exception:  # as in the I/O thread: log it, keep serving
+                        log.exception(
+                            "node %s: error while an actor read its socket", self.node.name
+                        )
+                    finally:  # the ROUTER always goes back to the I/O thread
+                        self.leader = 0
+                        self._leader_wake = -1
+                        if self.router is router and not self.closing:
+                            self._fd_poll.modify(fd, EPOLLIN)
+                            self._settle()
+                        wake = bool(self.recheck)
                 if wake:
                     self.wake()
 
