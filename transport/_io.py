@@ -5,14 +5,16 @@ after migrating it with a full memory barrier, which here is :attr:`IOLoop.lock`
 thread creates, polls and closes every socket. It holds the lock while it works and not while
 it sleeps: it waits in ``poll`` on the sockets' file descriptors (``ZMQ_FD``), not on the
 sockets, so while it sleeps another thread may take the lock and use a socket directly. That
-is the fast path of an ask, which saves three thread hand-offs per round trip (each about
-30 us, plus the CPU to wake a thread, on a small VM):
+is the fast path of an ask, which saves every thread hand-off of a round trip but libzmq's own
+(each hand-off costs about 30 us, plus the CPU to wake a thread, on a small VM):
 
 - the asking thread sends its request itself when nothing is queued ahead of it for that peer
   (so one sender's order holds);
-- it waits for the answer by polling the peer's descriptor and reads the socket itself
-  (:mod:`llmos.transport._direct`);
-- the serving actor sends its answer through the ROUTER itself.
+- the serving actor, while idle, reads the ROUTER itself, so the request reaches it without
+  the I/O thread (:mod:`llmos.transport._leader`);
+- it sends its answer through the ROUTER itself;
+- the asking thread waits for the answer by polling the peer's descriptor and reads the socket
+  itself (:mod:`llmos.transport._direct`).
 
 A sender that finds the lock taken queues its item instead (below); a waiting reader takes the
 lock only for one read, and the I/O thread never holds it while it sleeps.
