@@ -133,6 +133,8 @@ class Server:
                         name = item[1]
                         cell = lookup(name)
                     tell(name, msg, cell, arrived)
+                elif type(item) is list and len(item) == 6 and item[0] == ASK:
+                    self._request(ident, ASK, item)  # the other hot path: one ask
                 else:
                     self._item(ident, item)
             except (FrameError, MessageError, SupervisionError) as exc:
@@ -174,12 +176,7 @@ class Server:
                 raise FrameError("malformed tell item")
             self._tell(item[1], self.node.codec.decode(item[2]), lookup(item[1]), _monotonic())
         elif op in REQUEST_OPS:
-            rid, span, wall, target, payload = _request_fields(item)
-            left = min(span, wall - _time() + self.node.clock_skew)
-            if left <= 0:
-                self.counters.expired_requests += 1  # the asker has given up: do not run it
-                return
-            self._requests[op](ident, rid, _monotonic() + left, span, target, payload)
+            self._request(ident, op, item)
         elif op == PING:
             self.node.io.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
@@ -191,6 +188,25 @@ class Server:
             self._watch(item[1], watcher, op == WATCH)
         else:
             raise FrameError(f"unknown item kind {op!r}")
+
+    def _request(self, ident: bytes, op: int, item: list[Any]) -> None:
+        """A request item ``[op, id, span, deadline (wall clock), target, payload]``."""
+        if len(item) != 6:
+            raise FrameError(f"a request item has 6 fields, got {len(item)}")
+        _, rid, span, wall, target, payload = item
+        if (
+            type(rid) is not int
+            or type(span) not in _NUMBER
+            or type(wall) not in _NUMBER
+            or type(target) is not str
+            or type(payload) is not bytes
+        ):
+            raise FrameError("malformed request item")
+        left = min(span, wall - _time() + self.node.clock_skew)
+        if left <= 0:
+            self.counters.expired_requests += 1  # the asker has given up: do not run it
+            return
+        self._requests[op](ident, rid, _monotonic() + left, float(span), target, payload)
 
     # -- answers (any thread) -------------------------------------------------------------
 
@@ -360,18 +376,3 @@ def _request_id(item: Any) -> int | None:
     if type(item) is list and len(item) > 1 and item[0] in REQUEST_OPS and type(item[1]) is int:
         return item[1]
     return None
-
-
-def _request_fields(item: list[Any]) -> tuple[int, float, float, str, bytes]:
-    if len(item) != 6:
-        raise FrameError(f"a request item has 6 fields, got {len(item)}")
-    _, rid, span, wall, target, payload = item
-    if (
-        type(rid) is not int
-        or type(span) not in _NUMBER
-        or type(wall) not in _NUMBER
-        or type(target) is not str
-        or type(payload) is not bytes
-    ):
-        raise FrameError("malformed request item")
-    return rid, float(span), float(wall), target, payload
