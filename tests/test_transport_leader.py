@@ -186,3 +186,16 @@ def test_closing_the_node_gives_its_actors_back_their_own_queue(pair: tuple[Node
     wait_until(lambda: b.io.leader == 0, "the actor stops reading the closed node's socket")
     for n in range(3):
         assert local.ask(n, timeout=BOUND).get() == n
+
+
+def test_heartbeats_are_answered_while_an_actor_reads_the_socket() -> None:
+    with Node(name="a", heartbeat=0.2) as a, Node(name="b", heartbeat=0.2) as b:
+        Echo.start(name="echo")
+        echo = a.ref(f"echo@{b.address}")
+        assert echo.ask("hi", timeout=BOUND).get() == "hi"
+        leading(b, "echo")
+        before = b.statistics().actor_reads
+        time.sleep(5 * 0.2)  # five heartbeat timeouts with no traffic but a's pings
+        assert b.statistics().actor_reads > before  # echo read the pings, and b answered them
+        assert a.statistics().peers_up == (b.address,)
+        assert echo.ask("still up", timeout=BOUND).get() == "still up"
