@@ -69,7 +69,10 @@ def default_spawner(
 class Node(Sending):  # type: ignore[misc,unused-ignore]
     """One process's endpoint: a ROUTER socket, connections to peers, and remote refs.
 
-    All sockets belong to one I/O thread; every other thread hands it work through queues.
+    One I/O thread creates, polls and closes every socket. Other threads use a socket only
+    under its lock: an asking thread sends its request and reads the answer itself, and an
+    idle actor serving remote requests reads them itself; otherwise they hand the I/O thread
+    work through queues.
 
     Args:
         bind: where to listen. Default ``tcp://127.0.0.1:0`` (a free loopback port; read the
