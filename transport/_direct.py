@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from llmos.transport._io import IOLoop
     from llmos.transport._peer import Peer
 
-__all__ = ["RemoteReply", "direct_waits", "write_keeping_gil"]
+__all__ = ["RemoteReply", "direct_waits", "signal_fd"]
 
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
@@ -65,6 +65,21 @@ def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
 
 
 write_keeping_gil = _gil_keeping_write()
+
+
+def signal_fd(fd: int) -> None:
+    """Signal a wake-up eventfd (or pipe) without blocking, keeping the GIL where possible.
+
+    A full eventfd is already signalled, and a closed one has nobody left to wake, so a
+    failed write needs nothing more.
+    """
+    if write_keeping_gil is not None:
+        write_keeping_gil(fd, _ONE, 8)
+        return
+    try:
+        os.write(fd, _ONE)
+    except OSError:
+        pass
 
 
 def direct_waits() -> bool:
@@ -99,13 +114,7 @@ class _Lease:
 
     def signal(self) -> None:
         """Wake the thread if it sleeps in its poll set (from any thread)."""
-        if write_keeping_gil is not None:
-            write_keeping_gil(self.fd, _ONE, 8)  # a full eventfd (EAGAIN) is already awake
-            return
-        try:
-            os.write(self.fd, _ONE)
-        except OSError:
-            pass
+        signal_fd(self.fd)
 
     def __del__(self) -> None:
         with _free_lock:
@@ -135,10 +144,7 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
         super()._deliver()
         wake = self._wake
         if wake >= 0 and self._owner != _get_ident():
-            try:
-                os.write(wake, _ONE)
-            except OSError:
-                pass  # a full eventfd is already signalled
+            signal_fd(wake)
 
     def get(self, timeout: float | None = None) -> Any:
         if not self._done and timeout is None and _DIRECT:

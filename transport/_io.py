@@ -43,7 +43,6 @@ import logging
 import math
 import os
 import select
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -52,7 +51,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from llmos.actors import AuthError, LlmosError, TransportError
-from llmos.transport._direct import write_keeping_gil
+from llmos.transport._direct import signal_fd
 from llmos.transport._fastpath import FastPath
 from llmos.transport._leader import RouterLeader
 from llmos.transport._links import EPOLLIN, NOBLOCK, POLLIN, PeerLinks
@@ -69,7 +68,6 @@ log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 
 _STALL_RETRY = 0.005
-_ONE = (1).to_bytes(8, sys.byteorder)
 
 
 class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignore]
@@ -129,13 +127,7 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
         return self.address
 
     def wake(self) -> None:
-        if write_keeping_gil is not None:
-            write_keeping_gil(self._wake_w, _ONE, 8)  # a full eventfd (EAGAIN) is already awake
-            return
-        try:
-            os.write(self._wake_w, _ONE)
-        except (BlockingIOError, OSError):
-            pass  # already signalled, or closing
+        signal_fd(self._wake_w)
 
     def post(self, peer: Peer, item: list[Any]) -> None:
         """Queue an item for a peer (the caller checked back-pressure)."""

@@ -23,14 +23,13 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from llmos.transport._direct import _lease
+from llmos.transport._direct import _lease, signal_fd
 from llmos.transport._links import EPOLLIN
 
 if TYPE_CHECKING:
@@ -42,7 +41,6 @@ __all__ = ["RouterLeader"]
 
 log = logging.getLogger("llmos.transport")
 _get_ident = threading.get_ident
-_ONE = (1).to_bytes(8, sys.byteorder)
 
 
 class RouterLeader:
@@ -134,9 +132,5 @@ class RouterLeader:
 
     def wake_leader(self) -> None:
         """Make the leader give the ROUTER back now (the node is closing; lock held)."""
-        wake = self._leader_wake
-        if wake >= 0:
-            try:
-                os.write(wake, _ONE)
-            except OSError:
-                pass  # a full eventfd is already signalled
+        if self._leader_wake >= 0:
+            signal_fd(self._leader_wake)
