@@ -55,7 +55,17 @@ class Mailbox:
         put_timeout: how long a blocked sender waits.
     """
 
-    __slots__ = ("_queue", "_room", "capacity", "idle", "put", "put_timeout", "signal", "when_full")
+    __slots__ = (
+        "_queue",
+        "_room",
+        "capacity",
+        "enqueue",
+        "idle",
+        "put",
+        "put_timeout",
+        "signal",
+        "when_full",
+    )
 
     def __init__(
         self, capacity: int | None = None, when_full: WhenFull = "block", put_timeout: float = 5.0
@@ -77,8 +87,14 @@ class Mailbox:
         self.idle: Callable[[Mailbox, queue.SimpleQueue[Envelope]], Envelope] | None = None
         # Called after every put while that consumer waits on something other than the queue.
         self.signal: Callable[[], None] | None = None
-        # ``put(envelope, timeout=None)``
+        # ``put(envelope, timeout=None)``: queue, then call ``signal`` if set.
         self.put: Callable[..., None] = self._put if capacity is None else self._put_bounded
+        # ``enqueue(envelope, timeout=None)``: queue only (for an unbounded mailbox, the
+        # queue's own put, in C). The local tell and ask, the hottest paths, call this and then
+        # check ``signal`` themselves, which costs them no Python-level call.
+        self.enqueue: Callable[..., None] = (
+            self._queue.put if capacity is None else self._enqueue_bounded
+        )
 
     def _put(self, envelope: Envelope, timeout: float | None = None) -> None:
         self._queue.put(envelope)
@@ -86,6 +102,11 @@ class Mailbox:
             self.signal()
 
     def _put_bounded(self, envelope: Envelope, timeout: float | None = None) -> None:
+        self._enqueue_bounded(envelope, timeout)
+        if self.signal is not None:
+            self.signal()
+
+    def _enqueue_bounded(self, envelope: Envelope, timeout: float | None = None) -> None:
         """Queue a message, following the policy when the mailbox is full.
 
         Raises:
@@ -103,7 +124,7 @@ class Mailbox:
                 f"mailbox full ({self.capacity} messages){waited}; the actor is behind: "
                 "retry later, slow down, or raise its capacity"
             )
-        self._put(envelope)
+        self._queue.put(envelope)
 
     def put_control(self, envelope: Envelope) -> None:
         """Queue a control envelope (STOP); never refused, never counted against capacity."""
