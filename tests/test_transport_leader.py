@@ -14,12 +14,14 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import msgpack
 import pytest
-from transport_support import endpoint, short_tmpdir
+from transport_support import ask_item, endpoint, hostile_frames, raw_dealer, short_tmpdir
 
 from llmos.actors import Actor, ActorDeadError, ActorRef
 from llmos.actors._cell import lookup
 from llmos.transport import Node
+from llmos.transport._frames import FAIL, NOTICE, REPLY, pack_frame, parse_frame
 
 SCHEMES = ["tcp", "ipc", "inproc"]
 BOUND = 5.0  # seconds any wait in these tests may take at most
@@ -199,3 +201,26 @@ def test_heartbeats_are_answered_while_an_actor_reads_the_socket() -> None:
         assert b.statistics().actor_reads > before  # echo read the pings, and b answered them
         assert a.statistics().peers_up == (b.address,)
         assert echo.ask("still up", timeout=BOUND).get() == "still up"
+
+
+def test_hostile_frames_read_by_an_actor_are_rejected_counted_and_answered() -> None:
+    with Node(name="b") as b:
+        Echo.start(name="echo")
+        with raw_dealer(b.address) as sock:
+            for label, frame, answer in hostile_frames():
+                sock.send(pack_frame([ask_item(1, msgpack.packb("warm"))]))
+                assert parse_frame(sock.recv(), b.limits)[0][0] == REPLY
+                leading(b, "echo")  # echo now reads the socket: it gets the hostile frame
+                before = b.statistics()
+                if isinstance(frame, list):
+                    sock.send_multipart(frame)
+                else:
+                    sock.send(frame)
+                item = parse_frame(sock.recv(), b.limits)[0]  # every rejection is answered
+                after = b.statistics()
+                assert after.actor_reads > before.actor_reads, label
+                if answer == "frame":
+                    assert (after.bad_frames - before.bad_frames, item[0]) == (1, NOTICE), label
+                else:
+                    assert after.bad_items == before.bad_items + 1, label
+                    assert item[0] == (NOTICE if answer == "item" else FAIL), label
