@@ -131,7 +131,10 @@ class Mailbox:
         self._put(envelope)
 
     def get(self, timeout: float | None = None) -> Envelope:
-        """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``)."""
+        """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``).
+
+        With no timeout and an empty queue, an ``idle`` hook does the waiting.
+        """
         idle = self.idle
         if idle is not None and timeout is None and not self._queue.qsize():
             item = idle(self, self._queue)

@@ -112,8 +112,8 @@ class Codec:
         self._bind_ref = bind_ref
         self._limits = limits
         self._options = limits.unpack_options()
-        self._max_array = limits.max_array
-        self._max_map = limits.max_map
+        self._max_array = self._options["max_array_len"]  # spelled out in decode, below
+        self._max_map = self._options["max_map_len"]
         self._hook = self._ext_hook  # one bound method, not a new one per decode
         self._tls = threading.local()
         # Types the depth check descends into: containers, and message classes once seen.

@@ -164,7 +164,7 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
             return  # no connection yet (the I/O thread reads it), or called from the I/O thread
         lease = _lease()
         wake = lease.fd
-        poll = (lease.poller if lease.dealer == fd else lease.watch(fd)).poll
+        poll = lease.watch(fd).poll
         # Another thread already waits on this reply's socket: only one can be woken through
         # ``_wake``, so this one waits on the reply itself. (No call between the test and the
         # store, so no other thread runs in between.)

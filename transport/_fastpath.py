@@ -18,7 +18,7 @@ import zmq
 
 from llmos.actors import Reply
 from llmos.transport._frames import pack_frame
-from llmos.transport._links import EPOLLIN, EVENTS, NOBLOCK, POLLIN, POLLOUT, SEND
+from llmos.transport._links import EPOLLIN, EVENTS, NOBLOCK, POLLIN, POLLOUT
 from llmos.transport._peer import Counters, Peer
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class FastPath:
 
     wake: Callable[[], None]  # IOLoop's
     _on_dealer: Callable[[Peer], None]  # PeerLinks'
+    _send_dealer: Callable[[Peer, bytes], bool]  # PeerLinks'
 
     def _settle(self) -> None:
         """Recheck every socket used since the last settle whose EVENTS still need handling.
@@ -123,22 +124,10 @@ class FastPath:
                 return False
             if reply._done:
                 return True
-            frame = pack_frame([item])
-            try:
-                SEND(sock, frame, NOBLOCK, len(frame) < 65536)  # copy small frames
-            except zmq.Again:
-                sent = False  # the connection's queue is full: the item waits in the outbox
-            else:
-                sent = True
-                counters = self.counters
-                counters.frames_out += 1
-                counters.items_out += 1
-            # This socket's settle, inline (sending may have taken the descriptor's signal
-            # for an answer that already waits), then any other socket's.
-            if sock.get(EVENTS) & POLLIN:
-                self.recheck.add(peer.fd)
-            if self._touched:
-                self._settle()
+            sent = self._send_dealer(peer, pack_frame([item]))  # False: it waits in the outbox
+            if sent:
+                self.counters.items_out += 1
+            self._settle()  # sending may have taken the signal for an answer that already waits
             recheck = bool(self.recheck)
         except zmq.ZMQError:
             sent = False  # the socket is failing: the I/O thread looks at it next turn

@@ -72,13 +72,7 @@ class RouterSide:
                         self._send_router(
                             ident, pack_frame([item]), now + self.node.send_timeout, 1
                         )
-                    # The ROUTER's settle, inline (see FastPath._settle), then any other socket's.
-                    fd = self._router_fd
-                    if router.get(EVENTS) & POLLIN:  # type: ignore[operator]  # an int
-                        self.recheck.add(fd)
-                    self._touched.discard(fd)
-                    if self._touched:
-                        self._settle()
+                    self._settle()
                     wake = bool(self.recheck or self._stalled)
                 else:
                     sent = wake = False
