@@ -20,11 +20,12 @@ import pytest
 from transport_peer import Add, Echo, Sleep
 from transport_support import PeerProcess, endpoint, short_tmpdir
 
-from llmos.actors import Actor, NodeUnreachable
+from llmos.actors import Actor, LlmosError, NodeUnreachable
 from llmos.transport import Node
 
 SCHEMES = ["tcp", "ipc", "inproc"]
 HEARTBEAT = 1.0
+SPIN_WAIT = 0.01  # long enough that a fast answer comes within it even on a busy machine
 
 
 class Gate(Actor):
@@ -53,11 +54,21 @@ class Sequence(Actor):
         return message[1]
 
 
-@pytest.fixture(params=SCHEMES)
+@pytest.fixture(
+    params=[(scheme, spin) for scheme in SCHEMES for spin in ("spin", "sleep")],
+    ids=lambda param: "-".join(param),
+)
 def pair(request: pytest.FixtureRequest) -> Iterator[tuple[Node, Node]]:
-    """Node ``a`` (the asker) and node ``b`` (serving ``echo`` and ``seq``)."""
+    """Node ``a`` (the asker; its waiting threads spin first, or sleep at once) and node ``b``
+    (serving ``echo`` and ``seq``)."""
+    scheme, spin = request.param
     with short_tmpdir() as folder:
-        a = Node(endpoint(request.param, folder), name="a", heartbeat=HEARTBEAT)
+        a = Node(
+            endpoint(scheme, folder),
+            name="a",
+            heartbeat=HEARTBEAT,
+            spin_wait=SPIN_WAIT if spin == "spin" else 0,
+        )
         try:
             b = Node(endpoint(request.param, folder), name="b", heartbeat=HEARTBEAT)
             try:
@@ -267,3 +278,41 @@ def test_two_threads_waiting_on_one_reply_both_learn_the_peer_is_lost(
         assert time.monotonic() - lost < HEARTBEAT + 1.0
     finally:
         gate.set()
+
+
+def spins(node: Node) -> int:
+    stats = node.statistics()
+    return stats.spin_hits + stats.spin_misses
+
+
+def test_a_waiting_thread_catches_fast_answers_while_it_spins(pair: tuple[Node, Node]) -> None:
+    a, b = pair
+    echo = a.ref(f"echo@{b.address}")
+    for n in range(20):
+        assert echo.ask(Add(n, 1), timeout=10).get() == n + 1
+    stats = a.statistics()
+    if a.spin_wait:
+        assert stats.spin_hits >= 1, stats
+    else:
+        assert stats.spin_hits == stats.spin_misses == 0, stats
+
+
+def test_a_slow_peer_stops_the_spinning() -> None:
+    """Answers that take longer than ``spin_wait`` soon stop the spinning: a few misses, then
+    the waiting thread sleeps at once (so a slow peer, a model actor say, costs no CPU)."""
+    with Node(name="a", spin_wait=0.005) as a, Node(name="b") as b:
+        Echo.start(name="echo")
+        echo = a.ref(f"echo@{b.address}")
+        for _ in range(4):
+            assert echo.ask(Sleep(0.02), timeout=10).get() == "slept"
+        tried = spins(a)
+        assert 1 <= tried <= 4 and a.statistics().spin_hits == 0
+        for _ in range(4):
+            assert echo.ask(Sleep(0.02), timeout=10).get() == "slept"
+        assert spins(a) == tried  # the average answer time is now over spin_wait
+
+
+@pytest.mark.parametrize("spin_wait", [-0.001, 0.02, float("nan"), True, "0.001"])
+def test_spin_wait_out_of_range_is_refused(spin_wait: Any) -> None:
+    with pytest.raises(LlmosError, match="spin_wait"):
+        Node(spin_wait=spin_wait)

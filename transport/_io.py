@@ -86,6 +86,8 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
         self.replies: collections.deque[tuple[bytes, list[Any], float]] = collections.deque()
         self.ready: collections.deque[Peer] = collections.deque()
         self.calls: collections.deque[Callable[[], None]] = collections.deque()
+        self.spin = node.spin_wait
+        self.spin_lock = threading.Lock()  # held by the one thread spinning (_direct._spin)
         self.lock = threading.Lock()  # whoever holds it may use the sockets (see module doc)
         self.recheck: set[int] = set()  # descriptors to handle next turn without waiting
         self._touched: set[int] = set()  # descriptors of sockets used while the lock was held

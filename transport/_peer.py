@@ -49,6 +49,7 @@ class Peer:
         "queued",
         "retry_at",
         "room",
+        "rtt",
         "server_key",
         "since",
         "socket",
@@ -77,6 +78,7 @@ class Peer:
         self.socket: Any = None
         self.fd = -1  # the socket's ZMQ_FD while it is open
         self.generation = 0  # counts the sockets opened to this peer
+        self.rtt = 0.0  # seconds its answers have been taking, a moving average
         self.muted = 0  # threads reading the socket themselves (the I/O thread does not poll it)
         self.monitor: Any = None
         self.stalled: bytes | None = None
@@ -95,7 +97,8 @@ class Peer:
 
 
 class Counters:
-    """Mutable counters, written only by a thread holding the I/O lock."""
+    """Mutable counters, written only by a thread holding the I/O lock (the spin counters: by
+    the one thread holding the spin lock)."""
 
     __slots__ = (
         "actor_reads",
@@ -109,6 +112,8 @@ class Counters:
         "items_out",
         "late_replies",
         "notices",
+        "spin_hits",
+        "spin_misses",
         "undelivered_tells",
     )
 
@@ -124,6 +129,8 @@ class Counters:
         self.items_out = 0
         self.late_replies = 0
         self.notices = 0
+        self.spin_hits = 0
+        self.spin_misses = 0
         self.undelivered_tells = 0
 
 
@@ -154,6 +161,9 @@ class NodeStats:
         auth_accepted: CURVE clients let in. auth_refused: CURVE clients refused.
         actor_reads: times an idle actor serving remote requests read the node's socket
             itself (the I/O thread read the other frames counted in ``frames_in``).
+        spin_hits: waits for an answer that ended while the asking thread was still polling
+            without sleeping (see ``spin_wait`` of :class:`Node`). spin_misses: waits that
+            polled for all of ``spin_wait`` and then slept.
     """
 
     address: str
@@ -175,3 +185,5 @@ class NodeStats:
     auth_accepted: int
     auth_refused: int
     actor_reads: int = 0
+    spin_hits: int = 0
+    spin_misses: int = 0
