@@ -10,6 +10,11 @@ Both sides carry the same payload (a small dict) to a second process:
 - llmos: ``ref.ask(payload).get()`` / ``ref.tell(payload)`` on a remote ref to an actor in the
   other process's node.
 
+An llmos asking thread polls for the answer for up to ``spin_wait`` (0.3 ms by default)
+before it sleeps; the raw client sleeps in ``recv`` at once, the plain way. A second table
+compares like with like: llmos with ``spin_wait=0`` against that raw client, and llmos against
+a raw client that polls the same way before its ``recv``.
+
 Tell throughput is measured end to end: N tells, then one ask that returns once the receiving
 side has handled all of them. Rounds alternate between raw and llmos so both see the same
 background load; each figure is the best of ``--rounds`` rounds, and the median of the
@@ -35,6 +40,7 @@ import zmq
 
 PAYLOAD = {"text": "hello world", "n": 42, "tags": ["a", "b"]}
 ASK, TELL, COUNT = 1, 2, 3
+SPIN_WAIT = 0.0003  # Node's default
 
 
 def serve_raw() -> None:
@@ -171,6 +177,18 @@ class RawClient:
                 msgpack.unpackb(sock.recv())
         return measure
 
+    def spinning_ask_round_trip(self, asks: int) -> Measure:
+        """Asks whose wait polls without sleeping for up to SPIN_WAIT first, as llmos's do."""
+        sock, clock = self.sock, time.monotonic
+        with Measure(self.proc.pid) as measure:
+            for _ in range(asks):
+                sock.send(msgpack.packb([ASK, PAYLOAD]))
+                end = clock() + SPIN_WAIT
+                while not sock.poll(0) and clock() < end:
+                    pass
+                msgpack.unpackb(sock.recv())
+        return measure
+
     def tell_rate(self, tells: int) -> Measure:
         sock = self.sock
         with Measure(self.proc.pid) as measure:
@@ -188,18 +206,21 @@ class RawClient:
 
 
 class LlmosClient:
-    """A Node with remote refs to the actors of the llmos peer process."""
+    """A Node with remote refs to the actors of the llmos peer process, and a second node
+    whose asking threads sleep at once (``spin_wait=0``)."""
 
     def __init__(self) -> None:
         from llmos.transport import Node
 
         self.proc, address = start("--serve-llmos")
-        self.node = Node(name="bench")
+        self.node = Node(name="bench", spin_wait=SPIN_WAIT)
+        self.sleeping = Node(name="bench-sleeping", spin_wait=0)
         self.echo = self.node.ref(f"echo@{address}")
+        self.sleeping_echo = self.sleeping.ref(f"echo@{address}")
         self.counter = self.node.ref(f"counter@{address}")
 
-    def ask_round_trip(self, asks: int) -> Measure:
-        echo = self.echo
+    def ask_round_trip(self, asks: int, spin: bool = True) -> Measure:
+        echo = self.echo if spin else self.sleeping_echo
         with Measure(self.proc.pid) as measure:
             for _ in range(asks):
                 echo.ask(PAYLOAD, timeout=10).get()
@@ -215,6 +236,7 @@ class LlmosClient:
 
     def close(self) -> None:
         self.node.close()
+        self.sleeping.close()
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(10)
@@ -258,7 +280,7 @@ def split(asks: int, rounds: int) -> None:
 
     wire_proc, wire_address = start("--serve-wire")
     llmos_proc, llmos_address = start("--serve-llmos")
-    node = Node(name="bench-split")
+    node = Node(name="bench-split", spin_wait=0)  # the stand-in sleeps in recv at once too
     clients: dict[str, Any] = {}
     try:
         servers = {"stand-in server": wire_address, "llmos server": llmos_address}
@@ -328,10 +350,14 @@ def main() -> int:
         "llmos ask": [],
         "raw tell": [],
         "llmos tell": [],
+        "llmos ask, sleeping": [],
+        "raw ask, spinning": [],
     }
     try:
-        raw.ask_round_trip(500)  # warm up both
+        raw.ask_round_trip(500)  # warm up all
         llmos.ask_round_trip(500)
+        llmos.ask_round_trip(500, spin=False)
+        raw.spinning_ask_round_trip(500)
         # Rounds alternate between the two, so both see the same background load; each
         # figure is the best of its rounds.
         for _ in range(args.rounds):
@@ -339,6 +365,8 @@ def main() -> int:
             results["llmos ask"].append(llmos.ask_round_trip(args.asks))
             results["raw tell"].append(raw.tell_rate(args.tells))
             results["llmos tell"].append(llmos.tell_rate(args.tells))
+            results["llmos ask, sleeping"].append(llmos.ask_round_trip(args.asks, spin=False))
+            results["raw ask, spinning"].append(raw.spinning_ask_round_trip(args.asks))
     finally:
         raw.close()
         llmos.close()
@@ -381,6 +409,24 @@ def main() -> int:
     # wall time does, so it shows what llmos itself adds.
     print(cpu_row("CPU per ask, both (us)", raw_ask_cpu, llmos_ask_cpu))
     print(cpu_row("CPU per tell, both (us)", raw_tell_cpu, llmos_tell_cpu))
+    # llmos's asking thread polls for up to spin_wait before it sleeps; raw's blocking recv
+    # sleeps at once. The same wait on both sides shows what the wait buys and what llmos's
+    # own code costs.
+    sleep_rtt, sleep_cpu = best("llmos ask, sleeping", args.asks)
+    spin_rtt, spin_cpu = best("raw ask, spinning", args.asks)
+    print()
+    print(f"the same wait on both sides (llmos spin_wait={SPIN_WAIT * 1e6:.0f} us by default)")
+    print(f"{'':28}{'raw pyzmq':>12}{'llmos':>12}{'ratio':>9}")
+    print(
+        f"{'ask, both sleep (us)':28}{raw_rtt * 1e6:>12.1f}{sleep_rtt * 1e6:>12.1f}"
+        f"{sleep_rtt / raw_rtt:>8.2f}x"
+    )
+    print(
+        f"{'ask, both spin (us)':28}{spin_rtt * 1e6:>12.1f}{llmos_rtt * 1e6:>12.1f}"
+        f"{llmos_rtt / spin_rtt:>8.2f}x"
+    )
+    print(cpu_row("CPU per ask, both sleep (us)", raw_ask_cpu, sleep_cpu))
+    print(cpu_row("CPU per ask, both spin (us)", spin_cpu, llmos_ask_cpu))
     if args.split:
         split(args.asks, args.rounds)
     return 0
