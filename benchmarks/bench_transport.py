@@ -363,10 +363,10 @@ def main() -> int:
         for _ in range(args.rounds):
             results["raw ask"].append(raw.ask_round_trip(args.asks))
             results["llmos ask"].append(llmos.ask_round_trip(args.asks))
-            results["raw tell"].append(raw.tell_rate(args.tells))
-            results["llmos tell"].append(llmos.tell_rate(args.tells))
             results["llmos ask, sleeping"].append(llmos.ask_round_trip(args.asks, spin=False))
             results["raw ask, spinning"].append(raw.spinning_ask_round_trip(args.asks))
+            results["raw tell"].append(raw.tell_rate(args.tells))
+            results["llmos tell"].append(llmos.tell_rate(args.tells))
     finally:
         raw.close()
         llmos.close()
