@@ -1,10 +1,12 @@
 """Waiting for a remote answer in the asking thread, by reading the peer's socket itself.
 
 A thread that calls ``get()`` on a remote ask sleeps in ``poll`` on the peer's dealer
-descriptor and on a wake-up eventfd of its own, not on a lock the I/O thread would release.
-Before it sleeps, it polls them without sleeping for up to the node's ``spin_wait`` (0.3 ms by
-default), while that peer's answers have been coming back within it: on a small VM the sleep
-and the wake-up cost more than a fast round trip itself (:func:`_spin`).
+descriptor and on a wake-up eventfd of its own (its lease, :mod:`llmos.transport._wake`), not
+on a lock the I/O thread would release. Before it sleeps, it polls them without sleeping for up
+to the node's ``spin_wait`` (0.3 ms by default), while that peer's answers have been coming
+back within it: on a small VM the sleep and the wake-up cost more than a fast round trip
+itself (:func:`_spin`).
+
 When the descriptor signals, it takes the I/O lock and reads the socket itself, which saves
 the hand-off from the I/O thread (about 30 us, and the I/O thread's CPU, on a small VM). While
 it waits, the I/O thread stops polling that descriptor (``IOLoop.mute``), so one answer wakes
@@ -12,124 +14,36 @@ one thread. Whenever another thread completes the reply instead (the I/O thread 
 answer first, the peer was marked down, the node closed), it writes the waiter's eventfd, so
 the waiter never sleeps past its answer. ``get(timeout=...)`` and ``ask_async`` do not wait on
 the socket; the I/O thread reads their answers.
-
-Each thread leases one eventfd for its life; when the thread ends, the eventfd returns to a
-free list instead of being closed, so a late wake-up can only ever reach an eventfd (and is
-then read as a spurious wake-up by its next user), never whatever file reused the number.
 """
 
 from __future__ import annotations
 
-import ctypes
 import math
 import os
 import select
-import sys
 import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import Reply
+from llmos.transport._wake import lease_of_this_thread, signal_fd
 
 if TYPE_CHECKING:
     from llmos.transport._io import IOLoop
     from llmos.transport._peer import Peer
 
-__all__ = ["RemoteReply", "direct_waits", "signal_fd"]
+__all__ = ["RemoteReply", "direct_waits"]
 
 _monotonic = time.monotonic
 _get_ident = threading.get_ident
-_ONE = (1).to_bytes(8, sys.byteorder)
-_POLLIN = select.POLLIN if hasattr(select, "poll") else 1
 _BROKEN = (select.POLLERR | select.POLLHUP | select.POLLNVAL) if hasattr(select, "poll") else 0
-_free: list[int] = []
-_free_lock = threading.Lock()
-_local = threading.local()
 _RTT_WEIGHT = 0.125
-
-
-def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
-    """libc ``write`` called without releasing the GIL (ctypes.PyDLL), or None.
-
-    ``os.write`` releases the GIL, so every wake-up would hand the GIL to the I/O thread in the
-    middle of a burst of sends, one message per thread switch. Writing 8 bytes to an eventfd
-    never blocks, so holding the GIL through it is safe; the I/O thread then wakes, waits for
-    the GIL, and drains the whole burst into one frame.
-    """
-    if not hasattr(os, "eventfd"):
-        return None
-    try:
-        write = ctypes.PyDLL(None).write
-    except (OSError, AttributeError):
-        return None
-    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
-    write.restype = ctypes.c_ssize_t
-    return write
-
-
-write_keeping_gil = _gil_keeping_write()
-
-
-def signal_fd(fd: int) -> None:
-    """Signal a wake-up eventfd (or pipe) without blocking, keeping the GIL where possible.
-
-    A full eventfd is already signalled, and a closed one has nobody left to wake, so a
-    failed write needs nothing more.
-    """
-    if write_keeping_gil is not None:
-        write_keeping_gil(fd, _ONE, 8)
-        return
-    try:
-        os.write(fd, _ONE)
-    except OSError:
-        pass
 
 
 def direct_waits() -> bool:
     """Whether this platform lets an asking thread wait on the socket itself (Linux)."""
     return hasattr(os, "eventfd") and hasattr(select, "poll")
-
-
-class _Lease:
-    """One thread's wake-up eventfd (back to the free list when the thread ends), and the
-    thread's poll set: that eventfd and the socket descriptor it waited on last."""
-
-    __slots__ = ("dealer", "fd", "poller")
-
-    def __init__(self) -> None:
-        with _free_lock:
-            fd = _free.pop() if _free else -1
-        if fd < 0:
-            fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self.fd = fd
-        self.poller = select.poll()
-        self.poller.register(fd, _POLLIN)
-        self.dealer = -1
-
-    def watch(self, dealer: int) -> Any:
-        """The poll set, watching the socket descriptor ``dealer`` (instead of the last one)."""
-        if dealer != self.dealer:
-            if self.dealer >= 0:
-                self.poller.unregister(self.dealer)
-            self.poller.register(dealer, _POLLIN)
-            self.dealer = dealer
-        return self.poller
-
-    def signal(self) -> None:
-        """Wake the thread if it sleeps in its poll set (from any thread)."""
-        signal_fd(self.fd)
-
-    def __del__(self) -> None:
-        with _free_lock:
-            _free.append(self.fd)
-
-
-def _lease() -> _Lease:
-    lease: _Lease | None = getattr(_local, "lease", None)
-    if lease is None:
-        lease = _local.lease = _Lease()
-    return lease
 
 
 class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
@@ -166,7 +80,7 @@ class RemoteReply(Reply):  # type: ignore[misc,unused-ignore]
         me = _get_ident()
         if fd < 0 or me == io.ident:
             return  # no connection yet (the I/O thread reads it), or called from the I/O thread
-        lease = _lease()
+        lease = lease_of_this_thread()
         wake = lease.fd
         poll = lease.watch(fd).poll
         # Another thread already waits on this reply's socket: only one can be woken through

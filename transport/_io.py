@@ -51,13 +51,13 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from llmos.actors import AuthError, LlmosError, TransportError
-from llmos.transport._direct import signal_fd
 from llmos.transport._fastpath import FastPath
 from llmos.transport._leader import RouterLeader
 from llmos.transport._links import EPOLLIN, NOBLOCK, POLLIN, PeerLinks
 from llmos.transport._peer import Peer
 from llmos.transport._router import RouterSide
 from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT
+from llmos.transport._wake import signal_fd
 
 if TYPE_CHECKING:
     from llmos.transport._node import Node

@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import zmq
 
-from llmos.transport._direct import _lease, signal_fd
 from llmos.transport._links import EPOLLIN
+from llmos.transport._wake import lease_of_this_thread, signal_fd
 
 if TYPE_CHECKING:
     from llmos.actors._mailbox import Envelope, Mailbox
@@ -74,7 +74,7 @@ class RouterLeader:
         while True:
             if waiting.qsize():
                 return waiting.get_nowait()
-            lease = _lease()
+            lease = lease_of_this_thread()
             with self.lock:
                 router = self.router
                 if self.leader or self.closing or router is None or self._fd_poll is None:
