@@ -161,9 +161,9 @@ class NodeStats:
         auth_accepted: CURVE clients let in. auth_refused: CURVE clients refused.
         actor_reads: times an idle actor serving remote requests read the node's socket
             itself (the I/O thread read the other frames counted in ``frames_in``).
-        spin_hits: waits for an answer that ended while the asking thread was still polling
-            without sleeping (see ``spin_wait`` of :class:`Node`). spin_misses: waits that
-            polled for all of ``spin_wait`` and then slept.
+        spin_hits: waits for an answer in which the asking thread, still polling without
+            sleeping (see ``spin_wait`` of :class:`Node`), saw the answer (or a wake-up)
+            arrive. spin_misses: waits that polled for all of ``spin_wait`` and then slept.
     """
 
     address: str
