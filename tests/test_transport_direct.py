@@ -70,8 +70,9 @@ def pair(request: pytest.FixtureRequest) -> Iterator[tuple[Node, Node]]:
             spin_wait=SPIN_WAIT if spin == "spin" else 0,
         )
         try:
-            b = Node(endpoint(request.param, folder), name="b", heartbeat=HEARTBEAT)
+            b = Node(endpoint(scheme, folder), name="b", heartbeat=HEARTBEAT)
             try:
+                assert b.address.startswith(f"{scheme}://")
                 Echo.start(name="echo")
                 Sequence.start(name="seq")
                 yield a, b
