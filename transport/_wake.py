@@ -70,7 +70,7 @@ class Lease:
     """One thread's wake-up eventfd (back to the free list when the thread ends), and the
     thread's poll set: that eventfd and the socket descriptor it waited on last."""
 
-    __slots__ = ("dealer", "fd", "poller")
+    __slots__ = ("fd", "poller", "socket_fd")
 
     def __init__(self) -> None:
         with _free_lock:
@@ -80,15 +80,15 @@ class Lease:
         self.fd = fd
         self.poller = select.poll()
         self.poller.register(fd, _POLLIN)
-        self.dealer = -1
+        self.socket_fd = -1
 
-    def watch(self, dealer: int) -> Any:
-        """The poll set, watching the socket descriptor ``dealer`` (instead of the last one)."""
-        if dealer != self.dealer:
-            if self.dealer >= 0:
-                self.poller.unregister(self.dealer)
-            self.poller.register(dealer, _POLLIN)
-            self.dealer = dealer
+    def watch(self, socket_fd: int) -> Any:
+        """The poll set, watching the socket descriptor ``socket_fd`` (instead of the last one)."""
+        if socket_fd != self.socket_fd:
+            if self.socket_fd >= 0:
+                self.poller.unregister(self.socket_fd)
+            self.poller.register(socket_fd, _POLLIN)
+            self.socket_fd = socket_fd
         return self.poller
 
     def signal(self) -> None:
