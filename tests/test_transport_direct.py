@@ -307,7 +307,7 @@ def test_a_slow_peer_stops_the_spinning() -> None:
         for _ in range(4):
             assert echo.ask(Sleep(0.02), timeout=10).get() == "slept"
         tried = spins(a)
-        assert 1 <= tried <= 4 and a.statistics().spin_hits == 0
+        assert 1 <= tried <= 4 and a.statistics().spin_misses >= 1
         for _ in range(4):
             assert echo.ask(Sleep(0.02), timeout=10).get() == "slept"
         assert spins(a) == tried  # the average answer time is now over spin_wait
