@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from transport_peer import Add, Echo, Sleep
-from transport_support import PeerProcess, endpoint, short_tmpdir
+from transport_support import Gate, PeerProcess, endpoint, short_tmpdir
 
 from llmos.actors import Actor, LlmosError, NodeUnreachable
 from llmos.transport import Node
@@ -26,18 +26,6 @@ from llmos.transport import Node
 SCHEMES = ["tcp", "ipc", "inproc"]
 HEARTBEAT = 1.0
 SPIN_WAIT = 0.01  # long enough that a fast answer comes within it even on a busy machine
-
-
-class Gate(Actor):
-    """Answers each message once the test opens the gate."""
-
-    def __init__(self, gate: threading.Event) -> None:
-        super().__init__()
-        self.gate = gate
-
-    def on_receive(self, message: Any) -> Any:
-        self.gate.wait(30)
-        return message
 
 
 class Sequence(Actor):
@@ -170,7 +158,7 @@ def test_a_thread_waiting_on_the_socket_is_woken_when_the_link_is_lost(
     waiting = threading.Event()
 
     def wait() -> None:
-        reply = held.ask("held", timeout=30)
+        reply = held.ask("wait", timeout=30)
         waiting.set()
         try:
             outcome.append(reply.get())
@@ -254,7 +242,7 @@ def test_two_threads_waiting_on_one_reply_both_learn_the_peer_is_lost(
     a, b = pair
     gate = threading.Event()
     Gate.start(gate, name="gate")
-    reply = a.ref(f"gate@{b.address}").ask("held", timeout=30)
+    reply = a.ref(f"gate@{b.address}").ask("wait", timeout=30)
     outcomes: list[Any] = []
     started = threading.Barrier(3)
 

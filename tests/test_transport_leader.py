@@ -16,7 +16,14 @@ from typing import Any
 
 import msgpack
 import pytest
-from transport_support import ask_item, endpoint, hostile_frames, raw_dealer, short_tmpdir
+from transport_support import (
+    Gate,
+    ask_item,
+    endpoint,
+    hostile_frames,
+    raw_dealer,
+    short_tmpdir,
+)
 
 from llmos.actors import Actor, ActorDeadError, ActorRef
 from llmos.actors._cell import lookup
@@ -29,19 +36,6 @@ BOUND = 5.0  # seconds any wait in these tests may take at most
 
 class Echo(Actor):
     def on_receive(self, message: Any) -> Any:
-        return message
-
-
-class Gate(Actor):
-    """Answers "wait" once the test opens the gate, anything else at once."""
-
-    def __init__(self, gate: threading.Event) -> None:
-        super().__init__()
-        self.gate = gate
-
-    def on_receive(self, message: Any) -> Any:
-        if message == "wait":
-            self.gate.wait(30)
         return message
 
 

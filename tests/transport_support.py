@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,8 +21,23 @@ from typing import Any
 import msgpack
 import zmq
 
+from llmos.actors import Actor
 from llmos.transport._codec import EXT_TUPLE
 from llmos.transport._frames import ASK, TELL, pack_frame
+
+
+class Gate(Actor):
+    """Answers "wait" once the test opens the gate, anything else at once."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "wait":
+            self.gate.wait(30)
+        return message
+
 
 PEER_SCRIPT = Path(__file__).with_name("transport_peer.py")
 START_TIMEOUT = 20.0
