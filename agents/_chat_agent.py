@@ -21,7 +21,7 @@ from typing import Any
 from llmos.actors import ActorRef, AgentError, handler, message
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Prompt, Turn, Utterance
-from llmos.agents._model_messages import Completion, Generate
+from llmos.models import Completion, Generate
 
 __all__ = ["ChatAgent", "ClearMemory", "GetMemory", "Memory", "approx_tokens"]
 

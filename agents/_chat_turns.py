@@ -14,10 +14,10 @@ from typing import Any
 
 from llmos.actors import ActorDeadError, ActorError, ActorRef, AgentError, Reply, handler, message
 from llmos.agents._agent_messages import Turn, Utterance
-from llmos.agents._model_messages import Completion, TokenChunk
 from llmos.agents._selection import SelectionContext, Selector, round_robin
 from llmos.agents._termination import Termination
 from llmos.agents._transcript import Entry
+from llmos.models import Completion, TokenChunk
 
 __all__ = ["TurnTaking"]
 

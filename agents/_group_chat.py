@@ -29,7 +29,6 @@ from llmos.actors import ActorRef, AgentError, Reply, handler, message
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import AgentInfo, Describe
 from llmos.agents._chat_turns import TurnTaking, _InFlight, _NextTurn, _TurnReady
-from llmos.agents._model_messages import Completion, TokenChunk
 from llmos.agents._selection import Selector, resolve_selector
 from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Termination
 from llmos.agents._transcript import (
@@ -39,6 +38,7 @@ from llmos.agents._transcript import (
     Printer,
     TranscriptWriter,
 )
+from llmos.models import Completion, TokenChunk
 
 __all__ = ["GetResult", "GetStatus", "GroupChat", "StartChat", "StopChat"]
 

@@ -12,8 +12,8 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 
 from llmos.actors import ActorRef, AgentError
-from llmos.agents._model_messages import Completion, Generate
 from llmos.agents._transcript import Entry
+from llmos.models import Completion, Generate
 
 __all__ = [
     "ModelSelector",

@@ -19,8 +19,8 @@ from typing import Any
 
 import llmos.actors as actors
 from llmos.actors import Actor, ActorRef, handler
-from llmos.agents._model_actor import ModelActor, shared_model
-from llmos.agents._model_messages import Completion, Generate, TokenChunk
+from llmos.models._actor import ModelActor, shared_model
+from llmos.models._messages import Completion, Generate, TokenChunk
 
 QUESTIONS = [
     "Describe the sea in one sentence.",

@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from llmos.agents._engine import GenerateParams, GenerateResult, ModelEngine, load_model
+from llmos.models._engine import GenerateParams, GenerateResult, ModelEngine, load_model
 
 # Open-ended questions, so that every answer runs to the token limit and both sides generate
 # the same number of tokens.

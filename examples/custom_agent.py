@@ -17,7 +17,8 @@ from typing import Any
 
 import llmos.actors as actors
 from llmos.actors import ActorRef, AgentError, handler, message
-from llmos.agents import Agent, ChatAgent, FakeModel, GetOpLog, Prompt
+from llmos.agents import Agent, ChatAgent, GetOpLog, Prompt
+from llmos.models import FakeModel
 
 
 @message("example.Calculate")
@@ -103,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.fake:
             model: ActorRef = FakeModel.start(fake_tutor_reply, name="model")
         else:
-            from llmos.agents import ModelActor
+            from llmos.models import ModelActor
 
             model = ModelActor.start(name="model")
         tutor = Tutor.start(model, calculator, max_new_tokens=args.max_tokens, name="tutor")

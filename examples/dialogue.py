@@ -12,22 +12,14 @@ from pathlib import Path
 
 import llmos.actors as actors
 from llmos.actors import ActorRef
-from llmos.agents import (
-    ChatAgent,
-    Dialogue,
-    FakeModel,
-    MaxTurns,
-    Repetition,
-    Timeout,
-    run_chat,
-    spawn,
-)
+from llmos.agents import ChatAgent, Dialogue, MaxTurns, Repetition, Timeout, run_chat, spawn
+from llmos.models import FakeModel
 
 
 def start_model(fake: bool) -> ActorRef:
     if fake:
         return FakeModel.start(name="model")
-    from llmos.agents import ModelActor  # imports torch: only when needed
+    from llmos.models import ModelActor  # imports torch: only when needed
 
     return ModelActor.start(name="model")
 

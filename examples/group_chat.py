@@ -14,7 +14,6 @@ import llmos.actors as actors
 from llmos.actors import ActorRef
 from llmos.agents import (
     ChatAgent,
-    FakeModel,
     MaxTurns,
     ModelSelector,
     Repetition,
@@ -22,6 +21,7 @@ from llmos.agents import (
     run_chat,
     spawn,
 )
+from llmos.models import FakeModel
 
 TEAM = {
     "writer": "You are Wren, a copywriter. Propose or improve a short slogan.",
@@ -35,7 +35,7 @@ def start_models(fake: bool) -> tuple[ActorRef, ActorRef]:
     if fake:
         picks = ["critic", "writer", "editor"]  # the fake selector's fixed choices
         return FakeModel.start(name="model"), FakeModel.start(picks, cycle=True, name="picker")
-    from llmos.agents import ModelActor  # imports torch: only when needed
+    from llmos.models import ModelActor  # imports torch: only when needed
 
     model = ModelActor.start(name="model")
     return model, model

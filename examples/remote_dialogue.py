@@ -23,7 +23,7 @@ def start_model_node(model_class: str) -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "llmos.agents._cli",
+            "llmos.cli",
             "node",
             "--name",
             "model-node",
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, default=32)
     args = parser.parse_args(argv)
 
-    model_class = "llmos.agents:FakeModel" if args.fake else "llmos.agents:ModelActor"
+    model_class = "llmos.models:FakeModel" if args.fake else "llmos.models:ModelActor"
     proc, address = start_model_node(model_class)
     node = Node()  # this process's node: tcp://127.0.0.1:<free port>, loopback only
     try:

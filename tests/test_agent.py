@@ -22,11 +22,11 @@ from llmos.agents._agent_messages import (
     Utterance,
 )
 from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory
-from llmos.agents._fake_model import FakeModel
 from llmos.agents._human import HumanAgent
-from llmos.agents._model_messages import Completion, Generate, GetModelStats, TokenChunk
 from llmos.agents._oplog import OpLog, OpRecord
 from llmos.kernel import kernel
+from llmos.models._fake import FakeModel
+from llmos.models._messages import Completion, Generate, GetModelStats, TokenChunk
 
 T = 5.0  # ask timeout for everything local and fast
 

@@ -11,9 +11,9 @@ from llmos.actors import ActorRef
 from llmos.agents._agent_messages import Prompt, Utterance
 from llmos.agents._chat_agent import ChatAgent, GetMemory
 from llmos.agents._dialogue import run_chat
-from llmos.agents._model_actor import ModelActor, shared_model
 from llmos.agents._selection import ModelSelector
 from llmos.agents._termination import MaxTurns
+from llmos.models._actor import ModelActor, shared_model
 
 pytestmark = pytest.mark.model
 

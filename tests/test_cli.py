@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 
 from llmos.actors import ActorRef
-from llmos.agents import Generate
-from llmos.agents._cli import main
-from llmos.agents._status import format_table
+from llmos.cli._main import main
+from llmos.cli._status import format_table
+from llmos.models import Generate
 from llmos.transport import Node
 
-LLMOS = [sys.executable, "-m", "llmos.agents._cli"]
+LLMOS = [sys.executable, "-m", "llmos.cli"]
 
 
 def run_llmos(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -51,7 +51,7 @@ def test_errors_are_one_line() -> None:
 @pytest.fixture
 def node_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
     proc = subprocess.Popen(
-        [*LLMOS, "node", "--name", "cli-test", "--allow-spawn", "llmos.agents:FakeModel"],
+        [*LLMOS, "node", "--name", "cli-test", "--allow-spawn", "llmos.models:FakeModel"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -77,7 +77,7 @@ def test_node_status_and_supervised_remote_spawn(
     client = Node(name="cli-client")
     try:
         model: ActorRef = client.spawn_remote(
-            address, "llmos.agents:FakeModel", name="remote-model", timeout=30
+            address, "llmos.models:FakeModel", name="remote-model", timeout=30
         )
         answer = model.ask(Generate(prompt="hello there"), timeout=30).get()
         assert answer.text

@@ -14,9 +14,9 @@ from llmos.actors import ActorRef
 from llmos.agents._agent_messages import Utterance
 from llmos.agents._chat_agent import ChatAgent, GetMemory
 from llmos.agents._dialogue import Dialogue, run_chat
-from llmos.agents._fake_model import FakeModel
 from llmos.agents._termination import MaxTurns
 from llmos.agents._transcript import ChatResult, ConsolePrinter, Entry
+from llmos.models._fake import FakeModel
 from llmos.transport import Node, RemoteRef
 
 T = 10.0
@@ -94,7 +94,6 @@ MODULES = [
     "_chat_agent",
     "_chat_turns",
     "_dialogue",
-    "_fake_model",
     "_group_chat",
     "_human",
     "_oplog",

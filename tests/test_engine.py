@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from llmos.actors import ModelError
-from llmos.agents._engine import (
+from llmos.models._engine import (
     GenerateParams,
     GenerateResult,
     LoadedModel,
@@ -26,8 +26,8 @@ from llmos.agents._engine import (
     default_model_file,
     load_model,
 )
-from llmos.agents._engine_load import _cache_entry
-from llmos.agents._engine_text import TextStream
+from llmos.models._engine_load import _cache_entry
+from llmos.models._engine_text import TextStream
 
 model = pytest.mark.model
 

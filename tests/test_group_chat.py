@@ -16,13 +16,13 @@ from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Turn
 from llmos.agents._chat_agent import ChatAgent, GetMemory
 from llmos.agents._dialogue import ChatTimeout, Dialogue, run_chat
-from llmos.agents._fake_model import FakeModel
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
 from llmos.agents._selection import ModelSelector, SelectionContext, pick_name
 from llmos.agents._termination import MaxTurns, TextMention
 from llmos.agents._transcript import ChatResult, ConsolePrinter, read_jsonl
 from llmos.kernel import Supervisor, kernel
+from llmos.models._fake import FakeModel
 
 T = 10.0
 

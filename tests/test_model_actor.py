@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from llmos.actors import ActorRef, ModelError
-from llmos.agents._model_actor import ModelActor, shared_model
-from llmos.agents._model_messages import (
+from llmos.models._actor import ModelActor, shared_model
+from llmos.models._messages import (
     Completion,
     Generate,
     GetModelStats,
@@ -18,8 +18,8 @@ from llmos.agents._model_messages import (
     Pause,
     Resume,
 )
-from llmos.agents._model_sched import BudgetExceeded
-from llmos.agents._streaming import ModelStream, StreamStalled
+from llmos.models._sched import BudgetExceeded
+from llmos.models._streaming import ModelStream, StreamStalled
 
 pytestmark = pytest.mark.model
 
@@ -196,8 +196,8 @@ def test_pool_of_two_replicas_serves_concurrent_agents(loaded: Any) -> None:
 def test_out_of_memory_fails_the_batch_and_the_kernel_restarts_the_model(
     loaded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from llmos.agents import ModelEngine, ModelOutOfMemory
     from llmos.kernel import kernel
+    from llmos.models import ModelEngine, ModelOutOfMemory
 
     real = ModelEngine.generate_batch
     calls = {"n": 0}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("actors", "transport", "kernel", "agents")
+PACKAGES = ("actors", "transport", "kernel", "models", "agents", "cli")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +37,7 @@ def test_wheel_maps_folders_under_llmos(wheel: Path) -> None:
         assert f"llmos/{pkg}/py.typed" in names
     assert "llmos/__init__.py" not in names  # llmos is an implicit namespace
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
-    assert "llmos = llmos.agents._cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
+    assert "llmos = llmos.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 
 
 def test_installed_wheel_imports(wheel: Path, tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_installed_wheel_imports(wheel: Path, tmp_path: Path) -> None:
         timeout=300,
     )
     code = (
-        "import llmos.actors, llmos.transport, llmos.kernel, llmos.agents, sys;"
+        "import llmos.actors, llmos.transport, llmos.kernel, llmos.models, llmos.agents, llmos.cli;"
         "print(llmos.actors.__file__)"
     )
     env = {**os.environ, "PYTHONPATH": str(target)}
@@ -83,7 +83,7 @@ def test_editable_install_imports_from_the_checkout() -> None:
 
 def test_console_script_version() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "llmos.agents._cli", "--version"],
+        [sys.executable, "-m", "llmos.cli", "--version"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -1,5 +1,5 @@
 """Each package's ``__all__`` is exactly its public names, and every private module declares
-``__all__``; imports point one way (agents -> kernel -> transport -> actors)."""
+``__all__``; imports point one way (cli -> agents -> models -> kernel -> transport -> actors)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["actors", "transport", "kernel", "agents"]
+PACKAGES = ["actors", "transport", "kernel", "models", "agents", "cli"]
 LAYER = {name: i for i, name in enumerate(PACKAGES)}
 
 
@@ -49,5 +49,5 @@ def test_private_modules_declare_all_and_import_downward(pkg: str) -> None:
                 if parts[0] == "llmos" and len(parts) > 1 and parts[1] in LAYER:
                     assert LAYER[parts[1]] <= LAYER[pkg], (
                         f"{pkg}/{path.name} imports llmos.{parts[1]}: imports point "
-                        "agents -> kernel -> transport -> actors"
+                        "cli -> agents -> models -> kernel -> transport -> actors"
                     )

@@ -20,8 +20,9 @@ from typing import Any
 import torch
 
 from llmos.actors import ModelError
-from llmos.agents._engine_batch import BatchSession, OnToken, ShouldCancel
-from llmos.agents._engine_load import (
+
+from ._engine_batch import BatchSession, OnToken, ShouldCancel
+from ._engine_load import (
     DEFAULT_MODEL_PACKAGE,
     LoadedModel,
     _is_oom,
@@ -29,7 +30,7 @@ from llmos.agents._engine_load import (
     default_model_file,
     load_model,
 )
-from llmos.agents._engine_params import (
+from ._engine_params import (
     MAX_NEW_TOKENS_CAP,
     GenerateParams,
     GenerateResult,

@@ -10,12 +10,17 @@ from typing import Any
 
 import llmos.actors as actors
 from llmos.actors import ActorRef
-from llmos.agents._agent import spawn
-from llmos.agents._chat_agent import ChatAgent
-from llmos.agents._dialogue import Dialogue, run_chat
-from llmos.agents._fake_model import FakeModel
-from llmos.agents._human import HumanAgent
-from llmos.agents._termination import MaxTurns, Repetition, Timeout
+from llmos.agents import (
+    ChatAgent,
+    Dialogue,
+    HumanAgent,
+    MaxTurns,
+    Repetition,
+    Timeout,
+    run_chat,
+    spawn,
+)
+from llmos.models import FakeModel
 
 __all__ = ["DEMO_QUESTION", "run_chat_session", "run_demo"]
 
@@ -64,7 +69,7 @@ class Debater(ChatAgent):
 def _start_model(model: str | None, fake: bool, device: str) -> ActorRef:
     if fake:
         return FakeModel.start(name="model")
-    from llmos.agents._model_actor import ModelActor, shared_model
+    from llmos.models import ModelActor, shared_model
 
     print(f"loading {model or 'the default model (SmolLM2-135M-Instruct)'} ...", file=sys.stderr)
     loaded = shared_model(model, device=device, progress=True)  # weights shared with the actor

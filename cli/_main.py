@@ -22,7 +22,7 @@ def _version() -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from llmos.agents._demo import run_demo
+    from ._demo import run_demo
 
     return run_demo(
         model=args.model,
@@ -38,7 +38,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _chat(args: argparse.Namespace) -> int:
-    from llmos.agents._demo import run_chat_session
+    from ._demo import run_chat_session
 
     return run_chat_session(
         model=args.model,
@@ -52,7 +52,7 @@ def _chat(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from llmos.agents._status import print_status
+    from ._status import print_status
 
     return print_status(
         args.address, timeout=args.timeout, keys=args.keys, server_key=args.server_key
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmos`` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["node"]:
-        from llmos.agents._node_cli import run_node
+        from ._node import run_node
 
         return run_node(argv[1:])
     parser = build_parser()
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     if getattr(args, "question", "") is None:
-        from llmos.agents._demo import DEMO_QUESTION
+        from ._demo import DEMO_QUESTION
 
         args.question = DEMO_QUESTION
     try:
@@ -132,7 +132,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # one clear line, not a traceback
         print(f"llmos {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

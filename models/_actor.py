@@ -24,7 +24,8 @@ from llmos.actors import (
     handler,
     message,
 )
-from llmos.agents._engine import (
+
+from ._engine import (
     GenerateParams,
     GenerateResult,
     LoadedModel,
@@ -32,7 +33,7 @@ from llmos.agents._engine import (
     ModelOutOfMemory,
     load_model,
 )
-from llmos.agents._model_messages import (
+from ._messages import (
     Completion,
     Generate,
     GetModelStats,
@@ -41,11 +42,11 @@ from llmos.agents._model_messages import (
     Resume,
     TokenChunk,
 )
-from llmos.agents._model_sched import Pending, Policy, Scheduler
+from ._sched import Pending, Policy, Scheduler
 
 __all__ = ["ModelActor", "shared_model"]
 
-log = logging.getLogger("llmos.agents.model")
+log = logging.getLogger("llmos.models")
 
 _shared: dict[tuple[Any, ...], LoadedModel] = {}
 _shared_lock = threading.Lock()

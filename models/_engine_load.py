@@ -27,7 +27,8 @@ import torch
 from tqdm import tqdm
 
 from llmos.actors import ModelError
-from llmos.agents._engine_params import ModelOutOfMemory
+
+from ._engine_params import ModelOutOfMemory
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",

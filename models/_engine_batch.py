@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from llmos.actors import ModelError
-from llmos.agents._engine_params import FinishReason, GenerateParams, GenerateResult
-from llmos.agents._engine_text import TextStream
+
+from ._engine_params import FinishReason, GenerateParams, GenerateResult
+from ._engine_text import TextStream
 
 if TYPE_CHECKING:
-    from llmos.agents._engine import ModelEngine
+    from ._engine import ModelEngine
 
 __all__ = ["BatchSession"]
 

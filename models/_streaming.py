@@ -16,7 +16,8 @@ from types import TracebackType
 from typing import Any
 
 from llmos.actors import Actor, ActorRef, AskTimeout, LocalRef, handler
-from llmos.agents._model_messages import Completion, Generate, TokenChunk
+
+from ._messages import Completion, Generate, TokenChunk
 
 __all__ = ["ModelStream", "StreamStalled"]
 

@@ -1,7 +1,7 @@
 """FakeModel: a deterministic stand-in for a model actor, for tests and model-free examples.
 
-It answers :class:`~llmos.agents.Generate` exactly the way a ModelActor does (a
-:class:`~llmos.agents.Completion`, TokenChunks to ``stream_to``), but its text comes from a
+It answers :class:`~llmos.models.Generate` exactly the way a ModelActor does (a
+:class:`~llmos.models.Completion`, TokenChunks to ``stream_to``), but its text comes from a
 script, a function, or a short echo of the last user turn. Tokens are whitespace-separated
 words, so token limits and budgets behave predictably.
 """
@@ -15,7 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmos.actors import Actor, ActorError, ModelError, handler
-from llmos.agents._model_messages import (
+
+from ._messages import (
     Completion,
     Generate,
     GetModelStats,

@@ -1,0 +1,95 @@
+# llmos.models: model actors. A transformers model served to many agents at once, its messages,
+# scheduling and streaming, and a deterministic fake for tests.
+#   _messages                 Generate, TokenChunk, Completion, GetModelStats, Pause, Resume
+#   _sched                    Scheduler (FIFO or round-robin per requester), token budgets
+#   _actor                    ModelActor: one model, requests batched, streamed, cancelled
+#   _engine, _engine_batch    ModelEngine (transformers + torch), BatchSession (continuous batching)
+#   _engine_load, _engine_params, _engine_text
+#                             loading (embedded GGUF, Hugging Face ids), GenerateParams, text
+#   _streaming                ModelStream: iterate a request's tokens as they come
+#   _fake                     FakeModel: a deterministic stand-in model, no torch
+# Imports point one way: agents -> models -> kernel -> transport -> actors; models never imports
+# agents. The names that need torch are imported on first use, so ``import llmos.models`` stays
+# fast for model-free programs.
+from __future__ import annotations
+
+import importlib as _importlib
+from typing import TYPE_CHECKING
+
+from ._engine_params import GenerateParams, GenerateResult, ModelOutOfMemory
+from ._fake import FakeModel
+from ._messages import (
+    Completion,
+    Generate,
+    GetModelStats,
+    ModelStats,
+    Pause,
+    Resume,
+    TokenChunk,
+)
+from ._sched import BudgetExceeded
+from ._streaming import ModelStream, StreamStalled
+
+if TYPE_CHECKING:
+    from ._actor import ModelActor, shared_model
+    from ._engine import (
+        BatchSession,
+        LoadedModel,
+        ModelEngine,
+        default_cache_dir,
+        default_model_file,
+        load_model,
+    )
+
+_LAZY = {
+    "BatchSession": "._engine",
+    "LoadedModel": "._engine",
+    "ModelEngine": "._engine",
+    "default_cache_dir": "._engine",
+    "default_model_file": "._engine",
+    "load_model": "._engine",
+    "ModelActor": "._actor",
+    "shared_model": "._actor",
+}
+
+
+def __getattr__(name: str) -> object:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'llmos.models' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+del TYPE_CHECKING  # keep the namespace to the public names
+
+
+__all__ = [
+    "BatchSession",
+    "BudgetExceeded",
+    "Completion",
+    "FakeModel",
+    "Generate",
+    "GenerateParams",
+    "GenerateResult",
+    "GetModelStats",
+    "LoadedModel",
+    "ModelActor",
+    "ModelEngine",
+    "ModelOutOfMemory",
+    "ModelStats",
+    "ModelStream",
+    "Pause",
+    "Resume",
+    "StreamStalled",
+    "TokenChunk",
+    "default_cache_dir",
+    "default_model_file",
+    "load_model",
+    "shared_model",
+]
