@@ -1,24 +1,21 @@
 """Cross-process ask round trip and tell throughput: llmos.transport vs raw pyzmq + msgpack.
 
-Run: ``python benchmarks/bench_transport.py [--asks 2000] [--tells 50000] [--rounds 7]``.
+Run: ``python benchmarks/bench_transport.py [--asks 2000] [--tells 50000] [--rounds 7] [--hog]``.
 
-Both sides carry the same payload (a small dict) to a second process:
+Both sides carry the same payload to a second process:
 
 - raw: a DEALER sends ``msgpack.packb([op, payload])`` to a ROUTER in the other process, which
   unpacks it and (for an ask) packs and sends the answer; one message per send, the plain way
-  to use pyzmq;
+  to use pyzmq, with a blocking ``recv``;
 - llmos: ``ref.ask(payload).get()`` / ``ref.tell(payload)`` on a remote ref to an actor in the
-  other process's node.
+  other process's node (its asking thread also sleeps until the answer is in: like for like).
 
-An llmos asking thread polls for the answer for up to ``spin_wait`` (0.3 ms by default)
-before it sleeps; the raw client sleeps in ``recv`` at once, the plain way. A second table
-compares like with like: llmos with ``spin_wait=0`` against that raw client, and llmos against
-a raw client that polls the same way before its ``recv``.
-
-Tell throughput is measured end to end: N tells, then one ask that returns once the receiving
-side has handled all of them. Rounds alternate between raw and llmos so both see the same
-background load; each figure is the best of ``--rounds`` rounds, and the median of the
-per-round ask ratios is printed too. Not a test.
+Asks carry a small dict; tells carry it (about 100 bytes) and a ``bytes`` field of 10 KB and
+1 MB. Tell throughput is measured end to end: N tells, then one ask that returns once the
+receiving side has handled all of them. Rounds alternate between raw and llmos so both see the
+same background load; the table prints min / median / max of the per-round ratios (llmos's
+time over raw's) and the load average. ``--hog`` runs the whole thing beside a process that
+keeps one CPU busy. Not a test.
 
 ``--split`` adds where the ask round trip's time goes: each side of llmos against a
 one-thread stand-in that speaks the llmos wire format (frames, request items, codec) on a plain
@@ -40,7 +37,16 @@ import zmq
 
 PAYLOAD = {"text": "hello world", "n": 42, "tags": ["a", "b"]}
 ASK, TELL, COUNT = 1, 2, 3
-SPIN_WAIT = 0.0003  # Node's default
+SIZES = {"100 B": 0, "10 KB": 10 * 1024, "1 MB": 1024 * 1024}
+
+
+def tell_payload(size: int) -> Any:
+    return PAYLOAD if size == 0 else {"text": "blob", "data": bytes(size)}
+
+
+def tell_count(tells: int, size: int) -> int:
+    """Fewer tells for big payloads: about 200 MB per round at most."""
+    return max(20, min(tells, 200 * 1024 * 1024 // max(size, 1)))
 
 
 def serve_raw() -> None:
@@ -151,6 +157,11 @@ class Measure:
         self.peer_cpu = None if peer1 is None or self.peer0 is None else peer1 - self.peer0
 
 
+def start_hog() -> subprocess.Popen[bytes]:
+    """A process that keeps one CPU busy (the machine under load)."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
 def start(mode: str) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
         [sys.executable, __file__, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
@@ -177,23 +188,11 @@ class RawClient:
                 msgpack.unpackb(sock.recv())
         return measure
 
-    def spinning_ask_round_trip(self, asks: int) -> Measure:
-        """Asks whose wait polls without sleeping for up to SPIN_WAIT first, as llmos's do."""
-        sock, clock = self.sock, time.monotonic
-        with Measure(self.proc.pid) as measure:
-            for _ in range(asks):
-                sock.send(msgpack.packb([ASK, PAYLOAD]))
-                end = clock() + SPIN_WAIT
-                while not sock.poll(0) and clock() < end:
-                    pass
-                msgpack.unpackb(sock.recv())
-        return measure
-
-    def tell_rate(self, tells: int) -> Measure:
-        sock = self.sock
+    def tell_rate(self, tells: int, size: int = 0) -> Measure:
+        sock, payload = self.sock, tell_payload(size)
         with Measure(self.proc.pid) as measure:
             for _ in range(tells):
-                sock.send(msgpack.packb([TELL, PAYLOAD]))
+                sock.send(msgpack.packb([TELL, payload]))
             sock.send(msgpack.packb([COUNT, None]))
             assert msgpack.unpackb(sock.recv()) == tells
         return measure
@@ -206,37 +205,33 @@ class RawClient:
 
 
 class LlmosClient:
-    """A Node with remote refs to the actors of the llmos peer process, and a second node
-    whose asking threads sleep at once (``spin_wait=0``)."""
+    """A Node with remote refs to the actors of the llmos peer process."""
 
     def __init__(self) -> None:
         from llmos.transport import Node
 
         self.proc, address = start("--serve-llmos")
-        self.node = Node(name="bench", spin_wait=SPIN_WAIT)
-        self.sleeping = Node(name="bench-sleeping", spin_wait=0)
+        self.node = Node(name="bench")
         self.echo = self.node.ref(f"echo@{address}")
-        self.sleeping_echo = self.sleeping.ref(f"echo@{address}")
         self.counter = self.node.ref(f"counter@{address}")
 
-    def ask_round_trip(self, asks: int, spin: bool = True) -> Measure:
-        echo = self.echo if spin else self.sleeping_echo
+    def ask_round_trip(self, asks: int) -> Measure:
+        echo = self.echo
         with Measure(self.proc.pid) as measure:
             for _ in range(asks):
                 echo.ask(PAYLOAD, timeout=10).get()
         return measure
 
-    def tell_rate(self, tells: int) -> Measure:
-        counter = self.counter
+    def tell_rate(self, tells: int, size: int = 0) -> Measure:
+        counter, payload = self.counter, tell_payload(size)
         with Measure(self.proc.pid) as measure:
             for _ in range(tells):
-                counter.tell(PAYLOAD)
+                counter.tell(payload)
             assert counter.ask("count", timeout=60).get() == tells
         return measure
 
     def close(self) -> None:
         self.node.close()
-        self.sleeping.close()
         assert self.proc.stdin is not None
         self.proc.stdin.close()
         self.proc.wait(10)
@@ -280,7 +275,7 @@ def split(asks: int, rounds: int) -> None:
 
     wire_proc, wire_address = start("--serve-wire")
     llmos_proc, llmos_address = start("--serve-llmos")
-    node = Node(name="bench-split", spin_wait=0)  # the stand-in sleeps in recv at once too
+    node = Node(name="bench-split")
     clients: dict[str, Any] = {}
     try:
         servers = {"stand-in server": wire_address, "llmos server": llmos_address}
@@ -329,12 +324,16 @@ def main() -> int:
     parser.add_argument("--tells", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument(
+        "--hog", action="store_true", help="run beside a process that keeps a CPU busy"
+    )
+    parser.add_argument(
         "--split", action="store_true", help="also show which side of an ask the time goes to"
     )
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-wire", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-llmos", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    load_before = f"{os.getloadavg()[0]:.2f}"
     if args.serve_raw:
         serve_raw()
         return 0
@@ -344,89 +343,58 @@ def main() -> int:
     if args.serve_wire:
         serve_wire()
         return 0
+    hog = start_hog() if args.hog else None
     raw, llmos = RawClient(), LlmosClient()
-    results: dict[str, list[Measure]] = {
-        "raw ask": [],
-        "llmos ask": [],
-        "raw tell": [],
-        "llmos tell": [],
-        "llmos ask, sleeping": [],
-        "raw ask, spinning": [],
-    }
+    rows = ["ask"] + [f"tell {label}" for label in SIZES]
+    results: dict[tuple[str, str], list[Measure]] = {}
     try:
-        raw.ask_round_trip(500)  # warm up all
+        raw.ask_round_trip(500)  # warm up both
         llmos.ask_round_trip(500)
-        llmos.ask_round_trip(500, spin=False)
-        raw.spinning_ask_round_trip(500)
-        # Rounds alternate between the two, so both see the same background load; each
-        # figure is the best of its rounds.
-        for _ in range(args.rounds):
-            results["raw ask"].append(raw.ask_round_trip(args.asks))
-            results["llmos ask"].append(llmos.ask_round_trip(args.asks))
-            results["llmos ask, sleeping"].append(llmos.ask_round_trip(args.asks, spin=False))
-            results["raw ask, spinning"].append(raw.spinning_ask_round_trip(args.asks))
-            results["raw tell"].append(raw.tell_rate(args.tells))
-            results["llmos tell"].append(llmos.tell_rate(args.tells))
+        # Rounds alternate between the two, and which goes first, so both see the same load.
+        for n in range(args.rounds):
+            order = (("raw", raw), ("llmos", llmos))
+            for side, client in order if n % 2 == 0 else order[::-1]:
+                results.setdefault(("ask", side), []).append(client.ask_round_trip(args.asks))
+            for label, size in SIZES.items():
+                count = tell_count(args.tells, size)
+                for side, client in order if n % 2 == 0 else order[::-1]:
+                    key = (f"tell {label}", side)
+                    results.setdefault(key, []).append(client.tell_rate(count, size))
     finally:
         raw.close()
         llmos.close()
+        if hog is not None:
+            hog.kill()
+            hog.wait()
+    counts = {"ask": args.asks} | {
+        f"tell {label}": tell_count(args.tells, size) for label, size in SIZES.items()
+    }
+    print(
+        f"load average before/after: {load_before} / {os.getloadavg()[0]:.2f}"
+        f"{'  (with a CPU hog)' if args.hog else ''}; {args.rounds} rounds"
+    )
+    print(
+        f"{'':14}{'raw median':>12}{'llmos median':>14}{'llmos/raw time per round':>34}"
+        f"{'CPU ratio':>11}"
+    )
+    for row in rows:
+        raws, ours = results[(row, "raw")], results[(row, "llmos")]
+        ratios = sorted(o.wall / r.wall for r, o in zip(raws, ours, strict=True))
+        n = counts[row]
 
-    def best(key: str, n: int) -> tuple[float, float | None]:
-        fastest = min(results[key], key=lambda m: m.wall)
-        cpus = [m.cpu + m.peer_cpu for m in results[key] if m.peer_cpu is not None]
-        return fastest.wall / n, min(cpus) / n * 1e6 if cpus else None
+        def per(ms: list[Measure], n: int = n, row: str = row) -> str:
+            wall = statistics.median(m.wall for m in ms) / n
+            return f"{wall * 1e6:.1f} us" if row == "ask" else f"{1 / wall:,.0f}/s"
 
-    def cpu_row(label: str, raw_cpu: float | None, llmos_cpu: float | None) -> str:
-        if raw_cpu is None or llmos_cpu is None:
-            return f"{label:28}{'n/a':>12}{'n/a':>12}"
-        return f"{label:28}{raw_cpu:>12.1f}{llmos_cpu:>12.1f}{llmos_cpu / raw_cpu:>8.2f}x"
-
-    raw_rtt, raw_ask_cpu = best("raw ask", args.asks)
-    llmos_rtt, llmos_ask_cpu = best("llmos ask", args.asks)
-    raw_tell, raw_tell_cpu = best("raw tell", args.tells)
-    llmos_tell, llmos_tell_cpu = best("llmos tell", args.tells)
-    print(
-        f"payload: {PAYLOAD!r} ({len(msgpack.packb(PAYLOAD))} bytes packed), "
-        f"{args.rounds} rounds, {os.cpu_count()} CPUs"
-    )
-    print(f"{'':28}{'raw pyzmq':>12}{'llmos':>12}{'ratio':>9}  target")
-    print(
-        f"{'ask round trip (us)':28}{raw_rtt * 1e6:>12.1f}{llmos_rtt * 1e6:>12.1f}"
-        f"{llmos_rtt / raw_rtt:>8.2f}x  <= 1.5x"
-    )
-    print(
-        f"{'tell throughput (msg/s)':28}{1 / raw_tell:>12,.0f}{1 / llmos_tell:>12,.0f}"
-        f"{raw_tell / llmos_tell:>8.2f}x  >= 1.0x"
-    )
-    # Each round measures both back to back; the median of those ratios moves less with the
-    # machine's background load than the ratio of the two best rounds.
-    per_round = [
-        ours.wall / theirs.wall
-        for theirs, ours in zip(results["raw ask"], results["llmos ask"], strict=True)
-    ]
-    print(f"{'ask, median round ratio':28}{'':>24}{statistics.median(per_round):>8.2f}x")
-    # CPU time of both processes, least of the rounds: it moves less with the host's load than
-    # wall time does, so it shows what llmos itself adds.
-    print(cpu_row("CPU per ask, both (us)", raw_ask_cpu, llmos_ask_cpu))
-    print(cpu_row("CPU per tell, both (us)", raw_tell_cpu, llmos_tell_cpu))
-    # llmos's asking thread polls for up to spin_wait before it sleeps; raw's blocking recv
-    # sleeps at once. The same wait on both sides shows what the wait buys and what llmos's
-    # own code costs.
-    sleep_rtt, sleep_cpu = best("llmos ask, sleeping", args.asks)
-    spin_rtt, spin_cpu = best("raw ask, spinning", args.asks)
-    print()
-    print(f"the same wait on both sides (llmos spin_wait={SPIN_WAIT * 1e6:.0f} us by default)")
-    print(f"{'':28}{'raw pyzmq':>12}{'llmos':>12}{'ratio':>9}")
-    print(
-        f"{'ask, both sleep (us)':28}{raw_rtt * 1e6:>12.1f}{sleep_rtt * 1e6:>12.1f}"
-        f"{sleep_rtt / raw_rtt:>8.2f}x"
-    )
-    print(
-        f"{'ask, both spin (us)':28}{spin_rtt * 1e6:>12.1f}{llmos_rtt * 1e6:>12.1f}"
-        f"{llmos_rtt / spin_rtt:>8.2f}x"
-    )
-    print(cpu_row("CPU per ask, both sleep (us)", raw_ask_cpu, sleep_cpu))
-    print(cpu_row("CPU per ask, both spin (us)", spin_cpu, llmos_ask_cpu))
+        cpu = [
+            (o.cpu + o.peer_cpu) / (r.cpu + r.peer_cpu)
+            for r, o in zip(raws, ours, strict=True)
+            if o.peer_cpu is not None and r.peer_cpu is not None
+        ]
+        spread = f"{ratios[0]:.2f} / {statistics.median(ratios):.2f} / {ratios[-1]:.2f}x"
+        cpu_text = f"{statistics.median(cpu):.2f}x" if cpu else "n/a"
+        print(f"{row:14}{per(raws):>12}{per(ours):>14}{spread:>34}{cpu_text:>11}")
+    print("(ratios are min / median / max of llmos's time over raw's; < 1 means llmos is faster)")
     if args.split:
         split(args.asks, args.rounds)
     return 0

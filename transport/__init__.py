@@ -4,13 +4,10 @@
 #   _codec     msgpack + ext types (tuples, messages, refs), error envelopes, register_error
 #   _security  CURVE key pairs, the bind policy, the ZAP allowlist decision
 #   _peer      per-peer state, counters, NodeStats
-#   _io        the I/O thread and the lock over the node's sockets (poll, wake-ups, shutdown)
+#   _io        the I/O thread, the only one that uses the node's sockets (poll, wake-ups)
 #   _router    the ROUTER socket: requests in, answers out (sent at once or queued)
-#   _fastpath  callers using a socket under the lock: send_now, read_peer, mute; _settle
-#   _leader    an idle actor serving remote requests reads the ROUTER itself (idle_wait)
 #   _links     the I/O thread's dealer socket per peer: heartbeats, up/down, outbox flushing
 #   _serve     requests from peers (ROUTER side); _client: answers from peers (DEALER side)
-#   _direct    RemoteReply: a thread waiting for an answer reads the peer's socket itself
 #   _ref       RemoteRef
 #   _sending   queueing tells and requests to peers, back-pressure (mixed into Node)
 #   _node      Node, the public entry point

@@ -1,48 +1,34 @@
-"""The I/O thread, and the lock that guards a node's ZeroMQ sockets.
+"""The I/O thread: the one thread that uses the node's ZeroMQ sockets.
 
-ZeroMQ sockets are not thread-safe; zmq_socket(3) allows using one from another thread only
-after migrating it with a full memory barrier, which here is :attr:`IOLoop.lock`. The I/O
-thread creates, polls and closes every socket. It holds the lock while it works and not while
-it sleeps: it waits in ``poll`` on the sockets' file descriptors (``ZMQ_FD``), not on the
-sockets, so while it sleeps another thread may take the lock and use a socket directly. That
-is the fast path of an ask, which saves every thread hand-off of a round trip but libzmq's own
-(each hand-off costs about 30 us, plus the CPU to wake a thread, on a small VM):
+Socket rule (zmq_socket(3): sockets are not thread-safe): the I/O thread creates, reads,
+writes and closes every socket of the node (the ROUTER, one DEALER per peer with its monitor,
+the ZAP socket). No other thread ever touches a socket. Other threads hand it work through
+queues (a peer's outbox, the reply queue, :meth:`IOLoop.call`) and wake it through an eventfd,
+written only while it sleeps in ``poll`` (``sleeping``/``woken``), and it completes asks by
+settling their :class:`~llmos.actors.Reply`.
 
-- the asking thread sends its request itself when nothing is queued ahead of it for that peer
-  (so one sender's order holds);
-- the serving actor, while idle, reads the ROUTER itself, so the request reaches it without
-  the I/O thread (:mod:`llmos.transport._leader`);
-- it sends its answer through the ROUTER itself;
-- the asking thread waits for the answer by polling the peer's descriptor and reads the socket
-  itself (:mod:`llmos.transport._direct`).
-
-A sender that finds the lock taken queues its item instead (below); a waiting reader takes the
-lock only for one read, and the I/O thread never holds it while it sleeps.
-``ZMQ_FD`` is edge-triggered, so after any use of a socket its ``EVENTS`` are read again, and a
-socket that still has something to read is rechecked without waiting for its descriptor
-(:mod:`llmos.transport._fastpath`). The ROUTER side, requests in and answers out, is
-:mod:`llmos.transport._router`.
-
-Otherwise threads append items to a peer's outbox (or a reply to the reply queue) and wake this
-thread through an eventfd, written only while it sleeps in ``poll``. Each turn it packs
+Each turn it polls the sockets (``zmq.Poller``: level-triggered on each socket's EVENTS), reads
+at most ``BURST`` frames from each ready socket so no peer starves the others, then packs
 everything already queued for one peer into as few frames as the limits allow, without waiting
-for more: batching is what makes tell throughput beat single sends.
+for more: batching is what makes tell throughput beat single sends. The ROUTER side (requests
+in, answers out) is :mod:`llmos.transport._router`; the dealers are
+:mod:`llmos.transport._links`.
 
 Sockets are configured against libzmq's defaults: ROUTER_MANDATORY (no silent loss to an
 unknown peer), IMMEDIATE on dealers (nothing queues toward a dead connection, so a reconnect
-never delivers a stale backlog), bounded LINGER, ZMTP heartbeats, a short HANDSHAKE_IVL,
-MAXMSGSIZE, and deliberate high-water marks. Application heartbeats (PING/PONG) decide when a
-peer is down; socket monitor events make a lost connection or a refused key fail pending asks
-at once.
+never delivers a stale backlog), bounded LINGER, a short HANDSHAKE_IVL, MAXMSGSIZE, and
+deliberate high-water marks. Application heartbeats (PING/PONG) decide when a peer is down;
+socket monitor events make a lost connection or a refused key fail pending asks at once.
 """
 
 from __future__ import annotations
 
 import collections
+import ctypes
 import logging
 import math
 import os
-import select
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -51,13 +37,10 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from llmos.actors import AuthError, LlmosError, TransportError
-from llmos.transport._fastpath import FastPath
-from llmos.transport._leader import RouterLeader
-from llmos.transport._links import EPOLLIN, NOBLOCK, POLLIN, PeerLinks
+from llmos.transport._links import NOBLOCK, POLLIN, PeerLinks
 from llmos.transport._peer import Peer
 from llmos.transport._router import RouterSide
 from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT
-from llmos.transport._wake import signal_fd
 
 if TYPE_CHECKING:
     from llmos.transport._node import Node
@@ -68,9 +51,32 @@ log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 
 _STALL_RETRY = 0.005
+_ONE = (1).to_bytes(8, sys.byteorder)
 
 
-class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[misc,unused-ignore]
+def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
+    """libc ``write`` called without releasing the GIL (ctypes.PyDLL), or None.
+
+    ``os.write`` releases the GIL, so a wake-up in the middle of a burst of tells would hand
+    the GIL to the I/O thread, one message per thread switch. Writing 8 bytes to an eventfd
+    never blocks, so holding the GIL through it is safe; the I/O thread then wakes, waits for
+    the GIL, and drains the whole burst into one frame.
+    """
+    if not hasattr(os, "eventfd"):
+        return None
+    try:
+        write = ctypes.PyDLL(None).write
+    except (OSError, AttributeError):
+        return None
+    write.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_size_t]
+    write.restype = ctypes.c_ssize_t
+    return write
+
+
+_write_keeping_gil = _gil_keeping_write()
+
+
+class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
     """Runs the node's sockets in one thread named ``llmos:io-<node name>``."""
 
     def __init__(self, node: Node) -> None:
@@ -86,19 +92,6 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
         self.replies: collections.deque[tuple[bytes, list[Any], float]] = collections.deque()
         self.ready: collections.deque[Peer] = collections.deque()
         self.calls: collections.deque[Callable[[], None]] = collections.deque()
-        self.spin = node.spin_wait
-        self.spin_lock = threading.Lock()  # held by the one thread spinning (_direct._spin)
-        self.lock = threading.Lock()  # whoever holds it may use the sockets (see module doc)
-        self.recheck: set[int] = set()  # descriptors to handle next turn without waiting
-        self._touched: set[int] = set()  # descriptors of sockets used while the lock was held
-        self._shared: dict[int, Peer | None] = {}  # socket descriptors: a peer's, or the router's
-        self._router_fd = -1
-        # The sockets' descriptors (dealers and the ROUTER) sit in an epoll set that the I/O
-        # thread polls as one descriptor, so another thread can take one out of that set
-        # without waking the I/O thread: one waiting for an answer takes its peer's
-        # (FastPath.mute), an idle actor serving remote requests takes the ROUTER's
-        # (RouterLeader).
-        self._fd_poll: Any = select.epoll() if hasattr(select, "epoll") else None
         self.sleeping = False  # True while the thread is (about to be) blocked in poll
         self.woken = False  # a wake-up is already on its way: do not write the eventfd again
         self.closing = False
@@ -114,7 +107,6 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
         self.thread = threading.Thread(target=self._run, name=f"llmos:io-{node.name}", daemon=True)
-        self.ident = 0  # the thread's ident, once it runs
 
     # -- called from any thread ---------------------------------------------------------
 
@@ -129,7 +121,15 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
         return self.address
 
     def wake(self) -> None:
-        signal_fd(self._wake_w)
+        """Wake the thread from ``poll`` (a full eventfd is already signalled; a closed one
+        has nobody left to wake, so a failed write needs nothing more)."""
+        if _write_keeping_gil is not None:
+            _write_keeping_gil(self._wake_w, _ONE, 8)
+            return
+        try:  # pragma: no cover - non-Linux
+            os.write(self._wake_w, _ONE)
+        except OSError:
+            pass
 
     def post(self, peer: Peer, item: list[Any]) -> None:
         """Queue an item for a peer (the caller checked back-pressure)."""
@@ -165,7 +165,6 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
     # -- the thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
-        self.ident = threading.get_ident()
         try:
             self._setup()
         except BaseException as exc:
@@ -194,10 +193,6 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
         node = self.node
         self._poller.register(self._wake_r, POLLIN)
         self._handlers[self._wake_r] = (self._on_wake, None)
-        if self._fd_poll is not None:
-            shared = self._fd_poll.fileno()
-            self._poller.register(shared, POLLIN)
-            self._handlers[shared] = (self._on_fd_poll, None)
         if node.keys is not None:
             zap = self.ctx.socket(zmq.REP)
             zap.linger = 0
@@ -231,16 +226,11 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
                 "free one)"
             ) from exc
         self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        fd = self._router_fd = router.get(zmq.FD)
-        if self._fd_poll is not None:
-            self._fd_poll.register(fd, EPOLLIN)
-        else:
-            self._poller.register(fd, POLLIN)
-        self._handlers[fd] = (self._on_router, None)
-        self._shared[fd] = None
+        self._poller.register(router, POLLIN)
+        self._handlers[router] = (self._on_router, None)
 
     def _turn(self, next_tick: float) -> float:
-        busy = self.ready or self.replies or self.calls or self.recheck
+        busy = self.ready or self.replies or self.calls
         timeout = 0 if busy else max(0.0, next_tick - _monotonic())
         if self._stalled:
             timeout = min(timeout, _STALL_RETRY)
@@ -248,22 +238,18 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
         # ``woken`` keeps them from writing the eventfd once per message meanwhile.
         self.woken = False
         self.sleeping = True
-        if not busy and (self.ready or self.replies or self.calls or self.recheck):
+        if not busy and (self.ready or self.replies or self.calls):
             timeout = 0  # queued between the check above and the flag
         events = self._poller.poll(math.ceil(timeout * 1000))
         self.sleeping = False
-        with self.lock:
-            return self._work(events, next_tick)
+        return self._work(events, next_tick)
 
     def _work(self, events: list[tuple[Any, int]], next_tick: float) -> float:
         handlers = self._handlers
-        if self.recheck:
-            events = events + [(fd, POLLIN) for fd in self.recheck]
-            self.recheck.clear()
-        for target, event in events:
+        for target, _event in events:
             entry = handlers.get(target)
-            if entry is None or not event & POLLIN:
-                continue
+            if entry is None:
+                continue  # closed by an earlier handler of this turn
             try:
                 entry[0](entry[1])
             except zmq.ContextTerminated:
@@ -286,7 +272,6 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
         if now >= next_tick:
             self._tick(now)
             next_tick = now + self.interval
-        self._settle()
         return next_tick
 
     def _on_wake(self, _: Any) -> None:
@@ -294,13 +279,6 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
             os.read(self._wake_r, 8)
         except (BlockingIOError, OSError):
             pass
-
-    def _on_fd_poll(self, _: Any) -> None:
-        handlers = self._handlers
-        for fd, _event in self._fd_poll.poll(0):
-            entry = handlers.get(fd)
-            if entry is not None:
-                entry[0](entry[1])
 
     def _on_zap(self, _: Any) -> None:
         zap = self.zap
@@ -328,11 +306,6 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
     # -- shutdown -------------------------------------------------------------------------
 
     def _teardown(self, linger: float) -> None:
-        with self.lock:  # no caller may be sending while the sockets close
-            self.wake_leader()  # it gives the ROUTER back once this releases the lock
-            self._close_all(linger)
-
-    def _close_all(self, linger: float) -> None:
         linger_ms = max(0, int(linger * 1000))
         try:
             if self.router is not None and (self.replies or self._stalled):
@@ -346,5 +319,3 @@ class IOLoop(RouterLeader, RouterSide, FastPath, PeerLinks):  # type: ignore[mis
             if sock is not None:
                 sock.close(linger_ms if sock is self.router else 0)
         self.router = self.zap = None
-        if self._fd_poll is not None:
-            self._fd_poll.close()

@@ -1,7 +1,8 @@
 """The node's connections to its peers: one DEALER socket per peer, and its life cycle.
 
 Part of the I/O thread (:class:`~llmos.transport._io.IOLoop` mixes this in); everything here
-runs with the I/O lock held, mostly in the I/O thread. A dealer has ``IMMEDIATE`` set, so
+runs in the I/O thread, but :meth:`PeerLinks.mark_up` and :meth:`PeerLinks.mark_down` take the
+peer's lock for the state that callers read. A dealer has ``IMMEDIATE`` set, so
 nothing queues toward a connection that is not up: what callers queue waits in the peer's
 outbox, and a frame libzmq refuses (high-water mark reached) is kept as the peer's stalled
 frame until the socket is writable.
@@ -13,7 +14,6 @@ by a fresh one, so nothing queued for the old connection is ever delivered late.
 from __future__ import annotations
 
 import logging
-import select
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -33,8 +33,6 @@ __all__ = [
     "AUTH_RETRY",
     "BATCH_BYTES",
     "BURST",
-    "EPOLLIN",
-    "EVENTS",
     "HWM",
     "NOBLOCK",
     "POLLIN",
@@ -72,8 +70,6 @@ _PING_FRAME = pack_frame([[PING, 0, b""]])
 POLLIN = int(zmq.POLLIN)
 POLLOUT = int(zmq.POLLOUT)
 NOBLOCK = int(zmq.NOBLOCK)
-EVENTS = int(zmq.EVENTS)
-EPOLLIN = getattr(select, "EPOLLIN", 1)
 # The socket's own send, without pyzmq's Python-level wrapper (which only adds the DRAFT
 # routing_id and group arguments): a third less per call on the hot paths.
 SEND: Callable[..., Any] = zmq.backend.Socket.send
@@ -90,10 +86,6 @@ class PeerLinks:
     counters: Counters
     _poller: zmq.Poller
     _handlers: dict[Any, tuple[Callable[[Any], None], Any]]
-    _shared: dict[int, Peer | None]
-    _fd_poll: Any
-    _touched: set[int]
-    recheck: set[int]
 
     def configure(self, sock: zmq.Socket[Any]) -> None:
         """The options every socket of the node gets (ROUTER and dealers)."""
@@ -112,32 +104,21 @@ class PeerLinks:
         sock.setsockopt(zmq.HANDSHAKE_IVL, max(200, hb_ms))
 
     def _on_dealer(self, peer: Peer) -> None:
-        """The dealer's file descriptor signalled: read what arrived, resend a stalled frame.
-
-        Ends with an EVENTS check (so the descriptor signals again for what comes next),
-        unless it stopped after BURST frames: then the socket is marked for a recheck.
-        """
+        """The dealer is readable (or writable again, while a frame is stalled): read at most
+        BURST frames (poll reports the rest next turn), then resend a stalled frame."""
         sock = peer.socket
         if sock is None:
             return
-        events = sock.get(EVENTS)
-        if events & POLLIN:
-            handle = self.node.client.on_frame
-            for _n in range(BURST):
-                try:
-                    data = sock.recv(NOBLOCK)  # a plain recv: recv_multipart costs 5x more
-                except zmq.Again:
-                    events = 0
-                    break
-                handle(peer, data)
-                if sock is not peer.socket:
-                    return  # replaced: the peer went down
-                events = sock.get(EVENTS)
-                if not events & POLLIN:
-                    break
-            else:
-                self._touched.add(peer.fd)  # more is waiting: handled next turn
-        if peer.stalled is not None and events & POLLOUT:
+        handle = self.node.client.on_frame
+        for _n in range(BURST):
+            try:
+                data = sock.recv(NOBLOCK)  # a plain recv: recv_multipart costs 5x more
+            except zmq.Again:
+                break
+            handle(peer, data)
+            if sock is not peer.socket:
+                return  # replaced: the peer went down
+        if peer.stalled is not None:
             self._flush_peer(peer)
 
     def _on_monitor(self, peer: Peer) -> None:
@@ -206,37 +187,19 @@ class PeerLinks:
             self.mark_down(peer, NodeUnreachable, f"cannot connect to {peer.address}: {exc}")
             return
         peer.socket, peer.monitor = sock, monitor
-        # The dealer is polled through its file descriptor, not as a socket, so that the
-        # I/O thread does not use the socket while it sleeps: callers may send on it under
-        # the I/O lock (see IOLoop). The descriptor is edge-triggered, so after each use of
-        # the socket its EVENTS are checked again (IOLoop._settle).
-        fd = peer.fd = sock.get(zmq.FD)
         peer.generation += 1
-        peer.muted = 0
-        if self._fd_poll is not None:
-            self._fd_poll.register(fd, EPOLLIN)
-        else:  # pragma: no cover - no epoll (not Linux)
-            self._poller.register(fd, POLLIN)
+        self._poller.register(sock, POLLIN)
         self._poller.register(monitor, POLLIN)
-        self._handlers[fd] = (self._on_dealer, peer)
+        self._handlers[sock] = (self._on_dealer, peer)
         self._handlers[monitor] = (self._on_monitor, peer)
-        self._shared[fd] = peer
-        self.recheck.add(fd)
 
     def _close_peer(self, peer: Peer, linger: int = 0) -> None:
-        sock, monitor, fd = peer.socket, peer.monitor, peer.fd
+        sock, monitor = peer.socket, peer.monitor
         peer.socket = peer.monitor = None
         peer.stalled = None
-        peer.fd = -1
         if sock is not None:
-            if self._fd_poll is not None:
-                self._fd_poll.unregister(fd)
-            else:  # pragma: no cover - no epoll (not Linux)
-                self._poller.unregister(fd)
-            self._handlers.pop(fd, None)
-            self._shared.pop(fd, None)
-            self.recheck.discard(fd)
-            self._touched.discard(fd)
+            self._poller.unregister(sock)
+            self._handlers.pop(sock, None)
         if monitor is not None:
             self._poller.unregister(monitor)
             self._handlers.pop(monitor, None)
@@ -262,6 +225,7 @@ class PeerLinks:
             if not self._send_dealer(peer, peer.stalled):
                 return
             peer.stalled = None
+            self._poller.modify(peer.socket, POLLIN)
             peer.last_heard = max(peer.last_heard, _monotonic())  # it drained: alive
         outbox = peer.outbox
         limits = self.limits
@@ -283,14 +247,14 @@ class PeerLinks:
             frame = pack_frame(items)
             self.counters.items_out += len(items)
             if not self._send_dealer(peer, frame):
-                peer.stalled = frame  # resent when the descriptor signals room (POLLOUT)
+                peer.stalled = frame  # resent when the socket has room again
+                self._poller.modify(peer.socket, POLLIN | POLLOUT)
                 break
         if not peer.room.is_set() and len(outbox) < self.node.max_outbox:
             peer.room.set()
 
     def _send_dealer(self, peer: Peer, frame: bytes) -> bool:
         sock = peer.socket
-        self._touched.add(peer.fd)
         try:
             SEND(sock, frame, NOBLOCK, len(frame) < 65536)  # copy small frames
         except zmq.Again:
@@ -302,7 +266,6 @@ class PeerLinks:
         sock = peer.socket
         if sock is None or peer.stalled is not None:
             return
-        self._touched.add(peer.fd)
         try:
             sock.send(_PING_FRAME, NOBLOCK)
         except zmq.Again:

@@ -31,7 +31,6 @@ from llmos.actors import (
     check_message,
     get,
 )
-from llmos.actors._cell import live_cells
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
 from llmos.transport._frames import LOOKUP, SPAWN, Limits
@@ -54,8 +53,6 @@ log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 _numbers = itertools.count(1)
 
-MAX_SPIN_WAIT = 0.01
-
 Spawner = Callable[[type, tuple[Any, ...], dict[str, Any], str | None], ActorRef]
 """``spawner(cls, args, kwargs, name) -> ref``: how a node starts a remotely requested actor."""
 
@@ -71,10 +68,8 @@ def default_spawner(
 class Node(Sending):  # type: ignore[misc,unused-ignore]
     """One process's endpoint: a ROUTER socket, connections to peers, and remote refs.
 
-    One I/O thread creates, polls and closes every socket. Other threads use a socket only
-    under its lock: an asking thread sends its request and reads the answer itself, and an
-    idle actor serving remote requests reads them itself; otherwise they hand the I/O thread
-    work through queues.
+    One I/O thread creates, reads, writes and closes every socket; other threads hand it work
+    through queues and it settles their replies (see :mod:`llmos.transport._io`).
 
     Args:
         bind: where to listen. Default ``tcp://127.0.0.1:0`` (a free loopback port; read the
@@ -103,13 +98,6 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             whether a request's deadline has passed (requests carry their deadline as wall
             clock time, so a request delayed in transit, or by a frozen node, is not run once
             its asker has given up). Raise it for nodes whose clocks are not kept in sync.
-        spin_wait: seconds a thread waiting in ``ask(...).get()`` polls for the answer
-            without sleeping before it sleeps (0 turns it off; at most 0.01). It spins only
-            while that peer's answers have been coming back within ``spin_wait``, and only
-            one thread of the node spins at a time: it uses at most one CPU, for at most
-            ``spin_wait`` per ask, and none for slow peers. On a small VM, sleeping and
-            waking up cost more than a fast round trip itself (on 2 vCPUs, an ask took
-            about 0.23 ms without it, 0.16 ms with it); see :attr:`NodeStats.spin_hits`.
         spawner: how remote spawn requests start actors (a kernel plugs in here).
         context: the ZeroMQ context (default: the shared one; a private one with keys).
 
@@ -134,7 +122,6 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         max_outbox: int = 65_536,
         send_timeout: float = 5.0,
         clock_skew: float = 0.25,
-        spin_wait: float = 0.0003,
         spawner: Spawner | None = None,
         context: zmq.Context[Any] | None = None,
     ) -> None:
@@ -145,15 +132,6 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             raise LlmosError(f"max_outbox must be a positive int, got {max_outbox!r}")
         if not math.isfinite(clock_skew) or clock_skew < 0:
             raise LlmosError(f"clock_skew must be >= 0 seconds, got {clock_skew!r}")
-        if (
-            not isinstance(spin_wait, int | float)
-            or isinstance(spin_wait, bool)
-            or not 0 <= spin_wait <= MAX_SPIN_WAIT
-        ):
-            raise LlmosError(
-                f"spin_wait must be between 0 and {MAX_SPIN_WAIT} seconds, got {spin_wait!r}"
-            )
-        self.spin_wait = float(spin_wait)
         self.keys = load_keys(keys) if keys is not None else None
         if not is_local_endpoint(bind) and self.keys is None:
             if not insecure:
@@ -343,9 +321,6 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             notices=c.notices,
             auth_accepted=zap.accepted if zap else 0,
             auth_refused=zap.refused if zap else 0,
-            actor_reads=c.actor_reads,
-            spin_hits=c.spin_hits,
-            spin_misses=c.spin_misses,
         )
 
     def close(self, timeout: float = 5.0) -> None:
@@ -357,10 +332,6 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             return
         self._closed = True
         self.io.stop(timeout)
-        idle = self.io.idle_wait
-        for cell in live_cells():  # its actors wait on their own queues again
-            if cell.mailbox.idle == idle:
-                cell.mailbox.idle = None
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:

@@ -38,18 +38,15 @@ class Peer:
     __slots__ = (
         "address",
         "error",
-        "fd",
         "generation",
         "last_heard",
         "lock",
         "monitor",
-        "muted",
         "outbox",
         "pending",
         "queued",
         "retry_at",
         "room",
-        "rtt",
         "server_key",
         "since",
         "socket",
@@ -76,10 +73,7 @@ class Peer:
         self.retry_at = 0.0
         self.watches: dict[tuple[str, ActorRef], int] = {}
         self.socket: Any = None
-        self.fd = -1  # the socket's ZMQ_FD while it is open
         self.generation = 0  # counts the sockets opened to this peer
-        self.rtt = 0.0  # seconds its answers have been taking, a moving average
-        self.muted = 0  # threads reading the socket themselves (the I/O thread does not poll it)
         self.monitor: Any = None
         self.stalled: bytes | None = None
 
@@ -97,11 +91,9 @@ class Peer:
 
 
 class Counters:
-    """Mutable counters, written only by a thread holding the I/O lock (the spin counters: by
-    the one thread holding the spin lock)."""
+    """Mutable counters, written only by the I/O thread."""
 
     __slots__ = (
-        "actor_reads",
         "bad_frames",
         "bad_items",
         "dropped_replies",
@@ -112,13 +104,10 @@ class Counters:
         "items_out",
         "late_replies",
         "notices",
-        "spin_hits",
-        "spin_misses",
         "undelivered_tells",
     )
 
     def __init__(self) -> None:
-        self.actor_reads = 0
         self.bad_frames = 0
         self.bad_items = 0
         self.dropped_replies = 0
@@ -129,8 +118,6 @@ class Counters:
         self.items_out = 0
         self.late_replies = 0
         self.notices = 0
-        self.spin_hits = 0
-        self.spin_misses = 0
         self.undelivered_tells = 0
 
 
@@ -184,6 +171,3 @@ class NodeStats:
     notices: int
     auth_accepted: int
     auth_refused: int
-    actor_reads: int = 0
-    spin_hits: int = 0
-    spin_misses: int = 0

@@ -24,7 +24,6 @@ from llmos.actors import (
     Reply,
     default_ask_timeout,
 )
-from llmos.transport._direct import RemoteReply
 from llmos.transport._frames import ASK, STATS, STOP, TELL
 from llmos.transport._peer import DOWN
 
@@ -106,7 +105,7 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
         peer = self._peer
         if peer is None:
             peer = self._peer = via.peer(self.node or "")
-        reply = RemoteReply(_monotonic() + span, self, span, via.io, peer)
+        reply = Reply(_monotonic() + span, self, span)
         via.send_to(peer, ASK, self.name, payload, reply)
         return reply
 

@@ -1,18 +1,17 @@
 """The node's ROUTER socket: requests that peers send in, and the answers that go back.
 
 Part of the I/O thread (:class:`~llmos.transport._io.IOLoop` mixes this in); everything here
-runs with the I/O lock held. An answer is sent at once by the thread that completes it (the
-serving actor, usually) when nothing is queued ahead of it and the lock is free; otherwise it
-joins the reply queue, which the I/O thread flushes each turn, packing the answers for one
-asker into as few frames as the limits allow. A reply the ROUTER cannot take yet (the asker's
-queue is full) is retried until the send timeout, then dropped and counted.
+but :meth:`RouterSide.post_reply` runs in the I/O thread. The thread that completes an answer
+(the serving actor, usually) queues it; the I/O thread flushes the queue each turn, packing
+the answers for one asker into as few frames as the limits allow. A reply the ROUTER cannot
+take yet (the asker's queue is full) is retried until the send timeout, then dropped and
+counted.
 """
 
 from __future__ import annotations
 
 import collections
 import errno
-import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from llmos.transport._frames import Limits, pack_frame
-from llmos.transport._links import BURST, EVENTS, NOBLOCK, POLLIN, SEND
+from llmos.transport._links import BURST, NOBLOCK, SEND
 from llmos.transport._peer import Counters
 
 if TYPE_CHECKING:
@@ -39,49 +38,17 @@ class RouterSide:
     node: Node
     limits: Limits
     counters: Counters
-    lock: threading.Lock
     router: zmq.Socket[Any] | None
     replies: collections.deque[tuple[bytes, list[Any], float]]
-    recheck: set[int]
     sleeping: bool
     woken: bool
     closing: bool
     _stalled: list[tuple[bytes, bytes, float, int]]
-    _touched: set[int]
-    _router_fd: int
 
     wake: Callable[[], None]  # IOLoop's
-    _settle: Callable[[], None]  # FastPath's
 
     def post_reply(self, ident: bytes, item: list[Any], deadline: float) -> None:
-        """Send (or else queue) an answer to a peer that asked through our ROUTER socket.
-
-        The calling thread (the serving actor, usually) sends it itself when nothing is queued
-        ahead of it and no other thread holds the lock; otherwise the I/O thread does.
-        """
-        if not self.replies and not self._stalled and self.lock.acquire(False):
-            try:
-                router = self.router
-                sent = not self.replies and not self._stalled and not self.closing
-                if sent and router is not None:
-                    now = _monotonic()
-                    if now > deadline:
-                        self.counters.expired_requests += 1
-                    else:
-                        self.counters.items_out += 1
-                        self._send_router(
-                            ident, pack_frame([item]), now + self.node.send_timeout, 1
-                        )
-                    self._settle()
-                    wake = bool(self.recheck or self._stalled)
-                else:
-                    sent = wake = False
-            finally:
-                self.lock.release()
-            if wake:
-                self.wake()
-            if sent:
-                return
+        """Queue an answer to a peer that asked through our ROUTER socket (any thread)."""
         self.replies.append((ident, item, deadline))
         if self.sleeping and not self.woken:
             self.woken = True
@@ -92,14 +59,10 @@ class RouterSide:
         assert router is not None
         serve = self.node.server.on_frame
         recv = router.recv
-        fd = self._router_fd
-        touched = self._touched
-        touched.add(fd)
-        for _n in range(BURST):
+        for _n in range(BURST):  # the rest waits for the next turn: poll reports it at once
             try:
                 ident = recv(NOBLOCK)  # two plain recvs: recv_multipart costs 3x more
             except zmq.Again:
-                touched.discard(fd)  # nothing left: the next message signals the descriptor
                 return
             data = recv(NOBLOCK)  # a ROUTER's first part (the sender) is always followed
             if router.get(RCVMORE):
@@ -109,9 +72,6 @@ class RouterSide:
                 serve(parts)  # rejected: one frame per message
             else:
                 serve((ident, data))
-            if not router.get(EVENTS) & POLLIN:  # type: ignore[operator]  # an int
-                touched.discard(fd)  # as above; cheaper than letting the next recv raise
-                return
 
     def _flush_replies(self) -> None:
         now = _monotonic()
@@ -145,7 +105,6 @@ class RouterSide:
     def _send_router(self, ident: bytes, frame: bytes, give_up: float, count: int) -> bool:
         router = self.router
         assert router is not None
-        self._touched.add(self._router_fd)
         try:
             # Two plain sends (send_multipart costs more); the second part of a multipart
             # message is never refused once the first was accepted.

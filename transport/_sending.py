@@ -22,7 +22,6 @@ from llmos.actors import (
     TransportError,
 )
 from llmos.actors._cell import lookup as _lookup_cell
-from llmos.transport._direct import RemoteReply
 from llmos.transport._errors import PeerBusy
 from llmos.transport._frames import PING, UNWATCH, WATCH
 from llmos.transport._peer import DOWN, Peer
@@ -166,16 +165,13 @@ class Sending:
             if peer.state == DOWN:
                 raise peer.down_error()
             peer.pending[rid] = reply
-        io = self.io
-        if not io.send_now(peer, item, reply):
-            io.post(peer, item)
+        self.io.post(peer, item)
         return True
 
     def request(self, address: str, op: int, target: str, value: Any, timeout: float | None) -> Any:
         span = check_timeout(timeout)
         payload = self.encode_payload(value) if value is not None else b"\xc0"
-        peer = self.peer(address)
-        reply = RemoteReply(_monotonic() + span, f"{target}@{address}", span, self.io, peer)
+        reply = Reply(_monotonic() + span, f"{target}@{address}", span)
         self.send_request(address, op, target, payload, reply)
         return reply.get()
 

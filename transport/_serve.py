@@ -87,7 +87,6 @@ class Server:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.counters = node.counters
-        self.idle = node.io.idle_wait
         self._last_warning = 0.0
         self._requests = {
             ASK: self._ask,
@@ -245,8 +244,6 @@ class Server:
             self._undelivered(target, msg, "no such actor on this node")
             return
         mailbox = cell.mailbox
-        if mailbox.idle is None:
-            mailbox.idle = self.idle  # when idle, the actor reads the ROUTER itself
         try:
             # An envelope is the plain tuple (message, reply, sent_at) (llmos.actors.Envelope).
             mailbox.put((msg, None, arrived), 0)  # 0: never wait
@@ -270,8 +267,6 @@ class Server:
             reply.set_exception(self._no_actor(target))
             return
         mailbox = cell.mailbox
-        if mailbox.idle is None:
-            mailbox.idle = self.idle  # when idle, the actor reads the ROUTER itself
         try:
             mailbox.put(envelope(msg, reply), timeout=0)
         except MailboxFull as exc:
