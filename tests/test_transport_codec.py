@@ -348,3 +348,29 @@ def test_zap_decisions() -> None:
     assert (zap.accepted, zap.refused) == (1, 4)
     with pytest.raises(LlmosError):
         load_public_keys(["not-a-key-and-not-a-file"])
+
+
+@pytest.mark.parametrize("size", [0, 255, 256, 16 * 1024, 65_535, 65_536, 3 * 1024 * 1024])
+def test_frames_with_large_payloads_are_joined_and_parse_back(size: int) -> None:
+    """A payload of 16 KiB or more is joined into the frame instead of packed again; the frame
+    is byte for byte what packing the whole list gives."""
+    big = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
+    items: list[Any] = [[2, "small", b"s"], [ASK, 7, 1.5, 2.5, "echo", big], [2, "t", big], [9]]
+    frame = pack_frame(items)
+    body = msgpack.packb(items, use_bin_type=True)
+    assert frame[HEADER_SIZE:] == body
+    assert parse_frame(frame, Limits(max_frame=8 * 1024 * 1024)) == items
+
+
+def test_a_large_payload_is_checked_by_walking_it() -> None:
+    """Past the scan size a payload's depth and keys are still checked, by walking the value."""
+    codec = Codec("tcp://127.0.0.1:1", lambda name, node: None, Limits())  # type: ignore[arg-type,return-value]
+    deep: Any = b"x" * 10_000
+    for _ in range(40):
+        deep = [deep]
+    with pytest.raises(MessageError):
+        codec.encode_checked({"deep": deep})
+    with pytest.raises(FrameError):
+        codec.decode(msgpack.packb({"deep": deep}, use_bin_type=True))
+    blob = {"data": b"y" * 1_000_000, "n": 1}
+    assert codec.decode(codec.encode_checked(blob)) == blob

@@ -181,7 +181,7 @@ class Codec:
         except MessageError:
             check_message(value)  # names the offending value and where it sits
             raise
-        if not _surely_plain(data):
+        if len(data) > _SCAN_MAX or not _surely_plain(data):
             check_message(value)
         return data
 
@@ -242,7 +242,7 @@ class Codec:
             raise
         except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise FrameError(f"payload is not valid msgpack: {exc}") from exc
-        if type(value) in self._nested and not _surely_plain(data):
+        if type(value) in self._nested and (len(data) > _SCAN_MAX or not _surely_plain(data)):
             self._check_depth(value, 0)
         return value
 
@@ -340,6 +340,10 @@ class Codec:
 
 
 _KEY_TYPES = frozenset({str, int, bytes})
+# Past this size a payload is checked by walking the value (its cost grows with the number of
+# values in it), not by scanning its bytes (which grows with its size: a large bytes field
+# would be scanned for nothing).
+_SCAN_MAX = 4096
 # fixmap, fixarray, array16/32, map16/32
 _CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 # ext8/16/32 and fixext headers; nil, false, true, float32, float64

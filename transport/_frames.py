@@ -112,15 +112,48 @@ class Limits:
 
 
 _packer = msgpack.Packer(use_bin_type=True)
+_BIG = 16 * 1024  # payloads at least this large are joined into the frame, not packed again
 
 
 def pack_frame(items: list[list[Any]]) -> bytes:
     """Pack items (plain msgpack data, payloads already bytes) into one frame.
 
+    An item's payload (its last field) of ``_BIG`` bytes or more is not packed again: the
+    frame is joined from its pieces, so a large payload is copied once, into the frame.
     Only the I/O thread calls this (the packer is not shared across threads).
     """
-    body: bytes = _packer.pack(items)
-    return _HEADER.pack(MAGIC, VERSION, KIND_BATCH, len(body)) + body
+    pack = _packer.pack
+    for item in items:
+        if _big(item):
+            break
+    else:
+        body: bytes = pack(items)
+        return b"".join((_HEADER.pack(MAGIC, VERSION, KIND_BATCH, len(body)), body))
+    parts = [b"", _packer.pack_array_header(len(items))]
+    for item in items:
+        if _big(item):
+            last = item[-1]
+            parts.append(_packer.pack_array_header(len(item)))
+            parts.extend(pack(field) for field in item[:-1])
+            parts.append(_bin_header(len(last)))
+            parts.append(last)
+        else:
+            parts.append(pack(item))
+    parts[0] = _HEADER.pack(MAGIC, VERSION, KIND_BATCH, sum(map(len, parts)))
+    return b"".join(parts)
+
+
+def _big(item: Any) -> bool:
+    return type(item) is list and bool(item) and type(item[-1]) is bytes and len(item[-1]) >= _BIG
+
+
+def _bin_header(size: int) -> bytes:
+    """The msgpack header of a bin of ``size`` bytes (what the packer writes before it)."""
+    if size < 0x100:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 0x10000:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
 
 
 def _no_ext(code: int, data: bytes) -> Any:
