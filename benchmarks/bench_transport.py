@@ -1,6 +1,7 @@
 """Cross-process ask round trip and tell throughput: llmos.transport vs raw pyzmq + msgpack.
 
-Run: ``python benchmarks/bench_transport.py [--asks 2000] [--tells 50000] [--rounds 7] [--hog]``.
+Run: ``python benchmarks/bench_transport.py [--asks 2000] [--tells 50000] [--rounds 7] [--hog]
+[--contenders]``.
 
 Both sides carry the same payload to a second process:
 
@@ -17,6 +18,10 @@ same background load; the table prints min / median / max of the per-round ratio
 time over raw's) and the load average. ``--hog`` runs the whole thing beside a process that
 keeps one CPU busy. Not a test.
 
+``--contenders`` adds the ask round trip of a Ray actor method call and a Thespian
+``multiprocTCPBase`` ask, across processes, in alternating blocks with llmos's (``pip install
+ray thespian`` into the benchmark's environment; each is skipped with the reason if missing).
+
 ``--split`` adds where the ask round trip's time goes: each side of llmos against a
 one-thread stand-in that speaks the llmos wire format (frames, request items, codec) on a plain
 socket, so a figure shows what the node, its I/O thread and the actor thread add on that side.
@@ -25,7 +30,9 @@ socket, so a figure shows what the node, its I/O thread and the actor thread add
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -155,6 +162,99 @@ class Measure:
         self.cpu = time.process_time() - self.cpu0
         peer1 = process_cpu(self.peer_pid)
         self.peer_cpu = None if peer1 is None or self.peer0 is None else peer1 - self.peer0
+
+
+class RayClient:
+    """An echo actor in a Ray worker process (a local Ray instance), called by method."""
+
+    def __init__(self) -> None:
+        import ray
+
+        ray.init(
+            num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False
+        )
+
+        @ray.remote
+        class Echo:
+            def echo(self, message: Any) -> Any:
+                return message
+
+        self.ray = ray
+        self.echo = Echo.remote()  # type: ignore[attr-defined]
+
+    def ask_round_trip(self, asks: int) -> Measure:
+        get, echo = self.ray.get, self.echo.echo
+        with Measure(os.getpid()) as measure:
+            for _ in range(asks):
+                get(echo.remote(PAYLOAD), timeout=10)
+        return measure
+
+    def close(self) -> None:
+        self.ray.shutdown()
+
+
+class ThespianClient:
+    """An echo actor in Thespian's multiprocTCPBase (each actor a process, TCP between them)."""
+
+    def __init__(self) -> None:
+        from thespian.actors import ActorSystem
+
+        with socket.socket() as probe:  # a free port for this run's admin, not the default
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        self.system = ActorSystem("multiprocTCPBase", {"Admin Port": port})
+        self.echo = self.system.createActor(ThespianEcho)
+
+    def ask_round_trip(self, asks: int) -> Measure:
+        ask, echo = self.system.ask, self.echo
+        with Measure(os.getpid()) as measure:
+            for _ in range(asks):
+                assert ask(echo, PAYLOAD, 10) == PAYLOAD
+        return measure
+
+    def close(self) -> None:
+        self.system.shutdown()
+
+
+try:
+    from thespian.actors import Actor as _ThespianActor
+
+    class ThespianEcho(_ThespianActor):  # type: ignore[misc]
+        def receiveMessage(self, message: Any, sender: Any) -> None:
+            if isinstance(message, dict):
+                self.send(sender, message)
+
+except ImportError:  # pragma: no cover - optional contender
+    pass
+
+
+def contenders(asks: int, rounds: int) -> None:
+    """llmos's ask round trip against a Ray actor call and a Thespian TCP ask, interleaved."""
+    clients: dict[str, Any] = {"llmos": LlmosClient()}
+    for name, cls in (("Ray", RayClient), ("Thespian TCP", ThespianClient)):
+        try:
+            clients[name] = cls()
+        except Exception as exc:  # an optional install: say why it is left out
+            print(f"{name}: skipped ({type(exc).__name__}: {exc})")
+    times: dict[str, list[float]] = {name: [] for name in clients}
+    try:
+        for client in clients.values():
+            client.ask_round_trip(200)  # warm up
+        for n in range(rounds):
+            order = list(clients.items())
+            for name, client in order if n % 2 == 0 else order[::-1]:
+                times[name].append(client.ask_round_trip(asks).wall / asks)
+    finally:
+        for client in clients.values():
+            client.close()
+    ours = times["llmos"]
+    print()
+    print(f"ask round trip against other actor systems (load average {os.getloadavg()[0]:.2f})")
+    print(f"{'':14}{'median':>12}{'their time / llmos time per round':>40}")
+    for name, theirs in times.items():
+        ratios = sorted(t / o for t, o in zip(theirs, ours, strict=True))
+        spread = f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f}x"
+        print(f"{name:14}{statistics.median(theirs) * 1e6:>9.1f} us{spread:>40}")
 
 
 def start_hog() -> subprocess.Popen[bytes]:
@@ -327,6 +427,9 @@ def main() -> int:
         "--hog", action="store_true", help="run beside a process that keeps a CPU busy"
     )
     parser.add_argument(
+        "--contenders", action="store_true", help="also Ray and Thespian (when installed)"
+    )
+    parser.add_argument(
         "--split", action="store_true", help="also show which side of an ask the time goes to"
     )
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
@@ -397,6 +500,8 @@ def main() -> int:
     print("(ratios are min / median / max of llmos's time over raw's; < 1 means llmos is faster)")
     if args.split:
         split(args.asks, args.rounds)
+    if args.contenders:
+        contenders(max(200, args.asks // 4), args.rounds)
     return 0
 
 
