@@ -113,11 +113,14 @@ class Actor(pykka.ThreadingActor):
         actor_mailbox_capacity: bound on queued messages (None: unbounded).
         actor_when_full: "block" (wait up to ``actor_put_timeout``) or "fail" (MailboxFull).
         actor_put_timeout: how long a sender blocks on a full mailbox.
+        actor_system: the actor is part of the node itself (a kernel, a supervisor, a pool):
+            no peer may stop it over the network, whatever the node's ``remote_stop``.
     """
 
     actor_mailbox_capacity: ClassVar[int | None] = None
     actor_when_full: ClassVar[WhenFull] = "block"
     actor_put_timeout: ClassVar[float] = 5.0
+    actor_system: ClassVar[bool] = False
     _llmos_tables: ClassVar[dict[type[Any], dict[type[Any], Callable[[Any, Any], Any]]]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:

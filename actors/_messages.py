@@ -45,7 +45,7 @@ _ref_types: tuple[type[Any], ...] = ()
 
 
 @dataclass_transform(frozen_default=True)
-def message(wire_name: str) -> Callable[[type[T]], type[T]]:
+def message(wire_name: str, *, local_only: bool = False) -> Callable[[type[T]], type[T]]:
     """Declare a message class: a frozen, slotted dataclass registered under a stable wire name.
 
     Example::
@@ -58,6 +58,12 @@ def message(wire_name: str) -> Callable[[type[T]], type[T]]:
     Args:
         wire_name: the name this class travels under between nodes. Keep it stable across
             versions of your program; two classes may not share one.
+        local_only: the class is internal to one process (a kernel's or a pool's own
+            bookkeeping): it is never sent to another node, and a node refuses it when a
+            peer sends it (``llmos.transport.NotAllowed``).
+
+    Only the class itself travels under ``wire_name``: an undecorated subclass of it is not a
+    message (declare it with its own ``@message``), so what arrives is always what was sent.
 
     Returns:
         A decorator that turns the class into the registered message class.
@@ -77,6 +83,7 @@ def message(wire_name: str) -> Callable[[type[T]], type[T]]:
             )
         data_cls = dataclasses.dataclass(frozen=True, slots=True)(cls)
         data_cls.__llmos_wire_name__ = wire_name  # type: ignore[attr-defined]
+        data_cls.__llmos_local_only__ = bool(local_only)  # type: ignore[attr-defined]
         data_cls.__llmos_fields__ = tuple(  # type: ignore[attr-defined]
             f.name
             for f in dataclasses.fields(data_cls)  # type: ignore[arg-type]
@@ -97,8 +104,12 @@ def message(wire_name: str) -> Callable[[type[T]], type[T]]:
 
 
 def wire_name(msg_type: type[Any]) -> str | None:
-    """The wire name of a registered message class, or None for any other type."""
-    return getattr(msg_type, "__llmos_wire_name__", None)
+    """The wire name of a registered message class, or None for any other type (an
+    undecorated subclass of a message class included)."""
+    name: str | None = getattr(msg_type, "__llmos_wire_name__", None)
+    if name is None or _REGISTRY.get(name) is not msg_type:
+        return None
+    return name
 
 
 def message_fields(msg: Any) -> dict[str, Any]:
@@ -170,7 +181,8 @@ def _check(value: Any, depth: int, where: str) -> None:
                 _check(item, depth + 1, f"{where}[{key!r}]")
         return
     fields = getattr(cls, "__llmos_fields__", None)
-    if fields is not None and getattr(cls, "__llmos_wire_name__", None) is not None:
+    name = getattr(cls, "__llmos_wire_name__", None)
+    if fields is not None and name is not None and _REGISTRY.get(name) is cls:
         for name in fields:
             item = getattr(value, name)
             if type(item) not in _SCALARS:

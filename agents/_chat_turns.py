@@ -22,12 +22,12 @@ from llmos.models import Completion, TokenChunk
 __all__ = ["TurnTaking"]
 
 
-@message("llmos.agents._NextTurn")
+@message("llmos.agents._NextTurn", local_only=True)
 class _NextTurn:
     pass
 
 
-@message("llmos.agents._TurnReady")
+@message("llmos.agents._TurnReady", local_only=True)
 class _TurnReady:
     token: int
 

@@ -36,7 +36,7 @@ _serials = itertools.count(1)
 _group_ids = itertools.count(1)
 
 
-@message("llmos.kernel.ChildFailed")
+@message("llmos.kernel.ChildFailed", local_only=True)
 class ChildFailed:
     """Told by a failed child's thread to its supervisor (decided in the supervisor's thread)."""
 
@@ -45,7 +45,7 @@ class ChildFailed:
     incarnation: int
 
 
-@message("llmos.kernel.ChildHalted")
+@message("llmos.kernel.ChildHalted", local_only=True)
 class ChildHalted:
     """A sibling ended its instance for a group restart and waits to be started again."""
 
@@ -54,7 +54,7 @@ class ChildHalted:
     incarnation: int
 
 
-@message("llmos.kernel.RestartDue")
+@message("llmos.kernel.RestartDue", local_only=True)
 class RestartDue:
     """A group restart's backoff ran out (``timed``) or one of its members went away."""
 

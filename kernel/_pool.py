@@ -79,12 +79,12 @@ class Autoscale:
             raise SupervisionError(f"Autoscale grow_after, shrink_after, step must be >= 1: {self}")
 
 
-@message("llmos.kernel.ScaleTick")
+@message("llmos.kernel.ScaleTick", local_only=True)
 class ScaleTick:
     """The pool's periodic autoscaling check."""
 
 
-@message("llmos.kernel.Replenish")
+@message("llmos.kernel.Replenish", local_only=True)
 class Replenish:
     """A member went away: bring the pool back to its minimum size."""
 

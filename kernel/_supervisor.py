@@ -86,7 +86,12 @@ class Supervisor(Actor):
 
     Raises:
         SupervisionError: an argument is invalid.
+
+    Supervisors (the kernel and pools among them) are system actors (``actor_system``): a
+    peer node may ask them, but never stop them over the network.
     """
+
+    actor_system = True
 
     def __init__(
         self,

@@ -74,7 +74,7 @@ def shared_model(
         return loaded
 
 
-@message("llmos.model._RunBatch")
+@message("llmos.model._RunBatch", local_only=True)
 class _RunBatch:
     """Sent by the model actor to itself: start the next batch (``gathered``: after the window)."""
 

@@ -28,7 +28,15 @@ from llmos.actors import (
     TransportError,
     UnknownMessageType,
 )
-from llmos.transport import KeyPair, Limits, Node, PeerBusy, RemoteRef, SpawnRefused
+from llmos.transport import (
+    KeyPair,
+    Limits,
+    Node,
+    NotAllowed,
+    PeerBusy,
+    RemoteRef,
+    SpawnRefused,
+)
 from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, pack_frame, parse_frame
 
 SCHEMES = ["tcp", "ipc", "inproc"]
@@ -201,7 +209,11 @@ def test_lookup_statistics_stop_and_watch(pair: tuple[Node, Node]) -> None:
     watcher = Collector.start(box, done, name="watcher")
     found.watch(watcher)  # type: ignore[attr-defined]
     assert found.ask("sync", timeout=5).get() == "sync"  # the watch is registered before this
-    assert found.stop(timeout=5) is True
+    with pytest.raises(NotAllowed, match="only actors it spawned"):
+        found.stop(timeout=5)  # a peer stops only what it spawned (remote_stop="spawned")
+    assert found.is_alive()
+    assert b.statistics().refusals == 1
+    assert b.ref("echo").stop(timeout=5) is True
     assert done.wait(5)
     assert isinstance(box[0], Terminated) and box[0].ref == found
     assert not found.is_alive()

@@ -1,8 +1,10 @@
 # llmos.transport: remote nodes over ZeroMQ with msgpack, location-transparent refs.
-#   _errors    SpawnRefused, PeerBusy (the rest of the tree lives in llmos.actors)
+#   _errors    NotAllowed, SpawnRefused, QuotaExceeded, RequestExpired, PeerBusy (the rest of
+#              the tree lives in llmos.actors); what a caller may assume after each
 #   _frames    the versioned frame header, item op codes, Limits
 #   _codec     msgpack + ext types (tuples, messages, refs), error envelopes, register_error
 #   _security  CURVE key pairs, the bind policy, the ZAP allowlist decision
+#   _capabilities  what a peer may do here: spawn allowlist, stop policy, Quotas, accounts
 #   _peer      per-peer state, counters, NodeStats
 #   _io        the I/O thread, the only one that uses the node's sockets (poll, wake-ups)
 #   _router    the ROUTER socket: requests in, answers out (sent at once or queued)
@@ -13,9 +15,25 @@
 #   _node      Node, the public entry point
 #   _cli       node_main (``llmos node``)
 # Imports point to llmos.actors only; kernel and agents import this package, never the reverse.
+#
+# What a peer may do to a node (the remote capability model; _capabilities has the details):
+# address actors by name with tells and asks, but never with a local-only message (refused at
+# decode); stop only the actors it spawned (Node(remote_stop=...)), never a system actor
+# (actor_system); spawn only classes on the allowlist ("pkg.mod:Class" exactly, or "pkg.mod:*"
+# for classes defined in pkg.mod); hold at most its Quotas (spawned actors, pending requests,
+# notices per interval). A ref in a message never makes a node connect past Quotas.max_peers.
+# Every refusal is typed and counted (NodeStats), logs about a peer are rate-limited, and a
+# request whose asker gave up is not started (see _errors for what each error means).
+from llmos.transport._capabilities import Quotas
 from llmos.transport._cli import node_main
 from llmos.transport._codec import Codec, register_error
-from llmos.transport._errors import PeerBusy, SpawnRefused
+from llmos.transport._errors import (
+    NotAllowed,
+    PeerBusy,
+    QuotaExceeded,
+    RequestExpired,
+    SpawnRefused,
+)
 from llmos.transport._frames import Limits
 from llmos.transport._node import Node, Spawner, default_spawner
 from llmos.transport._peer import NodeStats
@@ -28,8 +46,12 @@ __all__ = [
     "Limits",
     "Node",
     "NodeStats",
+    "NotAllowed",
     "PeerBusy",
+    "QuotaExceeded",
+    "Quotas",
     "RemoteRef",
+    "RequestExpired",
     "SpawnRefused",
     "Spawner",
     "default_spawner",

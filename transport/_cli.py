@@ -59,6 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a class peers may spawn here ('pkg.mod:*' for a module); repeat",
     )
     parser.add_argument(
+        "--remote-stop",
+        choices=("spawned", "any", "none"),
+        default="spawned",
+        help="which actors a peer may stop here: those it spawned (default), any, or none; "
+        "system actors (the kernel, supervisors, pools) never",
+    )
+    parser.add_argument(
         "--import",
         dest="imports",
         action="append",
@@ -137,6 +144,7 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
             allow_keys=args.allow_key,
             peer_keys=peer_keys,
             allow_spawn=args.allow_spawn,
+            remote_stop=args.remote_stop,
             insecure=args.insecure,
             heartbeat=args.heartbeat,
             advertise=args.advertise,

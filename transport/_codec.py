@@ -14,6 +14,11 @@ On the receiving side the same class is rebuilt when it is known (builtin except
 :func:`register_error`); any other arrives as :class:`~llmos.actors.RemoteError`. Nothing is
 ever unpickled or imported because a peer named it.
 
+Only these ext codes are decoded: any other, msgpack's own Timestamp (-1) included, is refused
+with a :class:`~llmos.actors.FrameError`; a local-only message class (``@message(...,
+local_only=True)``) is refused with :class:`~llmos.transport.NotAllowed`. A message is sent
+as exactly its own registered class: an undecorated subclass is refused at send time.
+
 Every decode enforces :class:`~llmos.transport.Limits` and ``MAX_DEPTH``; what breaks them
 raises :class:`~llmos.actors.FrameError`.
 """
@@ -27,6 +32,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import msgpack
+from msgpack import Timestamp
 
 from llmos.actors import (
     MAX_DEPTH,
@@ -37,7 +43,9 @@ from llmos.actors import (
     RemoteError,
     check_message,
     message_class,
+    wire_name,
 )
+from llmos.transport._errors import NotAllowed
 from llmos.transport._frames import Limits
 
 __all__ = ["EXT_MESSAGE", "EXT_REF", "EXT_TUPLE", "Codec", "register_error"]
@@ -189,8 +197,13 @@ class Codec:
         cls = type(obj)
         if cls is tuple:
             return msgpack.ExtType(EXT_TUPLE, self._encode_nested(list(obj)))
-        name = getattr(cls, "__llmos_wire_name__", None)
+        name = wire_name(cls)
         if name is not None:
+            if cls.__llmos_local_only__:
+                raise MessageError(
+                    f"{name} is a local-only message (declared with local_only=True); it "
+                    "never leaves its node"
+                )
             fields = [getattr(obj, f) for f in cls.__llmos_fields__]
             return msgpack.ExtType(EXT_MESSAGE, self._encode_nested([name, *fields]))
         if isinstance(obj, ActorRef):
@@ -198,7 +211,8 @@ class Codec:
             return msgpack.ExtType(EXT_REF, self._encode_nested([node, obj.name]))
         raise MessageError(
             f"a {cls.__module__}.{cls.__qualname__} cannot be sent: messages are msgpack data, "
-            "tuples, actor refs, or classes declared with @llmos.actors.message(...)"
+            "tuples, actor refs, or classes declared with @llmos.actors.message(...) (a "
+            "subclass of a message class needs its own @message)"
         )
 
     def encode_error(self, error: BaseException) -> bytes:
@@ -238,12 +252,16 @@ class Codec:
                 max_array_len=self._max_array,
                 max_map_len=self._max_map,
             )
-        except (FrameError, MessageError):
+        except (FrameError, MessageError, NotAllowed):
             raise
         except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
             raise FrameError(f"payload is not valid msgpack: {exc}") from exc
-        if type(value) in self._nested and (len(data) > _SCAN_MAX or not _surely_plain(data)):
-            self._check_depth(value, 0)
+        cls = type(value)
+        if cls in self._nested:
+            if len(data) > _SCAN_MAX or not _surely_plain(data):
+                self._check_depth(value, 0)
+        elif cls is Timestamp:
+            raise FrameError(_NO_TIMESTAMP)
         return value
 
     def _check_depth(self, value: Any, depth: int) -> None:
@@ -259,8 +277,11 @@ class Codec:
             children = value
         else:
             children = [getattr(value, name) for name in cls.__llmos_fields__]
+        kinds = set(map(type, children))
+        if Timestamp in kinds:
+            raise FrameError(_NO_TIMESTAMP)
         nested = self._nested
-        if nested.isdisjoint(map(type, children)):
+        if nested.isdisjoint(kinds):
             return  # the common case: nothing below is a container
         for item in children:
             if type(item) in nested:
@@ -292,6 +313,11 @@ class Codec:
         if not inner or type(inner[0]) is not str:
             raise FrameError("a message on the wire must start with its wire name")
         cls = message_class(inner[0])
+        if cls.__llmos_local_only__:
+            raise NotAllowed(
+                f"message {inner[0]!r} is local-only on this node (internal to it); peers "
+                "cannot send it"
+            )
         names = cls.__llmos_fields__
         if len(inner) - 1 != len(names):
             raise FrameError(
@@ -344,6 +370,9 @@ _KEY_TYPES = frozenset({str, int, bytes})
 # values in it), not by scanning its bytes (which grows with its size: a large bytes field
 # would be scanned for nothing).
 _SCAN_MAX = 4096
+_NO_TIMESTAMP = (
+    "msgpack's Timestamp ext (-1) is not an llmos value; send times as numbers or strings"
+)
 # fixmap, fixarray, array16/32, map16/32
 _CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 # ext8/16/32 and fixext headers; nil, false, true, float32, float64

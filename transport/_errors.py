@@ -5,24 +5,74 @@ TransportError                 (llmos.actors)
 ├── FrameError                 (llmos.actors) garbage, truncated, too large, unknown kind
 ├── AuthError                  (llmos.actors) CURVE keys missing, wrong or not allowed
 ├── RemoteError                (llmos.actors) a remote error of a class unknown here
-├── SpawnRefused               a node refused to spawn a class (not on its allowlist)
+├── NotAllowed                 a node refused what a peer may not do there (nothing ran)
+│   ├── SpawnRefused           the class is not on the node's spawn allowlist
+│   └── QuotaExceeded          the peer is over one of its per-peer quotas on that node
+├── RequestExpired             a request reached its node after its asker had given up
 └── PeerBusy                   the send queue to a peer stayed full (also a MailboxFull)
+
+What a caller may assume after each error of a remote request (``ask``, ``spawn_remote``,
+``lookup``, ``stop``, ``statistics``):
+
+- **not run**: :class:`NotAllowed` and its subclasses, :class:`RequestExpired`,
+  :class:`PeerBusy`, ``FrameError`` (the request or its payload was refused),
+  ``ActorDeadError`` for "no actor named ... is running", ``MailboxFull`` (the remote mailbox
+  was full), ``NodeUnreachable`` raised by the call itself (the peer was known to be down, so
+  nothing was sent), ``MessageError`` raised by the call itself (nothing was sent);
+- **may have run**: ``AskTimeout`` and ``NodeUnreachable`` delivered while the request was
+  pending (the request may have started before the asker gave up; it is never started
+  afterwards: each request carries the time its asker gives up, and the other node refuses one
+  that arrives later, within ``clock_skew``);
+- **ran**: a result, or the exception the handler (or the remotely spawned constructor) raised.
 """
 
 from __future__ import annotations
 
 from llmos.actors import MailboxFull, TransportError
 
-__all__ = ["PeerBusy", "SpawnRefused"]
+__all__ = ["NotAllowed", "PeerBusy", "QuotaExceeded", "RequestExpired", "SpawnRefused"]
 
 
-class SpawnRefused(TransportError):  # type: ignore[misc,unused-ignore]
+class NotAllowed(TransportError):  # type: ignore[misc,unused-ignore]
+    """Raised when a node refuses a request that the asking peer may not make there.
+
+    Stopping an actor the peer did not spawn (see ``remote_stop`` on
+    :class:`~llmos.transport.Node`), stopping a system actor (its class sets ``actor_system``),
+    or sending a local-only message (declared with ``@message(..., local_only=True)``) to
+    another node. Nothing ran on the other node. Unlike a ``FrameError`` the request was well
+    formed; change what is asked, or the other node's settings.
+    """
+
+
+class SpawnRefused(NotAllowed):  # type: ignore[misc,unused-ignore]
     """Raised by ``Node.spawn_remote`` when the other node refuses to spawn the class.
 
-    The import path is not on that node's ``allow_spawn`` list (exact ``"pkg.mod:Class"`` or a
-    ``"pkg.mod:*"`` wildcard), so it never imported the module. Unlike an error raised by the
-    actor's constructor (which arrives as that error), nothing ran on the other node. Add the
-    path to the other node's allowlist to permit it.
+    The import path is not on that node's ``allow_spawn`` list (exact ``"pkg.mod:Class"``, or a
+    ``"pkg.mod:*"`` wildcard, which covers only classes defined in ``pkg.mod`` itself and named
+    without dots), so nothing was constructed. Unlike an error raised by the actor's constructor
+    (which arrives as that error), nothing ran on the other node. Add the path to the other
+    node's allowlist to permit it.
+    """
+
+
+class QuotaExceeded(NotAllowed):  # type: ignore[misc,unused-ignore]
+    """Raised when a request would take the asking peer over one of its quotas on that node.
+
+    Quotas bound what one peer may hold on a node at a time: actors it spawned, requests
+    pending there, and (on this node) peers that refs in messages may make it connect to (see
+    :class:`~llmos.transport.Quotas`). Nothing ran; each refusal is counted in
+    :class:`~llmos.transport.NodeStats`. Retry once earlier requests are answered or earlier
+    actors stopped, or raise the quota on that node.
+    """
+
+
+class RequestExpired(TransportError):  # type: ignore[misc,unused-ignore]
+    """Raised when a request reaches its node after the time its asker gives up by.
+
+    The request was delayed (a frozen node, a backlog, a lost connection) past its timeout or
+    past the moment the asker would have declared the node unreachable, so it was not started:
+    the asker has (or would have) given up on it, and running it then could run it twice for a
+    caller that retries. Nothing ran. Retry if the node is reachable again.
     """
 
 

@@ -31,6 +31,7 @@ from llmos.actors import (
     check_message,
     get,
 )
+from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
 from llmos.transport._frames import LOOKUP, SPAWN, Limits
@@ -86,7 +87,12 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             to actors here connects back to this node to use them (replies go back on the
             connection they came in on, but tells and asks to a ref always go to the ref's
             own node), so with CURVE both nodes need each other's public keys.
-        allow_spawn: import paths peers may spawn here: ``"pkg.mod:Class"`` or ``"pkg.mod:*"``.
+        allow_spawn: import paths peers may spawn here: ``"pkg.mod:Class"`` (exactly that) or
+            ``"pkg.mod:*"`` (a class defined in ``pkg.mod``, named without dots).
+        remote_stop: which actors a peer may stop here: ``"spawned"`` (only those it spawned
+            itself, the default), ``"any"`` or ``"none"``. System actors (``actor_system``)
+            are never stopped from the wire. See :mod:`llmos.transport` for what a peer may do.
+        quotas: per-peer bounds (see :class:`Quotas`).
         insecure: allow binding off loopback without keys (logged as a warning).
         heartbeat: seconds without an answer after which a peer is marked down.
         advertise: the address put in refs that leave this node (default: the bound one, with
@@ -115,6 +121,8 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         allow_keys: Iterable[str | bytes | os.PathLike[str]] = (),
         peer_keys: Mapping[str, str | bytes] | None = None,
         allow_spawn: Iterable[str] = (),
+        remote_stop: str = "spawned",
+        quotas: Quotas | None = None,
         insecure: bool = False,
         heartbeat: float = 3.0,
         advertise: str | None = None,
@@ -148,13 +156,11 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         self.peer_keys: dict[str, bytes] = {}
         for address, key in (peer_keys or {}).items():
             self.add_peer_key(address, key)
-        self.allow_spawn = tuple(allow_spawn)
-        for pattern in self.allow_spawn:
-            module, sep, qual = pattern.partition(":")
-            if not sep or not module or not qual:
-                raise LlmosError(
-                    f"allow_spawn entry {pattern!r} must be 'pkg.mod:Class' or 'pkg.mod:*'"
-                )
+        self.capabilities = Capabilities(allow_spawn, remote_stop)
+        self.allow_spawn = self.capabilities.allow_spawn
+        if quotas is not None and not isinstance(quotas, Quotas):
+            raise LlmosError(f"quotas must be a Quotas, got {quotas!r}")
+        self.quotas = quotas or Quotas()
         self.bind = bind
         self.name = name or f"node-{os.getpid()}-{next(_numbers)}"
         self.limits = limits or Limits()
@@ -321,6 +327,9 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             notices=c.notices,
             auth_accepted=zap.accepted if zap else 0,
             auth_refused=zap.refused if zap else 0,
+            refusals=c.refusals,
+            quota_refusals=c.quota_refusals,
+            notices_withheld=c.notices_withheld,
         )
 
     def close(self, timeout: float = 5.0) -> None:
@@ -341,12 +350,6 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         log.info("node %s closed", self.name)
 
     # -- for refs, the server and the client ------------------------------------------------
-
-    def spawn_allowed(self, path: str) -> bool:
-        module, sep, qual = path.partition(":")
-        if not sep or not module or not qual:
-            return False
-        return any(p == path or p == f"{module}:*" for p in self.allow_spawn)
 
     def spawn_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         with self._pool_lock:

@@ -104,6 +104,9 @@ class Counters:
         "items_out",
         "late_replies",
         "notices",
+        "notices_withheld",
+        "quota_refusals",
+        "refusals",
         "undelivered_tells",
     )
 
@@ -118,6 +121,9 @@ class Counters:
         self.items_out = 0
         self.late_replies = 0
         self.notices = 0
+        self.notices_withheld = 0
+        self.quota_refusals = 0
+        self.refusals = 0
         self.undelivered_tells = 0
 
 
@@ -146,11 +152,10 @@ class NodeStats:
             mailbox); each is also recorded in dead letters.
         notices: rejection notices received from peers about frames this node sent.
         auth_accepted: CURVE clients let in. auth_refused: CURVE clients refused.
-        actor_reads: times an idle actor serving remote requests read the node's socket
-            itself (the I/O thread read the other frames counted in ``frames_in``).
-        spin_hits: waits for an answer in which the asking thread, still polling without
-            sleeping (see ``spin_wait`` of :class:`Node`), saw the answer (or a wake-up)
-            arrive. spin_misses: waits that polled for all of ``spin_wait`` and then slept.
+        refusals: requests and items refused because the peer may not make them (a stop it
+            may not make, a spawn not on the allowlist, a local-only message).
+        quota_refusals: requests refused because the peer was over one of its quotas.
+        notices_withheld: notices not sent to a peer over its notice quota (counted instead).
     """
 
     address: str
@@ -171,3 +176,6 @@ class NodeStats:
     notices: int
     auth_accepted: int
     auth_refused: int
+    refusals: int = 0
+    quota_refusals: int = 0
+    notices_withheld: int = 0

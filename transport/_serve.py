@@ -4,14 +4,16 @@ Runs in the I/O thread and never blocks it. An incoming ask goes straight into t
 actor's mailbox as ``Envelope(message, reply)`` with a :class:`ServeReply` whose completion
 queues the answer frame back to the I/O thread, so no thread waits per request. A request whose
 deadline has already passed (a stale backlog after a reconnect, or a frozen peer) is not
-executed. A bad frame is dropped and counted, and its sender gets a NOTICE; a bad item inside a
-good frame is rejected and counted, and its asker gets the error as its reply.
+executed. A bad frame is dropped and counted, and its sender gets a NOTICE; each item of a good
+frame is handled alone: a bad one (any msgpack value in any position) is rejected and counted,
+its asker gets the error as its reply (or the peer a NOTICE, within its notice quota), and the
+items around it are served. What a peer may do here is decided by
+:mod:`llmos.transport._capabilities`, per peer (its connection).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import logging
 import math
 import time
@@ -22,6 +24,7 @@ from llmos.actors import (
     ActorDeadError,
     ActorRef,
     FrameError,
+    LlmosError,
     MailboxFull,
     MessageError,
     Reply,
@@ -31,7 +34,8 @@ from llmos.actors import (
 )
 from llmos.actors._cell import Cell, lookup
 from llmos.actors._records import record_dead_letter
-from llmos.transport._errors import SpawnRefused
+from llmos.transport._capabilities import Account
+from llmos.transport._errors import NotAllowed, QuotaExceeded
 from llmos.transport._frames import (
     ASK,
     FAIL,
@@ -61,23 +65,37 @@ log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 _time = time.time
 _NUMBER = (int, float)
+_MAX_ACCOUNTS = 1024  # accounts kept before idle ones are pruned
 
 
 class ServeReply(Reply):  # type: ignore[misc,unused-ignore]
     """The reply to a peer's request: completing it queues the answer to the I/O thread."""
 
-    __slots__ = ("_ident", "_rid", "_server")
+    __slots__ = ("_account", "_ident", "_rid", "_server")
 
     def __init__(
-        self, deadline: float, target: Any, span: float, server: Server, ident: bytes, rid: int
+        self,
+        deadline: float,
+        target: Any,
+        span: float,
+        server: Server,
+        ident: bytes,
+        rid: int,
+        account: Account | None = None,
     ) -> None:
         super().__init__(deadline, target, span)
         self._server = server
         self._ident = ident
         self._rid = rid
+        self._account = account
+        if account is not None:
+            account.pending += 1  # one more request of this peer in progress here
 
     def _deliver(self) -> None:
         super()._deliver()
+        account = self._account
+        if account is not None:
+            account.pending -= 1
         self._server.answer(self._ident, self._rid, self._value, self._error, self.deadline)
 
 
@@ -87,7 +105,11 @@ class Server:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.counters = node.counters
+        self.capabilities = node.capabilities
+        self.quotas = node.quotas
+        self.accounts: dict[bytes, Account] = {}
         self._last_warning = 0.0
+        self._next_prune = 0.0
         self._requests = {
             ASK: self._ask,
             SPAWN: self._spawn,
@@ -97,6 +119,24 @@ class Server:
         }
 
     # -- frames ---------------------------------------------------------------------------
+
+    def account(self, ident: bytes) -> Account:
+        """The account of the peer behind ``ident`` (created on first use, pruned when idle)."""
+        account = self.accounts.get(ident)
+        if account is None:
+            now = _monotonic()
+            if len(self.accounts) >= _MAX_ACCOUNTS and now >= self._next_prune:
+                self._prune(now)
+            account = self.accounts[ident] = Account(ident)
+        return account
+
+    def _prune(self, now: float) -> None:
+        """Forget accounts with nothing pending or spawned that were not seen for a while."""
+        self._next_prune = now + 1.0
+        idle = self.quotas.log_interval
+        for ident, account in list(self.accounts.items()):
+            if not account.pending and not account.spawned and now - account.last_seen > idle:
+                del self.accounts[ident]
 
     def on_frame(self, parts: Sequence[bytes]) -> None:
         if len(parts) != 2:
@@ -110,11 +150,12 @@ class Server:
         except FrameError as exc:
             self._reject(ident, str(exc))
             return
+        account = self.account(ident)
+        account.last_seen = arrived = _monotonic()  # one arrival time for the whole frame
         self.counters.frames_in += 1
         self.counters.items_in += len(items)
         decode = self.node.codec.decode
         tell = self._tell
-        arrived = _monotonic()  # one arrival time for the whole frame
         name: str | None = None  # a burst of tells is usually for one actor: look it up once
         cell: Cell | None = None
         for item in items:
@@ -133,49 +174,71 @@ class Server:
                         cell = lookup(name)
                     tell(name, msg, cell, arrived)
                 elif type(item) is list and len(item) == 6 and item[0] == ASK:
-                    self._request(ident, ASK, item)  # the other hot path: one ask
+                    self._request(ident, ASK, item, account)  # the other hot path: one ask
                 else:
-                    self._item(ident, item)
-            except (FrameError, MessageError, SupervisionError) as exc:
-                self.counters.bad_items += 1
-                self._warn(f"rejected an item: {exc}")
-                rid = _request_id(item)
-                if rid is not None:
-                    self._fail(ident, rid, exc)
-                else:
-                    self._notice(ident, f"item rejected: {exc}")
+                    self._item(ident, item, account)
+            except (LlmosError, ValueError, TypeError) as exc:
+                self._bad_item(ident, item, account, exc)
             except Exception as exc:  # a bug must not stop the node from serving the rest
-                self.counters.bad_items += 1
-                log.exception("node %s failed to handle an item", self.node.address)
-                rid = _request_id(item)
-                if rid is not None:
-                    self._fail(ident, rid, exc)
+                self._bad_item(ident, item, account, exc, bug=True)
+
+    def _bad_item(
+        self, ident: bytes, item: Any, account: Account, error: Exception, bug: bool = False
+    ) -> None:
+        """Count a rejected item, answer it (a FAIL for a request, else a NOTICE), log rarely."""
+        if isinstance(error, QuotaExceeded):
+            self.counters.quota_refusals += 1
+            account.refused += 1
+            what = "was refused"
+        elif isinstance(error, NotAllowed):
+            self.counters.refusals += 1
+            account.refused += 1
+            what = "was refused"
+        else:
+            self.counters.bad_items += 1
+            account.bad += 1
+            what = "failed to handle an item" if bug else "sent a rejected item"
+        account.note(self.quotas, self.node.address, f"{what}: {type(error).__name__}: {error}")
+        rid = _request_id(item)
+        if rid is not None:
+            self._fail(ident, rid, error)
+        else:
+            self._notice(ident, f"item rejected: {error}", account)
 
     def _reject(self, ident: bytes | None, text: str) -> None:
         self.counters.bad_frames += 1
-        self._warn(f"dropped a bad frame: {text}")
-        if ident is not None:
-            self._notice(ident, text)
+        if ident is None:
+            self._warn(f"dropped a bad frame: {text}")
+            return
+        account = self.account(ident)
+        account.bad += 1
+        account.note(self.quotas, self.node.address, f"sent a bad frame: {text}")
+        self._notice(ident, text, account)
 
     def _warn(self, text: str) -> None:
         now = _monotonic()
-        if now - self._last_warning > 1.0:  # a hostile peer must not flood the log
+        if now - self._last_warning > self.quotas.log_interval:  # never flood the log
             self._last_warning = now
             log.warning("node %s %s", self.node.address, text)
 
-    def _notice(self, ident: bytes, text: str) -> None:
+    def _notice(self, ident: bytes, text: str, account: Account) -> None:
+        if not account.allow_notice(self.quotas, _monotonic()):
+            self.counters.notices_withheld += 1  # over its notice quota: counted, not sent
+            return
         self.node.io.send_notice(ident, pack_frame([[NOTICE, text[:500], b""]]))
 
-    def _item(self, ident: bytes, item: Any) -> None:
+    def _item(self, ident: bytes, item: Any, account: Account) -> None:
         if type(item) is not list or not item:
             raise FrameError("an item must be a non-empty array")
         op = item[0]
+        if type(op) is not int:
+            raise FrameError(f"an item's op code must be an int, got {type(op).__name__}")
         if op == TELL:
             if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
                 raise FrameError("malformed tell item")
             self._tell(item[1], self.node.codec.decode(item[2]), lookup(item[1]), _monotonic())
         elif op in REQUEST_OPS:
-            self._request(ident, op, item)
+            self._request(ident, op, item, account)
         elif op == PING:
             self.node.io.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
@@ -188,7 +251,7 @@ class Server:
         else:
             raise FrameError(f"unknown item kind {op!r}")
 
-    def _request(self, ident: bytes, op: int, item: list[Any]) -> None:
+    def _request(self, ident: bytes, op: int, item: list[Any], account: Account) -> None:
         """A request item ``[op, id, span, deadline (wall clock), target, payload]``."""
         if len(item) != 6:
             raise FrameError(f"a request item has 6 fields, got {len(item)}")
@@ -205,7 +268,12 @@ class Server:
         if left <= 0:
             self.counters.expired_requests += 1  # the asker has given up: do not run it
             return
-        self._requests[op](ident, rid, _monotonic() + left, float(span), target, payload)
+        if account.pending >= self.quotas.max_pending:
+            raise QuotaExceeded(
+                f"this peer already has {account.pending} requests in progress on node "
+                f"{self.node.address} (Quotas.max_pending); wait for their answers"
+            )
+        self._requests[op](ident, rid, _monotonic() + left, float(span), target, payload, account)
 
     # -- answers (any thread) -------------------------------------------------------------
 
@@ -258,10 +326,17 @@ class Server:
         record_dead_letter(target, msg, reason)
 
     def _ask(
-        self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
+        self,
+        ident: bytes,
+        rid: int,
+        deadline: float,
+        span: float,
+        target: str,
+        payload: bytes,
+        account: Account,
     ) -> None:
         msg = self.node.codec.decode(payload)
-        reply = ServeReply(deadline, target, span, self, ident, rid)
+        reply = ServeReply(deadline, target, span, self, ident, rid, account)
         cell = lookup(target)
         if cell is None:
             reply.set_exception(self._no_actor(target))
@@ -285,7 +360,13 @@ class Server:
         """A request handler answering ``answer(cell)`` about a local actor, by name."""
 
         def handle(
-            ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
+            ident: bytes,
+            rid: int,
+            deadline: float,
+            span: float,
+            target: str,
+            payload: bytes,
+            account: Account,
         ) -> None:
             reply = ServeReply(deadline, target, span, self, ident, rid)
             cell = lookup(target)
@@ -297,13 +378,23 @@ class Server:
         return handle
 
     def _stop(
-        self, ident: bytes, rid: int, deadline: float, span: float, target: str, payload: bytes
+        self,
+        ident: bytes,
+        rid: int,
+        deadline: float,
+        span: float,
+        target: str,
+        payload: bytes,
+        account: Account,
     ) -> None:
-        reply = ServeReply(deadline, target, span, self, ident, rid)
         cell = lookup(target)
         if cell is None:
-            reply.set_result(True)
+            account.spawned.discard(target)
+            self.answer(ident, rid, True, None, deadline)  # nothing to stop: done
             return
+        self.capabilities.check_stop(target, cell.instance, account, self.node.address)
+        reply = ServeReply(deadline, target, span, self, ident, rid)
+        account.spawned.discard(target)
         cell.watch(Callback(f"stop-{rid}", lambda _msg: reply.set_result(True)))
         cell.request_stop()
 
@@ -320,15 +411,32 @@ class Server:
         cell.watch(QuietRef(watcher))
 
     def _spawn(
-        self, ident: bytes, rid: int, deadline: float, span: float, path: str, payload: bytes
+        self,
+        ident: bytes,
+        rid: int,
+        deadline: float,
+        span: float,
+        path: str,
+        payload: bytes,
+        account: Account,
     ) -> None:
-        if not self.node.spawn_allowed(path):
-            error = SpawnRefused(
-                f"node {self.node.address} does not allow spawning {path!r}; add it (or "
-                f"'{path.partition(':')[0]}:*') to allow_spawn on that node"
+        if not self.capabilities.spawn_allowed(path):
+            self.counters.refusals += 1
+            account.refused += 1
+            account.note(self.quotas, self.node.address, f"was refused spawning {path!r}")
+            self.answer(
+                ident, rid, None, self.capabilities.refusal(path, self.node.address), deadline
             )
-            self.answer(ident, rid, None, error, deadline)
             return
+        spawned = account.spawned
+        if len(spawned) >= self.quotas.max_spawned:
+            for gone in [name for name in spawned if lookup(name) is None]:
+                spawned.discard(gone)  # stopped since: no longer held
+            if len(spawned) >= self.quotas.max_spawned:
+                raise QuotaExceeded(
+                    f"this peer already runs {len(spawned)} actors it spawned on node "
+                    f"{self.node.address} (Quotas.max_spawned); stop some first"
+                )
         spec = self.node.codec.decode(payload)
         if (
             type(spec) is not list
@@ -339,12 +447,15 @@ class Server:
             or not all(type(k) is str for k in spec[1])
         ):
             raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
-        reply = ServeReply(deadline, path, span, self, ident, rid)
-        self.node.spawn_pool().submit(self._run_spawn, reply, path, spec[0], spec[1], spec[2])
+        reply = ServeReply(deadline, path, span, self, ident, rid, account)
+        self.node.spawn_pool().submit(
+            self._run_spawn, reply, account, path, spec[0], spec[1], spec[2]
+        )
 
     def _run_spawn(
         self,
         reply: ServeReply,
+        account: Account,
         path: str,
         args: tuple[Any, ...],
         kwargs: dict[str, Any],
@@ -354,20 +465,34 @@ class Server:
             reply.expire()
             return
         try:
-            module_name, _, qualname = path.partition(":")
-            found: Any = importlib.import_module(module_name)
-            for part in qualname.split("."):
-                found = getattr(found, part)
-            if not isinstance(found, type):
-                raise SupervisionError(f"{path} is a {type(found).__name__}, not a class")
-            ref = self.node.spawner(found, args, kwargs, name)
+            cls = self.capabilities.resolve(path, self.node.address)
+            ref = self.node.spawner(cls, args, kwargs, name)
+        except NotAllowed as exc:
+            self.counters.refusals += 1
+            account.refused += 1
+            reply.set_exception(exc)
         except Exception as exc:
             reply.set_exception(exc)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt... from the constructor
+            error = SupervisionError(
+                f"constructing {path} on node {self.node.address} raised {exc!r}; the actor "
+                "was not started"
+            )
+            error.__cause__ = exc
+            reply.set_exception(error)
         else:
+            account.spawned.add(ref.name)
             reply.set_result(ref)
 
 
 def _request_id(item: Any) -> int | None:
-    if type(item) is list and len(item) > 1 and item[0] in REQUEST_OPS and type(item[1]) is int:
+    """The request id of an item that is a request, else None (never raises)."""
+    if (
+        type(item) is list
+        and len(item) > 1
+        and type(item[0]) is int
+        and item[0] in REQUEST_OPS
+        and type(item[1]) is int
+    ):
         return item[1]
     return None
