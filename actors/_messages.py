@@ -190,6 +190,12 @@ def _check(value: Any, depth: int, where: str) -> None:
         return
     if isinstance(value, _ref_types):
         return
+    if name is not None:
+        raise MessageError(
+            f"{where} is a {cls.__module__}.{cls.__qualname__}, a subclass of the message class "
+            f"{name!r} that needs its own @message to be sent (a message travels as exactly "
+            "its own class)"
+        )
     raise MessageError(
         f"{where} is a {cls.__module__}.{cls.__qualname__}, which cannot be sent: messages are "
         "msgpack data (None, bool, int, float, str, bytes, list, tuple, dict), actor refs, or "

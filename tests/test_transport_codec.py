@@ -278,6 +278,11 @@ def header(version: int = VERSION, kind: int = 1, length: int = 0, magic: bytes 
     return struct.pack(">2sBBI", magic, version, kind, length)
 
 
+def test_an_ext_at_the_item_level_spoils_only_its_item() -> None:
+    items = parse_frame(header(length=5) + b"\x92\xd4\x63\x00\x01", Limits())
+    assert items == [msgpack.ExtType(0x63, b""), 1]
+
+
 @pytest.mark.parametrize(
     ("frame", "match"),
     [
@@ -290,7 +295,6 @@ def header(version: int = VERSION, kind: int = 1, length: int = 0, magic: bytes 
         (header(length=10) + b"\x90", "truncated"),
         (header(length=1) + b"\xc1", "not valid msgpack"),
         (header(length=1) + b"\x05", "array of items"),
-        (header(length=4) + b"\x91\xd4\x63\x00", "ext type"),
     ],
 )
 def test_bad_frames(frame: bytes, match: str) -> None:

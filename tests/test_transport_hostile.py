@@ -7,18 +7,35 @@ within a second, and SIGINT must still end it with exit code 0 within 15 seconds
 
 from __future__ import annotations
 
+import signal
+import time
+from typing import Any
+
 import msgpack
 import pytest
-from transport_hostile import SPAWNABLE, answer_to, attacker, packb, target_node, tracebacks
+from transport_hostile import (
+    SPAWNABLE,
+    answer_to,
+    attacker,
+    collect,
+    packb,
+    target_node,
+    tracebacks,
+)
+from transport_peer import Add, Record
 from transport_support import ask_item, hostile_frames
 
-from llmos.actors import MessageError
+from llmos.actors import LlmosError, MessageError, NodeUnreachable
 from llmos.kernel._pool import ScaleTick
 from llmos.transport import Node, NotAllowed, SpawnRefused
-from llmos.transport._codec import EXT_MESSAGE
+from llmos.transport._codec import EXT_MESSAGE, EXT_TUPLE
 from llmos.transport._frames import FAIL, REPLY, TELL, pack_frame
 
 pytestmark = pytest.mark.multiprocess
+
+
+class Child(Add):
+    """A subclass of a message class, without its own @message: never sent as its parent."""
 
 
 def test_the_harness_sees_a_healthy_node_through_hostile_frames() -> None:
@@ -103,4 +120,127 @@ def test_finding_5_a_wildcard_covers_only_classes_defined_in_its_module() -> Non
         ref = peer.spawn_remote(node.address, "transport_peer:NodeStatsActor", None, timeout=5)
         assert ref is not None  # a class defined in transport_peer is covered
         node.check("spawns outside the wildcard")
+        node.finish()
+
+
+# -- findings 8, 9, 11: each item alone, only llmos's ext codes, typed constructor errors --
+
+_ANY_VALUES: list[Any] = [
+    None,
+    True,
+    -1,
+    2**64 - 1,
+    1.5,
+    "text",
+    b"bytes",
+    [],
+    [1, [2]],
+    {},
+    {"a": {"b": 1}},
+    msgpack.ExtType(5, b"x"),
+    msgpack.ExtType(EXT_MESSAGE, b"\xc1"),
+    msgpack.Timestamp(1, 0),
+]
+
+
+def _bad_variants(first_rid: int) -> tuple[list[Any], dict[int, Any]]:
+    """Ask items with one position replaced by each value above; the rids that can answer."""
+    items: list[Any] = []
+    with_rid: dict[int, Any] = {}
+    rid = first_rid
+    for position in range(6):
+        for value in _ANY_VALUES:
+            rid += 1
+            item = ask_item(rid, packb("fine"))
+            item[position] = value
+            items.append(item)
+            if position > 1:
+                with_rid[rid] = item
+    items += _ANY_VALUES  # an item that is not an array at all
+    items += [[value] for value in _ANY_VALUES] + [[value, 1, 2] for value in _ANY_VALUES]
+    return items, with_rid
+
+
+def test_finding_8_each_item_of_a_frame_is_handled_alone() -> None:
+    bad, with_rid = _bad_variants(100)
+    frame = pack_frame([ask_item(1, packb("before")), *bad, ask_item(2, packb("after"))])
+    with target_node() as node:
+        before = node.stats()
+        with attacker(node.address) as sock:
+            sock.send(frame)
+            assert answer_to(sock, 1)[2] == packb("before")
+            assert answer_to(sock, 2)[2] == packb("after")
+            for rid, answer in collect(sock, with_rid).items():
+                assert answer[0] in (REPLY, FAIL), with_rid[rid]
+            node.check("one frame of bad items")
+            for _ in range(5000):  # the op code of the first finding: a list, then a dict
+                sock.send(pack_frame([[[1, 2], 1, b""], [{"op": 2}, 2, b""]]))
+            sock.send(pack_frame([ask_item(3, packb("last"))]))
+            assert answer_to(sock, 3, timeout=30)[0] == REPLY  # the flood was read before it
+        node.check("5,000 frames of bad op codes")
+        after = node.stats()
+        rejected = after["bad_items"] - before["bad_items"]
+        answered = after["notices_withheld"] - before["notices_withheld"] + (after["items_out"] > 0)
+        assert rejected >= 10_000 and answered >= 1
+        log = node.finish()
+    assert tracebacks(log) == 0, log[-2000:]
+    assert log.count("rejected item") < 20, "logs about one peer are rate-limited"
+
+
+def test_finding_9_timestamps_and_unregistered_subclasses_never_cross() -> None:
+    stamp = msgpack.Timestamp(1, 0)
+    payloads = [
+        packb(stamp),
+        packb([1, stamp]),
+        packb({"k": stamp}),
+        packb(msgpack.ExtType(EXT_TUPLE, packb([stamp]))),
+        packb(msgpack.ExtType(EXT_MESSAGE, packb(["tests.transport.Record", stamp]))),
+    ]
+    with target_node() as node:
+        with attacker(node.address) as sock:
+            sock.send(pack_frame([ask_item(rid, p) for rid, p in enumerate(payloads, 1)]))
+            for rid in range(1, len(payloads) + 1):
+                failed = answer_to(sock, rid)
+                assert failed[0] == FAIL, rid
+                assert "Timestamp" in msgpack.unpackb(failed[2])[2]
+        assert node.echo is not None and node.good is not None
+        with pytest.raises(MessageError, match="needs its own @message"):
+            node.echo.tell(Child(1, 2))
+        with pytest.raises(MessageError):
+            node.echo.ask([Child(1, 2)], timeout=1)
+        node.check("Timestamps and an unregistered subclass")
+        node.finish()
+
+
+def test_finding_11_a_constructor_raising_any_base_exception_fails_the_spawn_at_once() -> None:
+    with target_node("--allow-spawn", "transport_peer:Exiting") as node:
+        assert node.good is not None
+        for kind in ("SystemExit", "KeyboardInterrupt", "GeneratorExit"):
+            started = time.monotonic()
+            with pytest.raises(LlmosError, match=kind):
+                node.good.spawn_remote(node.address, "transport_peer:Exiting", kind, timeout=30)
+            assert time.monotonic() - started < 5
+            node.check(f"a constructor raising {kind}")
+        node.finish()
+
+
+# -- finding 10: a request whose asker gave up is never started later --------------------
+
+
+def test_finding_10_requests_given_up_during_a_freeze_are_not_run_after_it() -> None:
+    with target_node() as node:
+        assert node.echo is not None and node.good is not None
+        assert node.echo.ask(Record("warm"), timeout=5).get() == 1
+        node.signal(signal.SIGSTOP)
+        try:
+            asks = [node.echo.ask(Record(i), timeout=60) for i in range(20)]
+            for reply in asks:
+                with pytest.raises(NodeUnreachable):
+                    reply.get()
+        finally:
+            node.signal(signal.SIGCONT)
+        node.good.connect(node.address, timeout=10)
+        node.check("a freeze")
+        assert node.echo.ask("records", timeout=5).get() == ["warm"]
+        assert node.stats()["expired_requests"] >= 1
         node.finish()

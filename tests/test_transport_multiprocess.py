@@ -208,11 +208,12 @@ def test_a_frozen_peer_is_noticed_and_its_stale_requests_are_not_run() -> None:
         local.connect(peer.address, timeout=10)
         assert echo.ask(Add(2, 2), timeout=10).get() == 4
         assert "stale" not in echo.ask("records", timeout=10).get()
-        # Usually it reached the frozen peer's socket buffer and was refused by its deadline
-        # after SIGCONT (counted there); under heavy load it may still have been in this
-        # node's queue when the peer was marked down, and discarded with the old socket.
+        # Usually both reached the frozen peer's socket buffer and were refused after SIGCONT
+        # (counted there): the stale one by its deadline, the pending one because its asker
+        # had given up on the node; under heavy load they may still have been in this node's
+        # queue when the peer was marked down, and discarded with the old socket.
         stats = local.ref(f"node-stats@{peer.address}").ask("stats", timeout=10).get()
-        assert stats["expired_requests"] in (0, 1)
+        assert stats["expired_requests"] in (0, 1, 2)
 
 
 def test_curve_across_processes(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ from llmos.transport import (
     NotAllowed,
     PeerBusy,
     RemoteRef,
+    RequestExpired,
     SpawnRefused,
 )
 from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, pack_frame, parse_frame
@@ -358,11 +359,18 @@ def test_expired_requests_are_not_executed(pair: tuple[Node, Node]) -> None:
     with raw_dealer(b.address) as sock:
         stale = [ASK, 1, 30.0, time.time() - 5.0, "sink", msgpack.packb(1)]  # deadline passed
         fresh = ask_item(2, msgpack.packb(2), target="sink")
-        sock.send(pack_frame([stale, fresh]))
-        item = parse_frame(sock.recv(), b.limits)[0]
-    assert item[:2] == [REPLY, 2]
+        given_up = [*ask_item(3, msgpack.packb(3), target="sink"), time.time() - 5.0]
+        sock.send(pack_frame([stale, fresh, given_up]))
+        items: list[Any] = []
+        while len(items) < 3:
+            items += parse_frame(sock.recv(), b.limits)
+    answers = {item[1]: item for item in items}
+    assert answers[2][0] == REPLY
+    for rid in (1, 3):  # refused unstarted, with a typed error
+        assert answers[rid][0] == FAIL
+        assert isinstance(b.codec.decode_error(answers[rid][2]), RequestExpired)
     assert box == [2]
-    assert b.statistics().expired_requests == 1
+    assert b.statistics().expired_requests == 2
 
 
 def test_too_large_messages_are_refused_before_sending(pair: tuple[Node, Node]) -> None:

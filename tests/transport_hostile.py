@@ -144,6 +144,17 @@ class TargetNode:
         took = time.monotonic() - started
         assert took < ANSWER_WITHIN, f"a well-behaved ask took {took:.3f} s{label}"
 
+    def signal(self, signum: int) -> None:
+        os.kill(self.pid, signum)
+
+    def stats(self) -> dict[str, Any]:
+        """The node's transport counters (its ``llmos.node`` service)."""
+        assert self.good is not None
+        found: dict[str, Any] = (
+            self.good.ref(f"llmos.node@{self.address}").ask("statistics", timeout=5).get()
+        )
+        return found
+
     def finish(self) -> str:
         """SIGINT: the node exits 0 within 15 s. Returns its log."""
         assert self.proc is not None
@@ -206,6 +217,7 @@ def attacker(address: str, **options: Any) -> Iterator[zmq.Socket[bytes]]:
     try:
         yield sock
     finally:
+        _seen.pop(id(sock), None)
         sock.close(0)
 
 
@@ -224,14 +236,27 @@ def answers(sock: zmq.Socket[bytes], count: int, timeout: float = 5.0) -> list[l
 
 
 def answer_to(sock: zmq.Socket[bytes], rid: int, timeout: float = 5.0) -> list[Any]:
-    """Read until the REPLY or FAIL item of request ``rid`` arrives (AssertionError if not)."""
+    """The REPLY or FAIL item of request ``rid`` (AssertionError if it does not arrive)."""
+    return collect(sock, [rid], timeout)[rid]
+
+
+_seen: dict[int, dict[Any, list[Any]]] = {}  # per socket: answers read while waiting for others
+
+
+def collect(sock: zmq.Socket[bytes], rids: Any, timeout: float = 5.0) -> dict[Any, list[Any]]:
+    """Read until a REPLY or FAIL for each of ``rids`` arrived; answers to other requests are
+    kept for a later call on the same socket."""
+    seen = _seen.setdefault(id(sock), {})
+    wanted = set(rids)
     deadline = time.monotonic() + timeout
-    while True:
+    while not wanted.issubset(seen):
         left = deadline - time.monotonic()
-        assert left > 0 and sock.poll(int(left * 1000)), f"no answer to request {rid}"
+        missing = sorted(wanted - seen.keys(), key=repr)[:10]
+        assert left > 0 and sock.poll(int(left * 1000)), f"no answer to requests {missing}"
         for item in parse_frame(sock.recv(), _LIMITS):
-            if item[0] in (REPLY, FAIL) and item[1] == rid:
-                return list(item)
+            if item[0] in (REPLY, FAIL) and len(item) == 3:
+                seen[item[1]] = list(item)
+    return {rid: seen.pop(rid) for rid in wanted}
 
 
 def notices(items: list[list[Any]]) -> list[str]:

@@ -96,6 +96,16 @@ class Echo(Actor):
         return message
 
 
+class Exiting(Actor):
+    """Its constructor raises ``BaseException(kind)``: SystemExit, KeyboardInterrupt, ..."""
+
+    def __init__(self, kind: str = "SystemExit") -> None:
+        super().__init__()
+        raise {"SystemExit": SystemExit(3), "KeyboardInterrupt": KeyboardInterrupt()}.get(
+            kind, GeneratorExit()
+        )
+
+
 class NodeStatsActor(Actor):
     """Answers with its node's statistics as a dict."""
 

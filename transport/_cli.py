@@ -7,6 +7,7 @@ The ``llmos`` console script (in llmos.agents) hands its ``node`` arguments to
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import signal
@@ -15,11 +16,13 @@ import threading
 from types import FrameType
 from typing import Any
 
-from llmos.actors import LlmosError, stop_all
+from llmos.actors import Actor, LlmosError, stop_all
 from llmos.transport._node import Node, Spawner
 from llmos.transport._security import generate_keys
 
-__all__ = ["build_parser", "node_main"]
+__all__ = ["NODE_SERVICE", "NodeService", "build_parser", "node_main"]
+
+NODE_SERVICE = "llmos.node"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,7 +105,8 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
     """Run ``llmos node`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
 
     Prints the node's address on one line (flushed) once it listens, serves until SIGINT or
-    SIGTERM, then closes the node and stops every actor. Exit codes: 0 after a clean shutdown,
+    SIGTERM, then closes the node and stops every actor. Its ``llmos.node`` actor answers
+    ``"statistics"`` with the node's transport counters. Exit codes: 0 after a clean shutdown,
     2 for bad arguments or a node that cannot start.
 
     Args:
@@ -153,6 +157,7 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
     except (LlmosError, ImportError) as exc:
         print(f"llmos node: {exc}", file=sys.stderr)
         return 2
+    NodeService.start(node, name=NODE_SERVICE)
     stop = threading.Event()
     restore = _on_signals(stop)
     try:
@@ -168,6 +173,24 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
         except LlmosError as exc:
             print(f"llmos node: {exc}", file=sys.stderr)
     return 0
+
+
+class NodeService(Actor):  # type: ignore[misc,unused-ignore]
+    """``llmos.node``: answers ``"statistics"`` with its node's :class:`NodeStats` as a dict.
+
+    A system actor (no peer may stop it); ``llmos node`` starts one.
+    """
+
+    actor_system = True
+
+    def __init__(self, node: Node) -> None:
+        super().__init__()
+        self.node = node
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "statistics":
+            return dataclasses.asdict(self.node.statistics())
+        raise LlmosError(f"llmos.node answers 'statistics' only, not {message!r}")
 
 
 def _on_signals(stop: threading.Event) -> dict[int, Any]:

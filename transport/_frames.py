@@ -9,8 +9,9 @@ One ZeroMQ message carries one frame::
     4       4     body length, unsigned big-endian
     8       n     body: msgpack array of items
 
-Every item is a msgpack array whose first element is its op code. User values (messages,
-results, errors) travel inside items as msgpack ``bin`` payloads encoded by
+Every item is a msgpack array whose first element is its op code (an int). Items are checked
+one by one: any other value at any position (an ext included) spoils only its own item. User
+values (messages, results, errors) travel inside items as msgpack ``bin`` payloads encoded by
 :class:`~llmos.transport.Codec`, so a payload that cannot be decoded spoils only its own item
 (and its asker gets the error), never the whole frame. The I/O thread packs whatever is queued
 for one peer into one frame; that batching is what makes tell throughput beat single sends.
@@ -54,7 +55,12 @@ KIND_BATCH = 1
 _HEADER = struct.Struct(">2sBBI")
 HEADER_SIZE = _HEADER.size
 
-# Item op codes. Requests share one shape: [op, req_id, span, wall_deadline, target, payload].
+# Item op codes. Requests share one shape:
+#   [op, req_id, span, wall_deadline, target, payload, give_up]
+# span: seconds left to the deadline when sent; wall_deadline: the same as wall-clock time;
+# give_up: the wall-clock time after which the asker may have given up on it (its deadline, or
+# when it would declare this node unreachable if it heard nothing more). A request read after
+# give_up (+ clock_skew) is refused unstarted. Six-field requests (no give_up) are accepted.
 TELL = 1  # [TELL, target, payload]
 ASK = 2
 REPLY = 3  # [REPLY, req_id, payload]
@@ -156,8 +162,10 @@ def _bin_header(size: int) -> bytes:
     return b"\xc6" + size.to_bytes(4, "big")
 
 
-def _no_ext(code: int, data: bytes) -> Any:
-    raise FrameError(f"unexpected ext type {code} at the item level of a frame")
+def _keep_ext(code: int, data: bytes) -> Any:
+    # An ext at the item level is no field of any item: kept as is, it fails its item's
+    # checks, and only that item is rejected.
+    return msgpack.ExtType(code, b"")
 
 
 def parse_frame(data: bytes, limits: Limits) -> list[Any]:
@@ -189,7 +197,7 @@ def parse_frame(data: bytes, limits: Limits) -> list[Any]:
     try:
         body = msgpack.unpackb(
             memoryview(data)[HEADER_SIZE:],
-            ext_hook=_no_ext,
+            ext_hook=_keep_ext,
             strict_map_key=False,
             max_array_len=limits.max_array,
             max_map_len=limits.max_map,

@@ -236,11 +236,11 @@ class PeerLinks:
             size = 0
             while outbox and len(items) < limits.max_items and size < budget:
                 item = outbox.popleft()
-                if item[0] != TELL and item[0] != PING and len(item) == 6:
+                if item[0] != TELL and item[0] != PING and len(item) == 7:
                     reply = pending.get(item[1])
                     if reply is None or reply.done():
                         continue  # timed out or failed while queued: do not send it
-                size += len(item[-1]) + 48
+                size += len(item[5] if len(item) == 7 else item[-1]) + 48
                 items.append(item)
             if not items:
                 break

@@ -143,7 +143,9 @@ class NodeStats:
             or kind.
         bad_items: items rejected inside valid frames (bad shape, undecodable payload,
             unknown ext or message type); the asker got an error reply where there was one.
-        expired_requests: requests not executed because their deadline had passed.
+        expired_requests: requests not started because their asker had given up (past their
+            deadline, or past the time the asker would declare this node unreachable); each
+            was answered with ``RequestExpired`` where the asker could still be reached.
         late_replies: replies that arrived after their ask had completed (timed out or
             failed), and were dropped.
         dropped_replies: replies that could not be delivered (the asker's connection is gone,

@@ -58,6 +58,7 @@ class Sending:
     max_outbox: int
     max_payload: int
     send_timeout: float
+    heartbeat: float
     codec: Codec
     client: Client
     io: IOLoop
@@ -159,8 +160,14 @@ class Sending:
         if len(peer.outbox) >= self.max_outbox and not self.wait_for_room(peer, block):
             return False
         rid = next(self._ids)
-        left = reply.deadline - _monotonic()
-        item = [op, rid, left, time.time() + left, target, payload]
+        now = _monotonic()
+        left = reply.deadline - now
+        # The moment this node would declare the peer unreachable if nothing more came from
+        # it: the peer refuses the request once past it (or past the deadline), so a request
+        # its asker gave up on is never started later (see llmos.transport._errors).
+        patience = max(peer.last_heard, peer.since) + self.heartbeat - now
+        wall = time.time()
+        item = [op, rid, left, wall + left, target, payload, wall + min(left, patience)]
         with peer.lock:
             if peer.state == DOWN:
                 raise peer.down_error()

@@ -35,7 +35,7 @@ from llmos.actors import (
 from llmos.actors._cell import Cell, lookup
 from llmos.actors._records import record_dead_letter
 from llmos.transport._capabilities import Account
-from llmos.transport._errors import NotAllowed, QuotaExceeded
+from llmos.transport._errors import NotAllowed, QuotaExceeded, RequestExpired
 from llmos.transport._frames import (
     ASK,
     FAIL,
@@ -164,6 +164,7 @@ class Server:
                 if (
                     type(item) is list
                     and len(item) == 3
+                    and type(item[0]) is int
                     and item[0] == TELL
                     and type(item[1]) is str
                     and type(item[2]) is bytes
@@ -173,7 +174,12 @@ class Server:
                         name = item[1]
                         cell = lookup(name)
                     tell(name, msg, cell, arrived)
-                elif type(item) is list and len(item) == 6 and item[0] == ASK:
+                elif (
+                    type(item) is list
+                    and len(item) == 6
+                    and type(item[0]) is int
+                    and item[0] == ASK
+                ):
                     self._request(ident, ASK, item, account)  # the other hot path: one ask
                 else:
                     self._item(ident, item, account)
@@ -186,6 +192,9 @@ class Server:
         self, ident: bytes, item: Any, account: Account, error: Exception, bug: bool = False
     ) -> None:
         """Count a rejected item, answer it (a FAIL for a request, else a NOTICE), log rarely."""
+        if isinstance(error, RequestExpired):
+            self._fail(ident, _request_id(item) or 0, error)  # counted as expired already
+            return
         if isinstance(error, QuotaExceeded):
             self.counters.quota_refusals += 1
             account.refused += 1
@@ -252,22 +261,36 @@ class Server:
             raise FrameError(f"unknown item kind {op!r}")
 
     def _request(self, ident: bytes, op: int, item: list[Any], account: Account) -> None:
-        """A request item ``[op, id, span, deadline (wall clock), target, payload]``."""
-        if len(item) != 6:
-            raise FrameError(f"a request item has 6 fields, got {len(item)}")
-        _, rid, span, wall, target, payload = item
+        """A request item ``[op, id, span, deadline, target, payload, give_up]`` (see _frames).
+
+        One whose asker has given up (past its deadline or its give-up time, allowing
+        ``clock_skew``) is refused with :class:`RequestExpired` without being started.
+        """
+        size = len(item)
+        if size != 7 and size != 6:
+            raise FrameError(f"a request item has 7 fields, got {size}")
+        rid, span, wall, target, payload = item[1:6]
+        give_up = item[6] if size == 7 else wall
         if (
             type(rid) is not int
             or type(span) not in _NUMBER
             or type(wall) not in _NUMBER
+            or type(give_up) not in _NUMBER
             or type(target) is not str
             or type(payload) is not bytes
+            or not 0 < span < math.inf
         ):
             raise FrameError("malformed request item")
-        left = min(span, wall - _time() + self.node.clock_skew)
-        if left <= 0:
+        skew = self.node.clock_skew
+        now = _time()
+        left = min(span, wall - now + skew)
+        if left <= 0 or give_up + skew < now:
             self.counters.expired_requests += 1  # the asker has given up: do not run it
-            return
+            raise RequestExpired(
+                f"the request reached node {self.node.address} "
+                f"{now - min(wall, give_up):.3g} s after its asker could have given up on it "
+                "(a timeout, or the node looked unreachable); it was not started"
+            )
         if account.pending >= self.quotas.max_pending:
             raise QuotaExceeded(
                 f"this peer already has {account.pending} requests in progress on node "
