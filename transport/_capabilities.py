@@ -210,8 +210,9 @@ class Account:
         self.notices += 1
         return True
 
-    def note(self, quotas: Quotas, node: str, text: str) -> None:
-        """Log ``text`` about this peer, at most once per interval, with the counts."""
+    def note(self, quotas: Quotas, node: str, text: str, bug: BaseException | None = None) -> None:
+        """Log ``text`` about this peer, at most once per interval, with the counts (and the
+        traceback of ``bug``, an error of this node's own, when there is one)."""
         self.since_log += 1
         now = _monotonic()
         if now - self.last_log < quotas.log_interval:
@@ -225,6 +226,7 @@ class Account:
             self.since_log,
             self.bad,
             self.refused,
+            exc_info=bug,
         )
         self.last_log = now
         self.since_log = 0

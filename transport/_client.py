@@ -9,6 +9,7 @@ every local watcher of an actor on that peer receives ``Terminated``.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -102,6 +103,17 @@ class Client:
                 self.undelivered(peer, item[1], item[2], "node unreachable")
         peer.room.set()
 
+    def fail_doomed(self, peer: Peer, now: float) -> None:
+        """Fail the requests of a silent peer whose grace time has passed (``now``: all)."""
+        keep = []
+        for due, replies, error in peer.doomed:
+            if now < due:
+                keep.append((due, replies, error))
+                continue
+            for reply in replies.values():
+                reply.set_exception(type(error)(*error.args))
+        peer.doomed = keep
+
     def undelivered(self, peer: Peer, name: str, payload: bytes, reason: str) -> None:
         self.counters.undelivered_tells += 1
         try:
@@ -136,5 +148,6 @@ class Client:
                 peer.up_event.clear()
             for reply in pending.values():
                 reply.set_exception(NodeUnreachable(text))
+            self.fail_doomed(peer, math.inf)
             self.drop_outbox(peer)
             self.lost_watches(peer, text)

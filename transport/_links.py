@@ -271,8 +271,16 @@ class PeerLinks:
         except zmq.Again:
             pass
 
-    def mark_down(self, peer: Peer, cls: type[TransportError], text: str) -> None:
-        """Mark a peer down: fail its pending requests now, tell watchers, reconnect fresh."""
+    def mark_down(
+        self, peer: Peer, cls: type[TransportError], text: str, silent: bool = False
+    ) -> None:
+        """Mark a peer down: fail its pending requests, tell watchers, reconnect fresh.
+
+        When the peer fell ``silent`` (missed heartbeats), its pending requests fail only once
+        twice ``clock_skew`` has passed: the peer refuses a request read after its give-up
+        time plus ``clock_skew`` by its own clock, so by then none of them can start there
+        (at-most-once, see llmos.transport._errors). Otherwise they fail at once.
+        """
         with peer.lock:
             was = peer.state
             peer.error = (cls, text)
@@ -282,8 +290,11 @@ class PeerLinks:
             pending, peer.pending = peer.pending, {}
             peer.up_event.clear()
         log.warning("node %s is down: %s", peer.address, text)
-        for reply in pending.values():
-            reply.set_exception(cls(text))
+        if silent and pending and self.node.clock_skew > 0:
+            peer.doomed.append((_monotonic() + 2 * self.node.clock_skew, pending, cls(text)))
+        else:
+            for reply in pending.values():
+                reply.set_exception(cls(text))
         self.node.client.drop_outbox(peer)
         self.node.client.lost_watches(peer, text)
         # A fresh socket: whatever libzmq still queues for the old connection is discarded.
@@ -306,6 +317,8 @@ class PeerLinks:
 
     def _tick(self, now: float) -> None:
         for peer in list(self.node.peers.values()):
+            if peer.doomed:
+                self.node.client.fail_doomed(peer, now)
             if peer.socket is None:
                 if peer.state == DOWN and now >= peer.retry_at:
                     self._open_peer(peer)
@@ -318,6 +331,7 @@ class PeerLinks:
                     NodeUnreachable,
                     f"node {peer.address} {what} heartbeats for {silent:.3g} s (timeout "
                     f"{self.heartbeat:.3g} s); check that it runs and is reachable",
+                    silent=True,
                 )
             self._send_ping(peer)
             if peer.pending:

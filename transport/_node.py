@@ -103,7 +103,9 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         clock_skew: seconds of wall-clock difference tolerated between nodes when judging
             whether a request's deadline has passed (requests carry their deadline as wall
             clock time, so a request delayed in transit, or by a frozen node, is not run once
-            its asker has given up). Raise it for nodes whose clocks are not kept in sync.
+            its asker has given up). Raise it for nodes whose clocks are not kept in sync. A
+            silent peer's pending requests fail with NodeUnreachable twice this long after it
+            is marked down, when none of them can start there any more.
         spawner: how remote spawn requests start actors (a kernel plugs in here).
         context: the ZeroMQ context (default: the shared one; a private one with keys).
 

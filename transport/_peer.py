@@ -37,6 +37,7 @@ class Peer:
 
     __slots__ = (
         "address",
+        "doomed",
         "error",
         "generation",
         "last_heard",
@@ -63,6 +64,8 @@ class Peer:
         self.state = CONNECTING
         self.error: tuple[type[TransportError], str] | None = None
         self.pending: dict[int, Reply] = {}
+        # Requests of a peer that fell silent, failed when the time comes (see mark_down).
+        self.doomed: list[tuple[float, dict[int, Reply], TransportError]] = []
         self.outbox: collections.deque[list[Any]] = collections.deque()
         self.queued = False
         self.room = threading.Event()

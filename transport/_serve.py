@@ -176,7 +176,7 @@ class Server:
                     tell(name, msg, cell, arrived)
                 elif (
                     type(item) is list
-                    and len(item) == 6
+                    and len(item) == 7
                     and type(item[0]) is int
                     and item[0] == ASK
                 ):
@@ -207,7 +207,12 @@ class Server:
             self.counters.bad_items += 1
             account.bad += 1
             what = "failed to handle an item" if bug else "sent a rejected item"
-        account.note(self.quotas, self.node.address, f"{what}: {type(error).__name__}: {error}")
+        account.note(
+            self.quotas,
+            self.node.address,
+            f"{what}: {type(error).__name__}: {error}",
+            error if bug else None,
+        )
         rid = _request_id(item)
         if rid is not None:
             self._fail(ident, rid, error)
