@@ -7,17 +7,23 @@ within a second, and SIGINT must still end it with exit code 0 within 15 seconds
 
 from __future__ import annotations
 
+import contextlib
+import selectors
 import signal
+import socket
 import time
+from pathlib import Path
 from typing import Any
 
 import msgpack
 import pytest
+import zmq
 from transport_hostile import (
     SPAWNABLE,
     answer_to,
     attacker,
     collect,
+    open_fds,
     packb,
     target_node,
     tracebacks,
@@ -27,7 +33,7 @@ from transport_support import ask_item, hostile_frames
 
 from llmos.actors import LlmosError, MessageError, NodeUnreachable
 from llmos.kernel._pool import ScaleTick
-from llmos.transport import Node, NotAllowed, SpawnRefused
+from llmos.transport import Node, NotAllowed, SpawnRefused, generate_keys
 from llmos.transport._codec import EXT_MESSAGE, EXT_TUPLE
 from llmos.transport._frames import FAIL, REPLY, TELL, pack_frame
 
@@ -243,4 +249,65 @@ def test_finding_10_requests_given_up_during_a_freeze_are_not_run_after_it() -> 
         node.check("a freeze")
         assert node.echo.ask("records", timeout=5).get() == ["warm"]
         assert node.stats()["expired_requests"] >= 1
+        node.finish()
+
+
+# -- findings 1, 7: no abort on flood-then-disconnect; stalled connections closed --------
+
+
+def test_finding_1_a_flood_then_a_disconnect_never_kills_the_node() -> None:
+    flood = pack_frame([ask_item(i, packb(i), target="missing") for i in range(1024)])
+    with target_node() as node:
+        for round_ in range(20):
+            with attacker(node.address, sndhwm=1000, sndtimeo=0) as sock:
+                for _ in range(200):
+                    try:
+                        sock.send(flood, zmq.NOBLOCK)
+                    except zmq.Again:
+                        break  # as much as the node would take: now vanish
+            node.check(f"flood and disconnect {round_ + 1}")
+        log = node.finish()
+    assert tracebacks(log) == 0
+
+
+@pytest.mark.parametrize("keyed", [False, True])
+def test_finding_7_stalled_connections_are_closed_and_new_peers_served(
+    keyed: bool, tmp_path: Path
+) -> None:
+    args: list[str] = []
+    keys = generate_keys(tmp_path / "client") if keyed else None
+    server = generate_keys(tmp_path / "server") if keyed else None
+    if keys is not None:
+        args = ["--keys", str(tmp_path / "server"), "--allow-key", keys.public.decode()]
+    with target_node(
+        *args, fd_limit=1024, keys=keys, server_key=server.public if server else None
+    ) as node:
+        port = int(node.address.rsplit(":", 1)[1])
+        held: list[socket.socket] = []
+        try:
+            with selectors.DefaultSelector() as sel:
+                for _ in range(1100):
+                    conn = socket.socket()
+                    conn.setblocking(False)
+                    conn.connect_ex(("127.0.0.1", port))
+                    held.append(conn)
+                    sel.register(conn, selectors.EVENT_WRITE)
+                deadline = time.monotonic() + 10
+                waiting = len(held)
+                while waiting and time.monotonic() < deadline:
+                    for key, _ in sel.select(0.5):
+                        with contextlib.suppress(OSError):
+                            key.fileobj.send(b"\x01\x00")  # type: ignore[union-attr]
+                        sel.unregister(key.fileobj)  # a ZMTP/1.0-looking greeting, then nothing
+                        waiting -= 1
+            settle = time.monotonic() + 5  # until the node has taken what it will take
+            while time.monotonic() < settle and open_fds(node.pid) < 1000:
+                time.sleep(0.1)
+            with Node(heartbeat=1.0, **node.client_options()) as fresh:
+                ref = fresh.ref(f"echo@{node.address}")
+                assert ref.ask(Add(1, 2), timeout=15).get() == 3
+            node.check("1,100 stalled connections held open")
+        finally:
+            for conn in held:
+                conn.close()
         node.finish()

@@ -28,7 +28,7 @@ import zmq
 from transport_peer import Add
 from transport_support import PEER_SCRIPT, START_TIMEOUT
 
-from llmos.transport import Limits, Node, RemoteRef
+from llmos.transport import KeyPair, Limits, Node, RemoteRef
 from llmos.transport._frames import FAIL, NOTICE, REPLY, parse_frame
 
 SPAWNABLE = "transport_peer:Echo"
@@ -37,7 +37,7 @@ ANSWER_WITHIN = 1.0
 EXIT_WITHIN = 15.0
 RSS_GROWTH = 100 * 1024 * 1024  # what an attack may add to the node's resident memory
 _LIMITS = Limits()
-_CLI = "import sys; from llmos.agents._cli import main; sys.exit(main(sys.argv[1:]))"
+_CLI = "import sys; from llmos.cli._main import main; sys.exit(main(sys.argv[1:]))"
 
 
 def rss_of(pid: int) -> int:
@@ -55,8 +55,17 @@ def open_fds(pid: int) -> int:
 class TargetNode:
     """``llmos node`` in its own process, and a well-behaved peer of it in this one."""
 
-    def __init__(self, *args: str, fd_limit: int | None = None, spawn_echo: bool = True) -> None:
+    def __init__(
+        self,
+        *args: str,
+        fd_limit: int | None = None,
+        spawn_echo: bool = True,
+        keys: KeyPair | None = None,
+        server_key: bytes | None = None,
+    ) -> None:
         self.args = args
+        self.keys = keys
+        self.server_key = server_key
         self.fd_limit = fd_limit
         self.spawn_echo = spawn_echo
         self.proc: subprocess.Popen[str] | None = None
@@ -109,13 +118,19 @@ class TargetNode:
             self.kill()
             raise RuntimeError(f"llmos node did not start within {START_TIMEOUT} s:\n{self.log()}")
         self.address = line
-        self.good = Node(heartbeat=HEARTBEAT)
+        self.good = Node(heartbeat=HEARTBEAT, **self.client_options())
         if self.spawn_echo:
             ref = self.good.spawn_remote(self.address, SPAWNABLE, name="echo", timeout=10)
             assert isinstance(ref, RemoteRef)
             self.echo = ref
         self.baseline_rss = rss_of(self.pid)
         return self
+
+    def client_options(self) -> dict[str, Any]:
+        """What a Node needs to be a well-behaved peer of this one (its keys, if keyed)."""
+        if self.keys is None or self.server_key is None:
+            return {}
+        return {"keys": self.keys, "peer_keys": {self.address: self.server_key}}
 
     @property
     def pid(self) -> int:
@@ -195,9 +210,15 @@ class TargetNode:
 
 @contextlib.contextmanager
 def target_node(
-    *args: str, fd_limit: int | None = None, spawn_echo: bool = True
+    *args: str,
+    fd_limit: int | None = None,
+    spawn_echo: bool = True,
+    keys: KeyPair | None = None,
+    server_key: bytes | None = None,
 ) -> Iterator[TargetNode]:
-    node = TargetNode(*args, fd_limit=fd_limit, spawn_echo=spawn_echo)
+    node = TargetNode(
+        *args, fd_limit=fd_limit, spawn_echo=spawn_echo, keys=keys, server_key=server_key
+    )
     try:
         yield node.start()
     finally:

@@ -14,6 +14,7 @@ by a fresh one, so nothing queued for the old connection is ever delivered late.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -25,6 +26,7 @@ from zmq.utils.monitor import recv_monitor_message
 from llmos.actors import AuthError, NodeUnreachable, TransportError
 from llmos.transport._frames import PING, TELL, Limits, pack_frame
 from llmos.transport._peer import CONNECTING, DOWN, UP, Counters, Peer
+from llmos.transport._security import ZAP_DOMAIN
 
 if TYPE_CHECKING:
     from llmos.transport._node import Node
@@ -34,6 +36,7 @@ __all__ = [
     "BATCH_BYTES",
     "BURST",
     "HWM",
+    "ITEM_BURST",
     "NOBLOCK",
     "POLLIN",
     "POLLOUT",
@@ -53,10 +56,12 @@ _monotonic = time.monotonic
 # messages each way, and each command wakes a thread (with HWM 16, one ask in eight paid for
 # an extra wake-up on each side: 10-20 us per ask on average on a 2-vCPU VM).
 HWM = 128
+ROUTER_HWM = 32
 BATCH_BYTES = 128 * 1024
 SOCKET_BUFFER = 128 * 1024  # bytes of kernel send and receive buffer per connection
 AUTH_RETRY = 5.0  # seconds before reconnecting to a peer that refused our CURVE key
 BURST = 64  # frames read from one socket per turn, so no peer starves the others
+ITEM_BURST = 2048  # items of frames read from the ROUTER per turn, before answers go out
 _MONITORED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -88,7 +93,16 @@ class PeerLinks:
     _handlers: dict[Any, tuple[Callable[[Any], None], Any]]
 
     def configure(self, sock: zmq.Socket[Any]) -> None:
-        """The options every socket of the node gets (ROUTER and dealers)."""
+        """The options every socket of the node gets (ROUTER and dealers).
+
+        No ZMTP heartbeats: libzmq's heartbeat timer can fire on an engine whose connection
+        dropped while its input was stopped (a peer that flooded, then vanished) and abort the
+        process (``!_io_error`` in stream_engine_base.cpp). Liveness is the node's own
+        PING/PONG; TCP keepalive lets the kernel drop connections to vanished hosts.
+        A connection that has not completed its ZMTP 3 handshake within HANDSHAKE_IVL is
+        closed; the ROUTER sets a ZAP domain on every node, keyed or not, so that libzmq also
+        refuses ZMTP 1.0 peers at once (they have no handshake to time out).
+        """
         hb_ms = max(1, int(self.heartbeat * 1000))
         sock.linger = 0
         sock.sndhwm = HWM
@@ -98,10 +112,16 @@ class PeerLinks:
         sock.setsockopt(zmq.SNDBUF, SOCKET_BUFFER)
         sock.setsockopt(zmq.RCVBUF, SOCKET_BUFFER)
         sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame + 1024)
-        sock.setsockopt(zmq.HEARTBEAT_IVL, max(1, int(self.interval * 1000)))
-        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, hb_ms)
-        sock.setsockopt(zmq.HEARTBEAT_TTL, max(100, hb_ms))
+        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, math.ceil(self.heartbeat)))
+        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 1)
+        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
         sock.setsockopt(zmq.HANDSHAKE_IVL, max(200, hb_ms))
+        if sock.type == zmq.ROUTER:
+            sock.zap_domain = ZAP_DOMAIN
+            # What one connection may leave unread here (a peer that floods, then vanishes):
+            # ROUTER_HWM frames, plus the kernel's buffer.
+            sock.rcvhwm = ROUTER_HWM
 
     def _on_dealer(self, peer: Peer) -> None:
         """The dealer is readable (or writable again, while a frame is stalled): read at most

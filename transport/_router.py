@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 
 from llmos.transport._frames import Limits, pack_frame
-from llmos.transport._links import BURST, NOBLOCK, SEND
+from llmos.transport._links import BURST, ITEM_BURST, NOBLOCK, SEND
 from llmos.transport._peer import Counters
 
 if TYPE_CHECKING:
@@ -59,7 +59,10 @@ class RouterSide:
         assert router is not None
         serve = self.node.server.on_frame
         recv = router.recv
+        items = 0
         for _n in range(BURST):  # the rest waits for the next turn: poll reports it at once
+            if items >= ITEM_BURST:
+                return  # answers go out before more is read: a flood delays no one long
             try:
                 ident = recv(NOBLOCK)  # two plain recvs: recv_multipart costs 3x more
             except zmq.Again:
@@ -69,9 +72,9 @@ class RouterSide:
                 parts = [ident, data]
                 while router.get(RCVMORE):
                     parts.append(recv(NOBLOCK))
-                serve(parts)  # rejected: one frame per message
+                items += serve(parts)  # rejected: one frame per message
             else:
-                serve((ident, data))
+                items += serve((ident, data))
 
     def _flush_replies(self) -> None:
         now = _monotonic()

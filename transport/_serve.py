@@ -66,6 +66,7 @@ _monotonic = time.monotonic
 _time = time.time
 _NUMBER = (int, float)
 _MAX_ACCOUNTS = 1024  # accounts kept before idle ones are pruned
+_MAX_MISSING = 256
 
 
 class ServeReply(Reply):  # type: ignore[misc,unused-ignore]
@@ -108,6 +109,7 @@ class Server:
         self.capabilities = node.capabilities
         self.quotas = node.quotas
         self.accounts: dict[bytes, Account] = {}
+        self._missing: dict[str, bytes] = {}  # encoded "no such actor" errors, by name
         self._last_warning = 0.0
         self._next_prune = 0.0
         self._requests = {
@@ -138,18 +140,19 @@ class Server:
             if not account.pending and not account.spawned and now - account.last_seen > idle:
                 del self.accounts[ident]
 
-    def on_frame(self, parts: Sequence[bytes]) -> None:
+    def on_frame(self, parts: Sequence[bytes]) -> int:
+        """Handle one message from the ROUTER; return how many items it held."""
         if len(parts) != 2:
             self._reject(
                 parts[0] if parts else None, f"expected 1 frame per message, got {len(parts) - 1}"
             )
-            return
+            return 1
         ident, data = parts
         try:
             items = parse_frame(data, self.node.limits)
         except FrameError as exc:
             self._reject(ident, str(exc))
-            return
+            return 1
         account = self.account(ident)
         account.last_seen = arrived = _monotonic()  # one arrival time for the whole frame
         self.counters.frames_in += 1
@@ -187,6 +190,7 @@ class Server:
                 self._bad_item(ident, item, account, exc)
             except Exception as exc:  # a bug must not stop the node from serving the rest
                 self._bad_item(ident, item, account, exc, bug=True)
+        return len(items)
 
     def _bad_item(
         self, ident: bytes, item: Any, account: Account, error: Exception, bug: bool = False
@@ -363,12 +367,19 @@ class Server:
         payload: bytes,
         account: Account,
     ) -> None:
-        msg = self.node.codec.decode(payload)
-        reply = ServeReply(deadline, target, span, self, ident, rid, account)
         cell = lookup(target)
         if cell is None:
-            reply.set_exception(self._no_actor(target))
+            # The cheapest answer (a flood of asks to no actor must not outrun the node): the
+            # encoded error is kept per name, and nothing else is built.
+            error = self._missing.get(target)
+            if error is None:
+                if len(self._missing) >= _MAX_MISSING:
+                    self._missing.clear()
+                error = self._missing[target] = self.node.codec.encode_error(self._no_actor(target))
+            self.node.io.post_reply(ident, [FAIL, rid, error], deadline)
             return
+        msg = self.node.codec.decode(payload)
+        reply = ServeReply(deadline, target, span, self, ident, rid, account)
         mailbox = cell.mailbox
         try:
             mailbox.put(envelope(msg, reply), timeout=0)
