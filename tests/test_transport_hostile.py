@@ -8,9 +8,11 @@ within a second, and SIGINT must still end it with exit code 0 within 15 seconds
 from __future__ import annotations
 
 import contextlib
+import random
 import selectors
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -28,20 +30,43 @@ from transport_hostile import (
     target_node,
     tracebacks,
 )
-from transport_peer import Add, Record
+from transport_peer import Add, Record, Sleep
 from transport_support import ask_item, hostile_frames
 
-from llmos.actors import LlmosError, MessageError, NodeUnreachable
+from llmos.actors import Actor, LlmosError, MessageError, NodeUnreachable, Terminated
 from llmos.kernel._pool import ScaleTick
-from llmos.transport import Node, NotAllowed, SpawnRefused, generate_keys
-from llmos.transport._codec import EXT_MESSAGE, EXT_TUPLE
-from llmos.transport._frames import FAIL, REPLY, TELL, pack_frame
+from llmos.transport import (
+    Limits,
+    Node,
+    NotAllowed,
+    QuotaExceeded,
+    SpawnRefused,
+    generate_keys,
+)
+from llmos.transport._codec import EXT_MESSAGE, EXT_REF, EXT_TUPLE
+from llmos.transport._frames import FAIL, REPLY, TELL, WATCH, pack_frame, parse_frame
 
 pytestmark = pytest.mark.multiprocess
 
 
 class Child(Add):
     """A subclass of a message class, without its own @message: never sent as its parent."""
+
+
+class Collector(Actor):
+    def __init__(self, box: list[Any], done: threading.Event) -> None:
+        super().__init__()
+        self.box = box
+        self.done = done
+
+    def on_receive(self, message: Any) -> Any:
+        self.box.append(message)
+        self.done.set()
+
+
+def node_codec_ref(address: str, name: str) -> bytes:
+    """The wire payload of a ref to actor ``name`` on the node at ``address``."""
+    return packb(msgpack.ExtType(EXT_REF, packb([address, name])))
 
 
 def test_the_harness_sees_a_healthy_node_through_hostile_frames() -> None:
@@ -311,3 +336,156 @@ def test_finding_7_stalled_connections_are_closed_and_new_peers_served(
             for conn in held:
                 conn.close()
         node.finish()
+
+
+# -- findings 3, 6: refs never make the node connect past its budget; per-peer quotas ------
+
+
+def test_finding_3_refs_in_messages_never_open_connections_past_the_budget() -> None:
+    with target_node("--max-peers", "32") as node:
+        assert node.echo is not None and node.good is not None
+        box: list[Any] = []
+        done = threading.Event()
+        watcher = Collector.start(box, done, name="finding-3-watcher")
+        try:
+            node.echo.watch(watcher)  # a legitimate watch, before the attack
+            assert node.echo.ask("sync", timeout=5).get() == "sync"
+            fds = open_fds(node.pid)
+            with attacker(node.address) as sock:
+                watches = [
+                    [WATCH, "ghost", node_codec_ref(f"tcp://127.0.0.2:{20000 + i}", "w")]
+                    for i in range(600)
+                ]
+                for start in range(0, 600, 100):
+                    sock.send(pack_frame(watches[start : start + 100]))
+                sock.send(pack_frame([ask_item(1, packb("after"))]))
+                assert answer_to(sock, 1, timeout=30)[0] == REPLY
+            node.check("600 watcher refs to addresses of the attacker's choice")
+            grown = open_fds(node.pid) - fds
+            assert grown < 32 * 6, f"the node opened {grown} descriptors"
+            assert node.echo.stop(timeout=5) is True
+            assert done.wait(10), "the legitimate watcher never got its Terminated"
+            assert isinstance(box[0], Terminated)
+            assert node.stats()["peers_evicted"] > 0
+        finally:
+            watcher.stop()
+        node.echo = None
+        node.finish()
+
+
+def test_finding_6_a_peer_that_never_reads_cannot_grow_the_node() -> None:
+    with target_node("--max-spawned", "20", "--max-pending", "50") as node:
+        assert node.good is not None
+        with attacker(node.address, rcvhwm=1, rcvbuf=4096) as sock:
+            bad = pack_frame([[99, i, b""] for i in range(1024)])
+            for _ in range(300):  # 307,200 bad items, one NOTICE each if nothing bounded them
+                sock.send(bad)
+            node.check("a flood of bad items from a peer that never reads")
+            deadline = time.monotonic() + 30
+            while node.stats()["bad_items"] < 300 * 1024:  # all read (one connection)
+                assert time.monotonic() < deadline, node.stats()
+                time.sleep(0.2)
+            node.check("the same, once the flood was read")
+        stats = node.stats()
+        assert stats["notices_withheld"] > 300 * 1024 - 200
+        with Node(heartbeat=1.0) as greedy:
+            refused = 0
+            for i in range(30):
+                try:
+                    greedy.spawn_remote(node.address, SPAWNABLE, name=f"greedy-{i}", timeout=5)
+                except QuotaExceeded:
+                    refused += 1
+            assert refused == 10
+            sleeper = greedy.ref(f"greedy-0@{node.address}")
+            asks = [sleeper.ask(Sleep(0.02), timeout=30) for _ in range(80)]
+            outcomes = []
+            for reply in asks:
+                try:
+                    outcomes.append(reply.get())
+                except QuotaExceeded:
+                    outcomes.append("refused")
+            assert outcomes.count("refused") >= 20 and outcomes.count("slept") >= 40
+            node.check("spawn and pending-ask quotas")
+            assert node.stats()["quota_refusals"] >= 30
+        log = node.finish()
+    assert tracebacks(log) == 0
+    assert log.count("rejected item") < 20
+
+
+# -- the fuzz test: mutated frames from one peer ------------------------------------------
+
+
+def _seed_frames() -> list[list[Any]]:
+    """Valid item lists of every kind a peer may send."""
+    add = packb(msgpack.ExtType(EXT_MESSAGE, packb(["tests.transport.Add", 1, 2])))
+    spec = packb([msgpack.ExtType(EXT_TUPLE, packb([])), {}, None])
+    me = node_codec_ref("tcp://127.0.0.2:9", "me")
+    return [
+        [ask_item(1, packb("x"))],
+        [ask_item(2, add), [TELL, "echo", packb([1, {"a": b"b"}])]],
+        [[TELL, "echo", add]] * 3,
+        [[5, 0, b""]],  # PING
+        [[WATCH, "echo", me], [8, "echo", me]],  # WATCH, UNWATCH
+        [[10, 3, 5.0, time.time() + 60, "echo", b"\xc0", time.time() + 60]],  # LOOKUP
+        [[12, 4, 5.0, time.time() + 60, "echo", b"\xc0", time.time() + 60]],  # STATS
+        [[11, 5, 5.0, time.time() + 60, "echo", b"\xc0", time.time() + 60]],  # STOP
+        [[9, 6, 5.0, time.time() + 60, SPAWNABLE, spec, time.time() + 60]],  # SPAWN
+    ]
+
+
+def _mutate(rng: random.Random, items: list[Any]) -> bytes:
+    """One mutated frame: byte-level damage, or a random value put somewhere in an item."""
+    if rng.random() < 0.5:
+        data = bytearray(pack_frame(items))
+        for _ in range(rng.randint(1, 4)):
+            if not data:
+                break
+            choice = rng.random()
+            at = rng.randrange(len(data))
+            if choice < 0.4:
+                data[at] ^= 1 << rng.randrange(8)
+            elif choice < 0.6:
+                data[at] = rng.randrange(256)
+            elif choice < 0.75:
+                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+            elif choice < 0.9:
+                del data[at : at + rng.randint(1, 8)]
+            else:
+                data = data[: max(8, at)]
+        return bytes(data)
+    mutated = [list(item) for item in items]
+    item = rng.choice(mutated)
+    value = rng.choice([*_ANY_VALUES, packb(rng.choice(_ANY_VALUES)), rng.randbytes(8)])
+    if rng.random() < 0.7:
+        item[rng.randrange(len(item))] = value
+    else:
+        item.append(value)
+    return pack_frame(mutated)
+
+
+def test_fuzz_20000_mutated_frames_from_one_peer() -> None:
+    rng = random.Random(13)
+    seeds = _seed_frames()
+    frames = [_mutate(rng, rng.choice(seeds)) for _ in range(20_000)]
+    parsed = 0
+    for frame in frames:
+        with contextlib.suppress(LlmosError):
+            parsed += len(parse_frame(frame, Limits()))
+    with target_node("--max-spawned", "8") as node:
+        before = node.stats()
+        with attacker(node.address, rcvhwm=100_000) as sock:
+            for frame in frames:
+                sock.send(frame)
+                while sock.poll(0):
+                    sock.recv()  # a peer that reads what it is sent
+            sock.send(pack_frame([ask_item(999_999, packb("last"))]))
+            assert answer_to(sock, 999_999, timeout=60)[0] == REPLY
+        node.check("20,000 mutated frames")
+        after = node.stats()
+        seen = (after["frames_in"] + after["bad_frames"]) - (
+            before["frames_in"] + before["bad_frames"]
+        )
+        assert seen >= len(frames) + 1, "every frame was read and counted"
+        assert after["items_in"] - before["items_in"] >= parsed + 1, "every item was counted"
+        log = node.finish()
+    assert tracebacks(log) == 0, log[-3000:]

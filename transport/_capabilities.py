@@ -47,6 +47,7 @@ class Quotas:
     Attributes:
         max_spawned: live actors one peer may have spawned here.
         max_pending: requests of one peer in progress here (asks queued or running, spawns).
+        max_watches: watches one peer may hold on actors here.
         max_queued_bytes: bytes of answers and notices queued here for one peer that does not
             read them; past it, further answers to that peer are dropped and counted.
         max_notices: notices (answers to bad frames and items) sent to one peer per
@@ -61,9 +62,10 @@ class Quotas:
 
     max_spawned: int = 256
     max_pending: int = 8192
+    max_watches: int = 4096
     max_queued_bytes: int = 32 * 1024 * 1024
     max_notices: int = 64
-    max_peers: int = 256
+    max_peers: int = 128
     peer_idle: float = 60.0
     log_interval: float = 5.0
 
@@ -186,6 +188,7 @@ class Account:
         "refused",
         "since_log",
         "spawned",
+        "watches",
     )
 
     def __init__(self, ident: bytes) -> None:
@@ -200,6 +203,7 @@ class Account:
         self.since_log = 0
         self.last_log = -1e9
         self.last_seen = _monotonic()
+        self.watches = 0
 
     def allow_notice(self, quotas: Quotas, now: float) -> bool:
         if now - self.notice_window >= quotas.log_interval:

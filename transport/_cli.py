@@ -17,12 +17,14 @@ from types import FrameType
 from typing import Any
 
 from llmos.actors import Actor, LlmosError, stop_all
+from llmos.transport._capabilities import Quotas
 from llmos.transport._node import Node, Spawner
 from llmos.transport._security import generate_keys
 
 __all__ = ["NODE_SERVICE", "NodeService", "build_parser", "node_main"]
 
 NODE_SERVICE = "llmos.node"
+_QUOTAS = Quotas()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,6 +69,27 @@ def build_parser() -> argparse.ArgumentParser:
         default="spawned",
         help="which actors a peer may stop here: those it spawned (default), any, or none; "
         "system actors (the kernel, supervisors, pools) never",
+    )
+    parser.add_argument(
+        "--max-peers",
+        type=int,
+        default=_QUOTAS.max_peers,
+        metavar="N",
+        help=f"most peer nodes this node connects to at a time (default {_QUOTAS.max_peers})",
+    )
+    parser.add_argument(
+        "--max-spawned",
+        type=int,
+        default=_QUOTAS.max_spawned,
+        metavar="N",
+        help=f"most live actors one peer may spawn here (default {_QUOTAS.max_spawned})",
+    )
+    parser.add_argument(
+        "--max-pending",
+        type=int,
+        default=_QUOTAS.max_pending,
+        metavar="N",
+        help=f"most requests of one peer in progress here (default {_QUOTAS.max_pending})",
     )
     parser.add_argument(
         "--import",
@@ -149,6 +172,11 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
             peer_keys=peer_keys,
             allow_spawn=args.allow_spawn,
             remote_stop=args.remote_stop,
+            quotas=Quotas(
+                max_peers=args.max_peers,
+                max_spawned=args.max_spawned,
+                max_pending=args.max_pending,
+            ),
             insecure=args.insecure,
             heartbeat=args.heartbeat,
             advertise=args.advertise,

@@ -114,6 +114,13 @@ class Client:
                 reply.set_exception(type(error)(*error.args))
         peer.doomed = keep
 
+    def fail_pending(self, peer: Peer, text: str) -> None:
+        """Fail the requests still pending on a peer the node forgot (reaped or evicted)."""
+        with peer.lock:
+            pending, peer.pending = peer.pending, {}
+        for reply in pending.values():
+            reply.set_exception(NodeUnreachable(text))
+
     def undelivered(self, peer: Peer, name: str, payload: bytes, reason: str) -> None:
         self.counters.undelivered_tells += 1
         try:

@@ -96,6 +96,7 @@ class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
         self.woken = False  # a wake-up is already on its way: do not write the eventfd again
         self.closing = False
         self._stalled: list[tuple[bytes, bytes, float, int]] = []
+        self._stalled_bytes: dict[bytes, int] = {}  # bytes of _stalled, per asker
         self._poller = zmq.Poller()
         self._handlers: dict[Any, tuple[Callable[[Any], None], Any]] = {}
         self._started = threading.Event()

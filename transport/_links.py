@@ -25,7 +25,7 @@ from zmq.utils.monitor import recv_monitor_message
 
 from llmos.actors import AuthError, NodeUnreachable, TransportError
 from llmos.transport._frames import PING, TELL, Limits, pack_frame
-from llmos.transport._peer import CONNECTING, DOWN, UP, Counters, Peer
+from llmos.transport._peer import CONNECTING, DOWN, UP, Counters, Peer, idle
 from llmos.transport._security import ZAP_DOMAIN
 
 if TYPE_CHECKING:
@@ -234,6 +234,9 @@ class PeerLinks:
 
     def _flush_peer(self, peer: Peer) -> None:
         peer.queued = False
+        if peer.reaped:  # forgotten meanwhile: never reopen its socket
+            self.retire(peer)
+            return
         if peer.state == DOWN:
             self.node.client.drop_outbox(peer)
             return
@@ -282,6 +285,16 @@ class PeerLinks:
         self.counters.frames_out += 1
         return True
 
+    def _reap(self, peer: Peer) -> None:
+        """Close and forget an idle peer (it reconnects when a ref uses it again)."""
+        with self.node._peers_lock:
+            if self.node.peers.get(peer.address) is not peer:
+                return
+            del self.node.peers[peer.address]
+            peer.reaped = True
+        self.counters.peers_reaped += 1
+        self.retire(peer)
+
     def _send_ping(self, peer: Peer) -> None:
         sock = peer.socket
         if sock is None or peer.stalled is not None:
@@ -326,6 +339,12 @@ class PeerLinks:
             self._open_peer(peer)
         peer.room.set()
 
+    def retire(self, peer: Peer) -> None:
+        """Close a peer the node forgot (reaped or evicted): queued tells to dead letters."""
+        self._close_peer(peer)
+        self.node.client.drop_outbox(peer)
+        self.node.client.fail_pending(peer, f"node {peer.address} was closed to make room")
+
     def mark_up(self, peer: Peer) -> None:
         with peer.lock:
             if peer.state == UP:
@@ -336,7 +355,11 @@ class PeerLinks:
         log.info("node %s is up", peer.address)
 
     def _tick(self, now: float) -> None:
+        quotas = self.node.quotas
         for peer in list(self.node.peers.values()):
+            if now - peer.used > quotas.peer_idle and idle(peer):
+                self._reap(peer)
+                continue
             if peer.doomed:
                 self.node.client.fail_doomed(peer, now)
             if peer.socket is None:

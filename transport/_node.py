@@ -332,6 +332,8 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             refusals=c.refusals,
             quota_refusals=c.quota_refusals,
             notices_withheld=c.notices_withheld,
+            peers_reaped=c.peers_reaped,
+            peers_evicted=c.peers_evicted,
         )
 
     def close(self, timeout: float = 5.0) -> None:

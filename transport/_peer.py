@@ -12,11 +12,12 @@ import collections
 import dataclasses
 import threading
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from llmos.actors import ActorRef, Reply, TransportError
 
-__all__ = ["CONNECTING", "DOWN", "UP", "Counters", "NodeStats", "Peer"]
+__all__ = ["CONNECTING", "DOWN", "UP", "Counters", "NodeStats", "Peer", "idle", "least_needed"]
 
 CONNECTING = "connecting"
 UP = "up"
@@ -46,6 +47,7 @@ class Peer:
         "outbox",
         "pending",
         "queued",
+        "reaped",
         "retry_at",
         "room",
         "server_key",
@@ -54,6 +56,7 @@ class Peer:
         "stalled",
         "state",
         "up_event",
+        "used",
         "watches",
     )
 
@@ -79,6 +82,8 @@ class Peer:
         self.generation = 0  # counts the sockets opened to this peer
         self.monitor: Any = None
         self.stalled: bytes | None = None
+        self.used = self.since  # when a ref last sent through it (idle peers are reaped)
+        self.reaped = False  # closed and forgotten by the node: refs look the address up again
 
     def down_error(self) -> TransportError:
         """A fresh error saying why the peer is down (raised in the caller's thread)."""
@@ -91,6 +96,25 @@ class Peer:
 
     def __repr__(self) -> str:
         return f"<Peer {self.address} {self.state}>"
+
+
+def idle(peer: Peer) -> bool:
+    """Nothing depends on the peer: no request pending, no watch, nothing queued."""
+    return (
+        not peer.pending
+        and not peer.doomed
+        and not peer.watches
+        and not peer.outbox
+        and peer.stalled is None
+    )
+
+
+def least_needed(peers: Iterable[Peer]) -> Peer | None:
+    """The peer to close first when the node needs room for another: one that is not up and
+    has nothing pending or watched (its queued tells go to dead letters), the longest unused
+    first; None when every peer is up or in use."""
+    candidates = [p for p in peers if p.state != UP and not p.pending and not p.watches]
+    return min(candidates, key=lambda p: p.used, default=None)
 
 
 class Counters:
@@ -108,6 +132,8 @@ class Counters:
         "late_replies",
         "notices",
         "notices_withheld",
+        "peers_evicted",
+        "peers_reaped",
         "quota_refusals",
         "refusals",
         "undelivered_tells",
@@ -125,6 +151,8 @@ class Counters:
         self.late_replies = 0
         self.notices = 0
         self.notices_withheld = 0
+        self.peers_evicted = 0
+        self.peers_reaped = 0
         self.quota_refusals = 0
         self.refusals = 0
         self.undelivered_tells = 0
@@ -161,6 +189,9 @@ class NodeStats:
             may not make, a spawn not on the allowlist, a local-only message).
         quota_refusals: requests refused because the peer was over one of its quotas.
         notices_withheld: notices not sent to a peer over its notice quota (counted instead).
+        peers_reaped: idle peers closed and forgotten (``Quotas.peer_idle``).
+        peers_evicted: peers not up and not in use, closed to make room for a new one within
+            ``Quotas.max_peers`` (their queued tells went to dead letters).
     """
 
     address: str
@@ -184,3 +215,5 @@ class NodeStats:
     refusals: int = 0
     quota_refusals: int = 0
     notices_withheld: int = 0
+    peers_reaped: int = 0
+    peers_evicted: int = 0

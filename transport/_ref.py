@@ -35,6 +35,9 @@ __all__ = ["Callback", "QuietRef", "RemoteRef", "check_timeout"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
+_LOG_INTERVAL = 5.0
+_unnotified = 0
+_last_unnotified_log = -1e9
 
 
 def check_timeout(timeout: float | None) -> float:
@@ -89,8 +92,9 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
         via = self._via
         payload = via.encode_message(message)
         peer = self._peer
-        if peer is None:
+        if peer is None or peer.reaped:
             peer = self._peer = via.peer(self.node or "")
+        peer.used = _monotonic()
         if peer.state == DOWN:
             via.tell_down(peer, self.name, payload)
             return
@@ -103,9 +107,10 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
         via = self._via
         payload = via.encode_message(message)
         peer = self._peer
-        if peer is None:
+        if peer is None or peer.reaped:
             peer = self._peer = via.peer(self.node or "")
-        reply = Reply(_monotonic() + span, self, span)
+        peer.used = now = _monotonic()
+        reply = Reply(now + span, self, span)
         via.send_to(peer, ASK, self.name, payload, reply)
         return reply
 
@@ -173,7 +178,17 @@ class QuietRef(ActorRef):  # type: ignore[misc,unused-ignore]
         try:
             self._inner.tell(message)
         except LlmosError as exc:
-            log.info("could not notify watcher %s: %s", self._inner.address, exc)
+            global _unnotified, _last_unnotified_log
+            _unnotified += 1
+            now = _monotonic()
+            if now - _last_unnotified_log > _LOG_INTERVAL:  # never a line per failed watcher
+                _last_unnotified_log = now
+                log.info(
+                    "could not notify watcher %s: %s (%d watchers not notified so far)",
+                    self._inner.address,
+                    exc,
+                    _unnotified,
+                )
 
     def ask(self, message: Any, timeout: float | None = None) -> Reply:
         return self._inner.ask(message, timeout)

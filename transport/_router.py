@@ -44,6 +44,7 @@ class RouterSide:
     woken: bool
     closing: bool
     _stalled: list[tuple[bytes, bytes, float, int]]
+    _stalled_bytes: dict[bytes, int]
 
     wake: Callable[[], None]  # IOLoop's
 
@@ -80,6 +81,7 @@ class RouterSide:
         now = _monotonic()
         if self._stalled:
             stalled, self._stalled = self._stalled, []
+            self._stalled_bytes.clear()
             for ident, frame, give_up, count in stalled:
                 if now > give_up:
                     self.counters.dropped_replies += count
@@ -114,6 +116,12 @@ class RouterSide:
             SEND(router, ident, SNDMORE_NOBLOCK)
             SEND(router, frame, NOBLOCK, len(frame) < 65536)  # copy small frames
         except zmq.Again:
+            held = self._stalled_bytes.get(ident, 0) + len(frame)
+            if held > self.node.quotas.max_queued_bytes:
+                # An asker that does not read its answers holds at most this much here.
+                self.counters.dropped_replies += count
+                return False
+            self._stalled_bytes[ident] = held
             self._stalled.append((ident, frame, give_up, count))
             return False
         except zmq.ZMQError as exc:

@@ -22,9 +22,10 @@ from llmos.actors import (
     TransportError,
 )
 from llmos.actors._cell import lookup as _lookup_cell
-from llmos.transport._errors import PeerBusy
+from llmos.transport._capabilities import Quotas
+from llmos.transport._errors import PeerBusy, QuotaExceeded
 from llmos.transport._frames import PING, UNWATCH, WATCH
-from llmos.transport._peer import DOWN, Peer
+from llmos.transport._peer import DOWN, Counters, Peer, least_needed
 from llmos.transport._ref import RemoteRef, check_timeout
 
 if TYPE_CHECKING:
@@ -59,6 +60,8 @@ class Sending:
     max_payload: int
     send_timeout: float
     heartbeat: float
+    quotas: Quotas
+    counters: Counters
     codec: Codec
     client: Client
     io: IOLoop
@@ -113,10 +116,29 @@ class Sending:
                         f"a CURVE key is known for {address} but this node has no key pair; "
                         "create the Node with keys="
                     )
+                if len(self.peers) >= self.quotas.max_peers:
+                    self._make_room()
                 peer = Peer(address, key)
                 self.peers[address] = peer
                 self.io.post(peer, [PING, 0, b""])  # a first PING opens the connection
         return peer
+
+    def _make_room(self) -> None:
+        """Close the least needed peer (not up, nothing pending or watched) for a new one.
+
+        Raises:
+            QuotaExceeded: every peer is up or in use (``Quotas.max_peers``).
+        """
+        victim = least_needed(list(self.peers.values()))
+        if victim is None:
+            raise QuotaExceeded(
+                f"node {self.name} already holds {len(self.peers)} peers, all up or in use "
+                "(Quotas.max_peers); a ref to a new node cannot be used until one is released"
+            )
+        del self.peers[victim.address]
+        victim.reaped = True
+        self.counters.peers_evicted += 1
+        self.io.call(lambda: self.io.retire(victim))
 
     def wait_for_room(self, peer: Peer, block: bool) -> bool:
         if len(peer.outbox) < self.max_outbox:

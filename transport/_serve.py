@@ -265,7 +265,7 @@ class Server:
             watcher = self.node.codec.decode(item[2])
             if not isinstance(watcher, ActorRef):
                 raise FrameError("a watch item must carry the watcher's ref")
-            self._watch(item[1], watcher, op == WATCH)
+            self._watch(item[1], watcher, op == WATCH, account)
         else:
             raise FrameError(f"unknown item kind {op!r}")
 
@@ -437,16 +437,23 @@ class Server:
         cell.watch(Callback(f"stop-{rid}", lambda _msg: reply.set_result(True)))
         cell.request_stop()
 
-    def _watch(self, target: str, watcher: ActorRef, on: bool) -> None:
+    def _watch(self, target: str, watcher: ActorRef, on: bool, account: Account) -> None:
         cell = lookup(target)
         if not on:
             if cell is not None:
                 cell.unwatch(watcher)
+                account.watches = max(0, account.watches - 1)
             return
+        if account.watches >= self.quotas.max_watches:
+            raise QuotaExceeded(
+                f"this peer already holds {account.watches} watches on node "
+                f"{self.node.address} (Quotas.max_watches); unwatch some first"
+            )
         if cell is None:
             gone = self.node.remote_ref(target, self.node.address)
             QuietRef(watcher).tell(Terminated(gone, "no such actor"))
             return
+        account.watches += 1
         cell.watch(QuietRef(watcher))
 
     def _spawn(
