@@ -505,9 +505,9 @@ def test_raw_curve_client_with_unknown_key_is_refused(
 
 
 def test_without_a_running_authenticator_nobody_gets_in(monkeypatch: pytest.MonkeyPatch) -> None:
-    import llmos.transport._io as io_module
+    import llmos.transport._router as router_module
 
-    monkeypatch.setattr(io_module, "ZAP_ENDPOINT", "inproc://not-the-zap-endpoint")
+    monkeypatch.setattr(router_module, "ZAP_ENDPOINT", "inproc://not-the-zap-endpoint")
     server_keys, client_keys = KeyPair.generate(), KeyPair.generate()
     with Node(keys=server_keys, allow_keys=[client_keys.public], heartbeat=1) as server:
         Echo.start(name="echo")

@@ -55,7 +55,7 @@ class Client:
         counters.items_in += len(items)
         peer.last_heard = _monotonic()
         if peer.state != UP:
-            self.node.io.mark_up(peer)
+            peer.mark_up()
         for item in items:
             if type(item) is not list or len(item) != 3:
                 counters.bad_items += 1

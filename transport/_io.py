@@ -1,29 +1,24 @@
 """The I/O thread: the one thread that uses the node's ZeroMQ sockets.
 
 Socket rule (zmq_socket(3): sockets are not thread-safe): the I/O thread creates, reads,
-writes and closes every socket of the node (the ROUTER, one DEALER per peer with its monitor,
-the ZAP socket). No other thread ever touches a socket. Other threads hand it work through
-queues (a peer's outbox, the reply queue, :meth:`IOLoop.call`) and wake it through an eventfd,
-written only while it sleeps in ``poll`` (``sleeping``/``woken``), and it completes asks by
-settling their :class:`~llmos.actors.Reply`.
+writes and closes every socket of the node: the ROUTER and the ZAP socket
+(:mod:`llmos.transport._router`), one DEALER per peer with its monitor
+(:mod:`llmos.transport._links`). No other thread ever touches a socket. Other threads hand it
+work through the parts' queues (a peer's outbox, the reply queue) or :meth:`IOLoop.call`, and
+wake it through an eventfd, written only while it sleeps in ``poll`` (:meth:`IOLoop.wake_soon`).
 
-Each turn it polls the sockets (``zmq.Poller``: level-triggered on each socket's EVENTS), reads
-at most ``BURST`` frames from each ready socket so no peer starves the others, then packs
-everything already queued for one peer into as few frames as the limits allow, without waiting
-for more: batching is what makes tell throughput beat single sends. The ROUTER side (requests
-in, answers out) is :mod:`llmos.transport._router`; the dealers are
-:mod:`llmos.transport._links`.
-
-Sockets are configured against libzmq's defaults: ROUTER_MANDATORY (no silent loss to an
-unknown peer), IMMEDIATE on dealers (nothing queues toward a dead connection, so a reconnect
-never delivers a stale backlog), bounded LINGER, a short HANDSHAKE_IVL, MAXMSGSIZE, and
-deliberate high-water marks. Application heartbeats (PING/PONG) decide when a peer is down;
-socket monitor events make a lost connection or a refused key fail pending asks at once.
+:class:`IOLoop` knows nothing of peers or frames. Its parts register their sockets with a
+handler, and each adds a ``flush`` (run every turn, after the sockets' handlers), a ``due``
+(seconds until it needs a turn: 0 when it has work queued) and a ``tick`` (run every
+``interval``). Each turn it polls the sockets (``zmq.Poller``, level-triggered on each
+socket's EVENTS) and the eventfd, runs the handlers of the ready sockets, the calls, the
+flushes, and the ticks when due: everything already queued goes out in as few frames as the
+limits allow, without waiting for more (batching is what makes tell throughput beat single
+sends).
 """
 
 from __future__ import annotations
 
-import collections
 import ctypes
 import logging
 import math
@@ -31,24 +26,17 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import zmq
-
-from llmos.actors import AuthError, LlmosError, TransportError
-from llmos.transport._links import NOBLOCK, POLLIN, PeerLinks
-from llmos.transport._peer import Peer
-from llmos.transport._router import RouterSide
-from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT
-
-if TYPE_CHECKING:
-    from llmos.transport._node import Node
 
 __all__ = ["IOLoop"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
+_POLLIN = int(zmq.POLLIN)
 
 _STALL_RETRY = 0.005
 _ONE = (1).to_bytes(8, sys.byteorder)
@@ -76,50 +64,69 @@ def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
 _write_keeping_gil = _gil_keeping_write()
 
 
-class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
-    """Runs the node's sockets in one thread named ``llmos:io-<node name>``."""
+Handler = Callable[[Any], None]
+"""A socket's handler, called with the argument it was registered with."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.ctx: zmq.Context[Any] = node.context
-        self.limits = node.limits
-        self.heartbeat = node.heartbeat
-        self.interval = max(0.02, node.heartbeat / 4)
-        self.counters = node.counters
-        self.router: zmq.Socket[Any] | None = None
-        self.zap: zmq.Socket[Any] | None = None
-        self.address = ""
-        self.replies: collections.deque[tuple[bytes, list[Any], float]] = collections.deque()
-        self.ready: collections.deque[Peer] = collections.deque()
-        self.calls: collections.deque[Callable[[], None]] = collections.deque()
+
+class IOLoop:
+    """Runs the node's sockets in one thread named ``llmos:io-<name>``.
+
+    Args:
+        name: the node's name (for the thread and the logs).
+        interval: seconds between ticks (heartbeats and timers of the parts).
+    """
+
+    def __init__(self, name: str, interval: float) -> None:
+        self.name = name
+        self.interval = interval
         self.sleeping = False  # True while the thread is (about to be) blocked in poll
         self.woken = False  # a wake-up is already on its way: do not write the eventfd again
         self.closing = False
-        self._stalled: list[tuple[bytes, bytes, float, int]] = []
-        self._stalled_bytes: dict[bytes, int] = {}  # bytes of _stalled, per asker
+        self.calls: deque[Callable[[], None]] = deque()
+        self._flushes: list[Callable[[float], None]] = []
+        self._dues: list[Callable[[], float]] = []
+        self._ticks: list[Callable[[float], None]] = []
         self._poller = zmq.Poller()
-        self._handlers: dict[Any, tuple[Callable[[Any], None], Any]] = {}
+        self._handlers: dict[Any, tuple[Handler, Any]] = {}
         self._started = threading.Event()
         self._start_error: BaseException | None = None
+        self._setup: Callable[[], object] = _nothing
+        self._teardown: Callable[[], None] = _nothing
         if hasattr(os, "eventfd"):
             self._wake_r = self._wake_w = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         else:  # pragma: no cover - non-Linux
             self._wake_r, self._wake_w = os.pipe()
             os.set_blocking(self._wake_r, False)
             os.set_blocking(self._wake_w, False)
-        self.thread = threading.Thread(target=self._run, name=f"llmos:io-{node.name}", daemon=True)
+        self.thread = threading.Thread(target=self._run, name=f"llmos:io-{name}", daemon=True)
+
+    # -- set-up, before start -------------------------------------------------------------
+
+    def add_part(
+        self,
+        flush: Callable[[float], None],
+        due: Callable[[], float],
+        tick: Callable[[float], None] | None = None,
+    ) -> None:
+        """Have ``flush(now)`` run every turn, and ``tick(now)`` every ``interval``;
+        ``due()`` says how soon the part needs a turn (0: now, ``inf``: not before a tick)."""
+        self._flushes.append(flush)
+        self._dues.append(due)
+        if tick is not None:
+            self._ticks.append(tick)
 
     # -- called from any thread ---------------------------------------------------------
 
-    def start(self) -> str:
-        """Start the thread; bind; return the bound endpoint or raise what binding raised."""
+    def start(self, setup: Callable[[], object], teardown: Callable[[], None]) -> None:
+        """Start the thread, which runs ``setup`` first (opening and registering sockets) and
+        ``teardown`` last; raise what ``setup`` raised."""
+        self._setup, self._teardown = setup, teardown
         self.thread.start()
         self._started.wait()
         if self._start_error is not None:
             self.thread.join()
             self._close_wake()
             raise self._start_error
-        return self.address
 
     def wake(self) -> None:
         """Wake the thread from ``poll`` (a full eventfd is already signalled; a closed one
@@ -132,12 +139,8 @@ class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
         except OSError:
             pass
 
-    def post(self, peer: Peer, item: list[Any]) -> None:
-        """Queue an item for a peer (the caller checked back-pressure)."""
-        peer.outbox.append(item)
-        if not peer.queued:
-            peer.queued = True
-            self.ready.append(peer)
+    def wake_soon(self) -> None:
+        """Wake the thread if it sleeps and no wake-up is on its way (after queueing work)."""
         if self.sleeping and not self.woken:
             self.woken = True
             self.wake()
@@ -152,7 +155,7 @@ class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
         self.wake()
         self.thread.join(timeout)
         if self.thread.is_alive():
-            log.error("I/O thread of %s did not stop within %.3g s", self.node.name, timeout)
+            log.error("I/O thread of %s did not stop within %.3g s", self.name, timeout)
         else:
             self._close_wake()
 
@@ -163,14 +166,30 @@ class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
             except OSError:
                 pass
 
+    # -- the I/O thread: sockets ------------------------------------------------------------
+
+    def register(self, sock: Any, handler: Handler, arg: Any = None) -> None:
+        """Poll ``sock`` for input and call ``handler(arg)`` when it is ready."""
+        self._poller.register(sock, _POLLIN)
+        self._handlers[sock] = (handler, arg)
+
+    def modify(self, sock: Any, events: int) -> None:
+        """Poll ``sock`` for these events instead (POLLOUT too, while a frame waits for room)."""
+        self._poller.modify(sock, events)
+
+    def unregister(self, sock: Any) -> None:
+        self._poller.unregister(sock)
+        self._handlers.pop(sock, None)
+
     # -- the thread ---------------------------------------------------------------------
 
     def _run(self) -> None:
         try:
+            self.register(self._wake_r, self._on_wake)
             self._setup()
         except BaseException as exc:
             self._start_error = exc
-            self._teardown(0)
+            self._run_teardown()
             self._started.set()
             return
         self._started.set()
@@ -182,70 +201,33 @@ class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
                 except zmq.ContextTerminated:
                     raise
                 except Exception:  # a bug must not silently end the node: log, go on
-                    log.exception("node %s: error in the I/O thread", self.node.name)
+                    log.exception("node %s: error in the I/O thread", self.name)
                     time.sleep(_STALL_RETRY)  # never a hot loop of failures
         except BaseException:
-            log.exception("the I/O thread of node %s crashed; the node is closing", self.node.name)
+            log.exception("the I/O thread of node %s crashed; the node is closing", self.name)
             self.closing = True
         finally:
-            self._teardown(self.node.close_linger)
+            self._run_teardown()
 
-    def _setup(self) -> None:
-        node = self.node
-        self._poller.register(self._wake_r, POLLIN)
-        self._handlers[self._wake_r] = (self._on_wake, None)
-        if node.keys is not None:
-            zap = self.ctx.socket(zmq.REP)
-            zap.linger = 0
-            self.zap = zap
-            try:
-                zap.bind(ZAP_ENDPOINT)
-            except zmq.ZMQError as exc:
-                raise AuthError(
-                    "another node in this process already runs a ZAP authenticator on this "
-                    "ZeroMQ context; give each secure node its own context (the default)"
-                ) from exc
-            self._poller.register(zap, POLLIN)
-            self._handlers[zap] = (self._on_zap, None)
-        router = self.ctx.socket(zmq.ROUTER)
-        self.router = router
-        self.configure(router)
-        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if node.keys is not None:
-            router.curve_secretkey = node.keys.secret
-            router.curve_publickey = node.keys.public
-            router.curve_server = True
-            router.zap_domain = ZAP_DOMAIN
-            router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
-        if node.bind.startswith("tcp://["):
-            router.ipv6 = True
+    def _run_teardown(self) -> None:
         try:
-            router.bind(node.bind)
-        except zmq.ZMQError as exc:
-            raise TransportError(
-                f"cannot bind {node.bind}: {exc}; pick another address or port (port 0 picks a "
-                "free one)"
-            ) from exc
-        self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
-        self._poller.register(router, POLLIN)
-        self._handlers[router] = (self._on_router, None)
+            self._teardown()
+        except Exception:
+            log.exception("node %s: error while closing its sockets", self.name)
+
+    def _due(self) -> float:
+        return min((due() for due in self._dues), default=math.inf)
 
     def _turn(self, next_tick: float) -> float:
-        busy = self.ready or self.replies or self.calls
-        timeout = 0 if busy else max(0.0, next_tick - _monotonic())
-        if self._stalled:
-            timeout = min(timeout, _STALL_RETRY)
+        timeout = min(self._due(), max(0.0, next_tick - _monotonic()))
         # Until this thread holds the GIL again after poll, senders still see it sleeping;
         # ``woken`` keeps them from writing the eventfd once per message meanwhile.
         self.woken = False
         self.sleeping = True
-        if not busy and (self.ready or self.replies or self.calls):
+        if timeout > 0 and (self.calls or self._due() == 0):
             timeout = 0  # queued between the check above and the flag
         events = self._poller.poll(math.ceil(timeout * 1000))
         self.sleeping = False
-        return self._work(events, next_tick)
-
-    def _work(self, events: list[tuple[Any, int]], next_tick: float) -> float:
         handlers = self._handlers
         for target, _event in events:
             entry = handlers.get(target)
@@ -256,7 +238,7 @@ class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
             except zmq.ContextTerminated:
                 raise
             except Exception:  # one failing socket must not keep the others waiting
-                log.exception("node %s: error while handling socket events", self.node.name)
+                log.exception("node %s: error while handling socket events", self.name)
         calls = self.calls
         while calls:
             fn = calls.popleft()
@@ -264,14 +246,12 @@ class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
                 fn()
             except Exception:
                 log.exception("I/O call failed")
-        ready = self.ready
-        while ready:
-            self._flush_peer(ready.popleft())
-        if self.replies or self._stalled:
-            self._flush_replies()
         now = _monotonic()
+        for flush in self._flushes:
+            flush(now)
         if now >= next_tick:
-            self._tick(now)
+            for tick in self._ticks:
+                tick(now)
             next_tick = now + self.interval
         return next_tick
 
@@ -281,42 +261,6 @@ class IOLoop(RouterSide, PeerLinks):  # type: ignore[misc,unused-ignore]
         except (BlockingIOError, OSError):
             pass
 
-    def _on_zap(self, _: Any) -> None:
-        zap = self.zap
-        handler = self.node.zap_handler
-        assert zap is not None and handler is not None
-        while True:
-            try:
-                request = zap.recv_multipart(NOBLOCK)
-            except zmq.Again:
-                return
-            try:
-                answer = handler.handle(request)
-            except Exception:  # fail closed
-                log.exception("the ZAP handler failed; refusing the client")
-                answer = [
-                    b"1.0",
-                    request[1] if len(request) > 1 else b"",
-                    b"500",
-                    b"error",
-                    b"",
-                    b"",
-                ]
-            zap.send_multipart(answer)
 
-    # -- shutdown -------------------------------------------------------------------------
-
-    def _teardown(self, linger: float) -> None:
-        linger_ms = max(0, int(linger * 1000))
-        try:
-            if self.router is not None and (self.replies or self._stalled):
-                self._flush_replies()
-        except (zmq.ZMQError, LlmosError):
-            pass
-        self.node.client.fail_all(f"node {self.node.name} was closed")
-        for peer in list(self.node.peers.values()):
-            self._close_peer(peer, linger_ms)
-        for sock in (self.router, self.zap):
-            if sock is not None:
-                sock.close(linger_ms if sock is self.router else 0)
-        self.router = self.zap = None
+def _nothing() -> None:
+    pass

@@ -1,67 +1,44 @@
 """The node's connections to its peers: one DEALER socket per peer, and its life cycle.
 
-Part of the I/O thread (:class:`~llmos.transport._io.IOLoop` mixes this in); everything here
-runs in the I/O thread, but :meth:`PeerLinks.mark_up` and :meth:`PeerLinks.mark_down` take the
-peer's lock for the state that callers read. A dealer has ``IMMEDIATE`` set, so
-nothing queues toward a connection that is not up: what callers queue waits in the peer's
-outbox, and a frame libzmq refuses (high-water mark reached) is kept as the peer's stalled
-frame until the socket is writable.
+:class:`Links` runs in the I/O thread (it is one of the :class:`~llmos.transport._io.IOLoop`'s
+parts), except :meth:`Links.post`, which any thread calls to queue an item for a peer. A
+dealer has ``IMMEDIATE`` set, so nothing queues toward a connection that is not up: what
+callers queue waits in the peer's outbox, and a frame libzmq refuses (high-water mark reached)
+is kept as the peer's stalled frame until the socket is writable.
 A peer is marked down when it misses heartbeats, when its connection is lost, or when the
-security handshake fails; that fails its pending requests at once, and the socket is replaced
-by a fresh one, so nothing queued for the old connection is ever delivered late.
+security handshake fails; that fails its pending requests, and the socket is replaced by a
+fresh one, so nothing queued for the old connection is ever delivered late.
 """
 
 from __future__ import annotations
 
+import collections
 import logging
 import math
+import threading
 import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import zmq
-import zmq.backend
 from zmq.utils.monitor import recv_monitor_message
 
 from llmos.actors import AuthError, NodeUnreachable, TransportError
 from llmos.transport._frames import PING, TELL, Limits, pack_frame
-from llmos.transport._peer import CONNECTING, DOWN, UP, Counters, Peer, idle
-from llmos.transport._security import ZAP_DOMAIN
+from llmos.transport._io import IOLoop
+from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, idle
+from llmos.transport._security import KeyPair
+from llmos.transport._sockets import BATCH_BYTES, BURST, NOBLOCK, POLLIN, POLLOUT, SEND, configure
 
 if TYPE_CHECKING:
-    from llmos.transport._node import Node
+    from llmos.transport._capabilities import Quotas
+    from llmos.transport._client import Client
 
-__all__ = [
-    "AUTH_RETRY",
-    "BATCH_BYTES",
-    "BURST",
-    "HWM",
-    "ITEM_BURST",
-    "NOBLOCK",
-    "POLLIN",
-    "POLLOUT",
-    "SEND",
-    "SOCKET_BUFFER",
-    "PeerLinks",
-]
+__all__ = ["AUTH_RETRY", "Links"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 
-# Frames queued per connection and direction. A frame batches up to max_items items or about
-# BATCH_BYTES, so a stalled peer holds at most about HWM * BATCH_BYTES (16 MiB) in libzmq's
-# pipe (more only for single messages larger than that); the outbox in front of it is bounded
-# by Node.max_outbox, so a peer that cannot keep up turns into PeerBusy for its senders.
-# libzmq's flow control sends a command between a socket and its I/O thread every HWM / 2
-# messages each way, and each command wakes a thread (with HWM 16, one ask in eight paid for
-# an extra wake-up on each side: 10-20 us per ask on average on a 2-vCPU VM).
-HWM = 128
-ROUTER_HWM = 32
-BATCH_BYTES = 128 * 1024
-SOCKET_BUFFER = 128 * 1024  # bytes of kernel send and receive buffer per connection
 AUTH_RETRY = 5.0  # seconds before reconnecting to a peer that refused our CURVE key
-BURST = 64  # frames read from one socket per turn, so no peer starves the others
-ITEM_BURST = 2048  # items of frames read from the ROUTER per turn, before answers go out
 _MONITORED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -70,58 +47,76 @@ _MONITORED = (
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
 _PING_FRAME = pack_frame([[PING, 0, b""]])
-# pyzmq's constants are enum flags; combining a plain int with one goes through the enum
-# machinery (several microseconds per ``&``), so the hot paths use plain ints.
-POLLIN = int(zmq.POLLIN)
-POLLOUT = int(zmq.POLLOUT)
-NOBLOCK = int(zmq.NOBLOCK)
-# The socket's own send, without pyzmq's Python-level wrapper (which only adds the DRAFT
-# routing_id and group arguments): a third less per call on the hot paths.
-SEND: Callable[..., Any] = zmq.backend.Socket.send
 
 
-class PeerLinks:
-    """Dealer sockets to peers: open, flush, ping, watch events, mark up or down."""
+class Links:
+    """Dealer sockets to peers: open, flush, ping, watch events, mark down, reap.
 
-    node: Node
-    ctx: zmq.Context[Any]
-    limits: Limits
-    heartbeat: float
-    interval: float
-    counters: Counters
-    _poller: zmq.Poller
-    _handlers: dict[Any, tuple[Callable[[Any], None], Any]]
+    Args:
+        io: the I/O loop whose thread runs these sockets.
+        context: the ZeroMQ context the dealers are made in.
+        peers: the node's peer table (address -> Peer), shared with the node under
+            ``peers_lock``.
+        client: what handles answers from peers and the work of a lost peer.
+        keys: this node's CURVE key pair, used toward peers with a known server key.
+    """
 
-    def configure(self, sock: zmq.Socket[Any]) -> None:
-        """The options every socket of the node gets (ROUTER and dealers).
+    def __init__(
+        self,
+        io: IOLoop,
+        context: zmq.Context[Any],
+        peers: dict[str, Peer],
+        peers_lock: threading.Lock,
+        client: Client,
+        *,
+        keys: KeyPair | None,
+        limits: Limits,
+        counters: Counters,
+        quotas: Quotas,
+        heartbeat: float,
+        clock_skew: float,
+        max_outbox: int,
+    ) -> None:
+        self.io = io
+        self.ctx = context
+        self.peers = peers
+        self.peers_lock = peers_lock
+        self.client = client
+        self.keys = keys
+        self.limits = limits
+        self.counters = counters
+        self.quotas = quotas
+        self.heartbeat = heartbeat
+        self.interval = io.interval
+        self.clock_skew = clock_skew
+        self.max_outbox = max_outbox
+        self.ready: collections.deque[Peer] = collections.deque()
+        io.add_part(self.flush, self.due, self.tick)
 
-        No ZMTP heartbeats: libzmq's heartbeat timer can fire on an engine whose connection
-        dropped while its input was stopped (a peer that flooded, then vanished) and abort the
-        process (``!_io_error`` in stream_engine_base.cpp). Liveness is the node's own
-        PING/PONG; TCP keepalive lets the kernel drop connections to vanished hosts.
-        A connection that has not completed its ZMTP 3 handshake within HANDSHAKE_IVL is
-        closed; the ROUTER sets a ZAP domain on every node, keyed or not, so that libzmq also
-        refuses ZMTP 1.0 peers at once (they have no handshake to time out).
-        """
-        hb_ms = max(1, int(self.heartbeat * 1000))
-        sock.linger = 0
-        sock.sndhwm = HWM
-        sock.rcvhwm = HWM
-        # Bounded kernel buffers too: what waits ahead of a heartbeat stays small, and a peer
-        # that stops reading stalls its senders quickly (they then see PeerBusy).
-        sock.setsockopt(zmq.SNDBUF, SOCKET_BUFFER)
-        sock.setsockopt(zmq.RCVBUF, SOCKET_BUFFER)
-        sock.setsockopt(zmq.MAXMSGSIZE, self.limits.max_frame + 1024)
-        sock.setsockopt(zmq.TCP_KEEPALIVE, 1)
-        sock.setsockopt(zmq.TCP_KEEPALIVE_IDLE, max(1, math.ceil(self.heartbeat)))
-        sock.setsockopt(zmq.TCP_KEEPALIVE_INTVL, 1)
-        sock.setsockopt(zmq.TCP_KEEPALIVE_CNT, 3)
-        sock.setsockopt(zmq.HANDSHAKE_IVL, max(200, hb_ms))
-        if sock.type == zmq.ROUTER:
-            sock.zap_domain = ZAP_DOMAIN
-            # What one connection may leave unread here (a peer that floods, then vanishes):
-            # ROUTER_HWM frames, plus the kernel's buffer.
-            sock.rcvhwm = ROUTER_HWM
+    # -- any thread -------------------------------------------------------------------------
+
+    def post(self, peer: Peer, item: list[Any]) -> None:
+        """Queue an item for a peer (the caller checked back-pressure)."""
+        peer.outbox.append(item)
+        if not peer.queued:
+            peer.queued = True
+            self.ready.append(peer)
+        self.io.wake_soon()
+
+    # -- the I/O thread -----------------------------------------------------------------------
+
+    def due(self) -> float:
+        """Seconds until this part needs a turn: 0 while peers have items queued."""
+        return 0.0 if self.ready else math.inf
+
+    def flush(self, _now: float) -> None:
+        ready = self.ready
+        while ready:
+            self._flush_peer(ready.popleft())
+
+    def close_all(self, linger_ms: int) -> None:
+        for peer in list(self.peers.values()):
+            self._close_peer(peer, linger_ms)
 
     def _on_dealer(self, peer: Peer) -> None:
         """The dealer is readable (or writable again, while a frame is stalled): read at most
@@ -129,7 +124,7 @@ class PeerLinks:
         sock = peer.socket
         if sock is None:
             return
-        handle = self.node.client.on_frame
+        handle = self.client.on_frame
         for _n in range(BURST):
             try:
                 data = sock.recv(NOBLOCK)  # a plain recv: recv_multipart costs 5x more
@@ -185,11 +180,11 @@ class PeerLinks:
 
     def _open_peer(self, peer: Peer) -> None:
         sock = self.ctx.socket(zmq.DEALER)
-        self.configure(sock)
+        configure(sock, self.limits, self.heartbeat)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 50)
         sock.setsockopt(zmq.RECONNECT_IVL_MAX, max(100, int(self.interval * 1000)))
-        keys = self.node.keys
+        keys = self.keys
         if peer.server_key is not None and keys is not None:
             sock.curve_serverkey = peer.server_key
             sock.curve_publickey = keys.public
@@ -208,21 +203,17 @@ class PeerLinks:
             return
         peer.socket, peer.monitor = sock, monitor
         peer.generation += 1
-        self._poller.register(sock, POLLIN)
-        self._poller.register(monitor, POLLIN)
-        self._handlers[sock] = (self._on_dealer, peer)
-        self._handlers[monitor] = (self._on_monitor, peer)
+        self.io.register(sock, self._on_dealer, peer)
+        self.io.register(monitor, self._on_monitor, peer)
 
     def _close_peer(self, peer: Peer, linger: int = 0) -> None:
         sock, monitor = peer.socket, peer.monitor
         peer.socket = peer.monitor = None
         peer.stalled = None
         if sock is not None:
-            self._poller.unregister(sock)
-            self._handlers.pop(sock, None)
+            self.io.unregister(sock)
         if monitor is not None:
-            self._poller.unregister(monitor)
-            self._handlers.pop(monitor, None)
+            self.io.unregister(monitor)
         if sock is not None:
             try:
                 sock.disable_monitor()
@@ -238,7 +229,7 @@ class PeerLinks:
             self.retire(peer)
             return
         if peer.state == DOWN:
-            self.node.client.drop_outbox(peer)
+            self.client.drop_outbox(peer)
             return
         if peer.socket is None:
             self._open_peer(peer)
@@ -248,7 +239,7 @@ class PeerLinks:
             if not self._send_dealer(peer, peer.stalled):
                 return
             peer.stalled = None
-            self._poller.modify(peer.socket, POLLIN)
+            self.io.modify(peer.socket, POLLIN)
             peer.last_heard = max(peer.last_heard, _monotonic())  # it drained: alive
         outbox = peer.outbox
         limits = self.limits
@@ -271,9 +262,9 @@ class PeerLinks:
             self.counters.items_out += len(items)
             if not self._send_dealer(peer, frame):
                 peer.stalled = frame  # resent when the socket has room again
-                self._poller.modify(peer.socket, POLLIN | POLLOUT)
+                self.io.modify(peer.socket, POLLIN | POLLOUT)
                 break
-        if not peer.room.is_set() and len(outbox) < self.node.max_outbox:
+        if not peer.room.is_set() and len(outbox) < self.max_outbox:
             peer.room.set()
 
     def _send_dealer(self, peer: Peer, frame: bytes) -> bool:
@@ -287,10 +278,10 @@ class PeerLinks:
 
     def _reap(self, peer: Peer) -> None:
         """Close and forget an idle peer (it reconnects when a ref uses it again)."""
-        with self.node._peers_lock:
-            if self.node.peers.get(peer.address) is not peer:
+        with self.peers_lock:
+            if self.peers.get(peer.address) is not peer:
                 return
-            del self.node.peers[peer.address]
+            del self.peers[peer.address]
             peer.reaped = True
         self.counters.peers_reaped += 1
         self.retire(peer)
@@ -323,13 +314,13 @@ class PeerLinks:
             pending, peer.pending = peer.pending, {}
             peer.up_event.clear()
         log.warning("node %s is down: %s", peer.address, text)
-        if silent and pending and self.node.clock_skew > 0:
-            peer.doomed.append((_monotonic() + 2 * self.node.clock_skew, pending, cls(text)))
+        if silent and pending and self.clock_skew > 0:
+            peer.doomed.append((_monotonic() + 2 * self.clock_skew, pending, cls(text)))
         else:
             for reply in pending.values():
                 reply.set_exception(cls(text))
-        self.node.client.drop_outbox(peer)
-        self.node.client.lost_watches(peer, text)
+        self.client.drop_outbox(peer)
+        self.client.lost_watches(peer, text)
         # A fresh socket: whatever libzmq still queues for the old connection is discarded.
         self._close_peer(peer)
         if cls is AuthError:
@@ -342,26 +333,18 @@ class PeerLinks:
     def retire(self, peer: Peer) -> None:
         """Close a peer the node forgot (reaped or evicted): queued tells to dead letters."""
         self._close_peer(peer)
-        self.node.client.drop_outbox(peer)
-        self.node.client.fail_pending(peer, f"node {peer.address} was closed to make room")
+        self.client.drop_outbox(peer)
+        self.client.fail_pending(peer, f"node {peer.address} was closed to make room")
 
-    def mark_up(self, peer: Peer) -> None:
-        with peer.lock:
-            if peer.state == UP:
-                return
-            peer.state = UP
-            peer.error = None
-        peer.up_event.set()
-        log.info("node %s is up", peer.address)
-
-    def _tick(self, now: float) -> None:
-        quotas = self.node.quotas
-        for peer in list(self.node.peers.values()):
+    def tick(self, now: float) -> None:
+        """Heartbeats, reaping idle peers, and failing requests whose time has come."""
+        quotas = self.quotas
+        for peer in list(self.peers.values()):
             if now - peer.used > quotas.peer_idle and idle(peer):
                 self._reap(peer)
                 continue
             if peer.doomed:
-                self.node.client.fail_doomed(peer, now)
+                self.client.fail_doomed(peer, now)
             if peer.socket is None:
                 if peer.state == DOWN and now >= peer.retry_at:
                     self._open_peer(peer)

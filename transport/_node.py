@@ -36,8 +36,10 @@ from llmos.transport._client import Client
 from llmos.transport._codec import Codec
 from llmos.transport._frames import LOOKUP, SPAWN, Limits
 from llmos.transport._io import IOLoop
+from llmos.transport._links import Links
 from llmos.transport._peer import DOWN, UP, Counters, NodeStats, Peer
 from llmos.transport._ref import RemoteRef, check_timeout
+from llmos.transport._router import Router
 from llmos.transport._security import (
     KeyPair,
     ZapHandler,
@@ -184,11 +186,39 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         self._pool_lock = threading.Lock()
         self._closed = False
         self.codec = Codec("", self._bind_ref, self.limits)
-        self.io = IOLoop(self)
+        self.io = IOLoop(self.name, max(0.02, self.heartbeat / 4))
+        self.router = Router(
+            self.io,
+            self.context,
+            bind,
+            keys=self.keys,
+            zap=self.zap_handler,
+            limits=self.limits,
+            counters=self.counters,
+            quotas=self.quotas,
+            heartbeat=self.heartbeat,
+            send_timeout=self.send_timeout,
+        )
         self.server = Server(self)
         self.client = Client(self)
+        self.links = Links(
+            self.io,
+            self.context,
+            self.peers,
+            self._peers_lock,
+            self.client,
+            keys=self.keys,
+            limits=self.limits,
+            counters=self.counters,
+            quotas=self.quotas,
+            heartbeat=self.heartbeat,
+            clock_skew=self.clock_skew,
+            max_outbox=self.max_outbox,
+        )
+        self.router.serve = self.server.on_frame
         try:
-            bound = self.io.start()
+            self.io.start(self.router.open, self._close_sockets)
+            bound = self.router.address
         except BaseException:
             if self._own_context:
                 self.context.term()
@@ -352,6 +382,14 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         if self._own_context and not self.io.thread.is_alive():
             self.context.term()  # bounded: every socket was closed with a linger <= 0.1 s
         log.info("node %s closed", self.name)
+
+    def _close_sockets(self) -> None:
+        """The I/O thread's last act: answers queued go out, what waits on peers fails, and
+        every socket closes (linger at most ``close_linger``)."""
+        linger_ms = max(0, int(self.close_linger * 1000))
+        self.router.close(linger_ms)  # sends the answers still queued first
+        self.client.fail_all(f"node {self.name} was closed")
+        self.links.close_all(linger_ms)
 
     # -- for refs, the server and the client ------------------------------------------------
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -18,6 +19,8 @@ from typing import Any
 from llmos.actors import ActorRef, Reply, TransportError
 
 __all__ = ["CONNECTING", "DOWN", "UP", "Counters", "NodeStats", "Peer", "idle", "least_needed"]
+
+log = logging.getLogger("llmos.transport")
 
 CONNECTING = "connecting"
 UP = "up"
@@ -84,6 +87,16 @@ class Peer:
         self.stalled: bytes | None = None
         self.used = self.since  # when a ref last sent through it (idle peers are reaped)
         self.reaped = False  # closed and forgotten by the node: refs look the address up again
+
+    def mark_up(self) -> None:
+        """The peer answered: it is up (any thread; the first answer after down logs it)."""
+        with self.lock:
+            if self.state == UP:
+                return
+            self.state = UP
+            self.error = None
+        self.up_event.set()
+        log.info("node %s is up", self.address)
 
     def down_error(self) -> TransportError:
         """A fresh error saying why the peer is down (raised in the caller's thread)."""

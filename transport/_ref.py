@@ -100,7 +100,7 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
             return
         if len(peer.outbox) >= via.max_outbox:
             via.wait_for_room(peer, True)
-        via.io.post(peer, [TELL, self.name, payload])
+        via.links.post(peer, [TELL, self.name, payload])
 
     def ask(self, message: Any, timeout: float | None = None) -> Reply:
         span = check_timeout(timeout)

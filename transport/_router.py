@@ -1,64 +1,168 @@
 """The node's ROUTER socket: requests that peers send in, and the answers that go back.
 
-Part of the I/O thread (:class:`~llmos.transport._io.IOLoop` mixes this in); everything here
-but :meth:`RouterSide.post_reply` runs in the I/O thread. The thread that completes an answer
-(the serving actor, usually) queues it; the I/O thread flushes the queue each turn, packing
-the answers for one asker into as few frames as the limits allow. A reply the ROUTER cannot
-take yet (the asker's queue is full) is retried until the send timeout, then dropped and
-counted.
+:class:`Router` is one of the :class:`~llmos.transport._io.IOLoop`'s parts: everything here
+but :meth:`Router.post_reply` runs in the I/O thread. The thread that completes an answer (the
+serving actor, usually) queues it; the I/O thread flushes the queue each turn, packing the
+answers for one asker into as few frames as the limits allow. A reply the ROUTER cannot take
+yet (the asker's queue is full) is retried until the send timeout, then dropped and counted.
+With CURVE keys the router also runs the ZAP socket that asks the node's allowlist about each
+client.
 """
 
 from __future__ import annotations
 
 import collections
 import errno
+import logging
+import math
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import zmq
 
+from llmos.actors import AuthError, TransportError
+from llmos.transport._capabilities import Quotas
 from llmos.transport._frames import Limits, pack_frame
-from llmos.transport._links import BURST, ITEM_BURST, NOBLOCK, SEND
+from llmos.transport._io import IOLoop
 from llmos.transport._peer import Counters
+from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT, KeyPair, ZapHandler
+from llmos.transport._sockets import BURST, ITEM_BURST, NOBLOCK, SEND, configure
 
-if TYPE_CHECKING:
-    from llmos.transport._node import Node
+__all__ = ["RCVMORE", "SNDMORE_NOBLOCK", "Router"]
 
-__all__ = ["RCVMORE", "SNDMORE_NOBLOCK", "RouterSide"]
-
+log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 RCVMORE = int(zmq.RCVMORE)
 SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
+STALL_RETRY = 0.005  # seconds between tries to send answers the ROUTER could not take
 
 
-class RouterSide:
-    """Reading requests from the ROUTER and sending answers through it."""
+class Router:
+    """The ROUTER socket: reads requests for ``serve``, sends answers.
 
-    node: Node
-    limits: Limits
-    counters: Counters
-    router: zmq.Socket[Any] | None
-    replies: collections.deque[tuple[bytes, list[Any], float]]
-    sleeping: bool
-    woken: bool
-    closing: bool
-    _stalled: list[tuple[bytes, bytes, float, int]]
-    _stalled_bytes: dict[bytes, int]
+    Args:
+        io: the I/O loop whose thread runs the socket.
+        context: the ZeroMQ context.
+        bind: the address to bind.
+        keys: this node's CURVE key pair, and ``zap`` the allowlist decision (both or
+            neither).
+        serve: handles one message of parts (the sender's identity, then the frame) and
+            returns how many items it held. Set before the loop starts.
+    """
 
-    wake: Callable[[], None]  # IOLoop's
+    def __init__(
+        self,
+        io: IOLoop,
+        context: zmq.Context[Any],
+        bind: str,
+        *,
+        keys: KeyPair | None,
+        zap: ZapHandler | None,
+        limits: Limits,
+        counters: Counters,
+        quotas: Quotas,
+        heartbeat: float,
+        send_timeout: float,
+    ) -> None:
+        self.io = io
+        self.ctx = context
+        self.bind = bind
+        self.keys = keys
+        self.zap_handler = zap
+        self.limits = limits
+        self.counters = counters
+        self.quotas = quotas
+        self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
+        self.serve: Callable[[Sequence[bytes]], int] = _unset
+        self.address = ""
+        self.router: zmq.Socket[Any] | None = None
+        self.zap: zmq.Socket[Any] | None = None
+        self.replies: collections.deque[tuple[bytes, list[Any], float]] = collections.deque()
+        self._stalled: list[tuple[bytes, bytes, float, int]] = []
+        self._stalled_bytes: dict[bytes, int] = {}  # bytes of _stalled, per asker
+        io.add_part(self.flush, self.due)
+
+    # -- any thread -------------------------------------------------------------------------
 
     def post_reply(self, ident: bytes, item: list[Any], deadline: float) -> None:
-        """Queue an answer to a peer that asked through our ROUTER socket (any thread)."""
+        """Queue an answer to a peer that asked through our ROUTER socket."""
         self.replies.append((ident, item, deadline))
-        if self.sleeping and not self.woken:
-            self.woken = True
-            self.wake()
+        self.io.wake_soon()
+
+    # -- the I/O thread -----------------------------------------------------------------------
+
+    def open(self) -> str:
+        """Bind (and start the ZAP socket with keys); return the bound endpoint.
+
+        Raises:
+            AuthError: another secure node of this context already runs a ZAP socket.
+            TransportError: the address cannot be bound.
+        """
+        if self.keys is not None:
+            zap = self.ctx.socket(zmq.REP)
+            zap.linger = 0
+            self.zap = zap
+            try:
+                zap.bind(ZAP_ENDPOINT)
+            except zmq.ZMQError as exc:
+                raise AuthError(
+                    "another node in this process already runs a ZAP authenticator on this "
+                    "ZeroMQ context; give each secure node its own context (the default)"
+                ) from exc
+            self.io.register(zap, self._on_zap)
+        router = self.ctx.socket(zmq.ROUTER)
+        self.router = router
+        configure(router, self.limits, self.heartbeat)
+        router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if self.keys is not None:
+            router.curve_secretkey = self.keys.secret
+            router.curve_publickey = self.keys.public
+            router.curve_server = True
+            router.zap_domain = ZAP_DOMAIN
+            router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
+        if self.bind.startswith("tcp://["):
+            router.ipv6 = True
+        try:
+            router.bind(self.bind)
+        except zmq.ZMQError as exc:
+            raise TransportError(
+                f"cannot bind {self.bind}: {exc}; pick another address or port (port 0 picks "
+                "a free one)"
+            ) from exc
+        self.address = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.io.register(router, self._on_router)
+        return self.address
+
+    def close(self, linger_ms: int) -> None:
+        """Send what is queued (best effort) and close the sockets."""
+        try:
+            if self.router is not None and (self.replies or self._stalled):
+                self.flush(_monotonic())
+        except (zmq.ZMQError, TransportError):
+            pass
+        for sock in (self.router, self.zap):
+            if sock is not None:
+                self.io.unregister(sock)
+                sock.close(linger_ms if sock is self.router else 0)
+        self.router = self.zap = None
+
+    def due(self) -> float:
+        """Seconds until this part needs a turn: 0 with answers queued, a short retry while
+        some wait for room."""
+        if self.replies:
+            return 0.0
+        return STALL_RETRY if self._stalled else math.inf
+
+    def flush(self, now: float) -> None:
+        if self.replies or self._stalled:
+            self._flush_replies(now)
 
     def _on_router(self, _: Any) -> None:
         router = self.router
         assert router is not None
-        serve = self.node.server.on_frame
+        serve = self.serve
         recv = router.recv
         items = 0
         for _n in range(BURST):  # the rest waits for the next turn: poll reports it at once
@@ -77,8 +181,7 @@ class RouterSide:
             else:
                 items += serve((ident, data))
 
-    def _flush_replies(self) -> None:
-        now = _monotonic()
+    def _flush_replies(self, now: float) -> None:
         if self._stalled:
             stalled, self._stalled = self._stalled, []
             self._stalled_bytes.clear()
@@ -100,7 +203,7 @@ class RouterSide:
                 groups[ident] = [item]
             else:
                 group.append(item)
-        give_up = now + self.node.send_timeout
+        give_up = now + self.send_timeout
         for ident, items in groups.items():
             for start in range(0, len(items), max_items):
                 chunk = items[start : start + max_items]
@@ -117,7 +220,7 @@ class RouterSide:
             SEND(router, frame, NOBLOCK, len(frame) < 65536)  # copy small frames
         except zmq.Again:
             held = self._stalled_bytes.get(ident, 0) + len(frame)
-            if held > self.node.quotas.max_queued_bytes:
+            if held > self.quotas.max_queued_bytes:
                 # An asker that does not read its answers holds at most this much here.
                 self.counters.dropped_replies += count
                 return False
@@ -133,4 +236,31 @@ class RouterSide:
         return True
 
     def send_notice(self, ident: bytes, frame: bytes) -> None:
-        self._send_router(ident, frame, _monotonic() + self.node.send_timeout, 1)
+        self._send_router(ident, frame, _monotonic() + self.send_timeout, 1)
+
+    def _on_zap(self, _: Any) -> None:
+        zap = self.zap
+        handler = self.zap_handler
+        assert zap is not None and handler is not None
+        while True:
+            try:
+                request = zap.recv_multipart(NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                answer = handler.handle(request)
+            except Exception:  # fail closed
+                log.exception("the ZAP handler failed; refusing the client")
+                answer = [
+                    b"1.0",
+                    request[1] if len(request) > 1 else b"",
+                    b"500",
+                    b"error",
+                    b"",
+                    b"",
+                ]
+            zap.send_multipart(answer)
+
+
+def _unset(_parts: Sequence[bytes]) -> int:
+    raise TransportError("the router has no server yet")

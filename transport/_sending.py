@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from llmos.transport._client import Client
     from llmos.transport._codec import Codec
     from llmos.transport._io import IOLoop
+    from llmos.transport._links import Links
     from llmos.transport._node import Node
 
 __all__ = ["Sending", "check_endpoint"]
@@ -65,6 +66,7 @@ class Sending:
     codec: Codec
     client: Client
     io: IOLoop
+    links: Links
     _closed: bool
     _peers_lock: threading.Lock
     _ids: itertools.count[int]
@@ -120,7 +122,7 @@ class Sending:
                     self._make_room()
                 peer = Peer(address, key)
                 self.peers[address] = peer
-                self.io.post(peer, [PING, 0, b""])  # a first PING opens the connection
+                self.links.post(peer, [PING, 0, b""])  # a first PING opens the connection
         return peer
 
     def _make_room(self) -> None:
@@ -138,7 +140,7 @@ class Sending:
         del self.peers[victim.address]
         victim.reaped = True
         self.counters.peers_evicted += 1
-        self.io.call(lambda: self.io.retire(victim))
+        self.io.call(lambda: self.links.retire(victim))
 
     def wait_for_room(self, peer: Peer, block: bool) -> bool:
         if len(peer.outbox) < self.max_outbox:
@@ -194,7 +196,7 @@ class Sending:
             if peer.state == DOWN:
                 raise peer.down_error()
             peer.pending[rid] = reply
-        self.io.post(peer, item)
+        self.links.post(peer, item)
         return True
 
     def request(self, address: str, op: int, target: str, value: Any, timeout: float | None) -> Any:
@@ -210,7 +212,7 @@ class Sending:
             if peer.state != DOWN:
                 key = (ref.name, watcher)
                 peer.watches[key] = peer.watches.get(key, 0) + 1
-                self.io.post(peer, [WATCH, ref.name, self.encode_payload(watcher)])
+                self.links.post(peer, [WATCH, ref.name, self.encode_payload(watcher)])
                 return
             reason = peer.down_error()
         watcher.tell(Terminated(ref, f"node lost: {reason}"))
@@ -220,4 +222,4 @@ class Sending:
         with peer.lock:
             peer.watches.pop((ref.name, watcher), None)
         if peer.state != DOWN:
-            self.io.post(peer, [UNWATCH, ref.name, self.encode_payload(watcher)])
+            self.links.post(peer, [UNWATCH, ref.name, self.encode_payload(watcher)])

@@ -243,7 +243,7 @@ class Server:
         if not account.allow_notice(self.quotas, _monotonic()):
             self.counters.notices_withheld += 1  # over its notice quota: counted, not sent
             return
-        self.node.io.send_notice(ident, pack_frame([[NOTICE, text[:500], b""]]))
+        self.node.router.send_notice(ident, pack_frame([[NOTICE, text[:500], b""]]))
 
     def _item(self, ident: bytes, item: Any, account: Account) -> None:
         if type(item) is not list or not item:
@@ -258,7 +258,7 @@ class Server:
         elif op in REQUEST_OPS:
             self._request(ident, op, item, account)
         elif op == PING:
-            self.node.io.post_reply(ident, [PONG, 0, b""], math.inf)
+            self.node.router.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
             if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
                 raise FrameError("malformed watch item")
@@ -325,9 +325,9 @@ class Server:
                         f"{self.node.max_payload}; return less or raise Limits.max_frame"
                     )
                 else:
-                    self.node.io.post_reply(ident, [REPLY, rid, payload], deadline)
+                    self.node.router.post_reply(ident, [REPLY, rid, payload], deadline)
                     return
-        self.node.io.post_reply(ident, [FAIL, rid, codec.encode_error(error)], deadline)
+        self.node.router.post_reply(ident, [FAIL, rid, codec.encode_error(error)], deadline)
 
     def _fail(self, ident: bytes, rid: int, error: BaseException) -> None:
         self.answer(ident, rid, None, error, math.inf)
@@ -376,7 +376,7 @@ class Server:
                 if len(self._missing) >= _MAX_MISSING:
                     self._missing.clear()
                 error = self._missing[target] = self.node.codec.encode_error(self._no_actor(target))
-            self.node.io.post_reply(ident, [FAIL, rid, error], deadline)
+            self.node.router.post_reply(ident, [FAIL, rid, error], deadline)
             return
         msg = self.node.codec.decode(payload)
         reply = ServeReply(deadline, target, span, self, ident, rid, account)
