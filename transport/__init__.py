@@ -5,15 +5,24 @@
 #   _codec     msgpack + ext types (tuples, messages, refs), error envelopes, register_error
 #   _security  CURVE key pairs, the bind policy, the ZAP allowlist decision
 #   _capabilities  what a peer may do here: spawn allowlist, stop policy, Quotas, accounts
-#   _peer      per-peer state, counters, NodeStats
-#   _io        the I/O thread, the only one that uses the node's sockets (poll, wake-ups)
-#   _router    the ROUTER socket: requests in, answers out (sent at once or queued)
-#   _links     the I/O thread's dealer socket per peer: heartbeats, up/down, outbox flushing
+#   _peer      per-peer state (life cycle, outbox, pending requests), counters, NodeStats
+#   _sockets   socket options and constants shared by the ROUTER and the dealers
+#   _io        IOLoop: the I/O thread, its poller, wake-up and calls; knows no peer or frame
+#   _router    Router: the ROUTER (and ZAP) socket: requests in, answers out
+#   _links     Links: a DEALER per peer: heartbeats, up/down, reaping, outbox flushing
 #   _serve     requests from peers (ROUTER side); _client: answers from peers (DEALER side)
+#   _sending   Outbound: queueing tells and requests to peers, back-pressure (refs use it)
 #   _ref       RemoteRef
-#   _sending   queueing tells and requests to peers, back-pressure (mixed into Node)
-#   _node      Node, the public entry point
+#   _node      Node, the public entry point: builds the parts above and passes each what it uses
 #   _cli       node_main (``llmos node``)
+# Within the package: wire (_frames, _codec) -> security (_security, _capabilities) -> peers
+# (_peer) -> the I/O loop (_io) -> its parts (_router, _links) -> inbound (_serve, _client) and
+# outbound (_sending, _ref) -> _node.
+#
+# One rule per socket: the I/O thread creates, reads, writes and closes every socket (the
+# ROUTER, the ZAP socket, each peer's DEALER and its monitor). Every other thread (actors,
+# askers, asyncio loops) only queues work (Links.post, Router.post_reply, IOLoop.call) and
+# waits on a Reply that the I/O thread settles.
 # Imports point to llmos.actors only; kernel and agents import this package, never the reverse.
 #
 # What a peer may do to a node (the remote capability model; _capabilities has the details):

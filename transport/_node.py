@@ -31,10 +31,11 @@ from llmos.actors import (
     check_message,
     get,
 )
+from llmos.actors._cell import lookup as _lookup_cell
 from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
-from llmos.transport._frames import LOOKUP, SPAWN, Limits
+from llmos.transport._frames import SPAWN, Limits
 from llmos.transport._io import IOLoop
 from llmos.transport._links import Links
 from llmos.transport._peer import DOWN, UP, Counters, NodeStats, Peer
@@ -47,7 +48,7 @@ from llmos.transport._security import (
     load_keys,
     load_public_keys,
 )
-from llmos.transport._sending import Sending, check_endpoint
+from llmos.transport._sending import Outbound, check_endpoint
 from llmos.transport._serve import Server
 
 __all__ = ["Node", "Spawner", "default_spawner"]
@@ -68,7 +69,7 @@ def default_spawner(
     return ref
 
 
-class Node(Sending):  # type: ignore[misc,unused-ignore]
+class Node:
     """One process's endpoint: a ROUTER socket, connections to peers, and remote refs.
 
     One I/O thread creates, reads, writes and closes every socket; other threads hand it work
@@ -215,6 +216,23 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             clock_skew=self.clock_skew,
             max_outbox=self.max_outbox,
         )
+        self.outbound = Outbound(
+            self.name,
+            self.peers,
+            self._peers_lock,
+            self.peer_keys,
+            keys=self.keys,
+            codec=self.codec,
+            links=self.links,
+            io=self.io,
+            client=self.client,
+            quotas=self.quotas,
+            counters=self.counters,
+            max_payload=self.max_payload,
+            max_outbox=self.max_outbox,
+            send_timeout=self.send_timeout,
+            heartbeat=self.heartbeat,
+        )
         self.router.serve = self.server.on_frame
         try:
             self.io.start(self.router.open, self._close_sockets)
@@ -258,7 +276,7 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         if not sep or node == self.address:
             return get(name)
         check_endpoint(node)
-        return RemoteRef(name, node, self)
+        return self.remote_ref(name, node)
 
     def lookup(self, name: str, node: str | None = None, timeout: float | None = None) -> ActorRef:
         """Ask a node whether an actor runs there and return its ref.
@@ -276,8 +294,7 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             name, _, node = name.partition("@")
         if not node or node == self.address:
             return get(name)
-        ref: ActorRef = self.request(node, LOOKUP, name, None, timeout)
-        return ref
+        return self.outbound.lookup(name, node, timeout)
 
     def spawn_remote(
         self,
@@ -306,7 +323,9 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             Exception: what importing or constructing raised there (e.g. NameTaken).
         """
         check_message([args, kwargs, name])
-        ref: ActorRef = self.request(node, SPAWN, path, [tuple(args), kwargs, name], timeout)
+        ref: ActorRef = self.outbound.request(
+            node, SPAWN, path, [tuple(args), kwargs, name], timeout
+        )
         return ref
 
     def connect(self, node: str, timeout: float | None = None) -> None:
@@ -318,7 +337,7 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
             NodeUnreachable or AuthError: it did not answer within ``timeout`` (default: the
                 heartbeat timeout plus one second).
         """
-        peer = self.peer(node)
+        peer = self.outbound.peer(node)
         wait = check_timeout(timeout) if timeout is not None else self.heartbeat + 1.0
         if not peer.up_event.wait(wait):
             if peer.state == DOWN:
@@ -374,6 +393,7 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         if self._closed:
             return
         self._closed = True
+        self.outbound.closed = True
         self.io.stop(timeout)
         with self._pool_lock:
             pool, self._pool = self._pool, None
@@ -382,6 +402,18 @@ class Node(Sending):  # type: ignore[misc,unused-ignore]
         if self._own_context and not self.io.thread.is_alive():
             self.context.term()  # bounded: every socket was closed with a linger <= 0.1 s
         log.info("node %s closed", self.name)
+
+    def remote_ref(self, name: str, node: str) -> RemoteRef:
+        """A ref to ``name`` on the node at ``node``, carried by this node."""
+        return RemoteRef(name, node, self.outbound)
+
+    def _bind_ref(self, name: str, node: str) -> ActorRef:
+        """The ref for one found on the wire: the local ref when it names this node."""
+        if node == self.address:
+            cell = _lookup_cell(name)
+            if cell is not None:
+                return cell.ref
+        return self.remote_ref(name, node)
 
     def _close_sockets(self) -> None:
         """The I/O thread's last act: answers queued go out, what waits on peers fails, and

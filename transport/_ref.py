@@ -28,8 +28,8 @@ from llmos.transport._frames import ASK, STATS, STOP, TELL
 from llmos.transport._peer import DOWN
 
 if TYPE_CHECKING:
-    from llmos.transport._node import Node
     from llmos.transport._peer import Peer
+    from llmos.transport._sending import Outbound
 
 __all__ = ["Callback", "QuietRef", "RemoteRef", "check_timeout"]
 
@@ -78,14 +78,14 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
 
     __slots__ = ("_peer", "_via")
 
-    def __init__(self, name: str, node: str, via: Node) -> None:
+    def __init__(self, name: str, node: str, via: Outbound) -> None:
         super().__init__(name, node)
         self._via = via
         self._peer: Peer | None = None
 
     @property
-    def via(self) -> Node:
-        """The local node that carries this ref's messages."""
+    def via(self) -> Outbound:
+        """What carries this ref's messages: the outbound side of a local node."""
         return self._via
 
     def tell(self, message: Any) -> None:
@@ -131,7 +131,7 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
     def is_alive(self) -> bool:
         """Ask the peer whether the actor runs (False if the peer is down or does not answer)."""
         try:
-            self._via.lookup(self.name, self.node, timeout=self._via.heartbeat)
+            self._via.lookup(self.name, self.node or "", timeout=self._via.heartbeat)
         except LlmosError:
             return False
         return True

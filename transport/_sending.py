@@ -1,8 +1,10 @@
-"""What a node does for its refs: queue tells and requests to peers, with back-pressure.
+"""Outbound: what a node does for its refs: queue tells and requests to peers, with
+back-pressure.
 
-Mixed into :class:`~llmos.transport.Node`; these methods run in the caller's thread (an actor,
-the main thread, an asyncio loop's thread) and only touch the peer's outbox, its pending table
-(under the peer's lock) and the I/O thread's queues.
+:class:`Outbound` runs in the caller's thread (an actor, the main thread, an asyncio loop's
+thread) and only touches the peer table (under its lock), a peer's outbox and pending table
+(under the peer's lock), and the I/O thread's queues (through :class:`~llmos.transport._links.Links`
+and :meth:`~llmos.transport._io.IOLoop.call`). Remote refs hold it, not the node.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from llmos.actors import (
     ActorRef,
@@ -21,10 +23,9 @@ from llmos.actors import (
     Terminated,
     TransportError,
 )
-from llmos.actors._cell import lookup as _lookup_cell
 from llmos.transport._capabilities import Quotas
 from llmos.transport._errors import PeerBusy, QuotaExceeded
-from llmos.transport._frames import PING, UNWATCH, WATCH
+from llmos.transport._frames import LOOKUP, PING, UNWATCH, WATCH
 from llmos.transport._peer import DOWN, Counters, Peer, least_needed
 from llmos.transport._ref import RemoteRef, check_timeout
 
@@ -33,9 +34,9 @@ if TYPE_CHECKING:
     from llmos.transport._codec import Codec
     from llmos.transport._io import IOLoop
     from llmos.transport._links import Links
-    from llmos.transport._node import Node
+    from llmos.transport._security import KeyPair
 
-__all__ = ["Sending", "check_endpoint"]
+__all__ = ["Outbound", "check_endpoint"]
 
 _monotonic = time.monotonic
 
@@ -49,39 +50,56 @@ def check_endpoint(address: str) -> None:
         )
 
 
-class Sending:
-    """Queueing work for peers (the part of Node that refs call into)."""
+class Outbound:
+    """Queueing work for peers: the part of a node that its refs call into.
 
-    address: str
-    name: str
-    keys: Any
-    peers: dict[str, Peer]
-    peer_keys: dict[str, bytes]
-    max_outbox: int
-    max_payload: int
-    send_timeout: float
-    heartbeat: float
-    quotas: Quotas
-    counters: Counters
-    codec: Codec
-    client: Client
-    io: IOLoop
-    links: Links
-    _closed: bool
-    _peers_lock: threading.Lock
-    _ids: itertools.count[int]
+    Args:
+        name: the node's name (for messages).
+        peers: the node's peer table (address -> Peer), changed only under ``peers_lock``.
+        peer_keys: the CURVE server key of each peer address known to need one.
+        keys: this node's key pair (None: it cannot reach a peer that needs CURVE).
+        codec: encodes what is sent.
+        links: queues items for peers (the I/O thread sends them).
+        io: runs work in the I/O thread.
+        client: where a tell to a peer that is down is recorded as undelivered.
+    """
 
-    def remote_ref(self, name: str, node: str) -> RemoteRef:
-        """A ref to ``name`` on the node at ``node``, carried by this node."""
-        return RemoteRef(name, node, cast("Node", self))
-
-    def _bind_ref(self, name: str, node: str) -> ActorRef:
-        """The ref for one found on the wire: the local ref when it names this node."""
-        if node == self.address:
-            cell = _lookup_cell(name)
-            if cell is not None:
-                return cell.ref
-        return self.remote_ref(name, node)
+    def __init__(
+        self,
+        name: str,
+        peers: dict[str, Peer],
+        peers_lock: threading.Lock,
+        peer_keys: dict[str, bytes],
+        *,
+        keys: KeyPair | None,
+        codec: Codec,
+        links: Links,
+        io: IOLoop,
+        client: Client,
+        quotas: Quotas,
+        counters: Counters,
+        max_payload: int,
+        max_outbox: int,
+        send_timeout: float,
+        heartbeat: float,
+    ) -> None:
+        self.name = name
+        self.peers = peers
+        self.peers_lock = peers_lock
+        self.peer_keys = peer_keys
+        self.keys = keys
+        self.codec = codec
+        self.links = links
+        self.io = io
+        self.client = client
+        self.quotas = quotas
+        self.counters = counters
+        self.max_payload = max_payload
+        self.max_outbox = max_outbox
+        self.send_timeout = send_timeout
+        self.heartbeat = heartbeat
+        self.closed = False  # set by the node's close: nothing more is sent
+        self._ids = itertools.count(1)
 
     def encode_message(self, message: Any) -> bytes:
         """Check and encode a message for a peer (MessageError, FrameError if too large)."""
@@ -106,10 +124,10 @@ class Sending:
         peer = self.peers.get(address)
         if peer is not None:
             return peer
-        if self._closed:
+        if self.closed:
             raise NodeUnreachable(f"node {self.name} is closed; start a new Node to send")
         check_endpoint(address)
-        with self._peers_lock:
+        with self.peers_lock:
             peer = self.peers.get(address)
             if peer is None:
                 key = self.peer_keys.get(address)
@@ -163,7 +181,7 @@ class Sending:
 
     def tell_down(self, peer: Peer, name: str, payload: bytes) -> None:
         """A tell to a peer that is down goes to dead letters (raises if this node is closed)."""
-        if self._closed:
+        if self.closed:
             raise NodeUnreachable(f"node {self.name} is closed; start a new Node to send")
         self.io.call(lambda: self.client.undelivered(peer, name, payload, "node down"))
 
@@ -205,6 +223,11 @@ class Sending:
         reply = Reply(_monotonic() + span, f"{target}@{address}", span)
         self.send_request(address, op, target, payload, reply)
         return reply.get()
+
+    def lookup(self, name: str, node: str, timeout: float | None) -> ActorRef:
+        """Ask the node at ``node`` for its actor ``name`` (ActorDeadError if none)."""
+        ref: ActorRef = self.request(node, LOOKUP, name, None, timeout)
+        return ref
 
     def watch(self, ref: RemoteRef, watcher: ActorRef) -> None:
         peer = self.peer(ref.node or "")
