@@ -27,7 +27,16 @@ from llmos.transport._frames import PING, TELL, Limits, pack_frame
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, idle
 from llmos.transport._security import KeyPair
-from llmos.transport._sockets import BATCH_BYTES, BURST, NOBLOCK, POLLIN, POLLOUT, SEND, configure
+from llmos.transport._sockets import (
+    BATCH_BYTES,
+    BURST,
+    EVENTS,
+    NOBLOCK,
+    POLLIN,
+    POLLOUT,
+    SEND,
+    configure,
+)
 
 if TYPE_CHECKING:
     from llmos.transport._capabilities import Quotas
@@ -133,6 +142,8 @@ class Links:
             handle(peer, data)
             if sock is not peer.socket:
                 return  # replaced: the peer went down
+            if not sock.get(EVENTS) & POLLIN:
+                break  # reading EVENTS costs a third of the zmq.Again the next recv would raise
         if peer.stalled is not None:
             self._flush_peer(peer)
 

@@ -27,7 +27,7 @@ from llmos.transport._frames import Limits, pack_frame
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import Counters
 from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT, KeyPair, ZapHandler
-from llmos.transport._sockets import BURST, ITEM_BURST, NOBLOCK, SEND, configure
+from llmos.transport._sockets import BURST, EVENTS, ITEM_BURST, NOBLOCK, POLLIN, SEND, configure
 
 __all__ = ["RCVMORE", "SNDMORE_NOBLOCK", "Router"]
 
@@ -180,6 +180,8 @@ class Router:
                 items += serve(parts)  # rejected: one frame per message
             else:
                 items += serve((ident, data))
+            if not router.get(EVENTS) & POLLIN:  # type: ignore[operator]  # an int
+                return  # cheaper than the zmq.Again the next recv would raise
 
     def _flush_replies(self, now: float) -> None:
         if self._stalled:

@@ -23,6 +23,7 @@ from llmos.transport._security import ZAP_DOMAIN
 __all__ = [
     "BATCH_BYTES",
     "BURST",
+    "EVENTS",
     "HWM",
     "ITEM_BURST",
     "NOBLOCK",
@@ -45,6 +46,7 @@ ITEM_BURST = 2048  # items of frames read from the ROUTER per turn, before answe
 POLLIN = int(zmq.POLLIN)
 POLLOUT = int(zmq.POLLOUT)
 NOBLOCK = int(zmq.NOBLOCK)
+EVENTS = int(zmq.EVENTS)
 # The socket's own send, without pyzmq's Python-level wrapper (which only adds the DRAFT
 # routing_id and group arguments): a third less per call on the hot paths.
 SEND: Callable[..., Any] = zmq.backend.Socket.send
