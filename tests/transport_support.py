@@ -82,8 +82,18 @@ class PeerProcess:
         return self.proc.pid
 
     def signal(self, signum: int) -> None:
+        """Send ``signum``; for SIGSTOP, return once the process is stopped (bounded): on a busy
+        machine a stop may take effect after a request sent just after it was handled."""
         assert self.proc is not None
         os.kill(self.proc.pid, signum)
+        if signum == signal.SIGSTOP:
+            stat = f"/proc/{self.proc.pid}/stat"
+            deadline = time.monotonic() + 5
+            while os.path.exists(stat) and time.monotonic() < deadline:
+                with open(stat) as f:
+                    if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
+                        return
+                time.sleep(0.001)
 
     def kill(self) -> None:
         """SIGKILL and reap (what a crash looks like to the other node)."""
