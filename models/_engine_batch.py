@@ -20,7 +20,8 @@ import torch
 from llmos.actors import ModelError
 
 from ._engine_params import FinishReason, GenerateParams, GenerateResult
-from ._engine_text import TextStream
+from ._engine_shaping import RepetitionControl
+from ._engine_text import TextStream, ends_sentence
 
 if TYPE_CHECKING:
     from ._engine import ModelEngine
@@ -41,6 +42,7 @@ class _Row:
     stream: TextStream
     generator: torch.Generator | None
     added: float
+    control: RepetitionControl | None = None
     completion_tokens: int = 0
 
 
@@ -126,7 +128,13 @@ class BatchSession:
             generator = torch.Generator(device=self._engine.loaded.device)
             generator.manual_seed(params.seed if params.seed is not None else secrets.randbits(63))
         stream = TextStream(self._engine.loaded.tokenizer, ids, params.stop)
-        self._waiting.append(_Row(index, params, ids, stream, generator, time.perf_counter()))
+        control = None
+        if params.repetition_penalty != 1.0 or params.no_repeat_ngram:
+            tokenizer = self._engine.loaded.tokenizer
+            avoid = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in params.avoid]
+            control = RepetitionControl(params.repetition_penalty, params.no_repeat_ngram, avoid)
+        row = _Row(index, params, ids, stream, generator, time.perf_counter(), control)
+        self._waiting.append(row)
         return index
 
     def step(self) -> list[tuple[int, GenerateResult | ModelError]]:
@@ -190,14 +198,24 @@ class BatchSession:
         if token in self._engine._eos_ids:
             self._finish(row, "stop")
             return True
+        if row.control is not None:
+            row.control.push(token)
         self._emit(row, row.stream.push(token))
         if row.stream.stopped:
             self._finish(row, "stop")
-        elif row.completion_tokens >= row.params.max_new_tokens:
+        elif self._out_of_tokens(row):
             self._finish(row, "length")
         else:
             return self._cancelled(row)
         return True
+
+    @staticmethod
+    def _out_of_tokens(row: _Row) -> bool:
+        """Past ``max_new_tokens``: at a sentence end, or out of ``finish_sentence`` tokens."""
+        over = row.completion_tokens - row.params.max_new_tokens
+        if over < 0:
+            return False
+        return over >= row.params.finish_sentence or ends_sentence(row.stream.text)
 
     def _step(self) -> None:
         waiting, self._waiting = self._waiting, []
@@ -249,11 +267,15 @@ class BatchSession:
 
 
 def _pick(rows: list[_Row], logits: torch.Tensor) -> list[int]:
-    """Choose each row's next token: argmax, or a seeded sample with temperature/top_p."""
+    """Choose each row's next token: argmax, or a seeded sample with temperature/top_p, after
+    the row's repetition control (if any) reshaped its logits."""
     tokens: list[int] = logits.argmax(-1).tolist()
     for b, r in enumerate(rows):
+        row = logits[b] if r.control is None else r.control.apply(logits[b])
         if r.generator is not None:
-            tokens[b] = _sample(logits[b], r.params.temperature, r.params.top_p, r.generator)
+            tokens[b] = _sample(row, r.params.temperature, r.params.top_p, r.generator)
+        elif r.control is not None:
+            tokens[b] = int(row.argmax().item())
     return tokens
 
 

@@ -23,6 +23,10 @@ __all__ = [
 
 #: Hard upper bound on ``max_new_tokens`` whatever the model's context window.
 MAX_NEW_TOKENS_CAP = 2048
+#: The strongest ``repetition_penalty`` accepted.
+MAX_REPETITION_PENALTY = 10.0
+#: The most characters ``avoid`` may hold in all.
+MAX_AVOID_CHARS = 20_000
 
 _ROLES = ("system", "user", "assistant")
 
@@ -100,6 +104,17 @@ class GenerateParams:
             whatever other requests share its batch. None draws a fresh seed.
         truncate: when the request does not fit the context window, drop the oldest non-system
             messages (or, for a prompt, its oldest tokens) until it fits, instead of failing.
+        repetition_penalty: divides the positive logits (multiplies the negative ones) of
+            tokens already in the completion or in ``avoid``; 1.0 (the default) turns it off,
+            1.1-1.3 keeps a small model from looping.
+        no_repeat_ngram: a token that would repeat an n-gram of this many tokens (of the
+            completion so far, or of one of the ``avoid`` texts) is never chosen; 0 turns it
+            off, else 2..16.
+        avoid: texts the completion must not copy (a dialogue's earlier turns, say): their
+            tokens are penalized and their n-grams banned as if generated before.
+        finish_sentence: when ``max_new_tokens`` is reached in the middle of a sentence, go on
+            for at most this many more tokens and stop at the first sentence end; 0 stops at
+            ``max_new_tokens`` exactly.
 
     Raises:
         ModelError: a field has the wrong type or is out of range; the message names it.
@@ -113,6 +128,10 @@ class GenerateParams:
     stop: tuple[str, ...] = field(default=())
     seed: int | None = None
     truncate: bool = False
+    repetition_penalty: float = 1.0
+    no_repeat_ngram: int = 0
+    avoid: tuple[str, ...] = field(default=())
+    finish_sentence: int = 0
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -149,6 +168,33 @@ class GenerateParams:
             _check_int("seed", self.seed, 0, 2**63 - 1)
         if not isinstance(self.truncate, bool):
             raise ModelError(f"truncate must be a bool, got {type(self.truncate).__name__}")
+        self._check_repetition()
+
+    def _check_repetition(self) -> None:
+        penalty = _check_float("repetition_penalty", self.repetition_penalty)
+        if not 1.0 <= penalty <= MAX_REPETITION_PENALTY:
+            raise ModelError(
+                f"repetition_penalty={penalty} is out of range; use 1.0 (off) up to "
+                f"{MAX_REPETITION_PENALTY:g} (1.1-1.3 is usual)"
+            )
+        object.__setattr__(self, "repetition_penalty", penalty)
+        _check_int("no_repeat_ngram", self.no_repeat_ngram, 0, 16)
+        if self.no_repeat_ngram == 1:
+            raise ModelError("no_repeat_ngram=1 would ban every token seen; use 0 (off) or 2..16")
+        if isinstance(self.avoid, str) or not isinstance(self.avoid, tuple | list):
+            raise ModelError(
+                f"avoid must be a tuple of strings, got {type(self.avoid).__name__}; wrap a "
+                "single text as avoid=(text,)"
+            )
+        if not all(isinstance(a, str) for a in self.avoid):
+            raise ModelError("every text in avoid must be a str")
+        if sum(len(a) for a in self.avoid) > MAX_AVOID_CHARS:
+            raise ModelError(
+                f"avoid holds {sum(len(a) for a in self.avoid)} characters, over "
+                f"{MAX_AVOID_CHARS}; pass only the latest turns"
+            )
+        object.__setattr__(self, "avoid", tuple(self.avoid))
+        _check_int("finish_sentence", self.finish_sentence, 0, 256)
 
 
 @dataclass(frozen=True)

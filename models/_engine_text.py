@@ -12,9 +12,34 @@ string is held back, so no chunk ever contains text past (or the start of) a sto
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
-__all__ = ["TextStream"]
+__all__ = ["TextStream", "ends_sentence"]
+
+# A sentence ends on . ! ? or an ellipsis, maybe followed by closing quotes or brackets.
+_END = re.compile(r"[.!?\u2026][\"'\u201d\u2019)\]]*$")
+# Words before a full stop that do not end a sentence.
+_ABBREVIATIONS = frozenset("mr mrs ms dr prof st vs etc e.g i.e no fig jr sr inc ltd".split())
+
+
+def ends_sentence(text: str) -> bool:
+    """Does ``text`` end on a sentence boundary (``.``, ``!``, ``?``, ``…``)?
+
+    Closing quotes and brackets may follow the mark, and trailing whitespace is ignored. A full
+    stop after a common abbreviation ("Dr.", "e.g.") or a lone digit ("step 3.") does not count.
+    """
+    text = text.rstrip()
+    match = _END.search(text)
+    if match is None:
+        return False
+    at = match.start()
+    if text[at] != ".":
+        return True
+    before = text[:at].split()
+    word = before[-1].lstrip("(\"'").lower() if before else ""
+    return word not in _ABBREVIATIONS and not (word.isdigit() and len(word) == 1)
+
 
 # Prompt tokens decoded along with the first generated ones, so that tokenizers which drop a
 # leading space at the start of a decode (SentencePiece) still render the first word right.
