@@ -1,11 +1,14 @@
 # llmos.models: model actors. A transformers model served to many agents at once, its messages,
 # scheduling and streaming, and a deterministic fake for tests.
-#   _messages                 Generate, TokenChunk, Completion, GetModelStats, Pause, Resume
+#   _messages                 Generate, TokenChunk, Completion, Score, Scores, GetModelStats,
+#                             Pause, Resume
 #   _sched                    Scheduler (FIFO or round-robin per requester), token budgets
 #   _actor                    ModelActor: one model, requests batched, streamed, cancelled
 #   _engine, _engine_batch    ModelEngine (transformers + torch), BatchSession (continuous batching)
 #   _engine_load, _engine_params, _engine_text
 #                             loading (embedded GGUF, Hugging Face ids), GenerateParams, text
+#   _engine_shaping, _engine_score
+#                             repetition control of a request; scoring candidates (Score)
 #   _streaming                ModelStream: iterate a request's tokens as they come
 #   _fake                     FakeModel: a deterministic stand-in model, no torch
 # Imports point one way: agents -> models -> kernel -> transport -> actors; models never imports
@@ -17,6 +20,7 @@ import importlib as _importlib
 from typing import TYPE_CHECKING
 
 from ._engine_params import GenerateParams, GenerateResult, ModelOutOfMemory
+from ._engine_text import ends_sentence
 from ._fake import FakeModel
 from ._messages import (
     Completion,
@@ -25,6 +29,8 @@ from ._messages import (
     ModelStats,
     Pause,
     Resume,
+    Score,
+    Scores,
     TokenChunk,
 )
 from ._sched import BudgetExceeded
@@ -86,10 +92,13 @@ __all__ = [
     "ModelStream",
     "Pause",
     "Resume",
+    "Score",
+    "Scores",
     "StreamStalled",
     "TokenChunk",
     "default_cache_dir",
     "default_model_file",
+    "ends_sentence",
     "load_model",
     "shared_model",
 ]

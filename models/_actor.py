@@ -40,6 +40,8 @@ from ._messages import (
     ModelStats,
     Pause,
     Resume,
+    Score,
+    Scores,
     TokenChunk,
 )
 from ._sched import Pending, Policy, Scheduler
@@ -194,7 +196,7 @@ class ModelActor(Actor):
         try:
             params = self._params(request)
             requester = request.requester or "anonymous"
-            self.scheduler.admit(requester, params.max_new_tokens)
+            self.scheduler.admit(requester, params.max_new_tokens + params.finish_sentence)
         except ModelError:
             self._counts["refused"] += 1
             raise
@@ -216,7 +218,7 @@ class ModelActor(Actor):
                 requester=requester,
                 request_id=request.request_id or f"req-{next(_ids)}",
                 queued_at=time.monotonic(),
-                max_new_tokens=params.max_new_tokens,
+                max_new_tokens=params.max_new_tokens + params.finish_sentence,
             )
         )
         self._schedule()
@@ -235,6 +237,10 @@ class ModelActor(Actor):
             stop=tuple(request.stop) if isinstance(request.stop, list | tuple) else request.stop,
             seed=request.seed,
             truncate=request.truncate,
+            repetition_penalty=request.repetition_penalty,
+            no_repeat_ngram=request.no_repeat_ngram,
+            avoid=tuple(request.avoid) if isinstance(request.avoid, list) else request.avoid,
+            finish_sentence=request.finish_sentence,
         )
 
     def _schedule(self) -> None:
@@ -243,6 +249,28 @@ class ModelActor(Actor):
         if not self._batch_queued and not self.paused and len(self.scheduler):
             self._batch_queued = True
             self.actor_ref.tell(_RunBatch())
+
+    @handler(Score)
+    def score(self, request: Score) -> Scores:
+        """Score candidates at once, between batches (one short forward pass, not queued and
+        not counted in the generation statistics).
+
+        Raises:
+            ModelError: a malformed request, a prompt that does not fit, or a bad candidate.
+        """
+        if self.engine is None:
+            raise ModelError("the model is not loaded yet; ask again once the actor started")
+        params = GenerateParams(
+            messages=request.messages,
+            prompt=request.prompt,
+            max_new_tokens=1,
+            truncate=request.truncate,
+        )
+        candidates = request.candidates
+        if isinstance(candidates, str) or not isinstance(candidates, list | tuple):
+            raise ModelError(f"candidates must be a list of str, got {candidates!r}")
+        logprobs = self.engine.score(params, list(candidates))
+        return Scores(logprobs=logprobs, model=self.engine.loaded.name)
 
     @handler(Pause)
     def pause(self, _msg: Pause) -> bool:

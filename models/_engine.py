@@ -36,6 +36,7 @@ from ._engine_params import (
     GenerateResult,
     ModelOutOfMemory,
 )
+from ._engine_score import score_candidates
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",
@@ -123,7 +124,7 @@ class ModelEngine:
     def _prepare(self, index: int, params: GenerateParams) -> list[int]:
         """Tokenize one request and fit it to the context window (or explain why not)."""
         window = self.context_window
-        budget = window - params.max_new_tokens
+        budget = window - params.max_new_tokens - params.finish_sentence
         if budget < 1:
             raise ModelError(
                 f"request {index}: max_new_tokens={params.max_new_tokens} leaves no room for a "
@@ -156,6 +157,22 @@ class ModelEngine:
                 )
             )
         return ids
+
+    # -- scoring -----------------------------------------------------------------------------
+
+    def score(self, params: GenerateParams, candidates: Sequence[str]) -> list[float]:
+        """The model's log-probability of each candidate as the start of its answer.
+
+        ``params`` gives the prompt (``messages``, formatted with the assistant turn opened,
+        or ``prompt``) and ``truncate``; its decoding fields are not used. See
+        :func:`~llmos.models.score_candidates`.
+
+        Raises:
+            ModelError: the prompt does not fit, a candidate is empty or too long, or the
+                forward pass failed.
+            ModelOutOfMemory: the device ran out of memory.
+        """
+        return score_candidates(self, self._prepare(0, params), candidates)
 
     # -- generation --------------------------------------------------------------------------
 

@@ -16,11 +16,14 @@ from typing import Any
 
 from llmos.actors import Actor, ActorError, ModelError, handler
 
+from ._engine_text import ends_sentence
 from ._messages import (
     Completion,
     Generate,
     GetModelStats,
     ModelStats,
+    Score,
+    Scores,
     TokenChunk,
 )
 
@@ -136,7 +139,7 @@ class FakeModel(Actor):
             tokens_by_requester=dict(self.tokens_by_requester),
         )
 
-    def _messages(self, request: Generate) -> list[dict[str, Any]]:
+    def _messages(self, request: Generate | Score) -> list[dict[str, Any]]:
         if (request.messages is None) == (request.prompt is None):
             self.counts["refused"] += 1
             raise ModelError("Generate needs exactly one of messages or prompt")
@@ -172,9 +175,30 @@ class FakeModel(Actor):
         words = text.split(" ")
         if count_words(text) > request.max_new_tokens:
             kept: list[str] = []
+            # Like the engine: past max_new_tokens, up to finish_sentence more words end the
+            # sentence under way.
+            extra = request.finish_sentence if isinstance(request.finish_sentence, int) else 0
             for word in words:
-                if count_words(" ".join([*kept, word])) > request.max_new_tokens:
+                over = count_words(" ".join([*kept, word])) - request.max_new_tokens
+                if over > 0 and (over > extra or ends_sentence(" ".join(kept))):
                     break
                 kept.append(word)
             text, finish = " ".join(kept), "length"
         return text, finish
+
+    @handler(Score)
+    def score(self, request: Score) -> Scores:
+        """Score candidates from the reply the fake would give: the candidates it names come
+        first (earliest mention best), the others follow in their order. So a script of
+        names picks those names, and a reply naming none picks the first candidate."""
+        messages = self._messages(request)
+        candidates = list(request.candidates)
+        if not candidates or not all(isinstance(c, str) and c for c in candidates):
+            raise ModelError(f"candidates must be non-empty strings, got {candidates!r}")
+        reply = self._reply(messages, request.requester).lower()
+        found = [reply.find(c.lower()) for c in candidates]
+        order = sorted(range(len(candidates)), key=lambda i: (found[i] < 0, found[i]))
+        logprobs = [0.0] * len(candidates)
+        for rank, i in enumerate(order):
+            logprobs[i] = -float(rank)
+        return Scores(logprobs=logprobs, model=self.name_tag)

@@ -6,9 +6,10 @@ pool, or on another node.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-from llmos.actors import ActorRef, message
+from llmos.actors import ActorRef, ModelError, message
 
 __all__ = [
     "Completion",
@@ -17,6 +18,8 @@ __all__ = [
     "ModelStats",
     "Pause",
     "Resume",
+    "Score",
+    "Scores",
     "TokenChunk",
 ]
 
@@ -41,6 +44,13 @@ class Generate:
         stream_to: a ref that receives each TokenChunk as it is generated, then the Completion.
         requester: who asks (an agent name); used for round-robin fairness and token budgets.
         request_id: an id echoed in chunks and in the completion (default: chosen by the actor).
+        repetition_penalty: penalize tokens already in the completion or in ``avoid``
+            (1.0: off; 1.1-1.3 keeps a small model from looping).
+        no_repeat_ngram: never repeat an n-gram of this many tokens of the completion or of
+            ``avoid`` (0: off, else 2..16).
+        avoid: texts not to copy, such as a dialogue's earlier turns.
+        finish_sentence: tokens allowed past ``max_new_tokens`` to end the sentence there
+            (0: stop at ``max_new_tokens``).
     """
 
     messages: list[dict[str, Any]] | None = None
@@ -54,6 +64,55 @@ class Generate:
     stream_to: ActorRef | None = None
     requester: str = ""
     request_id: str = ""
+    repetition_penalty: float = 1.0
+    no_repeat_ngram: int = 0
+    avoid: tuple[str, ...] = ()
+    finish_sentence: int = 0
+
+
+@message("llmos.model.Score")
+class Score:
+    """Ask a model actor how likely each candidate is as the start of its answer.
+
+    A constrained choice: the answer holds one log-probability per candidate, read from the
+    model's own distribution, so picking the highest always picks one of the candidates
+    (unlike parsing a generated answer). Exactly one of ``messages`` and ``prompt`` is given.
+
+    Attributes:
+        candidates: the texts to score (1..64, each a few tokens: names, labels, choices).
+        messages: chat turns; the candidates are scored as the opening of the reply.
+        prompt: raw text to continue, instead of ``messages``.
+        truncate: drop the oldest non-system turns when the prompt is too long.
+        requester: who asks (for the logs).
+    """
+
+    candidates: tuple[str, ...]
+    messages: list[dict[str, Any]] | None = None
+    prompt: str | None = None
+    truncate: bool = True
+    requester: str = ""
+
+
+@message("llmos.model.Scores")
+class Scores:
+    """The answer to :class:`Score`.
+
+    Attributes:
+        logprobs: the summed log-probability of each candidate's tokens, in order (<= 0).
+        model: the model's name.
+    """
+
+    logprobs: list[float]
+    model: str = ""
+
+    def best(self, candidates: Sequence[str]) -> str:
+        """The candidate with the highest log-probability (the first of equals)."""
+        if len(candidates) != len(self.logprobs) or not candidates:
+            raise ModelError(
+                f"{len(self.logprobs)} scores for {len(candidates)} candidates; pass the "
+                "candidates that were scored"
+            )
+        return candidates[max(range(len(candidates)), key=lambda i: self.logprobs[i])]
 
 
 @message("llmos.model.TokenChunk")
