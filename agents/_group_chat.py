@@ -29,8 +29,9 @@ from llmos.actors import ActorRef, AgentError, Reply, handler, message
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import AgentInfo, Describe
 from llmos.agents._chat_turns import TurnTaking, _InFlight, _NextTurn, _TurnReady
+from llmos.agents._replies import most_similar, normalize
 from llmos.agents._selection import Selector, resolve_selector
-from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Termination
+from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Repetition, Termination
 from llmos.agents._transcript import (
     ChatResult,
     ConsolePrinter,
@@ -43,6 +44,8 @@ from llmos.models import Completion, TokenChunk
 __all__ = ["GetResult", "GetStatus", "GroupChat", "StartChat", "StopChat"]
 
 log = logging.getLogger("llmos.agents.chat")
+
+_REPEAT_WINDOW = 6  # how many earlier utterances a new one is compared with, for the notes
 
 
 @message("llmos.agents.StartChat")
@@ -76,7 +79,8 @@ class GroupChat(TurnTaking, Agent):
         task: the topic or question, shown to every participant.
         selector: "round_robin", a model ref or :class:`ModelSelector` (a model picks), or any
             callable ``(SelectionContext) -> name``.
-        termination: when to stop (default ``MaxTurns(10)``); combine with ``|`` and ``&``.
+        termination: when to stop (default ``MaxTurns(10) | Repetition()``: ten turns, or
+            sooner when the chat goes round in circles); combine with ``|`` and ``&``.
         max_turns: a hard cap on turns, whatever the termination says.
         speaker_timeout: how long a turn may take (an agent's ``agent_turn_timeout`` overrides).
         max_tokens: the most tokens per utterance passed to participants (0: their default).
@@ -86,6 +90,9 @@ class GroupChat(TurnTaking, Agent):
             ``<stem>.md`` (at the end).
         stream_tokens: ask model-backed participants to stream tokens to the printer.
         retries: how often a failed turn is tried again before it is skipped.
+        note_repeats: an utterance at least this alike (see :func:`~llmos.agents.similarity`)
+            to one of the six before it, or empty, gets a note in the transcript saying so;
+            0 turns the notes off (the termination decides whether the chat ends).
         description: what this chat is about (for Describe).
         oplog: a JSONL file for this chat's operation log.
 
@@ -109,6 +116,7 @@ class GroupChat(TurnTaking, Agent):
         save_to: str | os.PathLike[str] | None = None,
         stream_tokens: bool = True,
         retries: int = 1,
+        note_repeats: float = 0.8,
         description: str | None = None,
         oplog: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -130,7 +138,12 @@ class GroupChat(TurnTaking, Agent):
         self.task = task
         self.selector = resolve_selector(selector)
         cap = MaxTurns(max_turns)
-        self.termination: Termination = AnyOf(termination or MaxTurns(10), cap)
+        self.termination: Termination = AnyOf(termination or MaxTurns(10) | Repetition(), cap)
+        if isinstance(note_repeats, bool) or not isinstance(note_repeats, int | float):
+            raise AgentError(f"note_repeats must be a number in 0..1, got {note_repeats!r}")
+        if not 0 <= note_repeats <= 1:
+            raise AgentError(f"note_repeats must be in 0..1 (0: no notes), got {note_repeats!r}")
+        self.note_repeats = float(note_repeats)
         self.speaker_timeout = float(speaker_timeout)
         self.max_tokens = max_tokens
         if printer == "console":
@@ -292,6 +305,25 @@ class GroupChat(TurnTaking, Agent):
             except OSError as exc:
                 log.error("%s: could not save a transcript entry: %s", self.actor_name, exc)
         self._print("entry", entry)
+        if kind == "utterance" and self.note_repeats > 0:
+            self._note_repeat(entry)
+
+    def _note_repeat(self, entry: Entry) -> None:
+        """Note an empty utterance, or one that nearly repeats a recent one."""
+        if not normalize(entry.text):
+            self._add("note", "", f"turn {entry.turn}: {entry.speaker} said nothing", entry.turn)
+            return
+        earlier = [e for e in self.entries[:-1] if e.kind == "utterance"][-_REPEAT_WINDOW:]
+        at, score = most_similar(entry.text, [e.text for e in earlier])
+        if at >= 0 and score >= self.note_repeats:
+            said = earlier[at]
+            self._add(
+                "note",
+                "",
+                f"turn {entry.turn}: {entry.speaker} nearly repeats turn {said.turn} "
+                f"({said.speaker}), {score:.0%} alike",
+                entry.turn,
+            )
 
     def _print(self, what: str, *args: Any) -> None:
         if self.printer is None:

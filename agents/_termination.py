@@ -12,12 +12,11 @@ condition that fired and says why.
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import re
 import time
 from collections.abc import Callable, Sequence
 
 from llmos.actors import AgentError
+from llmos.agents._replies import normalize, similarity
 from llmos.agents._transcript import Entry
 
 __all__ = [
@@ -266,33 +265,28 @@ class Timeout(Termination):
         return f"Timeout({self.seconds:g})"
 
 
-_NON_WORD = re.compile(r"[^\w\s]+")
-_SPACE = re.compile(r"\s+")
-
-
-def normalize(text: str) -> str:
-    """Lower case, punctuation dropped, whitespace collapsed: how Repetition compares texts."""
-    return _SPACE.sub(" ", _NON_WORD.sub(" ", text.lower())).strip()
-
-
 class Repetition(Termination):
-    """Fires on a livelock: recent utterances repeating earlier ones.
+    """Fires on a livelock: recent utterances repeating earlier ones, exactly or nearly.
 
-    Among the last ``window`` utterances, an utterance *repeats* when it is the same (after
-    :func:`normalize`) as, or at least ``similarity`` similar to, an earlier one in the window.
-    The condition fires when ``repeats`` utterances repeat: e.g. two agents trading the same
-    two lines, or one agent saying the same thing again and again.
+    Among the last ``window`` utterances, an utterance *repeats* when it is at least
+    ``similarity`` alike (see :func:`~llmos.agents.similarity`: the ``difflib`` ratio of the
+    texts after :func:`normalize`) to an earlier one in the window; two empty utterances are
+    alike. The condition fires when ``repeats`` utterances repeat: e.g. two agents trading the
+    same two lines ("I agree (0)." / "I agree (1)!"), or one agent saying nearly the same thing
+    again and again. A chat's default termination includes ``Repetition()``.
 
     Args:
         window: how many of the latest utterances to look at.
         repeats: how many repeating utterances end the dialogue.
-        similarity: 1.0 for equal normalized texts only; lower (e.g. 0.9) also counts
-            near-equal ones (``difflib`` ratio).
+        similarity: how alike two utterances must be to count as a repeat, in (0, 1]:
+            1.0 for equal normalized texts only; the default 0.8 also catches near-repeats.
     """
 
-    def __init__(self, window: int = 6, repeats: int = 2, similarity: float = 1.0) -> None:
+    def __init__(self, window: int = 6, repeats: int = 2, similarity: float = 0.8) -> None:
         _positive(window, "window", "Repetition")
         _positive(repeats, "repeats", "Repetition")
+        if isinstance(similarity, bool) or not isinstance(similarity, int | float):
+            raise AgentError(f"Repetition: similarity must be a number, got {similarity!r}")
         if not 0 < similarity <= 1:
             raise AgentError(f"Repetition: similarity must be in (0, 1], got {similarity!r}")
         if repeats >= window:
@@ -305,18 +299,15 @@ class Repetition(Termination):
         self.similarity = float(similarity)
 
     def _same(self, a: str, b: str) -> bool:
-        if a == b:
-            return True
-        if self.similarity >= 1.0 or not a or not b:
-            return False
-        return difflib.SequenceMatcher(None, a, b).ratio() >= self.similarity
+        if self.similarity >= 1.0:
+            return normalize(a) == normalize(b)
+        return similarity(a, b) >= self.similarity
 
     def check(self, state: ChatState) -> str | None:
         recent = list(state.utterances[-self.window :])
-        texts = [normalize(e.text) for e in recent]
         repeating: list[Entry] = []
-        for i in range(1, len(texts)):
-            if any(self._same(texts[i], texts[j]) for j in range(i)):
+        for i in range(1, len(recent)):
+            if any(self._same(recent[i].text, recent[j].text) for j in range(i)):
                 repeating.append(recent[i])
         if len(repeating) >= self.repeats:
             last = repeating[-1]
@@ -327,4 +318,7 @@ class Repetition(Termination):
         return None
 
     def __repr__(self) -> str:
-        return f"Repetition(window={self.window}, repeats={self.repeats})"
+        return (
+            f"Repetition(window={self.window}, repeats={self.repeats}, "
+            f"similarity={self.similarity:g})"
+        )

@@ -91,8 +91,24 @@ def test_repetition_catches_a_two_line_livelock() -> None:
 
 def test_repetition_with_a_similarity_threshold() -> None:
     near = said("the answer is 42", "hmm", "the answer is 42!", "hmm", "the answer is 43")
-    assert Repetition(window=4, repeats=2).check(near) is None  # "42" vs "43" differ
+    assert Repetition(window=4, repeats=2, similarity=1.0).check(near) is None  # 42 vs 43
     assert Repetition(window=4, repeats=2, similarity=0.9).check(near) is not None
+
+
+def test_repetition_catches_near_repeats_by_default() -> None:
+    stop = Repetition()
+    assert stop.similarity == 0.8
+    counted = said(*(f"I agree ({i})." if i % 2 else f"I agree ({i})!" for i in range(6)))
+    reason = stop.check(counted)
+    assert reason is not None and "repeat earlier ones" in reason
+    assert stop.check(said("", "", "")) is not None  # saying nothing, again and again
+    varied = said(
+        "Cars make the centre loud and dangerous.",
+        "Shops need deliveries early in the morning.",
+        "Buses could take the lanes that cars leave.",
+        "Who pays for the new bus lines, though?",
+    )
+    assert stop.check(varied) is None
 
 
 def test_repetition_refuses_impossible_settings() -> None:
@@ -192,7 +208,8 @@ def test_repetition_stops_a_looping_chat() -> None:
         timeout=10,
     )
     assert result.stopped_by == "Repetition"
-    assert result.turns == 5  # a: start, b: after, a: after, b: after(rep 1), a: after(rep 2)
+    # a: start, b: "No, after you.", a: "After you." (0.86 alike: repeat 1), b: repeat 2
+    assert result.turns == 4
     assert "repeat earlier ones" in result.reason
 
 
