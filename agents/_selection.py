@@ -8,18 +8,17 @@ notes it in the transcript and falls back to round robin for that turn.
 from __future__ import annotations
 
 import dataclasses
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 from llmos.actors import ActorRef, AgentError
+from llmos.agents._replies import display_name
 from llmos.agents._transcript import Entry
-from llmos.models import Completion, Generate
+from llmos.models import Score, Scores
 
 __all__ = [
     "ModelSelector",
     "SelectionContext",
     "Selector",
-    "pick_name",
     "resolve_selector",
     "round_robin",
 ]
@@ -67,18 +66,20 @@ def round_robin(ctx: SelectionContext) -> str:
 
 
 class ModelSelector:
-    """A model picks the next speaker from the participants' descriptions and the chat so far.
+    """A model picks the next speaker: a constrained choice over the allowed names.
 
-    The model is asked with greedy decoding; the first candidate name in its answer is chosen.
-    An answer that names no candidate raises AgentError, and the chat falls back to round robin
-    for that turn (with a note), so a confused model cannot stall or loop the chat. The chat
-    actor waits for this answer (at most ``timeout``) before it asks the next speaker.
+    The model is shown the task, the participants' descriptions and the latest utterances, and
+    asked who should speak next; then it *scores* each allowed name as the start of its answer
+    (:class:`~llmos.models.Score`: log-probabilities from the model's own distribution), and
+    the most likely name wins. No free text is parsed, so the pick is always one of the allowed
+    names. A model that cannot score (an error, a timeout) makes the selector raise, and the
+    chat falls back to round robin for that turn with a note. The chat actor waits for the
+    answer (at most ``timeout``) before it asks the next speaker.
 
     Args:
         model: the model actor's ref (a ModelActor, a pool, a remote one, or a FakeModel).
         allow_repeat: let the last speaker speak again (default: someone else must).
         history: how many of the latest utterances to show the model.
-        max_new_tokens: the longest answer to read.
         timeout: how long to wait for the model.
     """
 
@@ -88,15 +89,15 @@ class ModelSelector:
         *,
         allow_repeat: bool = False,
         history: int = 6,
-        max_new_tokens: int = 8,
         timeout: float = 60.0,
     ) -> None:
         if not isinstance(model, ActorRef):
             raise AgentError(f"ModelSelector needs a model actor's ref, got {model!r}")
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise AgentError(f"history must be an int >= 0, got {history!r}")
         self.model = model
         self.allow_repeat = allow_repeat
         self.history = history
-        self.max_new_tokens = max_new_tokens
         self.timeout = timeout
 
     def candidates(self, ctx: SelectionContext) -> list[str]:
@@ -107,13 +108,19 @@ class ModelSelector:
         return names
 
     def prompt(self, ctx: SelectionContext, names: Sequence[str]) -> list[dict[str, str]]:
-        """The chat messages the model is asked with."""
-        roles = "\n".join(f"- {n}: {ctx.descriptions.get(n) or 'a participant'}" for n in names)
-        recent = "\n".join(f"{e.speaker}: {e.text}" for e in ctx.transcript[-self.history :])
+        """The chat messages after which the names are scored (shown by :func:`display_name`)."""
+        shown = [display_name(n) for n in names]
+        roles = "\n".join(
+            f"- {s}: {ctx.descriptions.get(n) or 'a participant'}"
+            for n, s in zip(names, shown, strict=True)
+        )
+        recent = "\n".join(
+            f"{display_name(e.speaker)}: {e.text}" for e in ctx.transcript[-self.history :]
+        )
         user = (
             f"Task: {ctx.task or '(open discussion)'}\n\nParticipants:\n{roles}\n\n"
             f"Conversation so far:\n{recent or '(nothing yet)'}\n\n"
-            f"Who should speak next? Answer with exactly one name from: {', '.join(names)}."
+            f"Who should speak next? Answer with one name: {' or '.join(shown)}."
         )
         system = "You choose the next speaker in a group conversation. Reply with a name only."
         return [{"role": "system", "content": system}, {"role": "user", "content": user}]
@@ -122,31 +129,19 @@ class ModelSelector:
         names = self.candidates(ctx)
         if len(names) == 1:
             return names[0]
-        request = Generate(
+        shown = tuple(display_name(n) for n in names)
+        if len(set(shown)) != len(shown):  # two names that display alike: score them as given
+            shown = tuple(names)
+        request = Score(
+            candidates=shown,
             messages=self.prompt(ctx, names),
-            max_new_tokens=self.max_new_tokens,
-            temperature=0.0,
+            truncate=True,
             requester="selector",
         )
-        done = self.model.ask(request, timeout=self.timeout).get()
-        text = done.text if isinstance(done, Completion) else str(done)
-        return pick_name(text, names)
-
-
-def pick_name(text: str, names: Sequence[str]) -> str:
-    """The name in ``names`` that appears first in ``text`` (whole word, any case).
-
-    Raises:
-        AgentError: no name appears.
-    """
-    best: tuple[int, str] | None = None
-    for name in names:
-        found = re.search(rf"(?<!\w){re.escape(name)}(?!\w)", text, re.IGNORECASE)
-        if found and (best is None or found.start() < best[0]):
-            best = (found.start(), name)
-    if best is None:
-        raise AgentError(f"the selector answered {text.strip()!r:.80}, which names none of {names}")
-    return best[1]
+        answer = self.model.ask(request, timeout=self.timeout).get()
+        if not isinstance(answer, Scores):
+            raise AgentError(f"the selector's model answered {type(answer).__name__}, not Scores")
+        return names[shown.index(answer.best(shown))]
 
 
 def resolve_selector(spec: str | Selector | ActorRef) -> Selector:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ from llmos.agents._chat_agent import ChatAgent, GetMemory
 from llmos.agents._dialogue import ChatTimeout, Dialogue, run_chat
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
-from llmos.agents._selection import ModelSelector, SelectionContext, pick_name
+from llmos.agents._selection import ModelSelector, SelectionContext
 from llmos.agents._termination import MaxTurns, TextMention
 from llmos.agents._transcript import ChatResult, ConsolePrinter, read_jsonl
 from llmos.kernel import Supervisor, kernel
@@ -47,7 +48,7 @@ def test_model_selector_order_follows_the_model() -> None:
         trio(), "t", selector=ModelSelector(model), termination=MaxTurns(5), printer=None
     )
     assert result.speakers == ["cy", "bob", "ann", "cy", "bob"]
-    assert not result.notes
+    assert not [n for n in result.notes if "selector" in n.text]
 
 
 def test_model_selector_sees_descriptions_and_the_chat() -> None:
@@ -60,9 +61,9 @@ def test_model_selector_sees_descriptions_and_the_chat() -> None:
     model = FakeModel.start(pick, name="m")
     result = run_chat(trio(), "plan a trip", selector=model, termination=MaxTurns(2), printer=None)
     assert result.speakers[0] == "bob"
-    assert "plan a trip" in prompts[0] and "- ann: says scripted lines" in prompts[0]
-    assert "bob: bob here" in prompts[1]
-    assert "one name from: ann, cy" in prompts[1]  # the last speaker is left out
+    assert "plan a trip" in prompts[0] and "- Ann: says scripted lines" in prompts[0]
+    assert "Bob: bob here" in prompts[1]
+    assert "one name: Ann or Cy." in prompts[1]  # the last speaker is left out
 
 
 def test_function_selector_and_a_bad_pick_falls_back_to_round_robin() -> None:
@@ -84,10 +85,43 @@ def test_a_selector_that_raises_does_not_stop_the_chat() -> None:
     assert "selector failed (KeyError" in result.notes[0].text
 
 
-def test_pick_name_takes_the_first_whole_word() -> None:
-    assert pick_name("Next: Bob, then ann", ["ann", "bob"]) == "bob"
-    with pytest.raises(AgentError, match="names none of"):
-        pick_name("annabel", ["ann", "bob"])
+def test_model_selector_always_picks_an_allowed_speaker() -> None:
+    # The fake scores names by where its scripted reply mentions them; these replies name
+    # nobody, the last speaker, or someone outside the chat: the pick is valid every time.
+    replies = ["pancakes", "", "ann ann ann", "zed should", "cy", "Nobody.", "bob"]
+    picker = CountingScores(ModelSelector(FakeModel.start(replies, name="picker")))
+    result = run_chat(trio(), "t", selector=picker, termination=MaxTurns(7), printer=None)
+    assert picker.calls == 7 and picker.invalid == 0
+    assert not [n for n in result.notes if "selector" in n.text]
+    speakers = result.speakers
+    assert all(a != b for a, b in itertools.pairwise(speakers))  # no repeats
+
+
+class CountingScores:
+    """Wraps a selector; counts its picks that were not among the allowed candidates."""
+
+    def __init__(self, inner: ModelSelector) -> None:
+        self.inner, self.calls, self.invalid = inner, 0, 0
+
+    def __call__(self, ctx: SelectionContext) -> str:
+        self.calls += 1
+        name = self.inner(ctx)
+        allowed = self.inner.candidates(ctx)
+        self.invalid += name not in allowed
+        return name
+
+
+def test_model_selector_fails_with_a_note_when_the_model_cannot_score() -> None:
+    mute = Scripted.start(["not a model"], name="mute")  # answers Score with nothing useful
+    result = run_chat(
+        trio(),
+        "t",
+        selector=ModelSelector(mute, timeout=2),
+        termination=MaxTurns(2),
+        printer=None,
+    )
+    assert result.speakers == ["ann", "bob"]  # round robin stood in
+    assert all("the selector failed" in n.text for n in result.notes[:2])
 
 
 # -- failing speakers ---------------------------------------------------------------------------
@@ -97,7 +131,9 @@ def test_a_speaker_that_raises_is_restarted_and_the_chat_completes() -> None:
     fail_on = {"turn": 2, "left": 1}
     ann = Scripted.start(["ann here"], name="ann")
     flaky = start_supervised(Flaky, fail_on, name="flaky")  # under the kernel
-    result = run_chat([ann, flaky], chat_class=Dialogue, termination=MaxTurns(4), printer=None)
+    result = run_chat(
+        [ann, flaky], chat_class=Dialogue, termination=MaxTurns(4), printer=None, note_repeats=0
+    )
     assert result.stopped_by == "MaxTurns"
     assert result.speakers == ["ann", "flaky", "ann", "flaky"]
     assert [e.text for e in result.utterances][1] == "flaky speaks in turn 2"
@@ -113,7 +149,9 @@ def test_a_speaker_failing_twice_is_skipped_with_a_note() -> None:
     fail_on = {"turn": 2, "left": 2}
     ann = Scripted.start(["ann here"], name="ann")
     flaky = start_supervised(Flaky, fail_on, name="flaky", supervisor=team)
-    result = run_chat([ann, flaky], chat_class=Dialogue, termination=MaxTurns(4), printer=None)
+    result = run_chat(
+        [ann, flaky], chat_class=Dialogue, termination=MaxTurns(4), printer=None, note_repeats=0
+    )
     assert result.turns == 4 and result.speakers == ["ann", "ann", "flaky"]
     assert "turn 2 skipped: flaky failed 2 times" in result.notes[-1].text
     assert flaky.statistics().restarts == 2
@@ -123,7 +161,9 @@ def test_a_speaker_the_kernel_gives_up_on_leaves_and_the_chat_goes_on() -> None:
     fail_on = {"turn": 2, "left": 99}  # crashes on every try of turn 2
     ann = Scripted.start(["ann here"], name="ann")
     flaky = start_supervised(Flaky, fail_on, name="flaky")  # the kernel: 1 restart in 5 s
-    result = run_chat([ann, flaky], chat_class=Dialogue, termination=MaxTurns(5), printer=None)
+    result = run_chat(
+        [ann, flaky], chat_class=Dialogue, termination=MaxTurns(5), printer=None, note_repeats=0
+    )
     assert result.stopped_by == "MaxTurns" and result.turns == 5
     assert result.speakers == ["ann", "ann", "ann"]
     notes = [n.text for n in result.notes]
@@ -210,7 +250,9 @@ def test_transcripts_are_written_as_jsonl_and_markdown(tmp_path: Path) -> None:
     )
     assert result.jsonl_path == str(tmp_path / "out" / "chat.jsonl")
     records = read_jsonl(result.jsonl_path)
-    assert [r["kind"] for r in records] == ["utterance", "note", "note", "utterance", "end"]
+    kinds = [r["kind"] for r in records]
+    assert kinds == ["utterance", "note", "note", "utterance", "note", "end"]
+    assert records[4]["text"] == "turn 3: ann nearly repeats turn 1 (ann), 100% alike"
     first = records[0]
     assert {k: first[k] for k in ("index", "speaker", "text", "turn", "tokens")} == {
         "index": 0,
@@ -229,8 +271,9 @@ def test_transcripts_are_written_as_jsonl_and_markdown(tmp_path: Path) -> None:
 
 def test_the_console_printer_streams_tokens_and_utterances() -> None:
     fake = FakeModel.start(name="fake")
-    ann = ChatAgent.start(fake, "You are Ann.", name="ann")
-    bob = ChatAgent.start(fake, "You are Bob.", name="bob")
+    # The fake echoes (near-repeats), so the agents keep their first answers.
+    ann = ChatAgent.start(fake, "You are Ann.", stream=True, avoid_repeats=1.0, name="ann")
+    bob = ChatAgent.start(fake, "You are Bob.", stream=True, avoid_repeats=1.0, name="bob")
     out = io.StringIO()
     result = run_chat(
         [ann, bob],
@@ -238,6 +281,7 @@ def test_the_console_printer_streams_tokens_and_utterances() -> None:
         chat_class=Dialogue,
         termination=MaxTurns(3),
         printer=ConsolePrinter(out),
+        note_repeats=0,
     )
     text = out.getvalue()
     assert text.splitlines()[:3] == [
