@@ -1,21 +1,31 @@
 # llmos.agents: what users touch. Agents, chat agents, dialogues, group chats, termination.
 #   _agent, _agent_messages, _oplog    Agent (subclass it): validated input, operation log
-#   _chat_agent                        ChatAgent: persona, model ref, bounded memory
+#   _chat_agent, _chat_prompt, _memory ChatAgent: persona, model ref, bounded memory; how it
+#                                      shows a conversation to a small model and tidies replies
 #   _group_chat, _chat_turns, _dialogue, _selection, _termination, _transcript
 #                                      GroupChat / Dialogue actors, speaker selection,
 #                                      termination conditions, JSONL + Markdown transcripts
 #   _human                             HumanAgent: a person at the terminal
+#   _replies                           text hygiene: sentence ends, echoed labels, similarity
 # Imports point one way: agents -> models -> kernel -> transport -> actors. Model actors and
 # their messages live in ``llmos.models``; the ``llmos`` command in ``llmos.cli``.
 from __future__ import annotations
 
 from llmos.agents._agent import Agent, check_input, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
-from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory, Memory, approx_tokens
+from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory
 from llmos.agents._dialogue import ChatTimeout, Dialogue, run_chat
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
+from llmos.agents._memory import Memory, approx_tokens
 from llmos.agents._oplog import OpLog, OpRecord
+from llmos.agents._replies import (
+    display_name,
+    most_similar,
+    similarity,
+    strip_labels,
+    trim_to_sentence,
+)
 from llmos.agents._selection import ModelSelector, SelectionContext, round_robin
 from llmos.agents._termination import (
     AllOf,
@@ -69,7 +79,12 @@ __all__ = [
     "Utterance",
     "approx_tokens",
     "check_input",
+    "display_name",
+    "most_similar",
     "round_robin",
     "run_chat",
+    "similarity",
     "spawn",
+    "strip_labels",
+    "trim_to_sentence",
 ]

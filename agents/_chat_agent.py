@@ -15,22 +15,21 @@ remembering the conversation.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmos.actors import ActorRef, AgentError, handler, message
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Prompt, Turn, Utterance
+from llmos.agents._chat_prompt import render_prompt, scene_text, split_speaker, tidy_reply
+from llmos.agents._memory import Memory
+from llmos.agents._replies import most_similar, normalize
 from llmos.models import Completion, Generate
 
-__all__ = ["ChatAgent", "ClearMemory", "GetMemory", "Memory", "approx_tokens"]
+__all__ = ["ChatAgent", "ClearMemory", "GetMemory"]
 
 Summarizer = Callable[[list[dict[str, str]], str], str]
-
-
-def approx_tokens(text: str) -> int:
-    """A cheap token estimate (about four characters a token) for memory budgets."""
-    return (len(text) + 3) // 4
 
 
 @message("llmos.agents.GetMemory")
@@ -43,62 +42,6 @@ class ClearMemory:
     """Make a ChatAgent forget everything (the persona stays)."""
 
 
-class Memory:
-    """The turns a ChatAgent remembers, within a token budget.
-
-    Args:
-        budget: the most tokens the summary and the turns may take together.
-        count: how tokens are counted (default :func:`approx_tokens`).
-
-    Attributes:
-        turns: ``{"role": "user"|"assistant", "content": str}`` dicts, oldest first.
-        summary: what the dropped turns were about ("" when they were simply dropped).
-        seen: per dialogue, the highest transcript index absorbed, so a retried turn does not
-            add the same utterances twice.
-        dropped: how many turns were dropped or summarised so far.
-    """
-
-    def __init__(self, budget: int, count: Callable[[str], int] = approx_tokens) -> None:
-        if not isinstance(budget, int) or budget < 16:
-            raise AgentError(f"a memory budget must be an int >= 16 tokens, got {budget!r}")
-        self.budget = budget
-        self.count = count
-        self.turns: list[dict[str, str]] = []
-        self.summary = ""
-        self.seen: dict[str, int] = {}
-        self.dropped = 0
-
-    def tokens(self) -> int:
-        """Tokens taken by the summary and the turns."""
-        return self.count(self.summary) + sum(self.count(t["content"]) for t in self.turns)
-
-    def add(self, role: str, content: str) -> None:
-        """Remember one turn (consecutive turns of the same role are merged)."""
-        if self.turns and self.turns[-1]["role"] == role:
-            self.turns[-1] = {"role": role, "content": self.turns[-1]["content"] + "\n" + content}
-        else:
-            self.turns.append({"role": role, "content": content})
-
-    def overflow(self) -> list[dict[str, str]]:
-        """Remove the oldest turns until within budget (the newest always stays); return them."""
-        removed: list[dict[str, str]] = []
-        while len(self.turns) > 1 and self.tokens() > self.budget:
-            removed.append(self.turns.pop(0))
-        self.dropped += len(removed)
-        return removed
-
-    def clear(self) -> None:
-        """Forget everything."""
-        self.turns, self.summary, self.seen = [], "", {}
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "summary": self.summary,
-            "turns": [dict(t) for t in self.turns],
-            "tokens": self.tokens(),
-        }
-
-
 class ChatAgent(Agent):
     """An agent that answers through a model actor, with a persona and a bounded memory.
 
@@ -106,6 +49,20 @@ class ChatAgent(Agent):
     memory as user turns (``"name: text"``), its own answers as assistant turns. Outside one it
     answers :class:`~llmos.agents.Prompt`. Override :meth:`gather_context` to consult tools or
     other agents before each answer.
+
+    Its defaults are chosen to get readable dialogue out of a small model (SmolLM2-135M):
+
+    - the model sees the persona, a short scene (whom it talks with, about what, how to
+      answer) and only the latest ``history`` turns (see ``llmos.agents._chat_prompt``);
+    - it samples (``temperature``, ``top_p``) with a seed derived from ``seed``, the task and
+      the turn, so a dialogue replays exactly and another ``seed`` gives another one;
+    - a repetition penalty and a ban on repeated ``no_repeat_ngram``-grams, over its answer and
+      the latest turns, keep it from looping or copying;
+    - an answer stops at the end of a line and may run ``finish_sentence`` tokens past the
+      limit to end its sentence; it is then cut after its last whole sentence, with no echoed
+      speaker labels or prompt scaffold (:func:`~llmos.agents._chat_prompt.tidy_reply`);
+    - an answer at least ``avoid_repeats`` alike to one of the latest turns (or empty) is
+      generated once more with another seed, and the less repetitive of the two is kept.
 
     Args:
         model: the model actor's ref (a ModelActor, a pool, a remote one, a FakeModel), or the
@@ -117,8 +74,22 @@ class ChatAgent(Agent):
             "model" (ask the model for a one-line summary), or a function
             ``(dropped_turns, previous_summary) -> summary``.
         max_new_tokens: the longest answer (a dialogue may ask for fewer).
-        temperature: 0 for greedy (reproducible) answers.
-        seed: seeds sampling (temperature > 0), so a sampled dialogue can be replayed.
+        temperature: sampling temperature; 0 for greedy answers.
+        top_p: nucleus sampling mass (0 < top_p <= 1).
+        seed: the base of this agent's sampling seeds (each turn draws its own from it, the
+            task and the turn); None derives it from the agent's name. Either way a
+            dialogue replays exactly; change it to hear another one.
+        repetition_penalty: penalizes tokens of its answer so far and of the latest turns
+            (1.0: off).
+        no_repeat_ngram: never repeats this many tokens in a row from its answer or the
+            latest turns (0: off).
+        finish_sentence: tokens an answer may run past its limit to end its sentence (0: none).
+        history: how many of the latest turns the model sees.
+        avoid_repeats: an answer at least this alike to a recent turn is generated again once
+            (1.0 or more: never).
+        stream: pass the model's tokens on to a dialogue that asks for them (they are the raw
+            text, before the answer is tidied; off by default, so a printer shows each answer
+            once, as said).
         model_timeout: how long to wait for the model.
         oplog: a JSONL file for the operation log.
 
@@ -135,8 +106,15 @@ class ChatAgent(Agent):
         memory_tokens: int = 1024,
         summarize: str | Summarizer = "drop",
         max_new_tokens: int = 64,
-        temperature: float = 0.0,
+        temperature: float = 0.5,
+        top_p: float = 0.9,
         seed: int | None = None,
+        repetition_penalty: float = 1.15,
+        no_repeat_ngram: int = 4,
+        finish_sentence: int = 16,
+        history: int = 6,
+        avoid_repeats: float = 0.8,
+        stream: bool = False,
         model_timeout: float = 120.0,
         oplog: str | os.PathLike[str] | None = None,
     ) -> None:
@@ -160,8 +138,21 @@ class ChatAgent(Agent):
         if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or seed < 0):
             raise AgentError(f"seed must be a non-negative int or None, got {seed!r}")
         self.seed = seed
+        if not isinstance(history, int) or isinstance(history, bool) or history < 1:
+            raise AgentError(f"history must be an int >= 1, got {history!r}")
+        self.decoding: dict[str, Any] = {
+            "top_p": top_p,
+            "repetition_penalty": repetition_penalty,
+            "no_repeat_ngram": no_repeat_ngram,
+            "finish_sentence": finish_sentence,
+        }
+        self.history = history
+        self.avoid_repeats = float(avoid_repeats)
+        self.stream = stream
         self.model_timeout = model_timeout
         self.scene = ""  # who this agent talks with, and about what (set by a dialogue)
+        self.participants: tuple[str, ...] = ()
+        self.turn_key = ""  # the dialogue and turn being answered, for the seeds
 
     # -- handlers -----------------------------------------------------------------------------
 
@@ -170,10 +161,9 @@ class ChatAgent(Agent):
         """Take a turn in a dialogue: remember what was said since, then answer."""
         me = self.agent_name
         others = [p for p in turn.participants if p != me]
-        self.scene = (
-            f"You are {me}, talking with {', '.join(others) or 'others'}. "
-            f"Topic: {turn.task or 'open discussion'}. Keep your answers short."
-        )
+        self.scene = scene_text(me, others, turn.task)
+        self.participants = tuple(turn.participants)
+        self.turn_key = f"{turn.task}:{turn.turn}"  # not the chat's name: a rerun replays
         incoming: list[dict[str, Any]] = []
         seen = self.memory.seen
         for entry in turn.new:
@@ -187,7 +177,8 @@ class ChatAgent(Agent):
                 incoming.append(entry)
         if not self.memory.turns and turn.task:
             self.memory.add("user", turn.task)
-        stop = tuple(f"\n{p}:" for p in turn.participants)
+        # One paragraph a turn: a new line is where a small model starts speaking for others.
+        stop = ("\n",)
         return self.answer(incoming, turn.max_tokens, stop, turn.stream_to, turn.request_id)
 
     @handler(Prompt)
@@ -195,6 +186,7 @@ class ChatAgent(Agent):
         """Answer something said outside a dialogue."""
         text = f"{prompt.sender}: {prompt.text}" if prompt.sender else prompt.text
         self.memory.add("user", text)
+        self.turn_key = f"prompt:{len(self.memory.turns)}:{self.memory.dropped}"
         incoming = [{"speaker": prompt.sender, "text": prompt.text}]
         return self.answer(incoming, 0, (), None, "")
 
@@ -230,48 +222,87 @@ class ChatAgent(Agent):
         stream_to: ActorRef | None,
         request_id: str,
     ) -> Utterance:
-        """Ask the model for the next answer from the memory, remember it, return it."""
+        """Ask the model for the next answer from the memory, remember it, return it.
+
+        The answer is tidied (:meth:`clean`); one that nearly repeats a recent turn, or is
+        empty, is generated once more with another seed and the less repetitive one is kept.
+        Tokens are streamed to ``stream_to`` only when the agent was made with
+        ``stream=True``: the streamed text is the model's own, before tidying.
+        """
         self._fit_memory()
         context = self.gather_context(incoming)
         messages = self.prompt_messages(context)
-        request = Generate(
-            messages=messages,
-            max_new_tokens=min(max_tokens, self.max_new_tokens)
-            if max_tokens
-            else self.max_new_tokens,
-            temperature=self.temperature,
-            seed=self.seed,
-            stop=stop,
-            truncate=True,
-            stream_to=stream_to,
-            requester=self.agent_name,
-            request_id=request_id,
-        )
-        done = self.ask_agent(self._model_ref(), request, timeout=self.model_timeout)
-        if not isinstance(done, Completion):
-            raise AgentError(f"the model answered {type(done).__name__}, not a Completion")
-        text = self.clean(done.text)
+        limit = min(max_tokens, self.max_new_tokens) if max_tokens else self.max_new_tokens
+        recent = self._recent_texts()
+        best: tuple[float, str, Completion] | None = None
+        for attempt in range(2 if self.avoid_repeats < 1.0 else 1):
+            request = Generate(
+                messages=messages,
+                max_new_tokens=limit,
+                temperature=self.temperature + 0.3 * attempt,
+                seed=self._turn_seed(attempt),
+                stop=stop,
+                truncate=True,
+                stream_to=stream_to if self.stream and attempt == 0 else None,
+                requester=self.agent_name,
+                request_id=request_id if attempt == 0 else f"{request_id}:again",
+                avoid=tuple(recent[-4:]),
+                **self.decoding,
+            )
+            done = self.ask_agent(self._model_ref(), request, timeout=self.model_timeout)
+            if not isinstance(done, Completion):
+                raise AgentError(f"the model answered {type(done).__name__}, not a Completion")
+            text = self.clean(done.text, cut_short=done.finish_reason == "length")
+            alike = most_similar(text, recent)[1] if normalize(text) else 1.0
+            if best is None or alike < best[0]:
+                best = (alike, text, done)
+            if alike < self.avoid_repeats:
+                break
+        assert best is not None
+        _alike, text, done = best
         self.memory.add("assistant", text)
         return Utterance(self.agent_name, text, done.completion_tokens, done.finish_reason)
 
-    def prompt_messages(self, context: str = "") -> list[dict[str, str]]:
-        """The chat messages sent to the model: persona, scene, summary, memory, context."""
-        system = "\n\n".join(s for s in (self.persona, self.scene, self._summary_text()) if s)
-        messages = [{"role": "system", "content": system}] if system else []
-        turns = [dict(t) for t in self.memory.turns]
-        if not turns or turns[-1]["role"] != "user":
-            turns.append({"role": "user", "content": "Please go on."})
-        if context:
-            turns[-1] = {"role": "user", "content": turns[-1]["content"] + "\n\n" + context}
-        return messages + turns
+    def _recent_texts(self) -> list[str]:
+        """The texts of the latest turns (the others' without their labels), oldest first."""
+        texts: list[str] = []
+        for turn in self.memory.turns[-self.history :]:
+            for line in turn["content"].split("\n"):
+                texts.append(split_speaker(line, self.participants)[1])
+        return [t for t in texts if t.strip()]
 
-    def clean(self, text: str) -> str:
-        """Tidy the model's text: strip it, and drop a leading ``"<my name>:"``."""
-        text = text.strip()
-        prefix = f"{self.agent_name}:"
-        if text.lower().startswith(prefix.lower()):
-            text = text[len(prefix) :].strip()
-        return text
+    def _turn_seed(self, attempt: int) -> int:
+        base = self.seed if self.seed is not None else zlib.crc32(self.agent_name.encode())
+        return zlib.crc32(f"{base}:{self.turn_key}:{attempt}".encode())
+
+    def prompt_messages(self, context: str = "") -> list[dict[str, str]]:
+        """The chat messages sent to the model: persona, scene and summary as the system
+        message, then the latest ``history`` turns and the context (see
+        ``llmos.agents._chat_prompt.render_prompt``)."""
+        return render_prompt(
+            self._system_text(),
+            self.memory.turns,
+            self.agent_name,
+            self.participants,
+            self.history,
+            context,
+        )
+
+    def _system_text(self) -> str:
+        return "\n\n".join(s for s in (self.persona, self.scene, self._summary_text()) if s)
+
+    def clean(self, text: str, cut_short: bool = False) -> str:
+        """Tidy the model's text: no speaker labels or echoed prompt, the right names, and
+        (when the token limit cut it short) an end on a whole sentence (see
+        ``llmos.agents._chat_prompt.tidy_reply``)."""
+        heard = [t for t in self.memory.turns if t["role"] == "user"]
+        addressee = ""
+        if heard:
+            last = heard[-1]["content"].split("\n")[-1]
+            addressee = split_speaker(last, self.participants)[0]
+        return tidy_reply(
+            text, self._system_text(), self.agent_name, self.participants, addressee, cut_short
+        )
 
     def _summary_text(self) -> str:
         return f"Earlier in the conversation: {self.memory.summary}" if self.memory.summary else ""

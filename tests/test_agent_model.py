@@ -10,9 +10,19 @@ import pytest
 from llmos.actors import ActorRef
 from llmos.agents._agent_messages import Prompt, Utterance
 from llmos.agents._chat_agent import ChatAgent, GetMemory
-from llmos.agents._dialogue import run_chat
+from llmos.agents._dialogue import Dialogue, run_chat
+from llmos.agents._replies import similarity
 from llmos.agents._selection import ModelSelector
 from llmos.agents._termination import MaxTurns
+from llmos.models import (
+    Completion,
+    Generate,
+    GenerateParams,
+    ModelEngine,
+    Score,
+    Scores,
+    ends_sentence,
+)
 from llmos.models._actor import ModelActor, shared_model
 
 pytestmark = pytest.mark.model
@@ -52,7 +62,7 @@ def test_group_chat_end_to_end_with_a_model_selector(model: ActorRef) -> None:
     result = run_chat(
         team,
         "What should we cook tonight?",
-        selector=ModelSelector(model, max_new_tokens=4),
+        selector=ModelSelector(model),
         termination=MaxTurns(2),
         printer=None,
         timeout=280,
@@ -60,4 +70,60 @@ def test_group_chat_end_to_end_with_a_model_selector(model: ActorRef) -> None:
     assert result.stopped_by == "MaxTurns" and result.turns == 2
     assert len(result.utterances) == 2 and all(e.text for e in result.utterances)
     assert result.speakers[0] != result.speakers[1]  # the selector never repeats a speaker
+    assert not [n for n in result.notes if "selector" in n.text]  # its picks are all valid
     assert result.tokens > 0
+
+
+def test_scoring_reads_the_models_own_choice(model: ActorRef) -> None:
+    ask = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
+    candidates = ("Berlin", "Paris", "Madrid")
+    scores = model.ask(Score(candidates, messages=ask), timeout=120).get()
+    assert isinstance(scores, Scores) and len(scores.logprobs) == 3
+    assert all(lp <= 0 for lp in scores.logprobs)
+    assert scores.best(candidates) == "Paris"
+
+
+def test_a_reply_finishes_its_sentence_within_the_overshoot(model: ActorRef) -> None:
+    ask = [{"role": "user", "content": "Describe the sea in three sentences."}]
+    done = model.ask(
+        Generate(messages=ask, max_new_tokens=10, finish_sentence=40), timeout=120
+    ).get()
+    assert isinstance(done, Completion)
+    assert ends_sentence(done.text) or done.completion_tokens == 50
+    assert done.completion_tokens >= 10 or done.finish_reason == "stop"
+
+
+def test_no_repeat_ngram_keeps_the_model_from_copying_a_text(weights: Any) -> None:
+    engine = ModelEngine(weights)
+    line = "The quick brown fox jumps over the lazy dog near the old river bank."
+    ask = [{"role": "user", "content": f"Repeat exactly: {line}"}]
+    copied = engine.generate(GenerateParams(messages=ask, max_new_tokens=20))
+    fresh = engine.generate(
+        GenerateParams(messages=ask, max_new_tokens=20, no_repeat_ngram=3, avoid=(line,))
+    )
+
+    def grams(text: str) -> set[tuple[int, ...]]:
+        ids = weights.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return {tuple(ids[i : i + 3]) for i in range(len(ids) - 2)}
+
+    assert grams(copied.text) & grams(line)  # greedy copies it...
+    assert not grams(fresh.text) & grams(line)  # ...and cannot when told to avoid it
+
+
+def test_a_dialogue_on_the_model_reads_cleanly(model: ActorRef) -> None:
+    ada = ChatAgent.start(model, "You are Ada, an upbeat planner.", max_new_tokens=24, name="ada")
+    rex = ChatAgent.start(model, "You are Rex, a shop owner.", max_new_tokens=24, name="rex")
+    result = run_chat(
+        [ada, rex],
+        "Should the main street be car-free?",
+        chat_class=Dialogue,
+        termination=MaxTurns(4),
+        printer=None,
+        timeout=600,
+    )
+    assert result.turns == 4 and len(result.utterances) == 4
+    for e in result.utterances:
+        assert e.text and not e.text.lower().startswith(("ada:", "rex:", "you are"))
+        assert "\n" not in e.text
+    texts = [e.text for e in result.utterances]
+    assert all(similarity(a, b) < 0.8 for i, a in enumerate(texts) for b in texts[:i])

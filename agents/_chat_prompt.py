@@ -1,0 +1,153 @@
+"""How a ChatAgent shows a conversation to its model: the scene, the latest turns, the cue.
+
+Small models (SmolLM2-135M) copy whatever looks like a transcript: given ``"rex: ..."`` lines
+they answer with a ``"rex:"`` line of their own, and given a long history they repeat it. So
+the prompt is built for them:
+
+- the system message is the persona plus a short scene: who the agent is, whom it talks to
+  (by name), what about, and how to answer (speak to them as "you", briefly, something new);
+- only the latest turns are shown: the others' as user turns, the agent's own as assistant
+  turns; in a dialogue of two the other's words go unlabelled (the scene says who speaks), in
+  a group each line is marked with its speaker's name;
+- the last user turn ends with a cue naming whom to answer.
+
+Everything here is a plain function of the agent's memory, so it is easy to test and to
+override (:meth:`ChatAgent.prompt_messages`).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from llmos.agents._replies import display_name, normalize, strip_labels, trim_to_sentence
+
+__all__ = ["render_prompt", "scene_text", "split_speaker", "tidy_reply"]
+
+
+def _join(names: Sequence[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def scene_text(me: str, others: Sequence[str], task: str) -> str:
+    """The scene for ``me`` talking with ``others`` about ``task`` (names as actors name them)."""
+    shown = [display_name(o) for o in others]
+    lines = []
+    if shown:
+        lines.append(f"You are {display_name(me)}, talking with {_join(shown)}.")
+    if task:
+        lines.append(f"The question: {task}")
+    if len(shown) == 1:
+        lines.append(f'Speak to {shown[0]} as "you". Give your own view in one or two sentences.')
+    elif shown:
+        lines.append("Speak to the others by name. Give your own view in one or two sentences.")
+    return "\n".join(lines)
+
+
+def split_speaker(line: str, participants: Sequence[str]) -> tuple[str, str]:
+    """``("rex", "text")`` for a remembered line ``"rex: text"``; ``("", line)`` otherwise."""
+    speaker, sep, text = line.partition(": ")
+    if sep and speaker in participants:
+        return speaker, text
+    return "", line
+
+
+def render_prompt(
+    system: str,
+    turns: Sequence[dict[str, str]],
+    me: str,
+    participants: Sequence[str],
+    history: int,
+    context: str = "",
+) -> list[dict[str, str]]:
+    """The chat messages for the model.
+
+    Args:
+        system: the system message (persona, scene, summary); "" for none.
+        turns: the memory's turns, oldest first: the others' as user turns of ``"name: text"``
+            lines, the agent's own as assistant turns.
+        me: the agent's name.
+        participants: everyone in the conversation (empty outside a dialogue).
+        history: how many of the latest turns to show.
+        context: extra text for the last user turn (tool results, say).
+    """
+    others = [p for p in participants if p != me]
+    shown = list(turns[-history:]) if history > 0 else []
+    if shown and shown[0]["role"] == "assistant" and len(turns) > len(shown):
+        shown = shown[1:]  # open on what was said to the agent, not on its own words
+    messages = [{"role": "system", "content": system}] if system else []
+    last_speaker = ""
+    for turn in shown:
+        if turn["role"] != "user":
+            messages.append({"role": turn["role"], "content": turn["content"]})
+            continue
+        lines = []
+        for line in turn["content"].split("\n"):
+            speaker, text = split_speaker(line, participants)
+            if speaker:
+                last_speaker = speaker
+                lines.append(text if len(others) == 1 else f"{display_name(speaker)}: {text}")
+            else:
+                lines.append(line)
+        messages.append({"role": "user", "content": "\n".join(lines)})
+    if not shown or shown[-1]["role"] != "user":
+        messages.append({"role": "user", "content": "Go on."})
+    elif last_speaker and len(others) > 1:
+        messages[-1]["content"] += f"\n\n(Answer {display_name(last_speaker)}.)"
+    if context:
+        messages[-1]["content"] += "\n\n" + context
+    return messages
+
+
+def _sentences(text: str) -> list[str]:
+    return [s for s in re.split(r"(?<=[.!?\u2026])\s+", text) if s]
+
+
+def tidy_reply(
+    text: str,
+    system: str,
+    me: str,
+    participants: Sequence[str],
+    addressee: str = "",
+    cut_short: bool = True,
+) -> str:
+    """Tidy a model's reply: no speaker labels, no echoed scaffold, the right names, a whole
+    sentence at the end.
+
+    - a leading speaker label is dropped, and the text is cut where it starts speaking for
+      someone else (see :func:`~llmos.agents.strip_labels`);
+    - sentences copied from the system message (the persona, the scene) are dropped;
+    - opening by addressing the agent's own name ("Rex, I think" said by Rex) is turned into
+      the name of the one it answers (or dropped when that is unknown);
+    - a reply cut short by the token limit is cut after its last complete sentence (when it
+      has one); a reply the model ended itself is kept to its end;
+    - quotes wrapped round the whole reply are removed.
+
+    Args:
+        text: the model's reply.
+        system: the system message the model was given.
+        me: the agent's name.
+        participants: everyone in the conversation.
+        addressee: whom the agent answers ("" when unknown).
+        cut_short: the generation stopped at its token limit (finish reason "length").
+    """
+    names = [*participants, *(display_name(p) for p in participants), me, display_name(me)]
+    text = strip_labels(text, names)
+    scaffold = normalize(system)
+    kept = [s for s in _sentences(text) if not (len(s.split()) >= 3 and normalize(s) in scaffold)]
+    text = " ".join(kept)
+    own = re.match(
+        rf"(?:hi|hello|hey|dear)?[,\s]*{re.escape(display_name(me))}\b\s*[,!:]\s*",
+        text,
+        re.IGNORECASE,
+    )
+    if own:
+        rest = text[own.end() :]
+        if addressee and addressee != me:
+            text = f"{display_name(addressee)}, {rest}"
+        else:
+            text = rest[:1].upper() + rest[1:]
+    text = trim_to_sentence(text) if cut_short else text.strip()
+    if len(text) > 1 and text[0] in '"\u201c' and text[-1] in '"\u201d' and text.count('"') <= 2:
+        text = text[1:-1].strip()
+    return text
