@@ -51,7 +51,6 @@ from llmos.agents import (
     ChatAgent,
     ChatResult,
     Dialogue,
-    GetModelStats,
     GetResult,
     GroupChat,
     MaxTurns,
@@ -60,6 +59,7 @@ from llmos.agents import (
     StartChat,
     spawn,
 )
+from llmos.models import GetModelStats
 
 TOPICS = [
     "Should cities ban cars from their centres?",
@@ -321,7 +321,11 @@ def _agents(
     for i, ((name, gender), role) in enumerate(zip(cast, roles, strict=True)):
         persona = role.format(name=name)
         people[name], personas[name] = gender, persona
-        refs.append(spawn(ChatAgent, model, persona, seed=seed + i, name=name.lower()))
+        # A long model timeout: on a loaded machine a turn must wait, not be skipped.
+        agent = spawn(
+            ChatAgent, model, persona, seed=seed + i, model_timeout=1800.0, name=name.lower()
+        )
+        refs.append(agent)
     return refs, people, personas
 
 
@@ -333,14 +337,14 @@ def run_all(model: ActorRef, args: argparse.Namespace) -> tuple[list[ChatFigures
         "termination": MaxTurns(args.turns),
         "max_tokens": args.tokens,
         "printer": None,
-        "speaker_timeout": 600.0,
+        "speaker_timeout": 1800.0,
     }
     for t, topic in enumerate(TOPICS[: args.topics]):
         refs, people, personas = _agents(model, PAIRS[t], PAIR_ROLES, args.seed + 10 * t)
-        chat = Dialogue.start(refs[0], refs[1], topic, name=f"dialogue-{t}", **common)
+        chat: ActorRef = Dialogue.start(refs[0], refs[1], topic, name=f"dialogue-{t}", **common)
         chats.append(("dialogue", chat, people, personas, None))
         refs, people, personas = _agents(model, TRIOS[t], TRIO_ROLES, args.seed + 10 * t + 5)
-        selector = CountingSelector(ModelSelector(model, timeout=600.0))
+        selector = CountingSelector(ModelSelector(model, timeout=1800.0))
         chat = GroupChat.start(refs, topic, selector=selector, name=f"group-{t}", **common)
         chats.append(("group", chat, people, personas, selector))
     start = time.perf_counter()
@@ -433,7 +437,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the figures here")
     args = parser.parse_args(argv)
 
-    from llmos.agents import ModelActor
+    from llmos.models import ModelActor  # imports torch: only when run
 
     load_before = os.getloadavg()
     model = ModelActor.start(max_batch_size=2 * args.topics, name="model")

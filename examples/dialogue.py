@@ -15,10 +15,20 @@ from llmos.actors import ActorRef
 from llmos.agents import ChatAgent, Dialogue, MaxTurns, Repetition, Timeout, run_chat, spawn
 from llmos.models import FakeModel
 
+# What the fake model says, in turn (it has no model to ask).
+FAKE_LINES = [
+    "Yes: a car-free centre is safer and quieter, and people stay longer.",
+    "My customers park right outside; without cars, who carries home a new fridge?",
+    "Delivery bikes and a loading hour each morning would bring your fridges in.",
+    "A loading hour is a start, but the bus has to stop near my door too.",
+    "Then let us put a bus stop on your corner and try it for a summer.",
+    "A summer trial I can live with, if we count the customers before and after.",
+]
+
 
 def start_model(fake: bool) -> ActorRef:
     if fake:
-        return FakeModel.start(name="model")
+        return FakeModel.start(FAKE_LINES, cycle=True, name="model")
     from llmos.models import ModelActor  # imports torch: only when needed
 
     return ModelActor.start(name="model")
@@ -30,6 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=6, help="turns in the dialogue")
     parser.add_argument("--max-tokens", type=int, default=48, help="tokens per utterance")
     parser.add_argument("--question", default="Should cities ban cars from their centres?")
+    parser.add_argument("--seed", type=int, help="another seed, another dialogue")
     parser.add_argument("--save", type=Path, help="folder for dialogue.jsonl and dialogue.md")
     args = parser.parse_args(argv)
 
@@ -43,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             model,
             "You are Sunny, an upbeat urban planner. Argue for the idea in one or two sentences.",
             max_new_tokens=args.max_tokens,
+            seed=args.seed,  # sampled, reproducibly: another seed, another dialogue
             memory_tokens=512,  # bounded memory: the oldest turns are dropped past this
             name="sunny",
             restart_on_ask_error=True,
@@ -53,12 +65,14 @@ def main(argv: list[str] | None = None) -> int:
             "You are Rex, a sceptical shop owner. Raise one concrete worry in one or two "
             "sentences.",
             max_new_tokens=args.max_tokens,
+            seed=args.seed,
             memory_tokens=512,
             name="rex",
             restart_on_ask_error=True,
         )
-        # Stop after N turns, on a livelock (the same lines going round), or after 5 minutes.
-        stop = MaxTurns(args.turns) | Repetition(window=4, repeats=2) | Timeout(300)
+        # Stop after N turns, when the talk goes round in circles (near-repeats), or after 5
+        # minutes.
+        stop = MaxTurns(args.turns) | Repetition() | Timeout(300)
         result = run_chat(
             [optimist, sceptic],
             args.question,

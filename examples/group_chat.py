@@ -24,17 +24,24 @@ from llmos.agents import (
 from llmos.models import FakeModel
 
 TEAM = {
-    "writer": "You are Wren, a copywriter. Propose or improve a short slogan.",
-    "critic": "You are Cole, a critic. Point out one weakness of the latest slogan.",
-    "editor": "You are Eda, the editor. Pick the best slogan; say APPROVED when it is good.",
+    "wren": "You are Wren, a copywriter. Propose or improve a short slogan.",
+    "cole": "You are Cole, a critic. Point out one weakness of the latest slogan.",
+    "eda": "You are Eda, the editor. Pick the best slogan; say APPROVED when it is good.",
 }
 
 
 def start_models(fake: bool) -> tuple[ActorRef, ActorRef]:
     """The agents' model and the selector's model (the same actor unless faked)."""
     if fake:
-        picks = ["critic", "writer", "editor"]  # the fake selector's fixed choices
-        return FakeModel.start(name="model"), FakeModel.start(picks, cycle=True, name="picker")
+        picks = ["cole", "wren", "eda"]  # the fake selector's fixed choices
+        lines = [  # said in the order the fake selector picks: cole, wren, eda, cole
+            "Before we start: no puns on rising dough, please.",
+            "Warm bread before the first bus.",
+            "Good; it says when, but not for whom.",
+            "Then: warm bread for the first shift, before the first bus.",
+        ]
+        model = FakeModel.start(lines, cycle=True, name="model")
+        return model, FakeModel.start(picks, cycle=True, name="picker")
     from llmos.models import ModelActor  # imports torch: only when needed
 
     model = ModelActor.start(name="model")
@@ -46,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fake", action="store_true", help="use fake models")
     parser.add_argument("--turns", type=int, default=6, help="most turns in the chat")
     parser.add_argument("--max-tokens", type=int, default=40, help="tokens per utterance")
+    parser.add_argument("--seed", type=int, help="another seed, another conversation")
     parser.add_argument("--save", type=Path, help="folder for group_chat.jsonl and .md")
     args = parser.parse_args(argv)
 
@@ -58,15 +66,17 @@ def main(argv: list[str] | None = None) -> int:
                 model,
                 persona,
                 max_new_tokens=args.max_tokens,
+                seed=args.seed,
                 name=name,
                 restart_on_ask_error=True,
             )
             for name, persona in TEAM.items()
         ]
-        # The selector reads each agent's description (its persona's first sentence) and the
-        # latest turns, and names the next speaker; a confused answer falls back to round robin.
-        selector = ModelSelector(picker, max_new_tokens=6)
-        stop = MaxTurns(args.turns) | TextMention("APPROVED", speakers=["editor"]) | Repetition()
+        # The selector shows the model each agent's description (its persona's first sentence)
+        # and the latest turns, and takes the allowed name the model scores highest: a choice
+        # among the names, never free text, so it is valid every time.
+        selector = ModelSelector(picker)
+        stop = MaxTurns(args.turns) | TextMention("APPROVED", speakers=["eda"]) | Repetition()
         result = run_chat(
             team,
             "A slogan for a bakery that opens at 5 am.",

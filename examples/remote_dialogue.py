@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             [ada, rex],
             "Will robots cook our dinners within ten years?",
             chat_class=Dialogue,
-            termination=MaxTurns(args.turns) | Repetition(window=4, repeats=2),
+            termination=MaxTurns(args.turns) | Repetition(),
             timeout=900,
         )
         print(f"reason: {result.reason}")

@@ -36,7 +36,7 @@ def test_dialogue_example(tmp_path: Path) -> None:
 
 def test_group_chat_example() -> None:
     out = run_example("group_chat.py", "--fake", "--turns", "4")
-    assert "speakers: critic -> writer -> editor -> critic" in out
+    assert "speakers: cole -> wren -> eda -> cole" in out
     assert "reason: MaxTurns(4): 4 turns taken" in out
 
 
