@@ -27,7 +27,7 @@ Figures (goals from the project's issue):
 These are heuristics over text; ``--transcripts DIR`` writes every chat as Markdown for reading.
 
 Run: ``python benchmarks/bench_dialogue.py [--tokens 48] [--turns 6] [--seed 0]
-[--transcripts DIR] [--json FILE]``
+[--threads N] [--transcripts DIR] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -435,7 +435,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="first agent seed")
     parser.add_argument("--transcripts", type=Path, help="write each chat here as Markdown")
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch threads (0: torch's default); on a "
+        "machine loaded by other work, 1 avoids threads spinning against each other",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     from llmos.models import ModelActor  # imports torch: only when run
 
