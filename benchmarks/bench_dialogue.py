@@ -122,6 +122,10 @@ SCAFFOLD_PHRASES = (
     "conversation so far",
     "who should speak next",
     "in one or two sentences",
+    "the question:",
+    "give your own view",
+    "speak to the others by name",
+    "(answer ",
 )
 ROLE_LABELS = ("user", "assistant", "system")
 
