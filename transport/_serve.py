@@ -13,28 +13,25 @@ items around it are served. What a peer may do here is decided by
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import (
-    ActorDeadError,
     ActorRef,
     FrameError,
     LlmosError,
     MailboxFull,
     MessageError,
-    Reply,
-    SupervisionError,
     Terminated,
     envelope,
 )
 from llmos.actors._cell import Cell, lookup
 from llmos.actors._records import record_dead_letter
 from llmos.transport._capabilities import Account
+from llmos.transport._control import Control, ServeReply, no_actor
 from llmos.transport._errors import NotAllowed, QuotaExceeded, RequestExpired
 from llmos.transport._frames import (
     ASK,
@@ -54,12 +51,12 @@ from llmos.transport._frames import (
     pack_frame,
     parse_frame,
 )
-from llmos.transport._ref import Callback, QuietRef, RemoteRef
+from llmos.transport._ref import RemoteRef
 
 if TYPE_CHECKING:
     from llmos.transport._node import Node
 
-__all__ = ["ServeReply", "Server"]
+__all__ = ["Server"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
@@ -67,37 +64,6 @@ _time = time.time
 _NUMBER = (int, float)
 _MAX_ACCOUNTS = 1024  # accounts kept before idle ones are pruned
 _MAX_MISSING = 256
-
-
-class ServeReply(Reply):  # type: ignore[misc,unused-ignore]
-    """The reply to a peer's request: completing it queues the answer to the I/O thread."""
-
-    __slots__ = ("_account", "_ident", "_rid", "_server")
-
-    def __init__(
-        self,
-        deadline: float,
-        target: Any,
-        span: float,
-        server: Server,
-        ident: bytes,
-        rid: int,
-        account: Account | None = None,
-    ) -> None:
-        super().__init__(deadline, target, span)
-        self._server = server
-        self._ident = ident
-        self._rid = rid
-        self._account = account
-        if account is not None:
-            account.pending += 1  # one more request of this peer in progress here
-
-    def _deliver(self) -> None:
-        super()._deliver()
-        account = self._account
-        if account is not None:
-            account.pending -= 1
-        self._server.answer(self._ident, self._rid, self._value, self._error, self.deadline)
 
 
 class Server:
@@ -112,12 +78,13 @@ class Server:
         self._missing: dict[str, bytes] = {}  # encoded "no such actor" errors, by name
         self._last_warning = 0.0
         self._next_prune = 0.0
+        self.control = control = Control(node, self.answer)
         self._requests = {
             ASK: self._ask,
-            SPAWN: self._spawn,
-            LOOKUP: self._about(lambda cell: cell.ref),
-            STOP: self._stop,
-            STATS: self._about(lambda cell: dataclasses.asdict(cell.statistics())),
+            SPAWN: control.spawn,
+            LOOKUP: control.lookup,
+            STOP: control.stop,
+            STATS: control.stats,
         }
 
     # -- frames ---------------------------------------------------------------------------
@@ -265,7 +232,7 @@ class Server:
             watcher = self.node.codec.decode(item[2])
             if not isinstance(watcher, ActorRef):
                 raise FrameError("a watch item must carry the watcher's ref")
-            self._watch(item[1], watcher, op == WATCH, account)
+            self.control.watch(item[1], watcher, op == WATCH, account)
         else:
             raise FrameError(f"unknown item kind {op!r}")
 
@@ -375,11 +342,12 @@ class Server:
             if error is None:
                 if len(self._missing) >= _MAX_MISSING:
                     self._missing.clear()
-                error = self._missing[target] = self.node.codec.encode_error(self._no_actor(target))
+                gone = no_actor(target, self.node.address)
+                error = self._missing[target] = self.node.codec.encode_error(gone)
             self.node.router.post_reply(ident, [FAIL, rid, error], deadline)
             return
         msg = self.node.codec.decode(payload)
-        reply = ServeReply(deadline, target, span, self, ident, rid, account)
+        reply = ServeReply(deadline, target, span, self.answer, ident, rid, account)
         mailbox = cell.mailbox
         try:
             mailbox.put(envelope(msg, reply), timeout=0)
@@ -388,147 +356,6 @@ class Server:
             return
         if cell.stopped:
             cell.drain()
-
-    def _no_actor(self, target: str) -> ActorDeadError:
-        return ActorDeadError(
-            f"no actor named {target!r} is running on node {self.node.address}; start it there "
-            "(or spawn it remotely) and resend"
-        )
-
-    def _about(self, answer: Callable[[Cell], Any]) -> Callable[..., None]:
-        """A request handler answering ``answer(cell)`` about a local actor, by name."""
-
-        def handle(
-            ident: bytes,
-            rid: int,
-            deadline: float,
-            span: float,
-            target: str,
-            payload: bytes,
-            account: Account,
-        ) -> None:
-            reply = ServeReply(deadline, target, span, self, ident, rid)
-            cell = lookup(target)
-            if cell is None:
-                reply.set_exception(self._no_actor(target))
-            else:
-                reply.set_result(answer(cell))
-
-        return handle
-
-    def _stop(
-        self,
-        ident: bytes,
-        rid: int,
-        deadline: float,
-        span: float,
-        target: str,
-        payload: bytes,
-        account: Account,
-    ) -> None:
-        cell = lookup(target)
-        if cell is None:
-            account.spawned.discard(target)
-            self.answer(ident, rid, True, None, deadline)  # nothing to stop: done
-            return
-        self.capabilities.check_stop(target, cell.instance, account, self.node.address)
-        reply = ServeReply(deadline, target, span, self, ident, rid)
-        account.spawned.discard(target)
-        cell.watch(Callback(f"stop-{rid}", lambda _msg: reply.set_result(True)))
-        cell.request_stop()
-
-    def _watch(self, target: str, watcher: ActorRef, on: bool, account: Account) -> None:
-        cell = lookup(target)
-        if not on:
-            if cell is not None:
-                cell.unwatch(watcher)
-                account.watches = max(0, account.watches - 1)
-            return
-        if account.watches >= self.quotas.max_watches:
-            raise QuotaExceeded(
-                f"this peer already holds {account.watches} watches on node "
-                f"{self.node.address} (Quotas.max_watches); unwatch some first"
-            )
-        if cell is None:
-            gone = self.node.remote_ref(target, self.node.address)
-            QuietRef(watcher).tell(Terminated(gone, "no such actor"))
-            return
-        account.watches += 1
-        cell.watch(QuietRef(watcher))
-
-    def _spawn(
-        self,
-        ident: bytes,
-        rid: int,
-        deadline: float,
-        span: float,
-        path: str,
-        payload: bytes,
-        account: Account,
-    ) -> None:
-        if not self.capabilities.spawn_allowed(path):
-            self.counters.refusals += 1
-            account.refused += 1
-            account.note(self.quotas, self.node.address, f"was refused spawning {path!r}")
-            self.answer(
-                ident, rid, None, self.capabilities.refusal(path, self.node.address), deadline
-            )
-            return
-        spawned = account.spawned
-        if len(spawned) >= self.quotas.max_spawned:
-            for gone in [name for name in spawned if lookup(name) is None]:
-                spawned.discard(gone)  # stopped since: no longer held
-            if len(spawned) >= self.quotas.max_spawned:
-                raise QuotaExceeded(
-                    f"this peer already runs {len(spawned)} actors it spawned on node "
-                    f"{self.node.address} (Quotas.max_spawned); stop some first"
-                )
-        spec = self.node.codec.decode(payload)
-        if (
-            type(spec) is not list
-            or len(spec) != 3
-            or type(spec[0]) is not tuple
-            or type(spec[1]) is not dict
-            or not (spec[2] is None or type(spec[2]) is str)
-            or not all(type(k) is str for k in spec[1])
-        ):
-            raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
-        reply = ServeReply(deadline, path, span, self, ident, rid, account)
-        self.node.spawn_pool().submit(
-            self._run_spawn, reply, account, path, spec[0], spec[1], spec[2]
-        )
-
-    def _run_spawn(
-        self,
-        reply: ServeReply,
-        account: Account,
-        path: str,
-        args: tuple[Any, ...],
-        kwargs: dict[str, Any],
-        name: str | None,
-    ) -> None:
-        if reply.expired():
-            reply.expire()
-            return
-        try:
-            cls = self.capabilities.resolve(path, self.node.address)
-            ref = self.node.spawner(cls, args, kwargs, name)
-        except NotAllowed as exc:
-            self.counters.refusals += 1
-            account.refused += 1
-            reply.set_exception(exc)
-        except Exception as exc:
-            reply.set_exception(exc)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt... from the constructor
-            error = SupervisionError(
-                f"constructing {path} on node {self.node.address} raised {exc!r}; the actor "
-                "was not started"
-            )
-            error.__cause__ = exc
-            reply.set_exception(error)
-        else:
-            account.spawned.add(ref.name)
-            reply.set_result(ref)
 
 
 def _request_id(item: Any) -> int | None:

@@ -1,0 +1,225 @@
+"""Requests on the node itself, not on an actor's mailbox: spawn, stop, watch, lookup, statistics.
+
+Each is checked against the capability model first (:mod:`llmos.transport._capabilities`):
+only allowlisted classes are spawned, within the peer's spawn quota; a peer stops only what it
+may stop; watches count against its watch quota. Runs in the I/O thread, except the import and
+construction of a spawned class, which run on the node's spawn pool.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from llmos.actors import (
+    ActorDeadError,
+    ActorRef,
+    FrameError,
+    Reply,
+    SupervisionError,
+    Terminated,
+)
+from llmos.actors._cell import Cell, lookup
+from llmos.transport._capabilities import Account
+from llmos.transport._errors import NotAllowed, QuotaExceeded
+from llmos.transport._ref import Callback, QuietRef
+
+if TYPE_CHECKING:
+    from llmos.transport._node import Node
+
+__all__ = ["Answer", "Control", "ServeReply", "no_actor"]
+
+Answer = Callable[[bytes, int, Any, "BaseException | None", float], None]
+"""``answer(ident, rid, value, error, deadline)``: send a request's answer back to its asker."""
+
+
+def no_actor(target: str, address: str) -> ActorDeadError:
+    return ActorDeadError(
+        f"no actor named {target!r} is running on node {address}; start it there "
+        "(or spawn it remotely) and resend"
+    )
+
+
+class ServeReply(Reply):  # type: ignore[misc,unused-ignore]
+    """The reply to a peer's request: completing it queues the answer to the I/O thread."""
+
+    __slots__ = ("_account", "_answer", "_ident", "_rid")
+
+    def __init__(
+        self,
+        deadline: float,
+        target: Any,
+        span: float,
+        answer: Answer,
+        ident: bytes,
+        rid: int,
+        account: Account | None = None,
+    ) -> None:
+        super().__init__(deadline, target, span)
+        self._answer = answer
+        self._ident = ident
+        self._rid = rid
+        self._account = account
+        if account is not None:
+            account.pending += 1  # one more request of this peer in progress here
+
+    def _deliver(self) -> None:
+        super()._deliver()
+        account = self._account
+        if account is not None:
+            account.pending -= 1
+        self._answer(self._ident, self._rid, self._value, self._error, self.deadline)
+
+
+class Control:
+    """The node-control requests of peers (see the module doc).
+
+    Args:
+        node: the node (its address, codec, spawner, spawn pool, counters, capabilities).
+        answer: how an answer goes back to its asker.
+    """
+
+    def __init__(self, node: Node, answer: Answer) -> None:
+        self.node = node
+        self.answer = answer
+        self.counters = node.counters
+        self.capabilities = node.capabilities
+        self.quotas = node.quotas
+        self.lookup = self.about(lambda cell: cell.ref)
+        self.stats = self.about(lambda cell: dataclasses.asdict(cell.statistics()))
+
+    def about(self, answer: Callable[[Cell], Any]) -> Callable[..., None]:
+        """A request handler answering ``answer(cell)`` about a local actor, by name."""
+
+        def handle(
+            ident: bytes,
+            rid: int,
+            deadline: float,
+            span: float,
+            target: str,
+            payload: bytes,
+            account: Account,
+        ) -> None:
+            reply = ServeReply(deadline, target, span, self.answer, ident, rid)
+            cell = lookup(target)
+            if cell is None:
+                reply.set_exception(no_actor(target, self.node.address))
+            else:
+                reply.set_result(answer(cell))
+
+        return handle
+
+    def stop(
+        self,
+        ident: bytes,
+        rid: int,
+        deadline: float,
+        span: float,
+        target: str,
+        payload: bytes,
+        account: Account,
+    ) -> None:
+        cell = lookup(target)
+        if cell is None:
+            account.spawned.discard(target)
+            self.answer(ident, rid, True, None, deadline)  # nothing to stop: done
+            return
+        self.capabilities.check_stop(target, cell.instance, account, self.node.address)
+        reply = ServeReply(deadline, target, span, self.answer, ident, rid)
+        account.spawned.discard(target)
+        cell.watch(Callback(f"stop-{rid}", lambda _msg: reply.set_result(True)))
+        cell.request_stop()
+
+    def watch(self, target: str, watcher: ActorRef, on: bool, account: Account) -> None:
+        cell = lookup(target)
+        if not on:
+            if cell is not None:
+                cell.unwatch(watcher)
+                account.watches = max(0, account.watches - 1)
+            return
+        if account.watches >= self.quotas.max_watches:
+            raise QuotaExceeded(
+                f"this peer already holds {account.watches} watches on node "
+                f"{self.node.address} (Quotas.max_watches); unwatch some first"
+            )
+        if cell is None:
+            gone = self.node.remote_ref(target, self.node.address)
+            QuietRef(watcher).tell(Terminated(gone, "no such actor"))
+            return
+        account.watches += 1
+        cell.watch(QuietRef(watcher))
+
+    def spawn(
+        self,
+        ident: bytes,
+        rid: int,
+        deadline: float,
+        span: float,
+        path: str,
+        payload: bytes,
+        account: Account,
+    ) -> None:
+        if not self.capabilities.spawn_allowed(path):
+            self.counters.refusals += 1
+            account.refused += 1
+            account.note(self.quotas, self.node.address, f"was refused spawning {path!r}")
+            self.answer(
+                ident, rid, None, self.capabilities.refusal(path, self.node.address), deadline
+            )
+            return
+        spawned = account.spawned
+        if len(spawned) >= self.quotas.max_spawned:
+            for gone in [name for name in spawned if lookup(name) is None]:
+                spawned.discard(gone)  # stopped since: no longer held
+            if len(spawned) >= self.quotas.max_spawned:
+                raise QuotaExceeded(
+                    f"this peer already runs {len(spawned)} actors it spawned on node "
+                    f"{self.node.address} (Quotas.max_spawned); stop some first"
+                )
+        spec = self.node.codec.decode(payload)
+        if (
+            type(spec) is not list
+            or len(spec) != 3
+            or type(spec[0]) is not tuple
+            or type(spec[1]) is not dict
+            or not (spec[2] is None or type(spec[2]) is str)
+            or not all(type(k) is str for k in spec[1])
+        ):
+            raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
+        reply = ServeReply(deadline, path, span, self.answer, ident, rid, account)
+        self.node.spawn_pool().submit(
+            self.run_spawn, reply, account, path, spec[0], spec[1], spec[2]
+        )
+
+    def run_spawn(
+        self,
+        reply: ServeReply,
+        account: Account,
+        path: str,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        name: str | None,
+    ) -> None:
+        if reply.expired():
+            reply.expire()
+            return
+        try:
+            cls = self.capabilities.resolve(path, self.node.address)
+            ref = self.node.spawner(cls, args, kwargs, name)
+        except NotAllowed as exc:
+            self.counters.refusals += 1
+            account.refused += 1
+            reply.set_exception(exc)
+        except Exception as exc:
+            reply.set_exception(exc)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt... from the constructor
+            error = SupervisionError(
+                f"constructing {path} on node {self.node.address} raised {exc!r}; the actor "
+                "was not started"
+            )
+            error.__cause__ = exc
+            reply.set_exception(error)
+        else:
+            account.spawned.add(ref.name)
+            reply.set_result(ref)
