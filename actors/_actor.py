@@ -108,6 +108,11 @@ class Actor(pykka.ThreadingActor):
     Failure contract: an exception while handling an ``ask`` goes back to the asker; one while
     handling a ``tell`` (or in ``on_start``) fails the actor, and its supervisor restarts it
     behind the same ref with its mailbox intact, or it stops for good (when unsupervised).
+    Containment is total: any BaseException (SystemExit, KeyboardInterrupt, one of your own)
+    from a constructor, a hook or a handler fails only this actor, never its supervisor, its
+    caller's thread or a bystander. One raised by ``on_failure`` or ``pre_restart`` is logged
+    and the failure handled as if they had returned; one raised by ``on_stop`` is logged and
+    the actor stops all the same.
 
     Class attributes (set them in a subclass):
         actor_mailbox_capacity: bound on queued messages (None: unbounded).
@@ -164,6 +169,9 @@ class Actor(pykka.ThreadingActor):
 
         Raises:
             NameTaken: the name is in use by a live actor.
+            ActorError: the constructor raised a BaseException that is not an Exception
+                (SystemExit, KeyboardInterrupt...), kept as ``__cause__``.
+            Exception: whatever else the constructor raised.
         """
         cell = Cell(
             lambda: cls(*args, **kwargs),

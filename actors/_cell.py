@@ -9,8 +9,9 @@ Failure contract (the actor loop: :meth:`Cell._run`, then :mod:`llmos.actors._lo
 
 - an exception while handling an ask goes back to the asker and is counted; the actor goes on
   (unless ``ask_errors_fail`` is set, then it also fails as below);
-- an exception while handling a tell, in ``on_start``, or any BaseException (SystemExit
-  included) fails only this actor: the failing message goes to dead letters, the rest of the
+- an exception while handling a tell, in ``on_start`` or ``post_restart``, or any
+  BaseException (SystemExit, KeyboardInterrupt, one of the user's own) from any user code
+  fails only this actor: the failing message goes to dead letters, the rest of the
   mailbox is kept, and the supervisor decides (restart, stop, escalate). With no supervisor the
   actor stops for good;
 - an exception that escapes the actor loop itself (the actor's thread dying) is handled like a
@@ -157,10 +158,17 @@ class Cell(ActorLoop):
             _registry[self.name] = self
         try:
             self._launch(restarted=False)
-        except BaseException:
+        except BaseException as exc:
             with _registry_lock:
                 _registry.pop(self.name, None)
-            raise
+            if isinstance(exc, Exception):
+                raise
+            # SystemExit, KeyboardInterrupt...: contained, so the caller (maybe a kernel or a
+            # node's thread spawning for a peer) goes on; the original stays as the cause.
+            raise ActorError(
+                f"the constructor of {self.class_name} ({self.name!r}) raised {exc!r}; the "
+                "actor was not started"
+            ) from exc
 
     def _launch(self, restarted: bool) -> None:
         from llmos.actors._actor import bind_cell
@@ -198,7 +206,7 @@ class Cell(ActorLoop):
 
             with bind_cell(self):
                 instance = self.factory()
-        except Exception as exc:
+        except BaseException as exc:  # any kind: the caller is the supervisor's thread
             log.error("restarting %s: constructor failed", self.name, exc_info=exc)
             with self._lock:
                 self._parked = parked  # the waiting thread still waits
@@ -332,5 +340,9 @@ class Cell(ActorLoop):
                 current = self._park()
         finally:
             set_current_cell(None)
+            me = threading.current_thread()
             with _registry_lock:
-                _threads.discard(threading.current_thread())
+                _threads.discard(me)
+            if self.thread is me and self.state in ("running", "stopping") and not self.stopped:
+                # Last resort: never leave a cell "running" with no thread to serve it.
+                self.finalize(f"failed: its thread ended ({self.last_error!r})")

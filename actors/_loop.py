@@ -169,8 +169,9 @@ class ActorLoop:
     def _stop_instance(self, instance: Actor) -> None:
         try:
             instance.on_stop()
-        except Exception:
-            log.exception("on_stop of %s raised", self.name)
+        except BaseException as exc:  # contained: the actor stops all the same
+            self.last_error = exc
+            log.error("on_stop of %s raised", self.name, exc_info=exc)
         self.finalize("stopped")
 
     def _halt(self, instance: Actor) -> bool:
@@ -182,17 +183,21 @@ class ActorLoop:
                 return False
             self.state = "failed"  # waiting for the supervisor, with no instance (as on failure)
         self.last_error = reason
-        try:
-            self.carried_state = instance.pre_restart(reason)
-        except Exception:
-            log.exception("pre_restart of %s raised; nothing carried over", self.name)
-            self.carried_state = None
+        self._pre_restart(instance, reason)
         report = getattr(self.supervisor, "child_halted", None)
         if report is not None:
             report(self)
         else:
             self.restart()
         return True
+
+    def _pre_restart(self, instance: Actor, error: BaseException) -> None:
+        """Keep what ``pre_restart`` returns for the next instance; nothing if it raises."""
+        self.carried_state = None
+        try:
+            self.carried_state = instance.pre_restart(error)
+        except BaseException as exc:  # contained: the restart goes on without carried state
+            log.error("pre_restart of %s raised; nothing carried over", self.name, exc_info=exc)
 
     def _fail(self, instance: Actor | None, error: BaseException, item: Envelope | None) -> None:
         """The instance failed: keep the mailbox, hand the decision to the supervisor."""
@@ -203,8 +208,8 @@ class ActorLoop:
         if instance is not None:
             try:
                 instance.on_failure(type(error), error, error.__traceback__)
-            except Exception:
-                log.exception("on_failure of %s raised", self.name)
+            except BaseException as exc:  # contained: the failure is handled all the same
+                log.error("on_failure of %s raised", self.name, exc_info=exc)
         with self._lock:
             self.halting = None  # a pending restart request is moot: this failure restarts it
             if self.stopped:
@@ -216,9 +221,9 @@ class ActorLoop:
             self.finalize(f"failed: {error!r}")
             return
         if instance is not None:
-            try:
-                self.carried_state = instance.pre_restart(error)
-            except Exception:
-                log.exception("pre_restart of %s raised; nothing carried over", self.name)
-                self.carried_state = None
-        sup.child_failed(self, error)
+            self._pre_restart(instance, error)
+        try:
+            sup.child_failed(self, error)
+        except BaseException as exc:  # a supervisor that cannot hear of it: stop for good
+            log.error("the supervisor of %s failed to take its failure", self.name, exc_info=exc)
+            self.finalize(f"failed: {error!r}; its supervisor raised {exc!r}")

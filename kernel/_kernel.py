@@ -137,7 +137,9 @@ class Kernel(Supervisor):
         Raises:
             NameTaken: a live actor holds the name.
             SupervisionError: invalid spec, or ``supervisor`` is not a running Supervisor.
-            Exception: whatever the constructor raised.
+            ActorError: the constructor raised a BaseException that is not an Exception
+                (kept as ``__cause__``).
+            Exception: whatever else the constructor raised.
         """
         spec = ChildSpec(
             actor_class, args, kwargs, name, restart, restart_on_ask_error, capacity, when_full
