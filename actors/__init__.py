@@ -10,7 +10,7 @@
 #   _records   ActorStats, dead letters
 #   _system    get, running, stop_all
 # Imports point inward only: this package imports nothing else of llmos.
-from llmos.actors._actor import Actor, handler
+from llmos.actors._actor import UNHANDLED, Actor, handler
 from llmos.actors._cell import Cell, Supervisor
 from llmos.actors._errors import (
     ActorDeadError,
@@ -41,13 +41,20 @@ from llmos.actors._messages import (
     message_fields,
     wire_name,
 )
-from llmos.actors._records import ActorStats, DeadLetter, dead_letter_count, dead_letters
+from llmos.actors._records import (
+    ActorStats,
+    DeadLetter,
+    dead_letter_count,
+    dead_letters,
+    record_dead_letter,
+)
 from llmos.actors._ref import ActorRef, LocalRef, default_ask_timeout, set_default_ask_timeout
 from llmos.actors._reply import AsyncReply, Reply, late_replies
 from llmos.actors._system import get, running, stop_all
 
 __all__ = [
     "MAX_DEPTH",
+    "UNHANDLED",
     "Actor",
     "ActorDeadError",
     "ActorError",
@@ -89,6 +96,7 @@ __all__ = [
     "message",
     "message_class",
     "message_fields",
+    "record_dead_letter",
     "running",
     "set_default_ask_timeout",
     "stop_all",

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from llmos.actors._ref import ActorRef, LocalRef
     from llmos.actors._reply import Reply
 
-__all__ = ["Actor", "handler"]
+__all__ = ["UNHANDLED", "Actor", "handler"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 _binding = threading.local()
@@ -237,7 +237,60 @@ class Actor(pykka.ThreadingActor):
             raise ActorError(f"{ref!r} does not support death watch")
         watch(self.actor_ref)
 
-    def _llmos_dispatch(self, message: Any) -> Any:
+    @property
+    def actor_cell(self) -> Cell:
+        """The cell behind this actor: the stable identity a supervisor drives (low level).
+
+        Raises:
+            ActorError: the instance was built outside ``start`` (or a kernel).
+        """
+        cell = self._llmos_cell
+        if cell is None:
+            raise ActorError(f"{type(self).__name__} was built outside start(); it has no cell")
+        return cell
+
+    @property
+    def actor_asked(self) -> bool:
+        """True while handling an ask whose answer is still this handler's to give.
+
+        False while handling a tell, outside a handler, and once the handler took the answer
+        over with :meth:`actor_defer_reply`.
+        """
+        cell = self._llmos_cell
+        return cell is not None and cell.current_reply is not None
+
+    @property
+    def actor_supervised(self) -> bool:
+        """True when a supervisor decides what happens to this actor after a failure."""
+        cell = self._llmos_cell
+        return cell is not None and cell.supervisor is not None
+
+    def actor_message_types(self) -> list[type[Any]]:
+        """The message classes this actor has a typed handler for (not ``on_receive``)."""
+        return list(self._llmos_table)
+
+    def actor_handler_name(self, message: Any) -> str:
+        """The name of the method that handles ``message``: a handler's, or ``on_receive``."""
+        fn = self._llmos_cache.get(type(message))
+        if fn is None and type(message) not in self._llmos_cache:
+            fn = next((f for t, f in self._llmos_table.items() if isinstance(message, t)), None)
+        return getattr(fn, "__name__", "on_receive") if fn is not None else "on_receive"
+
+    def actor_dispatch(self, message: Any) -> Any:
+        """Handle one message: run its handler (or ``on_receive``) and return the answer.
+
+        The actor's thread calls this once per message. Override it to act around every
+        message (validate, log, time: what ``llmos.agents.Agent`` does) and call
+        ``super().actor_dispatch(message)`` to run the handler. Return :data:`UNHANDLED` to
+        refuse a message; raising follows the failure contract of the class docstring. To
+        answer an ask in another way, take it over with :meth:`actor_defer_reply`.
+
+        Args:
+            message: the message, as sent.
+
+        Returns:
+            The handler's return value (an ask's answer), or UNHANDLED.
+        """
         cache = self._llmos_cache
         msg_type = type(message)
         try:

@@ -298,6 +298,22 @@ class Cell(ActorLoop):
             else:
                 record_dead_letter(self.name, msg, f"stopped: {self.stop_reason}")
 
+    def hand_over(self, other: Cell) -> int:
+        """Move every queued message (asks keep their replies) into ``other``'s mailbox.
+
+        For a pool replacing a member that will not come back. Moved messages are never
+        refused by a full mailbox; control envelopes stay behind.
+
+        Returns:
+            How many messages moved.
+        """
+        moved = 0
+        while (item := self.mailbox.get_nowait()) is not None:
+            if item[0] is not STOP:
+                other.mailbox.put_control(item)
+                moved += 1
+        return moved
+
     def watch(self, watcher: ActorRef) -> None:
         """Send ``Terminated`` to ``watcher`` when this actor stops for good."""
         with self._lock:

@@ -27,7 +27,17 @@ log = logging.getLogger("llmos.actors")
 _perf = time.perf_counter
 _monotonic = time.monotonic
 
-UNHANDLED: Any = object()  # what dispatch returns for a message no handler takes
+
+class _Unhandled:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNHANDLED"
+
+
+UNHANDLED: Any = _Unhandled()
+"""What ``on_receive`` (and so ``actor_dispatch``) returns for a message no handler takes: the
+actor then refuses it (an ask fails with ActorError, a tell goes to dead letters)."""
 
 
 class ActorLoop:
@@ -93,7 +103,7 @@ class ActorLoop:
 
     def _loop(self, instance: Actor) -> None:
         get = self.mailbox.get
-        dispatch = instance._llmos_dispatch
+        dispatch = instance.actor_dispatch
         perf = _perf
         monotonic = _monotonic
         while True:

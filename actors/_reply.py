@@ -9,15 +9,19 @@ awaiting it never blocks the event loop.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from llmos.actors._errors import AskTimeout, DeadlockError
 
 __all__ = ["AsyncReply", "Deferred", "Reply", "late_replies"]
 
+log = logging.getLogger("llmos.actors")
 _allocate_lock = threading.Lock
+_callbacks_lock = threading.Lock()  # only to create a reply's callback list, once
 _monotonic = time.monotonic
 _local = threading.local()
 _late = [0]
@@ -67,7 +71,7 @@ class Reply:
         self._done = False
         self._value: Any = None
         self._error: BaseException | None = None
-        self._then: Any = None  # called once completed (see Deferred.track)
+        self._then: list[Callable[[Reply], object]] | None = None  # add_done_callback's
 
     def done(self) -> bool:
         """True once the reply holds a value or an error."""
@@ -95,12 +99,60 @@ class Reply:
         self._deliver()
         return True
 
+    def add_done_callback(self, fn: Callable[[Reply], object]) -> None:
+        """Call ``fn(reply)`` exactly once, when this reply settles.
+
+        It settles with the handler's value or error, with ActorDeadError when the actor
+        stops first, or with AskTimeout when it is expired. ``fn`` runs in the thread that
+        settles the reply: the answering actor's thread for a local ask (or whichever thread
+        completes an ask taken over with ``actor_defer_reply``), the node's I/O thread for a
+        remote one, the thread that expires it. If the reply is already settled, ``fn`` runs
+        at once in the caller's thread (if it settles while this call runs, in one of the two).
+        Keep ``fn`` short and never blocking: tell an actor, set an event. Whatever it raises
+        is logged and dropped; it never reaches the settling thread.
+
+        A reply is expired by ``get()`` past its deadline, or by the actor when it takes an
+        ask whose deadline passed off its mailbox; a caller that waits only through callbacks
+        bounds its wait itself, calling :meth:`expire` at the deadline (a timer).
+
+        Args:
+            fn: called with this reply; read the outcome with ``get()`` (it does not block).
+        """
+        if not self._done:
+            callbacks = self._then
+            if callbacks is None:
+                with _callbacks_lock:
+                    callbacks = self._then
+                    if callbacks is None:
+                        callbacks = self._then = []
+            callbacks.append(fn)
+            if not self._done:
+                return  # the settling thread runs it (it sets _done before reading the list)
+            self._run_callbacks(callbacks)  # settled meanwhile: run it here unless it ran
+            return
+        try:
+            fn(self)
+        except BaseException as exc:
+            log.error("a done callback of %r raised; dropped", self, exc_info=exc)
+
+    def _run_callbacks(self, callbacks: list[Callable[[Reply], object]]) -> None:
+        # list.pop is atomic, so each callback runs once even when two threads get here.
+        while callbacks:
+            try:
+                fn = callbacks.pop(0)
+            except IndexError:
+                return
+            try:
+                fn(self)
+            except BaseException as exc:  # contained: the settling thread goes on
+                log.error("a done callback of %r raised; dropped", self, exc_info=exc)
+
     def _deliver(self) -> None:
         self._done = True
         self._ready.release()
-        then = self._then
-        if then is not None:
-            then()
+        callbacks = self._then
+        if callbacks is not None:
+            self._run_callbacks(callbacks)
 
     def expire(self) -> None:
         """Complete with AskTimeout unless an answer already arrived (then it is kept)."""
@@ -182,9 +234,7 @@ class Deferred:
 
         with self._lock:
             self.count += 1
-        reply._then = finished
-        if reply._done:  # completed (it timed out) before the hook was in place
-            finished()
+        reply.add_done_callback(lambda _reply: finished())
 
 
 class AsyncReply(Reply):

@@ -29,8 +29,6 @@ from typing import Any, ClassVar
 
 import llmos.actors as actors
 from llmos.actors import Actor, ActorRef, AgentError, DeadlockError, handler, wire_name
-from llmos.actors._cell import UNHANDLED
-from llmos.actors._records import record_dead_letter
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog
 from llmos.agents._oplog import OpLog, OpRecord
 from llmos.kernel import Restart, kernel
@@ -285,9 +283,9 @@ class Agent(Actor):
 
     # -- dispatch: validate, run, log --------------------------------------------------------
 
-    def _llmos_dispatch(self, msg: Any) -> Any:
-        cell = self._llmos_cell
-        is_ask = cell is not None and cell.current_reply is not None
+    def actor_dispatch(self, msg: Any) -> Any:
+        """Validate, run and log one message (see ``Actor.actor_dispatch``)."""
+        is_ask = self.actor_asked
         started_at = time.time()
         start = time.perf_counter()
         quiet = isinstance(msg, self.agent_oplog_quiet)
@@ -299,17 +297,17 @@ class Agent(Actor):
                 self.actor_defer_reply().set_exception(exc)
             else:
                 log.warning("%s", exc)
-                record_dead_letter(self._name_or_class(), msg, f"refused: {exc}")
+                actors.record_dead_letter(self._name_or_class(), msg, f"refused: {exc}")
             return None
         try:
-            result = super()._llmos_dispatch(msg)
+            result = super().actor_dispatch(msg)
         except BaseException as exc:
             self._log(msg, self._op_name(msg), "error", started_at, start, exc)
             raise
-        if result is UNHANDLED:
+        if result is actors.UNHANDLED:
             self._log(msg, "unhandled", "unhandled", started_at, start, None)
-            if is_ask and cell is not None and cell.current_reply is not None:
-                accepts = ", ".join(sorted(_type_name_of(t) for t in self._llmos_table))
+            if is_ask and self.actor_asked:
+                accepts = ", ".join(sorted(_type_name_of(t) for t in self.actor_message_types()))
                 self.actor_defer_reply().set_exception(
                     AgentError(
                         f"{self._who()} ({type(self).__name__}) does not accept "
@@ -322,12 +320,13 @@ class Agent(Actor):
         return result
 
     def _op_name(self, msg: Any) -> str:
-        fn = self._llmos_cache.get(type(msg))
-        return getattr(fn, "__name__", "on_receive") if fn is not None else "on_receive"
+        return self.actor_handler_name(msg)
 
     def _name_or_class(self) -> str:
-        cell = self._llmos_cell
-        return cell.name if cell is not None else type(self).__name__
+        try:
+            return self.actor_name
+        except actors.ActorError:
+            return type(self).__name__
 
     def _log(
         self,
@@ -356,7 +355,7 @@ class Agent(Actor):
     @handler(Describe)
     def describe(self, _msg: Describe) -> AgentInfo:
         """Say who this agent is."""
-        accepts = sorted(_type_name_of(t) for t in self._llmos_table)
+        accepts = sorted(_type_name_of(t) for t in self.actor_message_types())
         return AgentInfo(
             name=self.agent_name,
             description=self.agent_description,
@@ -392,8 +391,7 @@ class Agent(Actor):
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         """Close the operation log file when no supervisor will restart this agent."""
-        cell = self._llmos_cell
-        if cell is None or cell.supervisor is None:
+        if not self.actor_supervised:
             self.agent_oplog.close()
 
 

@@ -96,8 +96,8 @@ class Kernel(Supervisor):
             return instance
 
     def _stopped(self) -> bool:
-        cell = self._llmos_cell
-        return cell is None or cell.stopped or cell.state == "stopping"
+        cell = self.actor_cell
+        return cell.stopped or cell.state == "stopping"
 
     @property
     def ref(self) -> LocalRef:
@@ -303,11 +303,8 @@ class Kernel(Supervisor):
 
     def shutdown(self, timeout: float = 10.0) -> bool:
         """Stop every child (newest first), then the kernel; True if all stopped in time."""
-        cell = self._llmos_cell
-        if cell is None:
-            return True
         try:
-            return cell.ref.stop(timeout)
+            return self.actor_ref.stop(timeout)
         except ActorError:
             return True
 

@@ -34,7 +34,6 @@ from llmos.actors import (
     handler,
     message,
 )
-from llmos.actors._mailbox import STOP
 from llmos.kernel._children import ChildRecord
 from llmos.kernel._routers import Router
 from llmos.kernel._spec import Backoff, ChildSpec
@@ -285,9 +284,7 @@ class Pool(Supervisor):
         if not self._sup_table.closing:
             fresh = self._add_member()
             core.replaced += 1
-            while (item := rec.cell.mailbox.get_nowait()) is not None:
-                if item[0] is not STOP:
-                    fresh.mailbox.put_control(item)  # moved work is never refused
+            rec.cell.hand_over(fresh)
         super()._stop_for_good(rec, reason)
 
     @handler(Replenish)
@@ -352,12 +349,11 @@ class Pool(Supervisor):
 
     def on_receive(self, message: Any) -> Any:
         cells = self._core.cells
-        own = self._llmos_cell
-        reply = own.current_reply if own is not None else None
+        asked = self.actor_asked
         if not cells:
             raise ActorError(f"pool {self._core.name!r} has no members; it is stopping")
         if self._core.router.broadcast:
-            if reply is not None:
+            if asked:
                 raise ActorError(
                     f"pool {self._core.name!r} broadcasts: ask it through its PoolRef "
                     "(kernel().lookup(name)), which gathers every member's answer"
@@ -365,8 +361,7 @@ class Pool(Supervisor):
             for cell in cells:
                 cell.ref.tell(message)
             return None
-        if reply is not None:
-            self.actor_defer_reply()
+        reply = self.actor_defer_reply() if asked else None
         cell = self._core.router.select(message, cells)
         try:
             cell.mailbox.put((message, reply, time.monotonic()))

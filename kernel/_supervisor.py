@@ -126,8 +126,7 @@ class Supervisor(Actor):
         # The SupervisionErrors of children it gave up on (escalate=False), newest last.
         self.supervisor_gave_up: collections.deque[SupervisionError] = collections.deque(maxlen=100)
         self.supervisor_ask_failures = 0  # asks whose handler raised, in all its children
-        if self._llmos_cell is not None:
-            _live[self._llmos_cell.name] = self
+        _live[self._own_name()] = self
         # As in OTP, the supervisor is up only once its children are: a child whose
         # constructor raises fails the supervisor's own start, and nothing is left running.
         try:
@@ -416,8 +415,10 @@ class Supervisor(Actor):
         return RestartWindow(self._sup_window.max_restarts, self._sup_window.within)
 
     def _own_name(self) -> str:
-        cell = self._llmos_cell
-        return cell.name if cell is not None else type(self).__name__
+        try:
+            return self.actor_name
+        except ActorError:
+            return type(self).__name__
 
     def _due(self, group: int) -> None:
         self._tell_self(RestartDue(group, timed=True))

@@ -176,8 +176,7 @@ class ModelActor(Actor):
         self._fail_waiting(ActorDeadError("the model actor stopped before serving the request"))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
-        cell = self._llmos_cell
-        if cell is None or cell.supervisor is None:  # no restart will pick the requests up
+        if not self.actor_supervised:  # no restart will pick the requests up
             self._fail_waiting(
                 ActorDeadError(f"the model actor failed ({exception_value!r}) and stopped")
             )

@@ -82,8 +82,7 @@ class FakeModel(Actor):
         """Answer at once with a Completion (and stream it if asked)."""
         self.counts["requests"] += 1
         messages = self._messages(request)
-        cell = self._llmos_cell
-        if (cell is None or cell.current_reply is None) and request.stream_to is None:
+        if not self.actor_asked and request.stream_to is None:
             self.counts["refused"] += 1
             raise ModelError(
                 "Generate was sent with tell and no stream_to: nobody would get the answer; "
