@@ -1,4 +1,5 @@
-"""How a chat takes turns: ask one participant, wait off-thread, retry once, or skip with a note.
+"""How a chat takes turns: ask one participant, wait for the answer through a done callback,
+retry once, or skip with a note.
 
 :class:`TurnTaking` is the part of :class:`~llmos.agents.GroupChat` that runs turns; it keeps no
 state of its own (the chat holds it) and ends the chat through the chat's ``_end``.
@@ -7,7 +8,6 @@ state of its own (the chat holds it) and ends the chat through the chat's ``_end
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -17,6 +17,7 @@ from llmos.agents._agent_messages import Turn, Utterance
 from llmos.agents._selection import SelectionContext, Selector, round_robin
 from llmos.agents._termination import Termination
 from llmos.agents._transcript import Entry
+from llmos.kernel import TimerHandle, default_timer
 from llmos.models import Completion, TokenChunk
 
 __all__ = ["TurnTaking"]
@@ -43,12 +44,15 @@ class _InFlight:
     request_id: str
 
 
-def _await(reply: Reply, chat: ActorRef, token: int) -> None:
-    """Waiter thread: wait for one turn's answer (bounded by its ask), then wake the chat."""
-    try:
-        reply.get()
-    except BaseException:  # the chat reads the outcome from the reply itself
-        pass
+_HOLD = 365 * 24 * 3600.0  # a timer entry that never runs, cancelled when the chat ends
+
+
+def _nothing() -> None:
+    pass
+
+
+def _wake(chat: ActorRef, token: int) -> None:
+    """Tell the chat its turn's answer is in (run in whichever thread settled the reply)."""
     try:
         chat.tell(_TurnReady(token))
     except ActorError:
@@ -78,6 +82,7 @@ class TurnTaking:
     out: dict[str, str]
     skipped_in_row: int
     inflight: _InFlight | None
+    _turn_timer_hold: TimerHandle | None
     result: Any
     agent_max_text_chars: int
     _asks: int
@@ -156,15 +161,24 @@ class TurnTaking:
             reply.set_exception(exc)
         now = time.monotonic()
         self.inflight = _InFlight(token, speaker, turn, attempt, now, reply, request_id)
-        if reply.done():
-            self.actor_ref.tell(_TurnReady(token))
-            return
-        threading.Thread(
-            target=_await,
-            args=(reply, self.actor_ref, token),
-            name=f"llmos:{self.actor_name}:turn-{turn}.{attempt}",
-            daemon=True,
-        ).start()
+        chat = self.actor_ref
+        if not reply.done():
+            # Nobody blocks on the reply, so nothing else expires it if the speaker hangs: the
+            # shared timer does, at the ask's deadline (cancelled once the reply settles).
+            timer = default_timer()
+            if self._turn_timer_hold is None:
+                # Held until the chat ends, so the timer's thread serves every turn instead of
+                # ending between two of them and starting again.
+                self._turn_timer_hold = timer.call_later(_HOLD, _nothing)
+            deadline = timer.call_later(timeout, reply.expire)
+            reply.add_done_callback(lambda _reply: deadline.cancel())
+        reply.add_done_callback(lambda _reply: _wake(chat, token))
+
+    def _release_turn_timer(self) -> None:
+        """The chat ended: let the timer's thread end once no other deadline is pending."""
+        hold, self._turn_timer_hold = self._turn_timer_hold, None
+        if hold is not None:
+            hold.cancel()
 
     @handler(_TurnReady)
     def turn_ready(self, msg: _TurnReady) -> None:

@@ -39,6 +39,7 @@ from llmos.agents._transcript import (
     Printer,
     TranscriptWriter,
 )
+from llmos.kernel import TimerHandle
 from llmos.models import Completion, TokenChunk
 
 __all__ = ["GetResult", "GetStatus", "GroupChat", "StartChat", "StopChat"]
@@ -165,6 +166,7 @@ class GroupChat(TurnTaking, Agent):
         self.skipped_in_row = 0
         self.started_at: float | None = None
         self.inflight: _InFlight | None = None
+        self._turn_timer_hold: TimerHandle | None = None
         self.result: ChatResult | None = None
         self.waiters: list[Reply] = []
         self._asks = 0
@@ -252,11 +254,12 @@ class GroupChat(TurnTaking, Agent):
     def _end(self, reason: str, stopped_by: str) -> None:
         if self.result is not None:
             return
-        if self.inflight is not None:  # release its waiter thread now; a late answer is dropped
+        if self.inflight is not None:  # settle it (its deadline timer stops); a late answer drops
             self.inflight.reply.set_exception(
                 AgentError(f"the chat ended before {self.inflight.speaker} answered")
             )
             self.inflight = None
+        self._release_turn_timer()
         result = self._snapshot(reason, stopped_by)
         if self.writer is not None:
             try:

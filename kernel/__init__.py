@@ -34,7 +34,7 @@ from llmos.kernel._stats import (
 )
 from llmos.kernel._status import NodeStatus, status_rows
 from llmos.kernel._supervisor import Supervisor, supervisor_of
-from llmos.kernel._timer import ManualTimer, ThreadTimer, Timer, TimerHandle
+from llmos.kernel._timer import ManualTimer, ThreadTimer, Timer, TimerHandle, default_timer
 
 __all__ = [
     "KERNEL_NAME",
@@ -65,6 +65,7 @@ __all__ = [
     "ThreadTimer",
     "Timer",
     "TimerHandle",
+    "default_timer",
     "kernel",
     "load_balance_efficiency",
     "parallel_efficiency",
