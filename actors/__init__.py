@@ -50,7 +50,7 @@ from llmos.actors._records import (
 )
 from llmos.actors._ref import ActorRef, LocalRef, default_ask_timeout, set_default_ask_timeout
 from llmos.actors._reply import AsyncReply, Reply, late_replies
-from llmos.actors._system import get, running, stop_all
+from llmos.actors._system import find, get, running, stop_all
 
 __all__ = [
     "MAX_DEPTH",
@@ -90,6 +90,7 @@ __all__ = [
     "dead_letters",
     "default_ask_timeout",
     "envelope",
+    "find",
     "get",
     "handler",
     "late_replies",

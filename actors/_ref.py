@@ -214,15 +214,50 @@ class LocalRef(ActorRef):
             cell.drain()
         return await reply.wait()
 
+    def post(
+        self, message: Any, reply: Reply | None = None, *, sent_at: float | None = None
+    ) -> None:
+        """Queue a message that already passed the wire check, never waiting for room.
+
+        For a layer that receives messages from elsewhere (the transport, which decoded it):
+        unlike ``tell`` and ``ask`` it does not check the message again, never blocks on a
+        full mailbox, and keeps the time the message arrived. With a ``reply``, the actor
+        answers it as an ask (complete it with a done callback to forward the answer).
+
+        Args:
+            message: the message, as decoded.
+            reply: the ask's reply, or None for a tell.
+            sent_at: ``time.monotonic()`` when it arrived (default: now), for latency figures.
+
+        Raises:
+            ActorDeadError: the actor is stopped for good.
+            MailboxFull: its bounded mailbox has no room now.
+        """
+        cell = self._live_cell()
+        cell.mailbox.put((message, reply, _monotonic() if sent_at is None else sent_at), 0)
+        if cell.stopped:
+            cell.drain()  # it stopped while we queued: fail fast, never strand the message
+
     def is_alive(self) -> bool:
         try:
             return not self._live_cell().stopped
         except ActorDeadError:
             return False
 
-    def stop(self, timeout: float | None = None) -> bool:
+    def stop(self, timeout: float | None = None, *, block: bool = True) -> bool:
+        """Stop the actor after the messages already queued; see ``ActorRef.stop``.
+
+        Args:
+            timeout: how long to wait for it to stop.
+            block: False to ask it to stop and return at once (watch it to hear when).
+
+        Returns:
+            True if it stopped (within the timeout when blocking).
+        """
         cell = self._cell
         cell.request_stop()
+        if not block:
+            return cell.stopped
         return bool(cell.stopped_event.wait(check_timeout(timeout)))
 
     def statistics(self) -> ActorStats:

@@ -77,6 +77,13 @@ class Reply:
         """True once the reply holds a value or an error."""
         return self._done
 
+    def exception(self) -> BaseException | None:
+        """The error this reply settled with; None when it settled with a value or is pending.
+
+        Never waits: read it from a done callback, or once ``done()`` is True.
+        """
+        return self._error if self._done else None
+
     def expired(self) -> bool:
         """True when the ask's deadline has passed; such a request need not be handled."""
         return _monotonic() > self.deadline

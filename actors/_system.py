@@ -9,7 +9,7 @@ from llmos.actors._cell import live_cells, live_threads, lookup
 from llmos.actors._errors import ActorDeadError, ActorError
 from llmos.actors._ref import LocalRef
 
-__all__ = ["get", "running", "stop_all"]
+__all__ = ["find", "get", "running", "stop_all"]
 
 
 def get(name: str) -> LocalRef:
@@ -22,6 +22,12 @@ def get(name: str) -> LocalRef:
     if cell is None:
         raise ActorDeadError(f"no actor named {name!r} is running in this process")
     return cell.ref
+
+
+def find(name: str) -> LocalRef | None:
+    """The ref of the live actor named ``name`` in this process, or None (``get`` raises)."""
+    cell = lookup(name)
+    return cell.ref if cell is not None else None
 
 
 def running() -> list[LocalRef]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -13,7 +14,9 @@ from llmos.actors import (
     ActorDeadError,
     ActorError,
     AskTimeout,
+    MailboxFull,
     Reply,
+    find,
     handler,
     message,
 )
@@ -37,9 +40,12 @@ class Seen:
 
 
 class Echoer(Actor):
-    def __init__(self, gate: threading.Event | None = None) -> None:
+    def __init__(
+        self, gate: threading.Event | None = None, entered: threading.Event | None = None
+    ) -> None:
         super().__init__()
         self.gate = gate
+        self.entered = entered
 
     @handler(Echo)
     def echo(self, msg: Echo) -> str:
@@ -47,6 +53,8 @@ class Echoer(Actor):
 
     @handler(Hold)
     def hold(self, msg: Hold) -> None:
+        if self.entered is not None:
+            self.entered.set()
         assert self.gate is not None and self.gate.wait(WAIT)
 
 
@@ -148,3 +156,25 @@ def test_a_subclass_wraps_every_message_through_actor_dispatch() -> None:
         ("Hold", True, "hold"),
         ("Echo", True, "echo"),
     ]
+
+
+def test_a_layer_above_feeds_an_actor_through_find_and_post() -> None:
+    assert find("poster") is None
+    gate, entered = threading.Event(), threading.Event()
+    Echoer.start(gate, entered, name="poster", capacity=1, when_full="block")
+    ref = find("poster")
+    assert ref is not None
+    ref.tell(Hold())
+    assert entered.wait(WAIT)  # the actor holds; its one-message mailbox is empty
+    answers: list[Any] = []
+    reply = Reply(time.monotonic() + WAIT, ref, WAIT)
+    reply.add_done_callback(lambda r: answers.append((r.exception(), r.get())))
+    ref.post(Echo("posted"), reply, sent_at=time.monotonic())
+    with pytest.raises(MailboxFull):
+        ref.post(Echo("no room"))  # never waits, whatever the policy
+    gate.set()
+    assert reply.get() == "posted" and answers == [(None, "posted")]
+    assert isinstance(ref.stop(block=False), bool)  # asked to stop; it need not be done yet
+    assert ref.stop(timeout=WAIT)
+    with pytest.raises(ActorDeadError):
+        ref.post(Echo("late"))
