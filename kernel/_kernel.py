@@ -86,7 +86,7 @@ class Kernel(Supervisor):
     def get_or_start(cls) -> Kernel:
         """The running kernel of this process, started if there is none."""
         with _lock:
-            if _current and not _current[0]._stopped():
+            if _current and not _current[0].kernel_stopping():
                 return _current[0]
             cell = Cell(cls, KERNEL_NAME, cls.actor_mailbox(), class_name=cls.__name__)
             cell.start()
@@ -95,7 +95,8 @@ class Kernel(Supervisor):
             _current[:] = [instance]
             return instance
 
-    def _stopped(self) -> bool:
+    def kernel_stopping(self) -> bool:
+        """True once this kernel is stopping or stopped (``kernel()`` then starts a new one)."""
         cell = self.actor_cell
         return cell.stopped or cell.state == "stopping"
 

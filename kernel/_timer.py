@@ -27,21 +27,22 @@ log = logging.getLogger("llmos.kernel")
 class TimerHandle:
     """A scheduled callback; :meth:`cancel` keeps it from running if it has not run yet."""
 
-    __slots__ = ("_owner", "callback", "cancelled", "due")
+    __slots__ = ("callback", "cancelled", "due", "timer")
 
     def __init__(self, due: float, callback: Callable[[], None], owner: object) -> None:
         self.due = due
         self.callback = callback
         self.cancelled = False
-        self._owner = owner
+        self.timer: object | None = owner  # the timer it waits on; None once run or cancelled
 
     def cancel(self) -> None:
         """Cancel the callback (no effect once it has run)."""
-        cancel = getattr(self._owner, "_cancel", None)
+        cancel = getattr(self.timer, "cancel_handle", None)
         if cancel is not None:
             cancel(self)
 
-    def _fire(self) -> None:
+    def run(self) -> None:
+        """Run the callback now (the timer does, when it is due); what it raises is logged."""
         try:
             self.callback()
         except Exception:
@@ -86,11 +87,12 @@ class ThreadTimer:
                 self._cond.notify()
         return handle
 
-    def _cancel(self, handle: TimerHandle) -> None:
+    def cancel_handle(self, handle: TimerHandle) -> None:
+        """Cancel one handle (what ``TimerHandle.cancel`` calls)."""
         with self._cond:
-            if not handle.cancelled and handle._owner is self:
+            if not handle.cancelled and handle.timer is self:
                 handle.cancelled = True
-                handle._owner = None
+                handle.timer = None
                 self._live -= 1
                 self._cond.notify()
 
@@ -99,7 +101,7 @@ class ThreadTimer:
         with self._cond:
             for _, _, handle in self._heap:
                 handle.cancelled = True
-                handle._owner = None
+                handle.timer = None
             self._heap.clear()
             self._live = 0
             self._cond.notify()
@@ -123,11 +125,11 @@ class ThreadTimer:
                     wait = heap[0][0] - time.monotonic()
                     if wait <= 0:
                         handle = heapq.heappop(heap)[2]
-                        handle._owner = None  # run: cancelling it now has no effect
+                        handle.timer = None  # run: cancelling it now has no effect
                         self._live -= 1
                         break
                     self._cond.wait(wait)
-            handle._fire()
+            handle.run()
 
 
 class ManualTimer:
@@ -158,10 +160,11 @@ class ManualTimer:
             self._cond.notify_all()
         return handle
 
-    def _cancel(self, handle: TimerHandle) -> None:
+    def cancel_handle(self, handle: TimerHandle) -> None:
+        """Cancel one handle (what ``TimerHandle.cancel`` calls)."""
         with self._cond:
             handle.cancelled = True
-            handle._owner = None
+            handle.timer = None
             self._pending = [e for e in self._pending if e[2] is not handle]
             heapq.heapify(self._pending)
             self._cond.notify_all()
@@ -190,9 +193,9 @@ class ManualTimer:
                     self._now = target
                     return ran
                 due, _, handle = heapq.heappop(self._pending)
-                handle._owner = None
+                handle.timer = None
                 self._now = max(self._now, due)
-            handle._fire()
+            handle.run()
             ran += 1
 
 
