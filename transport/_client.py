@@ -20,8 +20,8 @@ from llmos.actors import (
     MessageError,
     NodeUnreachable,
     Terminated,
+    record_dead_letter,
 )
-from llmos.actors._records import record_dead_letter
 from llmos.transport._frames import FAIL, NOTICE, PONG, REPLY, TELL, parse_frame
 from llmos.transport._peer import DOWN, UP, Peer
 
