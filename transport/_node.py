@@ -29,9 +29,9 @@ from llmos.actors import (
     LlmosError,
     NodeUnreachable,
     check_message,
+    find,
     get,
 )
-from llmos.actors._cell import lookup as _lookup_cell
 from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
@@ -410,9 +410,9 @@ class Node:
     def _bind_ref(self, name: str, node: str) -> ActorRef:
         """The ref for one found on the wire: the local ref when it names this node."""
         if node == self.address:
-            cell = _lookup_cell(name)
-            if cell is not None:
-                return cell.ref
+            local = find(name)
+            if local is not None:
+                return local
         return self.remote_ref(name, node)
 
     def _close_sockets(self) -> None:
