@@ -59,11 +59,8 @@ class Mailbox:
         "_queue",
         "_room",
         "capacity",
-        "enqueue",
-        "idle",
         "put",
         "put_timeout",
-        "signal",
         "when_full",
     )
 
@@ -81,32 +78,12 @@ class Mailbox:
         self.when_full = when_full
         self.put_timeout = put_timeout
         self._room = threading.Semaphore(capacity) if capacity is not None else None
-        # How the consumer waits while the mailbox is empty, when not simply on the queue: a
-        # node lets an idle actor that serves remote requests read them itself (see
-        # llmos.transport). ``idle(mailbox, queue)`` returns the next envelope of the queue.
-        self.idle: Callable[[Mailbox, queue.SimpleQueue[Envelope]], Envelope] | None = None
-        # Called after every put while that consumer waits on something other than the queue.
-        self.signal: Callable[[], None] | None = None
-        # ``put(envelope, timeout=None)``: queue, then call ``signal`` if set.
-        self.put: Callable[..., None] = self._put if capacity is None else self._put_bounded
-        # ``enqueue(envelope, timeout=None)``: queue only (for an unbounded mailbox, the
-        # queue's own put, in C). The local tell and ask, the hottest paths, call this and then
-        # check ``signal`` themselves, which costs them no Python-level call.
-        self.enqueue: Callable[..., None] = (
-            self._queue.put if capacity is None else self._enqueue_bounded
-        )
-
-    def _put(self, envelope: Envelope, timeout: float | None = None) -> None:
-        self._queue.put(envelope)
-        if self.signal is not None:  # read after the put: see the consumer's side in idle
-            self.signal()
+        # ``put(envelope, timeout=None)``: queue, following the policy when full. For an
+        # unbounded mailbox it is the queue's own put (in C): the local tell and ask, the
+        # hottest paths, then cost no Python-level call.
+        self.put: Callable[..., None] = self._queue.put if capacity is None else self._put_bounded
 
     def _put_bounded(self, envelope: Envelope, timeout: float | None = None) -> None:
-        self._enqueue_bounded(envelope, timeout)
-        if self.signal is not None:
-            self.signal()
-
-    def _enqueue_bounded(self, envelope: Envelope, timeout: float | None = None) -> None:
         """Queue a message, following the policy when the mailbox is full.
 
         Raises:
@@ -128,18 +105,11 @@ class Mailbox:
 
     def put_control(self, envelope: Envelope) -> None:
         """Queue a control envelope (STOP); never refused, never counted against capacity."""
-        self._put(envelope)
+        self._queue.put(envelope)
 
     def get(self, timeout: float | None = None) -> Envelope:
-        """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``).
-
-        With no timeout and an empty queue, an ``idle`` hook does the waiting.
-        """
-        idle = self.idle
-        if idle is not None and timeout is None and not self._queue.qsize():
-            item = idle(self, self._queue)
-        else:
-            item = self._queue.get(True, timeout)
+        """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``)."""
+        item = self._queue.get(True, timeout)
         if self._room is not None and item[0] is not STOP:
             self._room.release()
         return item

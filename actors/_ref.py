@@ -174,10 +174,7 @@ class LocalRef(ActorRef):
         cell = self._cell
         if cell.stopped:
             cell = self._live_cell()
-        mailbox = cell.mailbox
-        mailbox.enqueue((message, None, _monotonic()))
-        if mailbox.signal is not None:  # what put does after queueing, without the call
-            mailbox.signal()
+        cell.mailbox.put((message, None, _monotonic()))
         if cell.stopped:
             cell.drain()  # it stopped while we queued: fail fast, never strand the message
 
@@ -186,10 +183,7 @@ class LocalRef(ActorRef):
         check_message(message)
         cell = self._live_cell()
         reply = Reply(_monotonic() + span, cell, span)
-        mailbox = cell.mailbox
-        mailbox.enqueue((message, reply, _monotonic()), timeout=span)
-        if mailbox.signal is not None:
-            mailbox.signal()
+        cell.mailbox.put((message, reply, _monotonic()), timeout=span)
         if cell.stopped:
             cell.drain()
         return reply
