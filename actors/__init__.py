@@ -31,6 +31,7 @@ from llmos.actors._errors import (
     TransportError,
     UnknownMessageType,
 )
+from llmos.actors._local_ref import LocalRef
 from llmos.actors._mailbox import Envelope, Mailbox, WhenFull, envelope
 from llmos.actors._messages import (
     MAX_DEPTH,
@@ -48,7 +49,7 @@ from llmos.actors._records import (
     dead_letters,
     record_dead_letter,
 )
-from llmos.actors._ref import ActorRef, LocalRef, default_ask_timeout, set_default_ask_timeout
+from llmos.actors._ref import ActorRef, default_ask_timeout, set_default_ask_timeout
 from llmos.actors._reply import AsyncReply, Reply, late_replies
 from llmos.actors._system import find, get, running, stop_all
 

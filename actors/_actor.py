@@ -18,11 +18,9 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import inspect
-import threading
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast, overload
 
@@ -31,26 +29,16 @@ import pykka
 from llmos.actors._cell import UNHANDLED, Cell
 from llmos.actors._errors import ActorError
 from llmos.actors._mailbox import Mailbox, WhenFull
+from llmos.actors._registry import bound_cell
 
 if TYPE_CHECKING:
-    from llmos.actors._ref import ActorRef, LocalRef
+    from llmos.actors._local_ref import LocalRef
+    from llmos.actors._ref import ActorRef
     from llmos.actors._reply import Reply
 
 __all__ = ["UNHANDLED", "Actor", "handler"]
 
 F = TypeVar("F", bound=Callable[..., Any])
-_binding = threading.local()
-
-
-@contextlib.contextmanager
-def bind_cell(cell: Cell) -> Iterator[None]:
-    """Make ``cell`` the one an Actor constructed in this thread attaches to."""
-    previous = getattr(_binding, "cell", None)
-    _binding.cell = cell
-    try:
-        yield
-    finally:
-        _binding.cell = previous
 
 
 @overload
@@ -129,7 +117,7 @@ class Actor(pykka.ThreadingActor):
     _llmos_tables: ClassVar[dict[type[Any], dict[type[Any], Callable[[Any, Any], Any]]]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        cell = getattr(_binding, "cell", None)
+        cell = bound_cell()
         self._llmos_cell: Cell | None = cell
         super().__init__()
         cls = type(self)
@@ -143,7 +131,7 @@ class Actor(pykka.ThreadingActor):
     def _create_actor_inbox() -> Any:
         # pykka's inbox hook (private in pykka 4.x, pinned): the mailbox belongs to the cell,
         # so it outlives this instance and the restarted one takes it over.
-        cell = getattr(_binding, "cell", None)
+        cell = bound_cell()
         return cell.mailbox if cell is not None else Mailbox()
 
     @classmethod

@@ -28,7 +28,6 @@ the mailbox goes to the new instance.
 
 from __future__ import annotations
 
-import itertools
 import logging
 import queue
 import threading
@@ -36,7 +35,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from llmos.actors._errors import ActorDeadError, ActorError, LlmosError, NameTaken
+from llmos.actors import _registry
+from llmos.actors._errors import ActorDeadError, ActorError, LlmosError
+from llmos.actors._local_ref import LocalRef
 from llmos.actors._loop import UNHANDLED as UNHANDLED
 from llmos.actors._loop import ActorLoop
 from llmos.actors._mailbox import STOP, Mailbox, envelope
@@ -46,19 +47,13 @@ from llmos.actors._reply import Deferred, set_current_cell
 
 if TYPE_CHECKING:
     from llmos.actors._actor import Actor
-    from llmos.actors._ref import ActorRef, LocalRef
+    from llmos.actors._ref import ActorRef
 
-__all__ = ["Cell", "Supervisor", "live_cells", "live_threads", "lookup"]
+__all__ = ["Cell", "Supervisor"]
 
 log = logging.getLogger("llmos.actors")
 _perf = time.perf_counter
 _monotonic = time.monotonic
-
-
-_registry: dict[str, Cell] = {}
-_registry_lock = threading.Lock()
-_threads: set[threading.Thread] = set()
-_name_counter = itertools.count(1)
 
 
 class Supervisor(Protocol):
@@ -74,21 +69,6 @@ class Supervisor(Protocol):
     def child_stopped(self, cell: Cell) -> None: ...
 
 
-def lookup(name: str) -> Cell | None:
-    """The live cell registered under ``name``, or None."""
-    return _registry.get(name)
-
-
-def live_cells() -> list[Cell]:
-    with _registry_lock:
-        return list(_registry.values())
-
-
-def live_threads() -> list[threading.Thread]:
-    with _registry_lock:
-        return [t for t in _threads if t.is_alive()]
-
-
 class Cell(ActorLoop):
     """The stable identity of one actor. Built by ``Actor.start`` or by a kernel."""
 
@@ -102,7 +82,7 @@ class Cell(ActorLoop):
         supervisor: Supervisor | None = None,
         ask_errors_fail: bool = False,
     ) -> None:
-        self.name = name if name is not None else f"{class_name}-{next(_name_counter)}"
+        self.name = name if name is not None else f"{class_name}-{_registry.next_number()}"
         if not isinstance(self.name, str) or not self.name or "@" in self.name:
             raise ActorError(f"an actor name must be a non-empty str without '@', got {name!r}")
         self.class_name = class_name
@@ -133,8 +113,6 @@ class Cell(ActorLoop):
         self.busy = 0.0
         self.last_latency = 0.0
         self.total_latency = 0.0
-        from llmos.actors._ref import LocalRef
-
         self.ref: LocalRef = LocalRef(self)
 
     def __repr__(self) -> str:
@@ -149,18 +127,11 @@ class Cell(ActorLoop):
             NameTaken: a live actor already holds the name.
             Exception: whatever the actor's constructor raised (the name is released).
         """
-        with _registry_lock:
-            if self.name in _registry:
-                raise NameTaken(
-                    f"an actor named {self.name!r} is already running; stop it first or pick "
-                    "another name"
-                )
-            _registry[self.name] = self
+        _registry.register(self)
         try:
             self._launch(restarted=False)
         except BaseException as exc:
-            with _registry_lock:
-                _registry.pop(self.name, None)
+            _registry.unregister(self)
             if isinstance(exc, Exception):
                 raise
             # SystemExit, KeyboardInterrupt...: contained, so the caller (maybe a kernel or a
@@ -171,9 +142,7 @@ class Cell(ActorLoop):
             ) from exc
 
     def _launch(self, restarted: bool) -> None:
-        from llmos.actors._actor import bind_cell
-
-        with bind_cell(self):
+        with _registry.binding(self):
             instance = self.factory()
         self.instance = instance
         self.state = "running"
@@ -181,8 +150,7 @@ class Cell(ActorLoop):
             target=self._run, args=(instance, restarted), name=f"llmos:{self.name}", daemon=True
         )
         self.thread = thread
-        with _registry_lock:
-            _threads.add(thread)
+        _registry.add_thread(thread)
         thread.start()
 
     def restart(self) -> None:
@@ -202,9 +170,7 @@ class Cell(ActorLoop):
             if not parked:
                 self._launch(restarted=True)
                 return
-            from llmos.actors._actor import bind_cell
-
-            with bind_cell(self):
+            with _registry.binding(self):
                 instance = self.factory()
         except BaseException as exc:  # any kind: the caller is the supervisor's thread
             log.error("restarting %s: constructor failed", self.name, exc_info=exc)
@@ -262,9 +228,7 @@ class Cell(ActorLoop):
             parked, self._parked = self._parked, False
         if parked and self._handoff is not None:
             self._handoff.put(None)  # the waiting thread ends
-        with _registry_lock:
-            if _registry.get(self.name) is self:
-                del _registry[self.name]
+        _registry.unregister(self)
         self.drain()
         thread = self.thread
         running = thread is not None and thread.is_alive() and not parked
@@ -357,8 +321,7 @@ class Cell(ActorLoop):
         finally:
             set_current_cell(None)
             me = threading.current_thread()
-            with _registry_lock:
-                _threads.discard(me)
+            _registry.discard_thread(me)
             if self.thread is me and self.state in ("running", "stopping") and not self.stopped:
                 # Last resort: never leave a cell "running" with no thread to serve it.
                 self.finalize(f"failed: its thread ended ({self.last_error!r})")

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar, dataclass_transform
 
 from llmos.actors._errors import MessageError, UnknownMessageType
+from llmos.actors._ref import ActorRef
 
 __all__ = [
     "MAX_DEPTH",
@@ -39,9 +40,6 @@ _KEYS: frozenset[type[Any]] = frozenset({str, int, bytes})
 _FLAT: frozenset[type[Any]] = _SCALARS | {int}
 # For each message class, a C-level getter of all its field values as one tuple.
 _GETTERS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
-
-# Set by llmos.actors._ref so this module need not import it (refs import messages).
-_ref_types: tuple[type[Any], ...] = ()
 
 
 @dataclass_transform(frozen_default=True)
@@ -188,7 +186,7 @@ def _check(value: Any, depth: int, where: str) -> None:
             if type(item) not in _SCALARS:
                 _check(item, depth + 1, f"{where}.{name}")
         return
-    if isinstance(value, _ref_types):
+    if isinstance(value, ActorRef):
         return
     if name is not None:
         raise MessageError(

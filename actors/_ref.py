@@ -1,8 +1,8 @@
 """Actor refs: stable handles (node + name) with tell, ask and ask_async.
 
 A ref never points at an actor instance, only at its name on its node, so it survives restarts.
-:class:`LocalRef` reaches an actor in this process; the transport adds a remote ref with the
-same API, and refs travel inside messages.
+:class:`~llmos.actors.LocalRef` (in ``_local_ref``) reaches an actor in this process; the
+transport adds a remote ref with the same API, and refs travel inside messages.
 """
 
 from __future__ import annotations
@@ -13,21 +13,13 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import _messages
-from llmos.actors._errors import ActorDeadError, LlmosError, MailboxFull
-from llmos.actors._messages import check_message
-from llmos.actors._records import ActorStats
-from llmos.actors._reply import AsyncReply, Reply
+from llmos.actors._errors import LlmosError
 
 if TYPE_CHECKING:
-    from llmos.actors._cell import Cell
+    from llmos.actors._records import ActorStats
+    from llmos.actors._reply import Reply
 
-__all__ = [
-    "ActorRef",
-    "LocalRef",
-    "default_ask_timeout",
-    "set_default_ask_timeout",
-]
+__all__ = ["ActorRef", "check_timeout", "default_ask_timeout", "set_default_ask_timeout"]
 
 _monotonic = time.monotonic
 _default_timeout = [30.0]
@@ -144,125 +136,3 @@ class ActorRef(abc.ABC):
     @abc.abstractmethod
     def statistics(self) -> ActorStats:
         """A frozen snapshot of the actor's counters."""
-
-
-class LocalRef(ActorRef):
-    """A ref to an actor in this process."""
-
-    __slots__ = ("_cell",)
-
-    def __init__(self, cell: Cell) -> None:
-        super().__init__(cell.name, None)
-        self._cell = cell
-
-    def _live_cell(self) -> Cell:
-        cell = self._cell
-        if cell.stopped:
-            # A new actor may have been started under the same name since.
-            from llmos.actors._cell import lookup
-
-            newer = lookup(self.name)
-            if newer is None:
-                raise ActorDeadError(
-                    f"actor {self.name!r} is stopped ({cell.stop_reason}); start it again"
-                )
-            self._cell = cell = newer
-        return cell
-
-    def tell(self, message: Any) -> None:
-        check_message(message)
-        cell = self._cell
-        if cell.stopped:
-            cell = self._live_cell()
-        cell.mailbox.put((message, None, _monotonic()))
-        if cell.stopped:
-            cell.drain()  # it stopped while we queued: fail fast, never strand the message
-
-    def ask(self, message: Any, timeout: float | None = None) -> Reply:
-        span = check_timeout(timeout)
-        check_message(message)
-        cell = self._live_cell()
-        reply = Reply(_monotonic() + span, cell, span)
-        cell.mailbox.put((message, reply, _monotonic()), timeout=span)
-        if cell.stopped:
-            cell.drain()
-        return reply
-
-    async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
-        span = check_timeout(timeout)
-        check_message(message)
-        cell = self._live_cell()
-        loop = asyncio.get_running_loop()
-        reply = AsyncReply(_monotonic() + span, cell, span, loop)
-        envelope = (message, reply, _monotonic())
-        mailbox = cell.mailbox
-        if mailbox.capacity is not None and mailbox.when_full == "block":
-            try:
-                mailbox.put(envelope, timeout=0)
-            except MailboxFull:
-                # Wait for room in a worker thread so the loop keeps running.
-                await loop.run_in_executor(None, mailbox.put, envelope, span)
-        else:
-            mailbox.put(envelope)
-        if cell.stopped:
-            cell.drain()
-        return await reply.wait()
-
-    def post(
-        self, message: Any, reply: Reply | None = None, *, sent_at: float | None = None
-    ) -> None:
-        """Queue a message that already passed the wire check, never waiting for room.
-
-        For a layer that receives messages from elsewhere (the transport, which decoded it):
-        unlike ``tell`` and ``ask`` it does not check the message again, never blocks on a
-        full mailbox, and keeps the time the message arrived. With a ``reply``, the actor
-        answers it as an ask (complete it with a done callback to forward the answer).
-
-        Args:
-            message: the message, as decoded.
-            reply: the ask's reply, or None for a tell.
-            sent_at: ``time.monotonic()`` when it arrived (default: now), for latency figures.
-
-        Raises:
-            ActorDeadError: the actor is stopped for good.
-            MailboxFull: its bounded mailbox has no room now.
-        """
-        cell = self._live_cell()
-        cell.mailbox.put((message, reply, _monotonic() if sent_at is None else sent_at), 0)
-        if cell.stopped:
-            cell.drain()  # it stopped while we queued: fail fast, never strand the message
-
-    def is_alive(self) -> bool:
-        try:
-            return not self._live_cell().stopped
-        except ActorDeadError:
-            return False
-
-    def stop(self, timeout: float | None = None, *, block: bool = True) -> bool:
-        """Stop the actor after the messages already queued; see ``ActorRef.stop``.
-
-        Args:
-            timeout: how long to wait for it to stop.
-            block: False to ask it to stop and return at once (watch it to hear when).
-
-        Returns:
-            True if it stopped (within the timeout when blocking).
-        """
-        cell = self._cell
-        cell.request_stop()
-        if not block:
-            return cell.stopped
-        return bool(cell.stopped_event.wait(check_timeout(timeout)))
-
-    def statistics(self) -> ActorStats:
-        return self._cell.statistics()
-
-    def watch(self, watcher: ActorRef) -> None:
-        """Have ``watcher`` receive ``Terminated`` when this actor stops for good."""
-        self._cell.watch(watcher)
-
-    def unwatch(self, watcher: ActorRef) -> None:
-        self._cell.unwatch(watcher)
-
-
-_messages._ref_types = (ActorRef,)

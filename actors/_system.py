@@ -5,9 +5,9 @@ from __future__ import annotations
 import atexit
 import time
 
-from llmos.actors._cell import live_cells, live_threads, lookup
 from llmos.actors._errors import ActorDeadError, ActorError
-from llmos.actors._ref import LocalRef
+from llmos.actors._local_ref import LocalRef
+from llmos.actors._registry import live_cells, live_threads, lookup
 
 __all__ = ["find", "get", "running", "stop_all"]
 

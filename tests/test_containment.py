@@ -20,7 +20,7 @@ from test_kernel_support import Add, Get, RecordingSupervisor, Worker
 
 import llmos.actors as actors
 from llmos.actors import Actor, ActorDeadError, ActorError, LlmosError, handler, message
-from llmos.actors._cell import live_cells
+from llmos.actors._registry import live_cells
 from llmos.kernel import NodeStatus, kernel
 
 WAIT = 10.0  # bound on every wait; none should come close
