@@ -105,6 +105,12 @@ class LocalRef(ActorRef):
         if cell.stopped:
             cell.drain()  # it stopped while we queued: fail fast, never strand the message
 
+    @property
+    def actor_class(self) -> type[Any] | None:
+        """The class of the instance behind this ref now (None while none runs)."""
+        instance = self._cell.instance
+        return type(instance) if instance is not None else None
+
     def is_alive(self) -> bool:
         try:
             return not self._live_cell().stopped

@@ -76,9 +76,9 @@ class Quotas:
                 raise LlmosError(f"Quotas.{field.name} must be a positive number, got {value!r}")
 
 
-def is_system_actor(instance: Any) -> bool:
-    """True for an actor instance whose class sets ``actor_system`` (no wire stop, ever)."""
-    return bool(getattr(type(instance), "actor_system", False))
+def is_system_actor(actor_class: type[Any] | None) -> bool:
+    """True for an actor class that sets ``actor_system`` (no wire stop, ever)."""
+    return bool(getattr(actor_class, "actor_system", False))
 
 
 class Capabilities:
@@ -154,9 +154,12 @@ class Capabilities:
             raise SupervisionError(f"{path} is a {type(found).__name__}, not a class")
         return found
 
-    def check_stop(self, name: str, instance: Any, account: Account, address: str) -> None:
-        """Raise :class:`NotAllowed` unless the peer of ``account`` may stop actor ``name``."""
-        if instance is not None and is_system_actor(instance):
+    def check_stop(
+        self, name: str, actor_class: type[Any] | None, account: Account, address: str
+    ) -> None:
+        """Raise :class:`NotAllowed` unless the peer of ``account`` may stop actor ``name``
+        (whose instance is of ``actor_class``, None while none runs)."""
+        if is_system_actor(actor_class):
             raise NotAllowed(f"{name!r} is a system actor of node {address}; peers never stop it")
         if self.remote_stop == "any":
             return

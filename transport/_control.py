@@ -16,11 +16,12 @@ from llmos.actors import (
     ActorDeadError,
     ActorRef,
     FrameError,
+    LocalRef,
     Reply,
     SupervisionError,
     Terminated,
+    find,
 )
-from llmos.actors._cell import Cell, lookup
 from llmos.transport._capabilities import Account
 from llmos.transport._errors import NotAllowed, QuotaExceeded
 from llmos.transport._ref import Callback, QuietRef
@@ -28,7 +29,7 @@ from llmos.transport._ref import Callback, QuietRef
 if TYPE_CHECKING:
     from llmos.transport._node import Node
 
-__all__ = ["Answer", "Control", "ServeReply", "no_actor"]
+__all__ = ["Answer", "Control", "no_actor", "serve_reply"]
 
 Answer = Callable[[bytes, int, Any, "BaseException | None", float], None]
 """``answer(ident, rid, value, error, deadline)``: send a request's answer back to its asker."""
@@ -41,35 +42,30 @@ def no_actor(target: str, address: str) -> ActorDeadError:
     )
 
 
-class ServeReply(Reply):  # type: ignore[misc,unused-ignore]
-    """The reply to a peer's request: completing it queues the answer to the I/O thread."""
+def serve_reply(
+    deadline: float,
+    target: Any,
+    span: float,
+    answer: Answer,
+    ident: bytes,
+    rid: int,
+    account: Account | None = None,
+) -> Reply:
+    """The reply to a peer's request: once it settles, ``answer`` queues its answer to the I/O
+    thread (from its done callback, in whichever thread settles it: the actor's, a spawn
+    worker, the I/O thread itself). It counts as one pending request of ``account``."""
+    reply = Reply(deadline, target, span)
+    if account is not None:
+        account.pending += 1  # one more request of this peer in progress here
 
-    __slots__ = ("_account", "_answer", "_ident", "_rid")
-
-    def __init__(
-        self,
-        deadline: float,
-        target: Any,
-        span: float,
-        answer: Answer,
-        ident: bytes,
-        rid: int,
-        account: Account | None = None,
-    ) -> None:
-        super().__init__(deadline, target, span)
-        self._answer = answer
-        self._ident = ident
-        self._rid = rid
-        self._account = account
-        if account is not None:
-            account.pending += 1  # one more request of this peer in progress here
-
-    def _deliver(self) -> None:
-        super()._deliver()
-        account = self._account
+    def settled(done: Reply) -> None:
         if account is not None:
             account.pending -= 1
-        self._answer(self._ident, self._rid, self._value, self._error, self.deadline)
+        error = done.exception()
+        answer(ident, rid, None if error is not None else done.get(), error, deadline)
+
+    reply.add_done_callback(settled)
+    return reply
 
 
 class Control:
@@ -86,11 +82,11 @@ class Control:
         self.counters = node.counters
         self.capabilities = node.capabilities
         self.quotas = node.quotas
-        self.lookup = self.about(lambda cell: cell.ref)
-        self.stats = self.about(lambda cell: dataclasses.asdict(cell.statistics()))
+        self.lookup = self.about(lambda ref: ref)
+        self.stats = self.about(lambda ref: dataclasses.asdict(ref.statistics()))
 
-    def about(self, answer: Callable[[Cell], Any]) -> Callable[..., None]:
-        """A request handler answering ``answer(cell)`` about a local actor, by name."""
+    def about(self, answer: Callable[[LocalRef], Any]) -> Callable[..., None]:
+        """A request handler answering ``answer(ref)`` about a local actor, by name."""
 
         def handle(
             ident: bytes,
@@ -101,12 +97,12 @@ class Control:
             payload: bytes,
             account: Account,
         ) -> None:
-            reply = ServeReply(deadline, target, span, self.answer, ident, rid)
-            cell = lookup(target)
-            if cell is None:
+            reply = serve_reply(deadline, target, span, self.answer, ident, rid)
+            local = find(target)
+            if local is None:
                 reply.set_exception(no_actor(target, self.node.address))
             else:
-                reply.set_result(answer(cell))
+                reply.set_result(answer(local))
 
         return handle
 
@@ -120,22 +116,22 @@ class Control:
         payload: bytes,
         account: Account,
     ) -> None:
-        cell = lookup(target)
-        if cell is None:
+        local = find(target)
+        if local is None:
             account.spawned.discard(target)
             self.answer(ident, rid, True, None, deadline)  # nothing to stop: done
             return
-        self.capabilities.check_stop(target, cell.instance, account, self.node.address)
-        reply = ServeReply(deadline, target, span, self.answer, ident, rid)
+        self.capabilities.check_stop(target, local.actor_class, account, self.node.address)
+        reply = serve_reply(deadline, target, span, self.answer, ident, rid)
         account.spawned.discard(target)
-        cell.watch(Callback(f"stop-{rid}", lambda _msg: reply.set_result(True)))
-        cell.request_stop()
+        local.watch(Callback(f"stop-{rid}", lambda _msg: reply.set_result(True)))
+        local.stop(block=False)
 
     def watch(self, target: str, watcher: ActorRef, on: bool, account: Account) -> None:
-        cell = lookup(target)
+        local = find(target)
         if not on:
-            if cell is not None:
-                cell.unwatch(watcher)
+            if local is not None:
+                local.unwatch(watcher)
                 account.watches = max(0, account.watches - 1)
             return
         if account.watches >= self.quotas.max_watches:
@@ -143,12 +139,12 @@ class Control:
                 f"this peer already holds {account.watches} watches on node "
                 f"{self.node.address} (Quotas.max_watches); unwatch some first"
             )
-        if cell is None:
+        if local is None:
             gone = self.node.remote_ref(target, self.node.address)
             QuietRef(watcher).tell(Terminated(gone, "no such actor"))
             return
         account.watches += 1
-        cell.watch(QuietRef(watcher))
+        local.watch(QuietRef(watcher))
 
     def spawn(
         self,
@@ -170,7 +166,7 @@ class Control:
             return
         spawned = account.spawned
         if len(spawned) >= self.quotas.max_spawned:
-            for gone in [name for name in spawned if lookup(name) is None]:
+            for gone in [name for name in spawned if find(name) is None]:
                 spawned.discard(gone)  # stopped since: no longer held
             if len(spawned) >= self.quotas.max_spawned:
                 raise QuotaExceeded(
@@ -187,14 +183,14 @@ class Control:
             or not all(type(k) is str for k in spec[1])
         ):
             raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
-        reply = ServeReply(deadline, path, span, self.answer, ident, rid, account)
+        reply = serve_reply(deadline, path, span, self.answer, ident, rid, account)
         self.node.spawn_pool().submit(
             self.run_spawn, reply, account, path, spec[0], spec[1], spec[2]
         )
 
     def run_spawn(
         self,
-        reply: ServeReply,
+        reply: Reply,
         account: Account,
         path: str,
         args: tuple[Any, ...],

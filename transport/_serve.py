@@ -1,7 +1,7 @@
 """The serving side: requests arriving from peers on the node's ROUTER socket.
 
 Runs in the I/O thread and never blocks it. An incoming ask goes straight into the local
-actor's mailbox as ``Envelope(message, reply)`` with a :class:`ServeReply` whose completion
+actor's mailbox (``LocalRef.post``) with a reply whose done callback
 queues the answer frame back to the I/O thread, so no thread waits per request. A request whose
 deadline has already passed (a stale backlog after a reconnect, or a frozen peer) is not
 executed. A bad frame is dropped and counted, and its sender gets a NOTICE; each item of a good
@@ -20,18 +20,19 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import (
+    ActorDeadError,
     ActorRef,
     FrameError,
     LlmosError,
+    LocalRef,
     MailboxFull,
     MessageError,
     Terminated,
-    envelope,
+    find,
+    record_dead_letter,
 )
-from llmos.actors._cell import Cell, lookup
-from llmos.actors._records import record_dead_letter
 from llmos.transport._capabilities import Account
-from llmos.transport._control import Control, ServeReply, no_actor
+from llmos.transport._control import Control, no_actor, serve_reply
 from llmos.transport._errors import NotAllowed, QuotaExceeded, RequestExpired
 from llmos.transport._frames import (
     ASK,
@@ -127,7 +128,7 @@ class Server:
         decode = self.node.codec.decode
         tell = self._tell
         name: str | None = None  # a burst of tells is usually for one actor: look it up once
-        cell: Cell | None = None
+        local: LocalRef | None = None
         for item in items:
             try:
                 # The hot path (a burst of tells) first, without a call per check.
@@ -140,10 +141,10 @@ class Server:
                     and type(item[2]) is bytes
                 ):
                     msg = decode(item[2])
-                    if item[1] != name or cell is None or cell.stopped:
+                    if item[1] != name or local is None:
                         name = item[1]
-                        cell = lookup(name)
-                    tell(name, msg, cell, arrived)
+                        local = find(name)
+                    tell(name, msg, local, arrived)
                 elif (
                     type(item) is list
                     and len(item) == 7
@@ -221,7 +222,7 @@ class Server:
         if op == TELL:
             if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
                 raise FrameError("malformed tell item")
-            self._tell(item[1], self.node.codec.decode(item[2]), lookup(item[1]), _monotonic())
+            self._tell(item[1], self.node.codec.decode(item[2]), find(item[1]), _monotonic())
         elif op in REQUEST_OPS:
             self._request(ident, op, item, account)
         elif op == PING:
@@ -301,24 +302,21 @@ class Server:
 
     # -- what peers ask -------------------------------------------------------------------
 
-    def _tell(self, target: str, msg: Any, cell: Cell | None, arrived: float) -> None:
-        """Deliver a tell to ``cell``, the actor named ``target`` here (None: there is none)."""
-        if type(msg) is Terminated and isinstance(msg.ref, RemoteRef) and cell is not None:
+    def _tell(self, target: str, msg: Any, local: LocalRef | None, arrived: float) -> None:
+        """Deliver a tell to ``local``, the actor named ``target`` here (None: there is none)."""
+        if type(msg) is Terminated and isinstance(msg.ref, RemoteRef) and local is not None:
             peer = self.node.peers.get(msg.ref.node or "")
             if peer is not None:
-                self.node.client.watch_ended(peer, msg.ref.name, cell.ref)
-        if cell is None:
+                self.node.client.watch_ended(peer, msg.ref.name, local)
+        if local is None:
             self._undelivered(target, msg, "no such actor on this node")
             return
-        mailbox = cell.mailbox
         try:
-            # An envelope is the plain tuple (message, reply, sent_at) (llmos.actors.Envelope).
-            mailbox.put((msg, None, arrived), 0)  # 0: never wait
+            local.post(msg, sent_at=arrived)  # never waits; a stopped actor's go to dead letters
         except MailboxFull:
             self._undelivered(target, msg, "mailbox full (remote tell)")
-            return
-        if cell.stopped:
-            cell.drain()  # it stopped meanwhile: what it holds goes to dead letters
+        except ActorDeadError:
+            self._undelivered(target, msg, "no such actor on this node")
 
     def _undelivered(self, target: str, msg: Any, reason: str) -> None:
         self.counters.undelivered_tells += 1
@@ -334,8 +332,8 @@ class Server:
         payload: bytes,
         account: Account,
     ) -> None:
-        cell = lookup(target)
-        if cell is None:
+        local = find(target)
+        if local is None:
             # The cheapest answer (a flood of asks to no actor must not outrun the node): the
             # encoded error is kept per name, and nothing else is built.
             error = self._missing.get(target)
@@ -347,15 +345,11 @@ class Server:
             self.node.router.post_reply(ident, [FAIL, rid, error], deadline)
             return
         msg = self.node.codec.decode(payload)
-        reply = ServeReply(deadline, target, span, self.answer, ident, rid, account)
-        mailbox = cell.mailbox
+        reply = serve_reply(deadline, target, span, self.answer, ident, rid, account)
         try:
-            mailbox.put(envelope(msg, reply), timeout=0)
-        except MailboxFull as exc:
+            local.post(msg, reply)  # never waits
+        except (MailboxFull, ActorDeadError) as exc:
             reply.set_exception(exc)
-            return
-        if cell.stopped:
-            cell.drain()
 
 
 def _request_id(item: Any) -> int | None:
