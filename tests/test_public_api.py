@@ -51,3 +51,75 @@ def test_private_modules_declare_all_and_import_downward(pkg: str) -> None:
                         f"{pkg}/{path.name} imports llmos.{parts[1]}: imports point "
                         "cli -> agents -> models -> kernel -> transport -> actors"
                     )
+
+
+SOURCE_PACKAGES = ["transport", "kernel", "models", "agents", "cli"]
+
+
+@pytest.mark.parametrize("pkg", SOURCE_PACKAGES)
+def test_no_module_outside_actors_uses_a_private_name_of_llmos_actors(pkg: str) -> None:
+    """Packages meet the core only through its public names (ruff's SLF001 guards attributes)."""
+    for path in sorted((ROOT / pkg).glob("*.py")):
+        text = path.read_text()
+        tree = ast.parse(text)
+        for node in ast.walk(tree):
+            where = f"{pkg}/{path.name}:{getattr(node, 'lineno', '?')}"
+            if isinstance(node, ast.ImportFrom) and node.module:
+                parts = node.module.split(".")
+                if parts[:2] == ["llmos", "actors"]:
+                    assert not any(p.startswith("_") for p in parts[2:]), (
+                        f"{where} imports the private module {node.module}"
+                    )
+                    for alias in node.names:
+                        assert not alias.name.startswith("_"), f"{where} imports {alias.name}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("llmos.actors._"), f"{where} imports it"
+            elif isinstance(node, ast.Attribute):
+                # The core's private state on objects it hands out (_llmos_cell, ...), and
+                # private names reached through the package (actors._cell).
+                assert not node.attr.startswith("_llmos_"), f"{where} reads {node.attr}"
+                if isinstance(node.value, ast.Name) and node.value.id == "actors":
+                    assert not node.attr.startswith("_"), f"{where} reads actors.{node.attr}"
+
+
+def _runtime_imports(pkg: str, path: Path) -> set[str]:
+    """The modules of ``pkg`` that ``path`` imports when it runs (function-local imports
+    included, ``if TYPE_CHECKING:`` blocks left out)."""
+    tree = ast.parse(path.read_text())
+    typing_only = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for inner in ast.walk(node)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only or not isinstance(node, ast.ImportFrom):
+            continue
+        parts = (node.module or "").split(".")
+        if node.level == 1:
+            parts = ["llmos", pkg, *[p for p in parts if p]]
+        if parts[:2] != ["llmos", pkg]:
+            continue
+        if len(parts) > 2:
+            found.add(parts[2])
+        else:
+            found.update(a.name for a in node.names if (ROOT / pkg / f"{a.name}.py").exists())
+    found.discard(path.stem)
+    return found
+
+
+# agents: _dialogue and _group_chat still import each other.
+@pytest.mark.parametrize("pkg", ["actors", "transport", "kernel", "models", "cli"])
+def test_no_import_cycle_inside_a_package(pkg: str) -> None:
+    graph = {p.stem: _runtime_imports(pkg, p) for p in (ROOT / pkg).glob("_*.py")}
+    graph = {m: deps for m, deps in graph.items() if not m.startswith("__")}
+
+    def visit(module: str, path: list[str]) -> None:
+        for dep in sorted(graph.get(module, ())):
+            assert dep not in path, f"{pkg}: import cycle {' -> '.join([*path, dep])}"
+            visit(dep, [*path, dep])
+
+    for module in graph:
+        visit(module, [module])
