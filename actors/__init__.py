@@ -8,10 +8,10 @@
 #   _ref       ActorRef / LocalRef
 #   _actor     Actor (subclass it) and @handler
 #   _records   ActorStats, dead letters
-#   _system    get, running, stop_all
+#   _system    get, find, running, stop_all
+#   lowlevel   (public) what the layers above build on: Cell, Mailbox, check_message...
 # Imports point inward only: this package imports nothing else of llmos.
 from llmos.actors._actor import UNHANDLED, Actor, handler
-from llmos.actors._cell import Cell, Supervisor
 from llmos.actors._errors import (
     ActorDeadError,
     ActorError,
@@ -32,13 +32,10 @@ from llmos.actors._errors import (
     UnknownMessageType,
 )
 from llmos.actors._local_ref import LocalRef
-from llmos.actors._mailbox import Envelope, Mailbox, WhenFull, envelope
+from llmos.actors._mailbox import WhenFull
 from llmos.actors._messages import (
-    MAX_DEPTH,
     Terminated,
-    check_message,
     message,
-    message_class,
     message_fields,
     wire_name,
 )
@@ -47,14 +44,12 @@ from llmos.actors._records import (
     DeadLetter,
     dead_letter_count,
     dead_letters,
-    record_dead_letter,
 )
 from llmos.actors._ref import ActorRef, default_ask_timeout, set_default_ask_timeout
-from llmos.actors._reply import AsyncReply, Reply, late_replies
+from llmos.actors._reply import Reply, late_replies
 from llmos.actors._system import find, get, running, stop_all
 
 __all__ = [
-    "MAX_DEPTH",
     "UNHANDLED",
     "Actor",
     "ActorDeadError",
@@ -63,16 +58,12 @@ __all__ = [
     "ActorStats",
     "AgentError",
     "AskTimeout",
-    "AsyncReply",
     "AuthError",
-    "Cell",
     "DeadLetter",
     "DeadlockError",
-    "Envelope",
     "FrameError",
     "LlmosError",
     "LocalRef",
-    "Mailbox",
     "MailboxFull",
     "MessageError",
     "ModelError",
@@ -81,24 +72,19 @@ __all__ = [
     "RemoteError",
     "Reply",
     "SupervisionError",
-    "Supervisor",
     "Terminated",
     "TransportError",
     "UnknownMessageType",
     "WhenFull",
-    "check_message",
     "dead_letter_count",
     "dead_letters",
     "default_ask_timeout",
-    "envelope",
     "find",
     "get",
     "handler",
     "late_replies",
     "message",
-    "message_class",
     "message_fields",
-    "record_dead_letter",
     "running",
     "set_default_ask_timeout",
     "stop_all",

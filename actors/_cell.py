@@ -49,14 +49,14 @@ if TYPE_CHECKING:
     from llmos.actors._actor import Actor
     from llmos.actors._ref import ActorRef
 
-__all__ = ["Cell", "Supervisor"]
+__all__ = ["Cell", "CellSupervisor"]
 
 log = logging.getLogger("llmos.actors")
 _perf = time.perf_counter
 _monotonic = time.monotonic
 
 
-class Supervisor(Protocol):
+class CellSupervisor(Protocol):
     """What a cell tells its supervisor. Both calls come from the child's own thread.
 
     Optional extras, looked up with ``getattr``: ``child_ask_failed(cell, error)`` (an ask's
@@ -79,7 +79,7 @@ class Cell(ActorLoop):
         mailbox: Mailbox,
         *,
         class_name: str,
-        supervisor: Supervisor | None = None,
+        supervisor: CellSupervisor | None = None,
         ask_errors_fail: bool = False,
     ) -> None:
         self.name = name if name is not None else f"{class_name}-{_registry.next_number()}"

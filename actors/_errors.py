@@ -8,7 +8,9 @@ so the original stays reachable as ``__cause__``::
     ├── ActorError                 something went wrong talking to one actor
     │   ├── ActorDeadError         the actor is stopped (or never existed) and cannot answer
     │   ├── AskTimeout             an ask got no reply within its timeout (also a TimeoutError)
+    │   │   └── StreamStalled      (llmos.models) a token stream stopped sending chunks
     │   ├── MailboxFull            a bounded mailbox refused a message
+    │   │   └── PeerBusy           (llmos.transport) the send queue to a peer stayed full
     │   ├── DeadlockError          an actor blocked on an ask to itself
     │   └── NameTaken              a second live actor was given a name already in use
     ├── MessageError               a message cannot be sent as it is (also a TypeError)
@@ -17,10 +19,21 @@ so the original stays reachable as ``__cause__``::
     │   ├── NodeUnreachable        the peer node is down, gone or not answering heartbeats
     │   ├── FrameError             a frame was garbage, truncated, too large or of an unknown kind
     │   ├── AuthError              CURVE keys are missing, wrong or not allowed
-    │   └── RemoteError            an error raised on another node whose type is not known here
+    │   ├── RemoteError            an error raised on another node whose type is not known here
+    │   ├── NotAllowed             (llmos.transport) a peer asked for what the node forbids
+    │   │   ├── SpawnRefused       (llmos.transport) the class is not on the spawn allowlist
+    │   │   └── QuotaExceeded      (llmos.transport) a per-peer quota is spent
+    │   ├── RequestExpired         (llmos.transport) a request arrived past its deadline
+    │   └── PeerBusy               (llmos.transport) also a MailboxFull, see above
     ├── SupervisionError           a supervisor gave up (restart intensity exceeded) or was misused
     ├── ModelError                 a model could not load, or refused or failed a request
+    │   ├── ModelOutOfMemory       (llmos.models) the device ran out of memory for a batch
+    │   └── BudgetExceeded         (llmos.models) a caller's token budget is spent
     └── AgentError                 an agent or dialogue refused its input or could not go on
+        └── ChatTimeout            (llmos.agents) run_chat's own bound ran out
+
+Classes marked with a package are defined there (each package adds its own below these); the
+rest are defined here. A test keeps this drawing complete.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ import typing
 from typing import Any, ClassVar
 
 import llmos.actors as actors
+import llmos.actors.lowlevel as lowlevel
 from llmos.actors import Actor, ActorRef, AgentError, DeadlockError, handler, wire_name
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog
 from llmos.agents._oplog import OpLog, OpRecord
@@ -297,7 +298,7 @@ class Agent(Actor):
                 self.actor_defer_reply().set_exception(exc)
             else:
                 log.warning("%s", exc)
-                actors.record_dead_letter(self._name_or_class(), msg, f"refused: {exc}")
+                lowlevel.record_dead_letter(self._name_or_class(), msg, f"refused: {exc}")
             return None
         try:
             result = super().actor_dispatch(msg)

@@ -24,7 +24,6 @@ from llmos.actors import (
     ActorError,
     ActorRef,
     ActorStats,
-    Cell,
     LocalRef,
     SupervisionError,
     WhenFull,
@@ -32,6 +31,7 @@ from llmos.actors import (
     get,
     handler,
 )
+from llmos.actors.lowlevel import Cell
 from llmos.kernel._pool import Autoscale, Pool, PoolCore, live_pools
 from llmos.kernel._pool_ref import PoolRef
 from llmos.kernel._routers import HashKey, Router, RouterName, make_router

@@ -25,15 +25,8 @@ import threading
 import time
 from typing import Any
 
-from llmos.actors import (
-    ActorError,
-    Cell,
-    LocalRef,
-    MailboxFull,
-    SupervisionError,
-    handler,
-    message,
-)
+from llmos.actors import ActorError, LocalRef, MailboxFull, SupervisionError, handler, message
+from llmos.actors.lowlevel import Cell
 from llmos.kernel._children import ChildRecord
 from llmos.kernel._routers import Router
 from llmos.kernel._spec import Backoff, ChildSpec

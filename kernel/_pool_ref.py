@@ -12,16 +12,8 @@ import asyncio
 import time
 from typing import Any
 
-from llmos.actors import (
-    ActorDeadError,
-    ActorRef,
-    ActorStats,
-    Cell,
-    LocalRef,
-    Reply,
-    check_message,
-    default_ask_timeout,
-)
+from llmos.actors import ActorDeadError, ActorRef, ActorStats, LocalRef, Reply, default_ask_timeout
+from llmos.actors.lowlevel import Cell, check_message
 from llmos.kernel._children import Sync
 from llmos.kernel._pool import PoolCore
 from llmos.kernel._stats import (

@@ -20,7 +20,8 @@ import itertools
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-from llmos.actors import Cell, MessageError, SupervisionError
+from llmos.actors import MessageError, SupervisionError
+from llmos.actors.lowlevel import Cell
 
 __all__ = [
     "ROUTERS",

@@ -27,16 +27,8 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from llmos.actors import (
-    Actor,
-    ActorError,
-    ActorRef,
-    Cell,
-    LocalRef,
-    SupervisionError,
-    WhenFull,
-    handler,
-)
+from llmos.actors import Actor, ActorError, ActorRef, LocalRef, SupervisionError, WhenFull, handler
+from llmos.actors.lowlevel import Cell
 from llmos.kernel._children import (
     ChildFailed,
     ChildHalted,

@@ -12,6 +12,7 @@ import pykka
 import pytest
 
 import llmos.actors as actors
+import llmos.actors.lowlevel as lowlevel
 from llmos.actors import (
     Actor,
     ActorDeadError,
@@ -213,15 +214,15 @@ def test_unencodable_message_is_refused(bad: Any) -> None:
 
 def test_too_deep_message_is_refused() -> None:
     deep: Any = "leaf"
-    for _ in range(actors.MAX_DEPTH + 2):
+    for _ in range(lowlevel.MAX_DEPTH + 2):
         deep = [deep]
     with pytest.raises(MessageError, match="deeper"):
-        actors.check_message(deep)
+        lowlevel.check_message(deep)
 
 
 def test_plain_data_and_refs_are_messages() -> None:
     a = Calc.start()
-    actors.check_message({"to": a, "path": ["x", 1, 2.5, None, b"raw", (1, 2)], 3: True})
+    lowlevel.check_message({"to": a, "path": ["x", 1, 2.5, None, b"raw", (1, 2)], 3: True})
 
 
 def test_message_class_is_frozen_and_named() -> None:
@@ -229,10 +230,10 @@ def test_message_class_is_frozen_and_named() -> None:
     with pytest.raises(AttributeError):
         msg.a = 5  # type: ignore[misc]
     assert actors.wire_name(Add) == "test.Add"
-    assert actors.message_class("test.Add") is Add
+    assert lowlevel.message_class("test.Add") is Add
     assert repr(msg) == "Add(a=1, b=2)"
     with pytest.raises(actors.UnknownMessageType):
-        actors.message_class("test.Nope")
+        lowlevel.message_class("test.Nope")
     with pytest.raises(MessageError, match="already used"):
 
         @message("test.Add")

@@ -24,7 +24,8 @@ from test_kernel_support import (
 )
 
 import llmos.actors as actors
-from llmos.actors import ActorDeadError, MessageError, SupervisionError, check_message
+from llmos.actors import ActorDeadError, MessageError, SupervisionError
+from llmos.actors.lowlevel import check_message
 from llmos.kernel import (
     Autoscale,
     ConsistentHash,

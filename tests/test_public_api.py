@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import re
 import types
 from pathlib import Path
 
@@ -123,3 +124,31 @@ def test_no_import_cycle_inside_a_package(pkg: str) -> None:
 
     for module in graph:
         visit(module, [module])
+
+
+def test_the_drawn_error_tree_lists_every_error_class() -> None:
+    import pkgutil
+
+    import llmos.actors._errors as errors
+
+    for pkg in ["actors", "transport", "kernel", "models", "agents"]:
+        module = importlib.import_module(f"llmos.{pkg}")
+        for info in pkgutil.iter_modules(module.__path__):
+            if not info.name.startswith("__"):
+                importlib.import_module(f"llmos.{pkg}.{info.name}")
+    drawing = errors.__doc__ or ""
+    pending = [errors.LlmosError]
+    while pending:
+        cls = pending.pop()
+        drawn = re.search(rf"(^|[─ ]){cls.__name__}( |$)", drawing, re.M)
+        assert drawn, f"{cls.__module__}.{cls.__name__} is not drawn in llmos.actors._errors"
+        pending.extend(cls.__subclasses__())
+
+
+def test_internals_are_low_level_not_top_level() -> None:
+    import llmos.actors as actors
+    import llmos.actors.lowlevel as lowlevel
+
+    for name in ["Cell", "CellSupervisor", "Envelope", "Mailbox", "envelope", "AsyncReply"]:
+        assert name not in actors.__all__ and name in lowlevel.__all__
+    assert sorted(lowlevel.__all__) == sorted(n for n in dir(lowlevel) if not n.startswith("_"))

@@ -10,7 +10,6 @@ import pytest
 
 import llmos.transport as transport
 from llmos.actors import (
-    MAX_DEPTH,
     Actor,
     ActorDeadError,
     ActorRef,
@@ -24,6 +23,7 @@ from llmos.actors import (
     UnknownMessageType,
     message,
 )
+from llmos.actors.lowlevel import MAX_DEPTH
 from llmos.transport import Codec, Limits, PeerBusy, SpawnRefused, register_error
 from llmos.transport._codec import EXT_MESSAGE, EXT_REF, EXT_TUPLE
 from llmos.transport._frames import ASK, HEADER_SIZE, VERSION, pack_frame, parse_frame
@@ -150,7 +150,7 @@ def _nest(levels: int) -> Any:
 def test_encode_checked_accepts_exactly_what_check_message_accepts(
     codec: Codec, value: Any
 ) -> None:
-    from llmos.actors import check_message
+    from llmos.actors.lowlevel import check_message
 
     try:
         check_message(value)

@@ -13,15 +13,8 @@ import math
 import time
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import (
-    ActorRef,
-    FrameError,
-    LlmosError,
-    MessageError,
-    NodeUnreachable,
-    Terminated,
-    record_dead_letter,
-)
+from llmos.actors import ActorRef, FrameError, LlmosError, MessageError, NodeUnreachable, Terminated
+from llmos.actors.lowlevel import record_dead_letter
 from llmos.transport._frames import FAIL, NOTICE, PONG, REPLY, TELL, parse_frame
 from llmos.transport._peer import DOWN, UP, Peer
 

@@ -34,17 +34,8 @@ from typing import Any, TypeVar
 import msgpack
 from msgpack import Timestamp
 
-from llmos.actors import (
-    MAX_DEPTH,
-    ActorRef,
-    FrameError,
-    LlmosError,
-    MessageError,
-    RemoteError,
-    check_message,
-    message_class,
-    wire_name,
-)
+from llmos.actors import ActorRef, FrameError, LlmosError, MessageError, RemoteError, wire_name
+from llmos.actors.lowlevel import MAX_DEPTH, check_message, message_class
 from llmos.transport._errors import NotAllowed
 from llmos.transport._frames import Limits
 

@@ -23,15 +23,8 @@ from typing import Any
 
 import zmq
 
-from llmos.actors import (
-    ActorRef,
-    AuthError,
-    LlmosError,
-    NodeUnreachable,
-    check_message,
-    find,
-    get,
-)
+from llmos.actors import ActorRef, AuthError, LlmosError, NodeUnreachable, find, get
+from llmos.actors.lowlevel import check_message
 from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec

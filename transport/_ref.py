@@ -15,15 +15,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import (
-    ActorRef,
-    ActorStats,
-    AskTimeout,
-    AsyncReply,
-    LlmosError,
-    Reply,
-    default_ask_timeout,
-)
+from llmos.actors import ActorRef, ActorStats, AskTimeout, LlmosError, Reply, default_ask_timeout
+from llmos.actors.lowlevel import AsyncReply
 from llmos.transport._frames import ASK, STATS, STOP, TELL
 from llmos.transport._peer import DOWN
 

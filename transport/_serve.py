@@ -29,8 +29,8 @@ from llmos.actors import (
     MessageError,
     Terminated,
     find,
-    record_dead_letter,
 )
+from llmos.actors.lowlevel import record_dead_letter
 from llmos.transport._capabilities import Account
 from llmos.transport._control import Control, no_actor, serve_reply
 from llmos.transport._errors import NotAllowed, QuotaExceeded, RequestExpired

@@ -1,0 +1,33 @@
+"""llmos.actors.lowlevel: the core's parts for layers built on it, not needed to write actors.
+
+What each layer above uses (all documented, all stable like the rest of the public API):
+
+- a supervisor (``llmos.kernel``) builds and drives :class:`Cell` objects (the stable identity
+  behind a ref: start, restart, request_restart, request_stop, finalize, hand_over) and hears
+  of its children through the :class:`CellSupervisor` protocol;
+- a transport (``llmos.transport``) checks and looks up messages (:func:`check_message`,
+  :func:`message_class`, :data:`MAX_DEPTH`), records what it cannot deliver
+  (:func:`record_dead_letter`), answers asyncio asks with :class:`AsyncReply`, and feeds actors
+  with ``LocalRef.post`` and ``Reply.add_done_callback`` (in :mod:`llmos.actors`);
+- a :class:`Mailbox` (with :data:`Envelope` and :func:`envelope`) is what ``Actor.actor_mailbox``
+  builds for a cell.
+"""
+
+from llmos.actors._cell import Cell, CellSupervisor
+from llmos.actors._mailbox import Envelope, Mailbox, envelope
+from llmos.actors._messages import MAX_DEPTH, check_message, message_class
+from llmos.actors._records import record_dead_letter
+from llmos.actors._reply import AsyncReply
+
+__all__ = [
+    "MAX_DEPTH",
+    "AsyncReply",
+    "Cell",
+    "CellSupervisor",
+    "Envelope",
+    "Mailbox",
+    "check_message",
+    "envelope",
+    "message_class",
+    "record_dead_letter",
+]
