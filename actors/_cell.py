@@ -40,7 +40,7 @@ from llmos.actors._errors import ActorDeadError, ActorError, LlmosError
 from llmos.actors._local_ref import LocalRef
 from llmos.actors._loop import UNHANDLED as UNHANDLED
 from llmos.actors._loop import ActorLoop
-from llmos.actors._mailbox import STOP, Mailbox, envelope
+from llmos.actors._mailbox import HALT, Mailbox, envelope
 from llmos.actors._messages import Terminated
 from llmos.actors._records import ActorStats, record_dead_letter
 from llmos.actors._reply import Deferred, set_current_cell
@@ -103,7 +103,7 @@ class Cell(ActorLoop):
         self.halting: BaseException | None = None
         self._parked = False  # the failed instance's thread waits on _handoff for the next one
         self._handoff: queue.SimpleQueue[Actor | None] | None = None
-        self.wakes = 0  # restart markers (STOP envelopes) queued by request_restart, not yet seen
+        self.wakes = 0  # restart markers (HALT envelopes) queued by request_restart, not yet seen
         self._lock = threading.Lock()
         self.processed = 0
         self.failed = 0
@@ -201,7 +201,7 @@ class Cell(ActorLoop):
                 return False
             self.halting = reason
             self.wakes += 1
-        self.mailbox.put_control(envelope(STOP))
+        self.mailbox.put_control(envelope(HALT))
         return True
 
     def request_stop(self) -> None:
@@ -213,7 +213,7 @@ class Cell(ActorLoop):
             if running:
                 self.state = "stopping"
         if running:
-            self.mailbox.put_control(envelope(STOP))
+            self.mailbox.put_control(envelope(HALT))
         else:
             self.finalize("stopped")
 
@@ -233,7 +233,7 @@ class Cell(ActorLoop):
         thread = self.thread
         running = thread is not None and thread.is_alive() and not parked
         if running and thread is not threading.current_thread():
-            self.mailbox.put_control(envelope(STOP))  # end the loop of a still running instance
+            self.mailbox.put_control(envelope(HALT))  # end the loop of a still running instance
         watchers, self.watchers = self.watchers, []
         note = Terminated(self.ref, reason)
         for watcher in watchers:
@@ -250,7 +250,7 @@ class Cell(ActorLoop):
         """Fail every queued ask with ActorDeadError; queued tells go to dead letters."""
         while (item := self.mailbox.get_nowait()) is not None:
             msg, reply, _sent = item
-            if msg is STOP:
+            if msg is HALT:
                 continue
             if reply is not None:
                 reply.set_exception(
@@ -273,7 +273,7 @@ class Cell(ActorLoop):
         """
         moved = 0
         while (item := self.mailbox.get_nowait()) is not None:
-            if item[0] is not STOP:
+            if item[0] is not HALT:
                 other.mailbox.put_control(item)
                 moved += 1
         return moved

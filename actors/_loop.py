@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors._errors import ActorError
-from llmos.actors._mailbox import STOP, Envelope, Mailbox
+from llmos.actors._mailbox import HALT, Envelope, Mailbox
 from llmos.actors._records import record_dead_letter
 
 if TYPE_CHECKING:
@@ -109,12 +109,12 @@ class ActorLoop:
         while True:
             item = get()
             msg, reply, sent_at = item
-            if msg is STOP:
-                # A marker of request_restart always sits before any STOP queued after it.
+            if msg is HALT:
+                # A marker of request_restart always sits before any HALT queued after it.
                 if self.wakes:
                     if self._halt(instance):
                         return
-                    continue  # stale marker (a failure or a stop came first): its STOP follows
+                    continue  # stale marker (a failure or a stop came first): its HALT follows
                 self._stop_instance(instance)
                 return
             if reply is not None and monotonic() > reply.deadline:  # reply.expired(), inline

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from llmos.actors._errors import LlmosError, MailboxFull
 
-__all__ = ["STOP", "Envelope", "Mailbox", "WhenFull", "envelope"]
+__all__ = ["HALT", "Envelope", "Mailbox", "WhenFull", "envelope"]
 
 WhenFull = Literal["block", "fail"]
 
@@ -33,16 +33,17 @@ def envelope(message: Any, reply: Any = None) -> Envelope:
     return (message, reply, _monotonic())
 
 
-class _Stop:
-    """The control message that stops an actor after the messages queued before it."""
+class _Halt:
+    """The control envelope that ends an instance's loop after the messages queued before it
+    (to stop the actor, or to restart it when a supervisor asked for that)."""
 
     __slots__ = ()
 
     def __repr__(self) -> str:
-        return "STOP"
+        return "HALT"
 
 
-STOP = _Stop()
+HALT = _Halt()
 
 
 class Mailbox:
@@ -104,13 +105,13 @@ class Mailbox:
         self._queue.put(envelope)
 
     def put_control(self, envelope: Envelope) -> None:
-        """Queue a control envelope (STOP); never refused, never counted against capacity."""
+        """Queue a control envelope (HALT); never refused, never counted against capacity."""
         self._queue.put(envelope)
 
     def get(self, timeout: float | None = None) -> Envelope:
         """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``)."""
         item = self._queue.get(True, timeout)
-        if self._room is not None and item[0] is not STOP:
+        if self._room is not None and item[0] is not HALT:
             self._room.release()
         return item
 
@@ -120,7 +121,7 @@ class Mailbox:
             item = self._queue.get_nowait()
         except queue.Empty:
             return None
-        if self._room is not None and item[0] is not STOP:
+        if self._room is not None and item[0] is not HALT:
             self._room.release()
         return item
 
