@@ -34,6 +34,7 @@ from llmos.actors._errors import (
 from llmos.actors._local_ref import LocalRef
 from llmos.actors._mailbox import WhenFull
 from llmos.actors._messages import (
+    Returns,
     Terminated,
     message,
     message_fields,
@@ -71,6 +72,7 @@ __all__ = [
     "NodeUnreachable",
     "RemoteError",
     "Reply",
+    "Returns",
     "SupervisionError",
     "Terminated",
     "TransportError",

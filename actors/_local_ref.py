@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from llmos.actors._errors import ActorDeadError, MailboxFull
-from llmos.actors._messages import check_message
+from llmos.actors._messages import Returns, check_message
 from llmos.actors._records import ActorStats
 from llmos.actors._ref import ActorRef, check_timeout
 from llmos.actors._registry import lookup
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalRef"]
 
+A = TypeVar("A")
 _monotonic = time.monotonic
 
 
@@ -51,7 +52,11 @@ class LocalRef(ActorRef):
         if cell.stopped:
             cell.drain()  # it stopped while we queued: fail fast, never strand the message
 
-    def ask(self, message: Any, timeout: float | None = None) -> Reply:
+    @overload
+    def ask(self, message: Returns[A], timeout: float | None = None) -> Reply[A]: ...
+    @overload
+    def ask(self, message: Any, timeout: float | None = None) -> Reply[Any]: ...
+    def ask(self, message: Any, timeout: float | None = None) -> Reply[Any]:
         span = check_timeout(timeout)
         check_message(message)
         cell = self._live_cell()
@@ -61,6 +66,10 @@ class LocalRef(ActorRef):
             cell.drain()
         return reply
 
+    @overload
+    async def ask_async(self, message: Returns[A], timeout: float | None = None) -> A: ...
+    @overload
+    async def ask_async(self, message: Any, timeout: float | None = None) -> Any: ...
     async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
         span = check_timeout(timeout)
         check_message(message)

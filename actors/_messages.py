@@ -11,13 +11,14 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Callable
-from typing import Any, TypeVar, dataclass_transform
+from typing import Any, Generic, TypeVar, dataclass_transform
 
 from llmos.actors._errors import MessageError, UnknownMessageType
 from llmos.actors._ref import ActorRef
 
 __all__ = [
     "MAX_DEPTH",
+    "Returns",
     "Terminated",
     "check_message",
     "message",
@@ -27,6 +28,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+A = TypeVar("A")
 
 MAX_DEPTH = 32
 """Deepest nesting of lists, tuples, dicts and message fields accepted in one message."""
@@ -40,6 +42,24 @@ _KEYS: frozenset[type[Any]] = frozenset({str, int, bytes})
 _FLAT: frozenset[type[Any]] = _SCALARS | {int}
 # For each message class, a C-level getter of all its field values as one tuple.
 _GETTERS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
+
+
+class Returns(Generic[A]):
+    """Base of a message class whose answer has a declared type.
+
+    ``ref.ask(msg)`` of such a message is a ``Reply[A]`` and ``await ref.ask_async(msg)`` an
+    ``A`` for the type checker (at run time it changes nothing; the handler's return value is
+    the answer as always). Example::
+
+        @message("demo.Add")
+        class Add(Returns[int]):
+            a: int
+            b: int
+
+        total: int = ref.ask(Add(2, 3), timeout=1).get()
+    """
+
+    __slots__ = ()
 
 
 @dataclass_transform(frozen_default=True)

@@ -11,16 +11,18 @@ import abc
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from llmos.actors._errors import LlmosError
 
 if TYPE_CHECKING:
+    from llmos.actors._messages import Returns
     from llmos.actors._records import ActorStats
     from llmos.actors._reply import Reply
 
 __all__ = ["ActorRef", "check_timeout", "default_ask_timeout", "set_default_ask_timeout"]
 
+A = TypeVar("A")
 _monotonic = time.monotonic
 _default_timeout = [30.0]
 
@@ -92,8 +94,12 @@ class ActorRef(abc.ABC):
             MailboxFull: its bounded mailbox refused the message.
         """
 
+    @overload
+    def ask(self, message: Returns[A], timeout: float | None = None) -> Reply[A]: ...
+    @overload
+    def ask(self, message: Any, timeout: float | None = None) -> Reply[Any]: ...
     @abc.abstractmethod
-    def ask(self, message: Any, timeout: float | None = None) -> Reply:
+    def ask(self, message: Any, timeout: float | None = None) -> Reply[Any]:
         """Send a message and return a :class:`Reply` for the answer.
 
         Args:
@@ -108,6 +114,10 @@ class ActorRef(abc.ABC):
             MessageError, ActorDeadError, MailboxFull: as for ``tell``, at once.
         """
 
+    @overload
+    async def ask_async(self, message: Returns[A], timeout: float | None = None) -> A: ...
+    @overload
+    async def ask_async(self, message: Any, timeout: float | None = None) -> Any: ...
     @abc.abstractmethod
     async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
         """Ask from asyncio: await the answer without ever blocking the event loop.

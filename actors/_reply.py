@@ -13,11 +13,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic
+
+from typing_extensions import TypeVar
 
 from llmos.actors._errors import AskTimeout, DeadlockError
 
 __all__ = ["AsyncReply", "Deferred", "Reply", "late_replies"]
+
+T = TypeVar("T", default=Any)  # a bare ``Reply`` is ``Reply[Any]``
 
 log = logging.getLogger("llmos.actors")
 _allocate_lock = threading.Lock
@@ -41,8 +45,8 @@ def set_current_cell(cell: Any) -> None:
     _local.cell = cell
 
 
-class Reply:
-    """The future answer to one ask.
+class Reply(Generic[T]):
+    """The future answer to one ask: ``Reply[T]`` when the message declares ``Returns[T]``.
 
     ``get()`` waits for the answer until the ask's deadline and returns it, or raises the error
     the actor raised, :class:`~llmos.actors.AskTimeout` when the deadline passes, or
@@ -69,9 +73,9 @@ class Reply:
         self._ready = _allocate_lock()
         self._ready.acquire()
         self._done = False
-        self._value: Any = None
+        self._value: T | None = None
         self._error: BaseException | None = None
-        self._then: list[Callable[[Reply], object]] | None = None  # add_done_callback's
+        self._then: list[Callable[[Reply[T]], object]] | None = None  # add_done_callback's
 
     def done(self) -> bool:
         """True once the reply holds a value or an error."""
@@ -88,7 +92,7 @@ class Reply:
         """True when the ask's deadline has passed; such a request need not be handled."""
         return _monotonic() > self.deadline
 
-    def set_result(self, value: Any) -> bool:
+    def set_result(self, value: T) -> bool:
         """Complete with a value. Returns False (and counts a late reply) if already complete."""
         if not self._claim.acquire(False):
             _late[0] += 1
@@ -106,7 +110,7 @@ class Reply:
         self._deliver()
         return True
 
-    def add_done_callback(self, fn: Callable[[Reply], object]) -> None:
+    def add_done_callback(self, fn: Callable[[Reply[T]], object]) -> None:
         """Call ``fn(reply)`` exactly once, when this reply settles.
 
         It settles with the handler's value or error, with ActorDeadError when the actor
@@ -142,7 +146,7 @@ class Reply:
         except BaseException as exc:
             log.error("a done callback of %r raised; dropped", self, exc_info=exc)
 
-    def _run_callbacks(self, callbacks: list[Callable[[Reply], object]]) -> None:
+    def _run_callbacks(self, callbacks: list[Callable[[Reply[T]], object]]) -> None:
         # list.pop is atomic, so each callback runs once even when two threads get here.
         while callbacks:
             try:
@@ -170,7 +174,7 @@ class Reply:
             )
         )
 
-    def get(self, timeout: float | None = None) -> Any:
+    def get(self, timeout: float | None = None) -> T:
         """Wait for the answer.
 
         Args:
@@ -206,7 +210,7 @@ class Reply:
                 self._ready.release()
         if self._error is not None:
             raise self._error
-        return self._value
+        return self._value  # type: ignore[return-value]  # set once done, or T is None
 
     result = get
 
@@ -228,7 +232,7 @@ class Deferred:
         self._lock = _allocate_lock()
         self.count = 0
 
-    def track(self, reply: Reply) -> None:
+    def track(self, reply: Reply[Any]) -> None:
         """Count ``reply`` until it completes, in whatever thread and however it completes."""
         settled = False
 
@@ -244,7 +248,7 @@ class Deferred:
         reply.add_done_callback(lambda _reply: finished())
 
 
-class AsyncReply(Reply):
+class AsyncReply(Reply[T]):
     """A reply that also completes an asyncio future on the loop that asked."""
 
     __slots__ = ("future", "loop")
