@@ -14,6 +14,22 @@ Example::
 
     ref = Calculator.start(name="calc")
     assert ref.ask(Add(2, 3), timeout=1).get() == 5
+
+What llmos takes from pykka, and what it replaces:
+
+- taken: the base class (an llmos actor is a ``pykka.ThreadingActor``, so code that knows pykka
+  recognises one) and its vocabulary: ``start``, ``stop``, ``on_start``, ``on_stop``,
+  ``on_failure``, ``on_receive``, ``actor_ref``, the ``actor_`` prefix of framework attributes;
+- replaced: everything that runs. pykka's constructor is not called, so an instance carries no
+  pykka URN, inbox, stop event or pykka ref; its thread loop, inbox, futures and registry are
+  never used. The loop and life cycle are the cell's (:mod:`llmos.actors._cell`), the inbox is
+  the cell's :class:`~llmos.actors.lowlevel.Mailbox`, answers are :class:`~llmos.actors.Reply`
+  objects, names live in :mod:`llmos.actors._registry`.
+
+Why: a ref must outlive an instance (a supervisor restarts a failed actor behind the same ref
+and mailbox, which pykka cannot do), every BaseException from user code must be contained,
+waiting must never block an asyncio loop, and the hot paths (a tell is one queue put) are
+several times cheaper than pykka's.
 """
 
 from __future__ import annotations
@@ -117,9 +133,15 @@ class Actor(pykka.ThreadingActor):
     _llmos_tables: ClassVar[dict[type[Any], dict[type[Any], Callable[[Any, Any], Any]]]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Build the instance (in the thread that starts or restarts the actor).
+
+        Subclasses take their own arguments and call ``super().__init__()`` first. Start an
+        actor with :meth:`start` (or a kernel's ``spawn``), never by calling the class: an
+        instance built directly has no ref. pykka's constructor is deliberately not called
+        (see the module docstring).
+        """
         cell = bound_cell()
         self._llmos_cell: Cell | None = cell
-        super().__init__()
         cls = type(self)
         table = Actor._llmos_tables.get(cls)
         if table is None:
@@ -127,12 +149,11 @@ class Actor(pykka.ThreadingActor):
         self._llmos_table = table
         self._llmos_cache: dict[type[Any], Callable[[Any, Any], Any] | None] = dict(table)
 
-    @staticmethod
-    def _create_actor_inbox() -> Any:
-        # pykka's inbox hook (private in pykka 4.x, pinned): the mailbox belongs to the cell,
-        # so it outlives this instance and the restarted one takes it over.
-        cell = bound_cell()
-        return cell.mailbox if cell is not None else Mailbox()
+    def __repr__(self) -> str:
+        cell = self._llmos_cell
+        return f"<{type(self).__name__} {cell.name if cell is not None else '(not started)'}>"
+
+    __str__ = __repr__
 
     @classmethod
     def start(  # type: ignore[override]

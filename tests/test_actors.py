@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import importlib.metadata
+import pydoc
 import threading
 import time
-from typing import Any, cast
+from typing import Any
 
 import pykka
 import pytest
@@ -343,14 +344,24 @@ def test_system_exit_fails_only_that_actor() -> None:
     assert bystander.ask(Add(1, 1), timeout=2).get() == 2
 
 
-def test_inbox_hook_gives_the_cell_mailbox() -> None:
-    # pykka's private inbox hook (pinned to pykka 4.x) must hand out the cell's mailbox.
+def test_an_actor_is_a_pykka_actor_that_carries_only_what_runs() -> None:
     assert importlib.metadata.version("pykka").startswith("4.")
-    assert "_create_actor_inbox" in vars(pykka.ThreadingActor)
-    ref = Calc.start(name="hooked")
-    cell = ref._cell
-    assert cell.instance is not None and cast(object, cell.instance.actor_inbox) is cell.mailbox
-    assert isinstance(cell.instance, pykka.ThreadingActor)
+    ref = Calc.start(name="lean")
+    instance = ref._cell.instance
+    assert isinstance(instance, pykka.ThreadingActor) and repr(instance) == "<Calc lean>"
+    for pykka_state in ("actor_urn", "actor_inbox", "actor_stopped"):
+        assert not hasattr(instance, pykka_state)
+    text = pydoc.render_doc(Calc, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
+    assert "Build the instance" in text
+    pykka_lines = [line for line in text.splitlines() if "pykka" in line.lower()]
+    assert all(
+        "pykka._" in line
+        or "pykka.ThreadingActor" in line
+        or "from pykka" in line
+        or "llmos takes from pykka" in line
+        or "pykka's" in line
+        for line in pykka_lines
+    ), pykka_lines
 
 
 async def test_ask_async_100_concurrent_never_blocks_loop() -> None:
