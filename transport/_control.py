@@ -184,7 +184,7 @@ class Control:
         ):
             raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
         reply = serve_reply(deadline, path, span, self.answer, ident, rid, account)
-        self.node.spawn_pool().submit(
+        self.node.spawn_executor().submit(
             self.run_spawn, reply, account, path, spec[0], spec[1], spec[2]
         )
 

@@ -418,7 +418,8 @@ class Node:
 
     # -- for refs, the server and the client ------------------------------------------------
 
-    def spawn_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+    def spawn_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The worker threads that run remote spawn requests (constructors may block)."""
         with self._pool_lock:
             if self._pool is None:
                 self._pool = concurrent.futures.ThreadPoolExecutor(
