@@ -35,7 +35,7 @@ from llmos.agents._termination import (
     Repetition,
     Termination,
     TextMention,
-    Timeout,
+    TimeLimit,
     TokenBudget,
 )
 from llmos.agents._transcript import ChatResult, ConsolePrinter, Entry, TranscriptWriter
@@ -72,7 +72,7 @@ __all__ = [
     "StopChat",
     "Termination",
     "TextMention",
-    "Timeout",
+    "TimeLimit",
     "TokenBudget",
     "TranscriptWriter",
     "Turn",

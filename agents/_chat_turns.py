@@ -226,7 +226,7 @@ class TurnTaking:
             self._add("note", "", f"{flight.speaker} has stopped ({what}) and leaves the chat")
             self._skip(flight)
             return
-        if self._check_end():  # e.g. the Timeout cut the turn short
+        if self._check_end():  # e.g. the TimeLimit cut the turn short
             return
         if flight.attempt <= self.retries:
             self._add(

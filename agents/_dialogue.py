@@ -25,8 +25,8 @@ class ChatTimeout(AgentError, TimeoutError):
     """Raised by :func:`run_chat` when the chat has not ended within ``timeout``.
 
     The chat is stopped first; what was said so far is in ``result`` (``stopped_by``
-    "stopped"). Unlike a :class:`~llmos.agents.Timeout` condition, which ends a chat normally,
-    this means the caller's bound ran out: raise it, or add a Timeout condition.
+    "stopped"). Unlike a :class:`~llmos.agents.TimeLimit` condition, which ends a chat normally,
+    this means the caller's bound ran out: raise it, or add a TimeLimit condition.
 
     Attributes:
         result: the chat up to the moment it was stopped.
@@ -124,7 +124,7 @@ def run_chat(
                 partial = None
             raise ChatTimeout(
                 f"the chat did not end within {timeout:g} s; it was stopped (raise timeout, or "
-                "add a Timeout/MaxTurns condition)",
+                "add a TimeLimit/MaxTurns condition)",
                 partial,
             ) from None
     finally:

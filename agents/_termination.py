@@ -2,7 +2,7 @@
 
 Example::
 
-    stop = MaxTurns(12) | TextMention("TERMINATE") | Repetition(window=6) | Timeout(120)
+    stop = MaxTurns(12) | TextMention("TERMINATE") | Repetition(window=6) | TimeLimit(120)
 
 The dialogue calls ``start()`` when it begins and ``check(state)`` after every turn; the first
 check that returns a reason ends the dialogue with that reason recorded. Every reason names the
@@ -27,7 +27,7 @@ __all__ = [
     "Repetition",
     "Termination",
     "TextMention",
-    "Timeout",
+    "TimeLimit",
     "TokenBudget",
     "normalize",
 ]
@@ -227,7 +227,7 @@ class TokenBudget(Termination):
         return f"TokenBudget({self.tokens})"
 
 
-class Timeout(Termination):
+class TimeLimit(Termination):
     """Fires when ``seconds`` of wall-clock time have passed since the dialogue started.
 
     The dialogue also bounds each speaker's ask by the time left, so a slow speaker cannot hold
@@ -239,7 +239,7 @@ class Timeout(Termination):
     """
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        _positive(seconds, "seconds", "Timeout")
+        _positive(seconds, "seconds", "TimeLimit")
         self.seconds = float(seconds)
         self.clock = clock
         self._started: float | None = None
@@ -255,14 +255,14 @@ class Timeout(Termination):
     def check(self, state: ChatState) -> str | None:
         elapsed = self._elapsed()
         if elapsed >= self.seconds:
-            return f"Timeout({self.seconds:g} s): {elapsed:.1f} s elapsed"
+            return f"TimeLimit({self.seconds:g} s): {elapsed:.1f} s elapsed"
         return None
 
     def remaining(self) -> float | None:
         return max(0.0, self.seconds - self._elapsed())
 
     def __repr__(self) -> str:
-        return f"Timeout({self.seconds:g})"
+        return f"TimeLimit({self.seconds:g})"
 
 
 class Repetition(Termination):

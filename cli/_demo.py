@@ -16,7 +16,7 @@ from llmos.agents import (
     HumanAgent,
     MaxTurns,
     Repetition,
-    Timeout,
+    TimeLimit,
     run_chat,
     spawn,
 )
@@ -111,7 +111,7 @@ def run_demo(
             )
             for name, persona in PERSONAS
         ]
-        stop = MaxTurns(turns) | Repetition(window=4, repeats=2) | Timeout(600)
+        stop = MaxTurns(turns) | Repetition(window=4, repeats=2) | TimeLimit(600)
         result = run_chat(
             speakers,
             question,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import llmos.actors as actors
 from llmos.actors import ActorRef
-from llmos.agents import ChatAgent, Dialogue, MaxTurns, Repetition, Timeout, run_chat, spawn
+from llmos.agents import ChatAgent, Dialogue, MaxTurns, Repetition, TimeLimit, run_chat, spawn
 from llmos.models import FakeModel
 
 # What the fake model says, in turn (it has no model to ask).
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         # Stop after N turns, when the talk goes round in circles (near-repeats), or after 5
         # minutes.
-        stop = MaxTurns(args.turns) | Repetition() | Timeout(300)
+        stop = MaxTurns(args.turns) | Repetition() | TimeLimit(300)
         result = run_chat(
             [optimist, sceptic],
             args.question,

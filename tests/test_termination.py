@@ -20,7 +20,7 @@ from llmos.agents._termination import (
     Repetition,
     Termination,
     TextMention,
-    Timeout,
+    TimeLimit,
     TokenBudget,
 )
 from llmos.agents._transcript import Entry
@@ -72,13 +72,13 @@ def test_token_budget() -> None:
 
 def test_timeout_reads_its_clock() -> None:
     clock = FakeClock()
-    stop = Timeout(10, clock=clock)
+    stop = TimeLimit(10, clock=clock)
     stop.start()
     clock.now += 9.5
     assert stop.check(said()) is None
     assert stop.remaining() == pytest.approx(0.5)
     clock.now += 1
-    assert stop.check(said()) == "Timeout(10 s): 10.5 s elapsed"
+    assert stop.check(said()) == "TimeLimit(10 s): 10.5 s elapsed"
     assert stop.remaining() == 0.0
 
 
@@ -183,7 +183,7 @@ def chat_until(make: Callable[[FakeClock], Termination]) -> tuple[str, str, int]
         (lambda c: MaxTurns(3), "MaxTurns", 3, "MaxTurns(3): 3 turns taken"),
         (lambda c: TextMention("done"), "TextMention", 5, "TextMention('done'): a said it"),
         (lambda c: TokenBudget(12), "TokenBudget", 3, "TokenBudget(12): 15 tokens used"),
-        (lambda c: Timeout(10, clock=c), "Timeout", 3, "Timeout(10 s): 12.0 s elapsed"),
+        (lambda c: TimeLimit(10, clock=c), "TimeLimit", 3, "TimeLimit(10 s): 12.0 s elapsed"),
         (lambda c: MaxTurns(4) | TokenBudget(100), "MaxTurns", 4, "MaxTurns(4)"),
         (lambda c: MaxTurns(2) & TextMention("DONE"), "AllOf", 5, "all of: MaxTurns(2)"),
     ],
@@ -224,10 +224,10 @@ def test_wall_clock_timeout_cuts_a_slow_speaker_short() -> None:
     started = time.monotonic()
     try:
         result = run_chat(
-            [a, slow], chat_class=Dialogue, termination=Timeout(0.5), printer=None, timeout=10
+            [a, slow], chat_class=Dialogue, termination=TimeLimit(0.5), printer=None, timeout=10
         )
     finally:
         release.set()
-    assert result.stopped_by == "Timeout" and result.reason.startswith("Timeout(0.5 s)")
+    assert result.stopped_by == "TimeLimit" and result.reason.startswith("TimeLimit(0.5 s)")
     assert time.monotonic() - started < 5  # not the 60 s speaker timeout
     assert result.speakers == ["a"]
