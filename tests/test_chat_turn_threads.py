@@ -17,7 +17,7 @@ def test_a_fifty_turn_dialogue_starts_no_thread_per_turn() -> None:
     seen: list[set[threading.Thread]] = []
 
     def reply(messages: list[dict[str, Any]]) -> str:
-        seen.append(set(threading.enumerate()))  # in the model's thread, once per turn
+        seen.append(set(threading.enumerate()))  # in the model's thread, each call
         return f"point {len(seen)}"
 
     fake = FakeModel.start(reply, name="fake")
@@ -26,7 +26,7 @@ def test_a_fifty_turn_dialogue_starts_no_thread_per_turn() -> None:
     result = run_chat(
         [ann, bob], "Tea?", chat_class=Dialogue, termination=MaxTurns(TURNS), printer=None
     )
-    assert len(result.utterances) == TURNS and len(seen) == TURNS
+    assert len(result.utterances) == TURNS and len(seen) >= TURNS
     # From the second turn on (the first may still be starting the shared timer's thread),
     # every turn runs among the same threads: none is started per turn.
     settled = seen[1]
