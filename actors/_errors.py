@@ -26,10 +26,10 @@ so the original stays reachable as ``__cause__``::
     │   ├── RequestExpired         (llmos.transport) a request arrived past its deadline
     │   └── PeerBusy               (llmos.transport) also a MailboxFull, see above
     ├── SupervisionError           a supervisor gave up (restart intensity exceeded) or was misused
-    ├── ModelError                 a model could not load, or refused or failed a request
+    ├── ModelError                 (llmos.models) a model failed to load, or refused a request
     │   ├── ModelOutOfMemory       (llmos.models) the device ran out of memory for a batch
     │   └── BudgetExceeded         (llmos.models) a caller's token budget is spent
-    └── AgentError                 an agent or dialogue refused its input or could not go on
+    └── AgentError                 (llmos.agents) an agent or chat refused its input or cannot go on
         └── ChatTimeout            (llmos.agents) run_chat's own bound ran out
 
 Classes marked with a package are defined there (each package adds its own below these); the
@@ -41,7 +41,6 @@ from __future__ import annotations
 __all__ = [
     "ActorDeadError",
     "ActorError",
-    "AgentError",
     "AskTimeout",
     "AuthError",
     "DeadlockError",
@@ -49,7 +48,6 @@ __all__ = [
     "LlmosError",
     "MailboxFull",
     "MessageError",
-    "ModelError",
     "NameTaken",
     "NodeUnreachable",
     "RemoteError",
@@ -151,11 +149,3 @@ class RemoteError(TransportError):
 
 class SupervisionError(LlmosError):
     """Raised when a supervisor gives up (restart intensity exceeded) or a spec is invalid."""
-
-
-class ModelError(LlmosError):
-    """Raised when a model cannot load, or refuses or fails a request (too long, malformed)."""
-
-
-class AgentError(LlmosError):
-    """Raised when an agent refuses its input or a dialogue cannot go on."""

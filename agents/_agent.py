@@ -29,8 +29,9 @@ from typing import Any, ClassVar
 
 import llmos.actors as actors
 import llmos.actors.lowlevel as lowlevel
-from llmos.actors import Actor, ActorRef, AgentError, DeadlockError, handler, wire_name
+from llmos.actors import Actor, ActorRef, DeadlockError, handler, wire_name
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog
+from llmos.agents._errors import AgentError
 from llmos.agents._oplog import OpLog, OpRecord
 from llmos.kernel import Restart, kernel
 
@@ -189,7 +190,7 @@ class Agent(Actor):
     Write handlers with ``@handler(MessageClass)`` as for any actor. Before a handler runs the
     message is checked: field types against the message class's annotations, every str against
     ``agent_max_text_chars``, every list or dict against ``agent_max_items``. A refused ask fails
-    with :class:`~llmos.actors.AgentError` (the agent goes on, no restart); a refused tell goes to
+    with :class:`~llmos.agents.AgentError` (the agent goes on, no restart); a refused tell goes to
     dead letters with a warning. Every handled message adds an :class:`OpRecord` to the log.
 
     Failure contract: as for :class:`~llmos.actors.Actor`. Subclasses that carry state across a

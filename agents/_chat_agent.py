@@ -19,10 +19,11 @@ import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from llmos.actors import ActorRef, AgentError, handler, message
+from llmos.actors import ActorRef, handler, message
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Prompt, Turn, Utterance
 from llmos.agents._chat_prompt import render_prompt, scene_text, split_speaker, tidy_reply
+from llmos.agents._errors import AgentError
 from llmos.agents._memory import Memory
 from llmos.agents._replies import most_similar, normalize
 from llmos.models import Completion, Generate

@@ -12,8 +12,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmos.actors import ActorDeadError, ActorError, ActorRef, AgentError, Reply, handler, message
+from llmos.actors import ActorDeadError, ActorError, ActorRef, Reply, handler, message
 from llmos.agents._agent_messages import Turn, Utterance
+from llmos.agents._errors import AgentError
 from llmos.agents._selection import SelectionContext, Selector, round_robin
 from llmos.agents._termination import Termination
 from llmos.agents._transcript import Entry

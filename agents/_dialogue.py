@@ -14,7 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from llmos.actors import ActorError, ActorRef, AgentError, AskTimeout
+from llmos.actors import ActorError, ActorRef, AskTimeout
+from llmos.agents._errors import AgentError
 from llmos.agents._group_chat import GetResult, GroupChat, StartChat, StopChat
 from llmos.agents._transcript import ChatResult
 

@@ -25,10 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import llmos.actors as actors
-from llmos.actors import ActorRef, AgentError, Reply, handler, message
+from llmos.actors import ActorRef, Reply, handler, message
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import AgentInfo, Describe
 from llmos.agents._chat_turns import TurnTaking, _InFlight, _NextTurn, _TurnReady
+from llmos.agents._errors import AgentError
 from llmos.agents._replies import most_similar, normalize
 from llmos.agents._selection import Selector, resolve_selector
 from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Repetition, Termination

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from llmos.actors import AgentError
+from llmos.agents._errors import AgentError
 
 __all__ = ["Memory", "approx_tokens"]
 

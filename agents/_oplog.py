@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
-from llmos.actors import AgentError
+from llmos.agents._errors import AgentError
 
 __all__ = ["OpLog", "OpRecord"]
 

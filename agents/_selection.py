@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 
-from llmos.actors import ActorRef, AgentError
+from llmos.actors import ActorRef
+from llmos.agents._errors import AgentError
 from llmos.agents._replies import display_name
 from llmos.agents._transcript import Entry
 from llmos.models import Score, Scores

@@ -15,7 +15,7 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 
-from llmos.actors import AgentError
+from llmos.agents._errors import AgentError
 from llmos.agents._replies import normalize, similarity
 from llmos.agents._transcript import Entry
 

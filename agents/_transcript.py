@@ -15,7 +15,8 @@ import time
 from pathlib import Path
 from typing import IO, Any, Protocol
 
-from llmos.actors import AgentError, message, message_fields
+from llmos.actors import message, message_fields
+from llmos.agents._errors import AgentError
 
 __all__ = [
     "ChatResult",

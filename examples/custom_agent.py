@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import llmos.actors as actors
-from llmos.actors import ActorRef, AgentError, handler, message
-from llmos.agents import Agent, ChatAgent, GetOpLog, Prompt
+from llmos.actors import ActorRef, handler, message
+from llmos.agents import Agent, AgentError, ChatAgent, GetOpLog, Prompt
 from llmos.models import FakeModel
 
 

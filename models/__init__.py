@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from ._engine_params import GenerateParams, GenerateResult, ModelOutOfMemory
 from ._engine_text import ends_sentence
+from ._errors import ModelError
 from ._fake import FakeModel
 from ._messages import (
     Completion,
@@ -87,6 +88,7 @@ __all__ = [
     "LoadedModel",
     "ModelActor",
     "ModelEngine",
+    "ModelError",
     "ModelOutOfMemory",
     "ModelStats",
     "ModelStream",

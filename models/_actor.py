@@ -15,15 +15,7 @@ import threading
 import time
 from typing import Any
 
-from llmos.actors import (
-    Actor,
-    ActorDeadError,
-    ActorError,
-    ModelError,
-    Reply,
-    handler,
-    message,
-)
+from llmos.actors import Actor, ActorDeadError, ActorError, Reply, handler, message
 
 from ._engine import (
     GenerateParams,
@@ -33,6 +25,7 @@ from ._engine import (
     ModelOutOfMemory,
     load_model,
 )
+from ._errors import ModelError
 from ._messages import (
     Completion,
     Generate,

@@ -19,8 +19,6 @@ from typing import Any
 
 import torch
 
-from llmos.actors import ModelError
-
 from ._engine_batch import BatchSession, OnToken, ShouldCancel
 from ._engine_load import (
     DEFAULT_MODEL_PACKAGE,
@@ -37,6 +35,7 @@ from ._engine_params import (
     ModelOutOfMemory,
 )
 from ._engine_score import score_candidates
+from ._errors import ModelError
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",

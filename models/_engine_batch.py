@@ -17,11 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from llmos.actors import ModelError
-
 from ._engine_params import FinishReason, GenerateParams, GenerateResult
 from ._engine_shaping import RepetitionControl
 from ._engine_text import TextStream, ends_sentence
+from ._errors import ModelError
 
 if TYPE_CHECKING:
     from ._engine import ModelEngine

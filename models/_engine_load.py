@@ -26,9 +26,8 @@ from typing import Any, Literal
 import torch
 from tqdm import tqdm
 
-from llmos.actors import ModelError
-
 from ._engine_params import ModelOutOfMemory
+from ._errors import ModelError
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llmos.actors import ModelError
+from ._errors import ModelError
 
 __all__ = [
     "MAX_NEW_TOKENS_CAP",

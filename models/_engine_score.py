@@ -13,10 +13,9 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from llmos.actors import ModelError
-
 from ._engine_load import _is_oom
 from ._engine_params import ModelOutOfMemory
+from ._errors import ModelError
 
 if TYPE_CHECKING:
     from ._engine import ModelEngine

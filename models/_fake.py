@@ -14,9 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from llmos.actors import Actor, ActorError, ModelError, handler
+from llmos.actors import Actor, ActorError, handler
 
 from ._engine_text import ends_sentence
+from ._errors import ModelError
 from ._messages import (
     Completion,
     Generate,

@@ -9,7 +9,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from llmos.actors import ActorRef, ModelError, message
+from llmos.actors import ActorRef, message
+
+from ._errors import ModelError
 
 __all__ = [
     "Completion",

@@ -9,7 +9,7 @@ import collections
 import dataclasses
 from typing import Any, Literal
 
-from llmos.actors import ModelError
+from ._errors import ModelError
 
 __all__ = ["BudgetExceeded", "Pending", "Policy", "Scheduler"]
 

@@ -11,7 +11,8 @@ import pytest
 from test_agent_support import start_supervised
 
 import llmos.actors as actors
-from llmos.actors import ActorRef, AgentError, DeadlockError, handler, message
+from llmos.actors import ActorRef, DeadlockError, handler, message
+from llmos.agents import AgentError
 from llmos.agents._agent import Agent, check_input, spawn
 from llmos.agents._agent_messages import (
     AgentInfo,

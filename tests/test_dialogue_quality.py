@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from llmos.actors import Actor, ModelError, handler
+from llmos.actors import Actor, handler
 from llmos.agents import (
     ChatAgent,
     Dialogue,
@@ -15,7 +15,7 @@ from llmos.agents import (
     run_chat,
 )
 from llmos.agents._chat_prompt import render_prompt, scene_text, tidy_reply
-from llmos.models import Completion, FakeModel, Generate, GenerateParams
+from llmos.models import Completion, FakeModel, Generate, GenerateParams, ModelError
 
 T = 10.0
 

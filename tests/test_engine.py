@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from llmos.actors import ModelError
+from llmos.models import ModelError
 from llmos.models._engine import (
     GenerateParams,
     GenerateResult,

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from test_agent_support import Blocking, Flaky, Scripted, start_supervised
 
-from llmos.actors import ActorRef, AgentError, handler
+from llmos.actors import ActorRef, handler
+from llmos.agents import AgentError
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Turn
 from llmos.agents._chat_agent import ChatAgent, GetMemory

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from llmos.actors import ActorRef, ModelError
+from llmos.actors import ActorRef
+from llmos.models import ModelError
 from llmos.models._actor import ModelActor, shared_model
 from llmos.models._messages import (
     Completion,

@@ -8,7 +8,8 @@ from collections.abc import Callable
 import pytest
 from test_agent_support import Scripted
 
-from llmos.actors import AgentError, handler
+from llmos.actors import handler
+from llmos.agents import AgentError
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Turn, Utterance
 from llmos.agents._dialogue import Dialogue, run_chat
