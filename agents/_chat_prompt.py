@@ -103,6 +103,18 @@ def _sentences(text: str) -> list[str]:
     return [s for s in re.split(r"(?<=[.!?\u2026])\s+", text) if s]
 
 
+def _scene_echo(me: str, participants: Sequence[str]) -> re.Pattern[str]:
+    """Sentences that restate the scene instead of speaking in it."""
+    names = "|".join(re.escape(display_name(p)) for p in {*participants, me} if p)
+    me_shown = re.escape(display_name(me))
+    parts = [
+        r"^\W*the question\s*:",
+        rf"^\W*(?:you are|i am|i'm)\s+{me_shown}\b",
+        r"\b(?:talking|speaking) (?:with|to)\s+(?:" + (names or "$^") + r")\b",
+    ]
+    return re.compile("|".join(parts), re.IGNORECASE)
+
+
 def tidy_reply(
     text: str,
     system: str,
@@ -116,11 +128,14 @@ def tidy_reply(
 
     - a leading speaker label is dropped, and the text is cut where it starts speaking for
       someone else (see :func:`~llmos.agents.strip_labels`);
-    - sentences copied from the system message (the persona, the scene) are dropped;
+    - sentences copied from the system message (the persona, the scene) are dropped, and so
+      are sentences that restate the scene ("The question: ...", "You are Rex, ...", "I'm
+      Rex, talking with Ada.");
     - opening by addressing the agent's own name ("Rex, I think" said by Rex) is turned into
       the name of the one it answers (or dropped when that is unknown);
-    - a reply cut short by the token limit is cut after its last complete sentence (when it
-      has one); a reply the model ended itself is kept to its end;
+    - a reply cut short by the token limit, or ending on a colon, is cut after its last
+      complete sentence (when it has one; a lone introduction like "Here it goes:" leaves
+      nothing); a reply the model ended itself is kept to its end;
     - quotes wrapped round the whole reply are removed.
 
     Args:
@@ -134,7 +149,12 @@ def tidy_reply(
     names = [*participants, *(display_name(p) for p in participants), me, display_name(me)]
     text = strip_labels(text, names)
     scaffold = normalize(system)
-    kept = [s for s in _sentences(text) if not (len(s.split()) >= 3 and normalize(s) in scaffold)]
+    echo = _scene_echo(me, participants)
+    kept = [
+        s
+        for s in _sentences(text)
+        if not (len(s.split()) >= 3 and normalize(s) in scaffold) and not echo.search(s)
+    ]
     text = " ".join(kept)
     own = re.match(
         rf"(?:hi|hello|hey|dear)?[,\s]*{re.escape(display_name(me))}\b\s*[,!:]\s*",
@@ -147,7 +167,9 @@ def tidy_reply(
             text = f"{display_name(addressee)}, {rest}"
         else:
             text = rest[:1].upper() + rest[1:]
-    text = trim_to_sentence(text) if cut_short else text.strip()
+    text = trim_to_sentence(text) if cut_short or text.rstrip().endswith(":") else text.strip()
+    if text.endswith(":"):  # an introduction to something it never said
+        text = ""
     if len(text) > 1 and text[0] in '"\u201c' and text[-1] in '"\u201d' and text.count('"') <= 2:
         text = text[1:-1].strip()
     return text

@@ -115,6 +115,7 @@ TRIO_ROLES = (
 SCAFFOLD_PHRASES = (
     "topic:",
     "talking with",
+    "speaking with",
     "keep your answers short",
     "please go on",
     "<|im_start|>",

@@ -119,6 +119,11 @@ def test_the_scene_names_the_others_and_the_history_is_bounded() -> None:
         ("Cars are loud. Buses are", False, "Cars are loud. Buses are"),
         ('"Cars are loud."', False, "Cars are loud."),
         ("I agree. TERMINATE", False, "I agree. TERMINATE"),
+        ("The question: should cars go? They should.", False, "They should."),
+        ("I'm Rex, talking with Ada. Cars are loud.", False, "Cars are loud."),
+        ("You are Rex, speaking with Ada about cars.", False, ""),
+        ("Fine. Here it goes:", False, "Fine."),
+        ("Here it goes:", False, ""),
     ],
 )
 def test_tidy_reply(raw: str, cut_short: bool, tidy: str) -> None:
