@@ -18,7 +18,7 @@ same background load; the table prints min / median / max of the per-round ratio
 time over raw's) and the load average. ``--hog`` runs the whole thing beside a process that
 keeps one CPU busy. Not a test.
 
-``--contenders`` adds the ask round trip of a Ray actor method call and a Thespian
+``--contenders`` measures instead the ask round trip of a Ray actor method call and a Thespian
 ``multiprocTCPBase`` ask, across processes, in alternating blocks with llmos's (``pip install
 ray thespian`` into the benchmark's environment; each is skipped with the reason if missing).
 
@@ -230,11 +230,16 @@ except ImportError:  # pragma: no cover - optional contender
 
 def contenders(asks: int, rounds: int) -> None:
     """llmos's ask round trip against a Ray actor call and a Thespian TCP ask, interleaved."""
-    clients: dict[str, Any] = {"llmos": LlmosClient()}
-    for name, cls in (("Ray", RayClient), ("Thespian TCP", ThespianClient)):
+    # Thespian forks its processes: before anything else starts threads or subprocesses whose
+    # descriptors a fork would carry along (a forked child holding llmos's peer's stdin open
+    # keeps that peer from ever ending).
+    clients: dict[str, Any] = {}
+    for name, cls in (("Thespian TCP", ThespianClient), ("llmos", LlmosClient), ("Ray", RayClient)):
         try:
             clients[name] = cls()
         except Exception as exc:  # an optional install: say why it is left out
+            if name == "llmos":
+                raise
             print(f"{name}: skipped ({type(exc).__name__}: {exc})")
     times: dict[str, list[float]] = {name: [] for name in clients}
     try:
@@ -446,6 +451,9 @@ def main() -> int:
     if args.serve_wire:
         serve_wire()
         return 0
+    if args.contenders:  # on its own: Thespian's forks must not inherit the other peers' pipes
+        contenders(max(200, args.asks // 4), args.rounds)
+        return 0
     hog = start_hog() if args.hog else None
     raw, llmos = RawClient(), LlmosClient()
     rows = ["ask"] + [f"tell {label}" for label in SIZES]
@@ -500,8 +508,7 @@ def main() -> int:
     print("(ratios are min / median / max of llmos's time over raw's; < 1 means llmos is faster)")
     if args.split:
         split(args.asks, args.rounds)
-    if args.contenders:
-        contenders(max(200, args.asks // 4), args.rounds)
+
     return 0
 
 
