@@ -11,15 +11,17 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import ActorRef, FrameError, LlmosError, MessageError, NodeUnreachable, Terminated
 from llmos.actors.lowlevel import record_dead_letter
 from llmos.transport._frames import FAIL, NOTICE, PONG, REPLY, TELL, parse_frame
-from llmos.transport._peer import DOWN, UP, Peer
+from llmos.transport._peer import DOWN, UP, Counters, Peer
 
 if TYPE_CHECKING:
-    from llmos.transport._node import Node
+    from llmos.transport._codec import Codec
+    from llmos.transport._frames import Limits
 
 __all__ = ["Client"]
 
@@ -30,16 +32,27 @@ _monotonic = time.monotonic
 class Client:
     """Handles frames arriving on the sockets this node opened to its peers."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.counters = node.counters
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        limits: Limits,
+        counters: Counters,
+        peers: dict[str, Peer],
+        remote_ref: Callable[[str, str], ActorRef],
+    ) -> None:
+        self.codec = codec
+        self.limits = limits
+        self.counters = counters
+        self.peers = peers
+        self.remote_ref = remote_ref
 
     def on_frame(self, peer: Peer, data: bytes) -> None:
         """One message from the peer (each part of a multipart message arrives on its own,
         and is rejected as a frame unless it is one)."""
         counters = self.counters
         try:
-            items = parse_frame(data, self.node.limits)
+            items = parse_frame(data, self.limits)
         except FrameError as exc:
             counters.bad_frames += 1
             log.warning("dropped a bad frame from node %s: %s", peer.address, exc)
@@ -75,14 +88,14 @@ class Client:
             return
         if op == REPLY:
             try:
-                value = self.node.codec.decode(payload)
+                value = self.codec.decode(payload)
             except (FrameError, MessageError) as exc:
                 self.counters.bad_items += 1
                 done = reply.set_exception(exc)
             else:
                 done = reply.set_result(value)
         else:
-            done = reply.set_exception(self.node.codec.decode_error(payload))
+            done = reply.set_exception(self.codec.decode_error(payload))
         if not done:
             self.counters.late_replies += 1
 
@@ -117,7 +130,7 @@ class Client:
     def undelivered(self, peer: Peer, name: str, payload: bytes, reason: str) -> None:
         self.counters.undelivered_tells += 1
         try:
-            message: Any = self.node.codec.decode(payload)
+            message: Any = self.codec.decode(payload)
         except (FrameError, MessageError):
             message = payload
         record_dead_letter(f"{name}@{peer.address}", message, reason)
@@ -127,7 +140,7 @@ class Client:
         with peer.lock:
             watches, peer.watches = peer.watches, {}
         for target, watcher in watches:
-            note = Terminated(self.node.remote_ref(target, peer.address), f"node lost: {text}")
+            note = Terminated(self.remote_ref(target, peer.address), f"node lost: {text}")
             try:
                 watcher.tell(note)
             except LlmosError:
@@ -140,7 +153,7 @@ class Client:
 
     def fail_all(self, text: str) -> None:
         """The node is closing: fail every pending request and end every watch."""
-        for peer in list(self.node.peers.values()):
+        for peer in list(self.peers.values()):
             with peer.lock:
                 peer.state = DOWN
                 peer.error = (NodeUnreachable, text)

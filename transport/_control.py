@@ -8,6 +8,7 @@ construction of a spawned class, which run on the node's spawn pool.
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -22,14 +23,18 @@ from llmos.actors import (
     Terminated,
     find,
 )
-from llmos.transport._capabilities import Account
+from llmos.transport._capabilities import Account, Capabilities, Quotas
 from llmos.transport._errors import NotAllowed, QuotaExceeded
 from llmos.transport._ref import Callback, QuietRef
 
 if TYPE_CHECKING:
-    from llmos.transport._node import Node
+    from llmos.transport._codec import Codec
+    from llmos.transport._peer import Counters
 
 __all__ = ["Answer", "Control", "no_actor", "serve_reply"]
+
+Spawner = Callable[[type, tuple[Any, ...], dict[str, Any], str | None], ActorRef]
+"""``spawner(cls, args, kwargs, name) -> ref``: how a node starts a remotely requested actor."""
 
 Answer = Callable[[bytes, int, Any, "BaseException | None", float], None]
 """``answer(ident, rid, value, error, deadline)``: send a request's answer back to its asker."""
@@ -72,18 +77,41 @@ class Control:
     """The node-control requests of peers (see the module doc).
 
     Args:
-        node: the node (its address, codec, spawner, spawn pool, counters, capabilities).
         answer: how an answer goes back to its asker.
+        codec: decodes requests (and knows this node's address, once bound).
+        remote_ref: the ref to an actor of another node.
+        spawner: how an allowed spawn starts its actor (read at each spawn: a kernel may
+            plug in after the node started).
+        spawn_executor: the threads that run constructors (a constructor may block).
     """
 
-    def __init__(self, node: Node, answer: Answer) -> None:
-        self.node = node
+    def __init__(
+        self,
+        answer: Answer,
+        *,
+        codec: Codec,
+        counters: Counters,
+        capabilities: Capabilities,
+        quotas: Quotas,
+        remote_ref: Callable[[str, str], ActorRef],
+        spawner: Callable[[], Spawner],
+        spawn_executor: Callable[[], concurrent.futures.Executor],
+    ) -> None:
         self.answer = answer
-        self.counters = node.counters
-        self.capabilities = node.capabilities
-        self.quotas = node.quotas
+        self.codec = codec
+        self.counters = counters
+        self.capabilities = capabilities
+        self.quotas = quotas
+        self.remote_ref = remote_ref
+        self.spawner = spawner
+        self.spawn_executor = spawn_executor
         self.lookup = self.about(lambda ref: ref)
         self.stats = self.about(lambda ref: dataclasses.asdict(ref.statistics()))
+
+    @property
+    def address(self) -> str:
+        """This node's address (known once it is bound)."""
+        return self.codec.local_address
 
     def about(self, answer: Callable[[LocalRef], Any]) -> Callable[..., None]:
         """A request handler answering ``answer(ref)`` about a local actor, by name."""
@@ -100,7 +128,7 @@ class Control:
             reply = serve_reply(deadline, target, span, self.answer, ident, rid)
             local = find(target)
             if local is None:
-                reply.set_exception(no_actor(target, self.node.address))
+                reply.set_exception(no_actor(target, self.address))
             else:
                 reply.set_result(answer(local))
 
@@ -121,7 +149,7 @@ class Control:
             account.spawned.discard(target)
             self.answer(ident, rid, True, None, deadline)  # nothing to stop: done
             return
-        self.capabilities.check_stop(target, local.actor_class, account, self.node.address)
+        self.capabilities.check_stop(target, local.actor_class, account, self.address)
         reply = serve_reply(deadline, target, span, self.answer, ident, rid)
         account.spawned.discard(target)
         local.watch(Callback(f"stop-{rid}", lambda _msg: reply.set_result(True)))
@@ -137,10 +165,10 @@ class Control:
         if account.watches >= self.quotas.max_watches:
             raise QuotaExceeded(
                 f"this peer already holds {account.watches} watches on node "
-                f"{self.node.address} (Quotas.max_watches); unwatch some first"
+                f"{self.address} (Quotas.max_watches); unwatch some first"
             )
         if local is None:
-            gone = self.node.remote_ref(target, self.node.address)
+            gone = self.remote_ref(target, self.address)
             QuietRef(watcher).tell(Terminated(gone, "no such actor"))
             return
         account.watches += 1
@@ -159,10 +187,8 @@ class Control:
         if not self.capabilities.spawn_allowed(path):
             self.counters.refusals += 1
             account.refused += 1
-            account.note(self.quotas, self.node.address, f"was refused spawning {path!r}")
-            self.answer(
-                ident, rid, None, self.capabilities.refusal(path, self.node.address), deadline
-            )
+            account.note(self.quotas, self.address, f"was refused spawning {path!r}")
+            self.answer(ident, rid, None, self.capabilities.refusal(path, self.address), deadline)
             return
         spawned = account.spawned
         if len(spawned) >= self.quotas.max_spawned:
@@ -171,9 +197,9 @@ class Control:
             if len(spawned) >= self.quotas.max_spawned:
                 raise QuotaExceeded(
                     f"this peer already runs {len(spawned)} actors it spawned on node "
-                    f"{self.node.address} (Quotas.max_spawned); stop some first"
+                    f"{self.address} (Quotas.max_spawned); stop some first"
                 )
-        spec = self.node.codec.decode(payload)
+        spec = self.codec.decode(payload)
         if (
             type(spec) is not list
             or len(spec) != 3
@@ -184,7 +210,7 @@ class Control:
         ):
             raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
         reply = serve_reply(deadline, path, span, self.answer, ident, rid, account)
-        self.node.spawn_executor().submit(
+        self.spawn_executor().submit(
             self.run_spawn, reply, account, path, spec[0], spec[1], spec[2]
         )
 
@@ -201,8 +227,8 @@ class Control:
             reply.expire()
             return
         try:
-            cls = self.capabilities.resolve(path, self.node.address)
-            ref = self.node.spawner(cls, args, kwargs, name)
+            cls = self.capabilities.resolve(path, self.address)
+            ref = self.spawner()(cls, args, kwargs, name)
         except NotAllowed as exc:
             self.counters.refusals += 1
             account.refused += 1
@@ -211,7 +237,7 @@ class Control:
             reply.set_exception(exc)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt... from the constructor
             error = SupervisionError(
-                f"constructing {path} on node {self.node.address} raised {exc!r}; the actor "
+                f"constructing {path} on node {self.address} raised {exc!r}; the actor "
                 "was not started"
             )
             error.__cause__ = exc

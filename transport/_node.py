@@ -18,7 +18,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import zmq
@@ -28,6 +28,7 @@ from llmos.actors.lowlevel import check_message
 from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
+from llmos.transport._control import Spawner
 from llmos.transport._frames import SPAWN, Limits
 from llmos.transport._io import IOLoop
 from llmos.transport._links import Links
@@ -49,9 +50,6 @@ __all__ = ["Node", "Spawner", "default_spawner"]
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 _numbers = itertools.count(1)
-
-Spawner = Callable[[type, tuple[Any, ...], dict[str, Any], str | None], ActorRef]
-"""``spawner(cls, args, kwargs, name) -> ref``: how a node starts a remotely requested actor."""
 
 
 def default_spawner(
@@ -193,8 +191,28 @@ class Node:
             heartbeat=self.heartbeat,
             send_timeout=self.send_timeout,
         )
-        self.server = Server(self)
-        self.client = Client(self)
+        self.client = Client(
+            codec=self.codec,
+            limits=self.limits,
+            counters=self.counters,
+            peers=self.peers,
+            remote_ref=self.remote_ref,
+        )
+        self.server = Server(
+            codec=self.codec,
+            limits=self.limits,
+            counters=self.counters,
+            capabilities=self.capabilities,
+            quotas=self.quotas,
+            router=self.router,
+            client=self.client,
+            peers=self.peers,
+            max_payload=self.max_payload,
+            clock_skew=self.clock_skew,
+            remote_ref=self.remote_ref,
+            spawner=lambda: self.spawner,
+            spawn_executor=self.spawn_executor,
+        )
         self.links = Links(
             self.io,
             self.context,

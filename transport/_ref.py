@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.actors import ActorRef, ActorStats, AskTimeout, LlmosError, Reply, default_ask_timeout
 from llmos.actors.lowlevel import AsyncReply
@@ -22,7 +22,6 @@ from llmos.transport._peer import DOWN
 
 if TYPE_CHECKING:
     from llmos.transport._peer import Peer
-    from llmos.transport._sending import Outbound
 
 __all__ = ["Callback", "QuietRef", "RemoteRef", "check_timeout"]
 
@@ -54,6 +53,32 @@ def check_timeout(timeout: float | None) -> float:
     return float(timeout)
 
 
+class Carrier(Protocol):
+    """What a remote ref needs from the node that carries its messages (its outbound side,
+    :class:`~llmos.transport._sending.Outbound`)."""
+
+    max_outbox: int
+    heartbeat: float
+
+    def encode_message(self, message: Any) -> bytes: ...
+    def peer(self, address: str) -> Peer: ...
+    def post(self, peer: Peer, item: list[Any]) -> None: ...
+    def tell_down(self, peer: Peer, name: str, payload: bytes) -> None: ...
+    def wait_for_room(self, peer: Peer, block: bool) -> bool: ...
+    def send_to(
+        self, peer: Peer, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+    ) -> bool: ...
+    def send_request(
+        self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+    ) -> bool: ...
+    def request(
+        self, address: str, op: int, target: str, value: Any, timeout: float | None
+    ) -> Any: ...
+    def lookup(self, name: str, node: str, timeout: float | None) -> ActorRef: ...
+    def watch(self, ref: RemoteRef, watcher: ActorRef) -> None: ...
+    def unwatch(self, ref: RemoteRef, watcher: ActorRef) -> None: ...
+
+
 class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
     """A ref to an actor on another node.
 
@@ -71,13 +96,13 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
 
     __slots__ = ("_peer", "_via")
 
-    def __init__(self, name: str, node: str, via: Outbound) -> None:
+    def __init__(self, name: str, node: str, via: Carrier) -> None:
         super().__init__(name, node)
         self._via = via
         self._peer: Peer | None = None
 
     @property
-    def via(self) -> Outbound:
+    def via(self) -> Carrier:
         """What carries this ref's messages: the outbound side of a local node."""
         return self._via
 
@@ -93,7 +118,7 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
             return
         if len(peer.outbox) >= via.max_outbox:
             via.wait_for_room(peer, True)
-        via.links.post(peer, [TELL, self.name, payload])
+        via.post(peer, [TELL, self.name, payload])
 
     def ask(self, message: Any, timeout: float | None = None) -> Reply:
         span = check_timeout(timeout)

@@ -160,6 +160,10 @@ class Outbound:
         self.counters.peers_evicted += 1
         self.io.call(lambda: self.links.retire(victim))
 
+    def post(self, peer: Peer, item: list[Any]) -> None:
+        """Queue an item for a peer (the caller checked back-pressure)."""
+        self.links.post(peer, item)
+
     def wait_for_room(self, peer: Peer, block: bool) -> bool:
         if len(peer.outbox) < self.max_outbox:
             return True

@@ -13,10 +13,11 @@ items around it are served. What a peer may do here is decided by
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import (
@@ -31,8 +32,8 @@ from llmos.actors import (
     find,
 )
 from llmos.actors.lowlevel import record_dead_letter
-from llmos.transport._capabilities import Account
-from llmos.transport._control import Control, no_actor, serve_reply
+from llmos.transport._capabilities import Account, Capabilities, Quotas
+from llmos.transport._control import Control, Spawner, no_actor, serve_reply
 from llmos.transport._errors import NotAllowed, QuotaExceeded, RequestExpired
 from llmos.transport._frames import (
     ASK,
@@ -55,7 +56,11 @@ from llmos.transport._frames import (
 from llmos.transport._ref import RemoteRef
 
 if TYPE_CHECKING:
-    from llmos.transport._node import Node
+    from llmos.transport._client import Client
+    from llmos.transport._codec import Codec
+    from llmos.transport._frames import Limits
+    from llmos.transport._peer import Counters, Peer
+    from llmos.transport._router import Router
 
 __all__ = ["Server"]
 
@@ -70,16 +75,47 @@ _MAX_MISSING = 256
 class Server:
     """Handles frames arriving on the node's ROUTER socket."""
 
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.counters = node.counters
-        self.capabilities = node.capabilities
-        self.quotas = node.quotas
+    def __init__(
+        self,
+        *,
+        codec: Codec,
+        limits: Limits,
+        counters: Counters,
+        capabilities: Capabilities,
+        quotas: Quotas,
+        router: Router,
+        client: Client,
+        peers: dict[str, Peer],
+        max_payload: int,
+        clock_skew: float,
+        remote_ref: Callable[[str, str], ActorRef],
+        spawner: Callable[[], Spawner],
+        spawn_executor: Callable[[], concurrent.futures.Executor],
+    ) -> None:
+        self.codec = codec
+        self.limits = limits
+        self.counters = counters
+        self.capabilities = capabilities
+        self.quotas = quotas
+        self.router = router
+        self.client = client
+        self.peers = peers
+        self.max_payload = max_payload
+        self.clock_skew = clock_skew
         self.accounts: dict[bytes, Account] = {}
         self._missing: dict[str, bytes] = {}  # encoded "no such actor" errors, by name
         self._last_warning = 0.0
         self._next_prune = 0.0
-        self.control = control = Control(node, self.answer)
+        self.control = control = Control(
+            self.answer,
+            codec=codec,
+            counters=counters,
+            capabilities=capabilities,
+            quotas=quotas,
+            remote_ref=remote_ref,
+            spawner=spawner,
+            spawn_executor=spawn_executor,
+        )
         self._requests = {
             ASK: self._ask,
             SPAWN: control.spawn,
@@ -87,6 +123,11 @@ class Server:
             STOP: control.stop,
             STATS: control.stats,
         }
+
+    @property
+    def address(self) -> str:
+        """This node's address (known once it is bound)."""
+        return self.codec.local_address
 
     # -- frames ---------------------------------------------------------------------------
 
@@ -117,7 +158,7 @@ class Server:
             return 1
         ident, data = parts
         try:
-            items = parse_frame(data, self.node.limits)
+            items = parse_frame(data, self.limits)
         except FrameError as exc:
             self._reject(ident, str(exc))
             return 1
@@ -125,7 +166,7 @@ class Server:
         account.last_seen = arrived = _monotonic()  # one arrival time for the whole frame
         self.counters.frames_in += 1
         self.counters.items_in += len(items)
-        decode = self.node.codec.decode
+        decode = self.codec.decode
         tell = self._tell
         name: str | None = None  # a burst of tells is usually for one actor: look it up once
         local: LocalRef | None = None
@@ -181,7 +222,7 @@ class Server:
             what = "failed to handle an item" if bug else "sent a rejected item"
         account.note(
             self.quotas,
-            self.node.address,
+            self.address,
             f"{what}: {type(error).__name__}: {error}",
             error if bug else None,
         )
@@ -198,20 +239,20 @@ class Server:
             return
         account = self.account(ident)
         account.bad += 1
-        account.note(self.quotas, self.node.address, f"sent a bad frame: {text}")
+        account.note(self.quotas, self.address, f"sent a bad frame: {text}")
         self._notice(ident, text, account)
 
     def _warn(self, text: str) -> None:
         now = _monotonic()
         if now - self._last_warning > self.quotas.log_interval:  # never flood the log
             self._last_warning = now
-            log.warning("node %s %s", self.node.address, text)
+            log.warning("node %s %s", self.address, text)
 
     def _notice(self, ident: bytes, text: str, account: Account) -> None:
         if not account.allow_notice(self.quotas, _monotonic()):
             self.counters.notices_withheld += 1  # over its notice quota: counted, not sent
             return
-        self.node.router.send_notice(ident, pack_frame([[NOTICE, text[:500], b""]]))
+        self.router.send_notice(ident, pack_frame([[NOTICE, text[:500], b""]]))
 
     def _item(self, ident: bytes, item: Any, account: Account) -> None:
         if type(item) is not list or not item:
@@ -222,15 +263,15 @@ class Server:
         if op == TELL:
             if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
                 raise FrameError("malformed tell item")
-            self._tell(item[1], self.node.codec.decode(item[2]), find(item[1]), _monotonic())
+            self._tell(item[1], self.codec.decode(item[2]), find(item[1]), _monotonic())
         elif op in REQUEST_OPS:
             self._request(ident, op, item, account)
         elif op == PING:
-            self.node.router.post_reply(ident, [PONG, 0, b""], math.inf)
+            self.router.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
             if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
                 raise FrameError("malformed watch item")
-            watcher = self.node.codec.decode(item[2])
+            watcher = self.codec.decode(item[2])
             if not isinstance(watcher, ActorRef):
                 raise FrameError("a watch item must carry the watcher's ref")
             self.control.watch(item[1], watcher, op == WATCH, account)
@@ -258,20 +299,20 @@ class Server:
             or not 0 < span < math.inf
         ):
             raise FrameError("malformed request item")
-        skew = self.node.clock_skew
+        skew = self.clock_skew
         now = _time()
         left = min(span, wall - now + skew)
         if left <= 0 or give_up + skew < now:
             self.counters.expired_requests += 1  # the asker has given up: do not run it
             raise RequestExpired(
-                f"the request reached node {self.node.address} "
+                f"the request reached node {self.address} "
                 f"{now - min(wall, give_up):.3g} s after its asker could have given up on it "
                 "(a timeout, or the node looked unreachable); it was not started"
             )
         if account.pending >= self.quotas.max_pending:
             raise QuotaExceeded(
                 f"this peer already has {account.pending} requests in progress on node "
-                f"{self.node.address} (Quotas.max_pending); wait for their answers"
+                f"{self.address} (Quotas.max_pending); wait for their answers"
             )
         self._requests[op](ident, rid, _monotonic() + left, float(span), target, payload, account)
 
@@ -280,22 +321,22 @@ class Server:
     def answer(
         self, ident: bytes, rid: int, value: Any, error: BaseException | None, deadline: float
     ) -> None:
-        codec = self.node.codec
+        codec = self.codec
         if error is None:
             try:
                 payload = codec.encode_checked(value)
             except MessageError as exc:
                 error = MessageError(f"the answer cannot be sent back to the asker: {exc}")
             else:
-                if len(payload) > self.node.max_payload:
+                if len(payload) > self.max_payload:
                     error = FrameError(
                         f"the answer is {len(payload)} bytes, over the frame limit of "
-                        f"{self.node.max_payload}; return less or raise Limits.max_frame"
+                        f"{self.max_payload}; return less or raise Limits.max_frame"
                     )
                 else:
-                    self.node.router.post_reply(ident, [REPLY, rid, payload], deadline)
+                    self.router.post_reply(ident, [REPLY, rid, payload], deadline)
                     return
-        self.node.router.post_reply(ident, [FAIL, rid, codec.encode_error(error)], deadline)
+        self.router.post_reply(ident, [FAIL, rid, codec.encode_error(error)], deadline)
 
     def _fail(self, ident: bytes, rid: int, error: BaseException) -> None:
         self.answer(ident, rid, None, error, math.inf)
@@ -305,9 +346,9 @@ class Server:
     def _tell(self, target: str, msg: Any, local: LocalRef | None, arrived: float) -> None:
         """Deliver a tell to ``local``, the actor named ``target`` here (None: there is none)."""
         if type(msg) is Terminated and isinstance(msg.ref, RemoteRef) and local is not None:
-            peer = self.node.peers.get(msg.ref.node or "")
+            peer = self.peers.get(msg.ref.node or "")
             if peer is not None:
-                self.node.client.watch_ended(peer, msg.ref.name, local)
+                self.client.watch_ended(peer, msg.ref.name, local)
         if local is None:
             self._undelivered(target, msg, "no such actor on this node")
             return
@@ -340,11 +381,11 @@ class Server:
             if error is None:
                 if len(self._missing) >= _MAX_MISSING:
                     self._missing.clear()
-                gone = no_actor(target, self.node.address)
-                error = self._missing[target] = self.node.codec.encode_error(gone)
-            self.node.router.post_reply(ident, [FAIL, rid, error], deadline)
+                gone = no_actor(target, self.address)
+                error = self._missing[target] = self.codec.encode_error(gone)
+            self.router.post_reply(ident, [FAIL, rid, error], deadline)
             return
-        msg = self.node.codec.decode(payload)
+        msg = self.codec.decode(payload)
         reply = serve_reply(deadline, target, span, self.answer, ident, rid, account)
         try:
             local.post(msg, reply)  # never waits
