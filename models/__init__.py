@@ -1,9 +1,9 @@
 # llmos.models: model actors. A transformers model served to many agents at once, its messages,
 # scheduling and streaming, and a deterministic fake for tests.
-#   _messages                 Generate, TokenChunk, Completion, Score, Scores, GetModelStats,
-#                             Pause, Resume
-#   _sched                    Scheduler (FIFO or round-robin per requester), token budgets
-#   _actor                    ModelActor: one model, requests batched, streamed, cancelled
+#   _messages                 Generate, TokenChunk, Completion, Cancel, Score, Scores,
+#                             GetModelStats, Pause, Resume
+#   _sched                    Scheduler (FIFO or round-robin per requester), budgets, byte cap
+#   _actor, _serve            ModelActor: one model, a running batch requests join and leave
 #   _engine, _engine_batch    ModelEngine (transformers + torch), BatchSession (continuous batching)
 #   _engine_load, _engine_params, _engine_text
 #                             loading (embedded GGUF, Hugging Face ids), GenerateParams, text
@@ -24,6 +24,7 @@ from ._engine_text import ends_sentence
 from ._errors import ModelError
 from ._fake import FakeModel
 from ._messages import (
+    Cancel,
     Completion,
     Generate,
     GetModelStats,
@@ -34,7 +35,7 @@ from ._messages import (
     Scores,
     TokenChunk,
 )
-from ._sched import BudgetExceeded
+from ._sched import BudgetExceeded, PromptTooLarge
 from ._streaming import ModelStream, StreamStalled
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ del TYPE_CHECKING  # keep the namespace to the public names
 __all__ = [
     "BatchSession",
     "BudgetExceeded",
+    "Cancel",
     "Completion",
     "FakeModel",
     "Generate",
@@ -93,6 +95,7 @@ __all__ = [
     "ModelStats",
     "ModelStream",
     "Pause",
+    "PromptTooLarge",
     "Resume",
     "Score",
     "Scores",

@@ -1,32 +1,34 @@
 """ModelActor: a transformers model served as an actor that batches concurrent requests.
 
-Agents ask it ``Generate`` and get a ``Completion``. Requests that arrive while a batch is
-generating wait; the next batch takes up to ``max_batch_size`` of them, in FIFO or round-robin
-order across requesters. Under greedy decoding a batched request gets exactly the text it gets
-alone. The actor is supervised like any other: an out-of-memory error fails the batch's asks and
-the actor, and its supervisor restarts it with the waiting requests carried over.
+Agents ask it ``Generate`` and get a ``Completion``. The actor generates one token per step for
+every request in its running batch and reads its mailbox between steps, so a request that
+arrives mid-batch joins at the next step (continuous batching, up to ``max_batch_size``, in
+FIFO or round-robin order across requesters), and a cancelled request leaves at the next step.
+Under greedy decoding a batched request gets exactly the text it gets alone. The actor is
+supervised like any other: an out-of-memory error fails the running requests and the actor,
+and its supervisor restarts it with the waiting requests carried over.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import threading
 import time
 from typing import Any
 
-from llmos.actors import Actor, ActorDeadError, ActorError, Reply, handler, message
+from llmos.actors import Actor, ActorDeadError, Reply, handler, message
 
 from ._engine import (
     GenerateParams,
     GenerateResult,
-    LoadedModel,
     ModelEngine,
     ModelOutOfMemory,
     load_model,
+    shared_model,
 )
 from ._errors import ModelError
 from ._messages import (
+    Cancel,
     Completion,
     Generate,
     GetModelStats,
@@ -35,43 +37,20 @@ from ._messages import (
     Resume,
     Score,
     Scores,
-    TokenChunk,
 )
-from ._sched import Pending, Policy, Scheduler
+from ._sched import Pending, Policy, Scheduler, check_prompt_size
+from ._serve import RunningBatch
 
 __all__ = ["ModelActor", "shared_model"]
 
 log = logging.getLogger("llmos.models")
 
-_shared: dict[tuple[Any, ...], LoadedModel] = {}
-_shared_lock = threading.Lock()
 _ids = itertools.count(1)
 
 
-def shared_model(
-    model: str | None = None,
-    device: str = "auto",
-    dtype: str | None = None,
-    cache_dir: str | None = None,
-    progress: bool = False,
-    reload: bool = False,
-) -> LoadedModel:
-    """Load a model once per process; replicas in one process share its (read-only) weights.
-
-    Args:
-        reload: load it again even if it is loaded (after an out-of-memory error, say).
-    """
-    key = (model, device, dtype, cache_dir)
-    with _shared_lock:
-        loaded = None if reload else _shared.get(key)
-        if loaded is None:
-            loaded = _shared[key] = load_model(model, device, dtype, cache_dir, progress)
-        return loaded
-
-
-@message("llmos.model._RunBatch", local_only=True)
-class _RunBatch:
-    """Sent by the model actor to itself: start the next batch (``gathered``: after the window)."""
+@message("llmos.model._Step", local_only=True)
+class _Step:
+    """Sent by the model actor to itself: run one decoding step (``gathered``: after the window)."""
 
     gathered: bool = False
 
@@ -90,12 +69,17 @@ class ModelActor(Actor):
         default_budget: the budget of requesters not in ``budgets`` (None: unlimited).
         max_new_tokens_cap: requests asking for more are capped to this.
         share_weights: load the weights once per process and share them between replicas.
-        batch_window: seconds a batch that is not full waits for more requests to arrive
-            before it starts (a few ms: concurrent agents' requests land in one batch).
+        batch_window: seconds an idle model waits for more requests to arrive before it
+            starts (a few ms: concurrent agents' requests are prefilled together).
+        max_prompt_bytes: requests whose prompt text (UTF-8) is longer are refused with
+            :class:`PromptTooLarge` on arrival, before tokenizing (default: 16 bytes per token
+            of the context window).
         progress: show a progress bar while loading (in a terminal).
 
-    Generate is meant to be asked: the answer is a :class:`Completion`. A request whose ask
-    times out while queued or generating is cancelled and leaves its batch.
+    Generate is meant to be asked: the answer is a :class:`Completion`. A request leaves the
+    running batch at the next step when its ask times out, its stream target is gone, or a
+    :class:`Cancel` names it; a stream target that fails fails that request alone. Every
+    request's token reservation is settled however it ends.
     """
 
     def __init__(
@@ -112,12 +96,17 @@ class ModelActor(Actor):
         progress: bool = False,
         cache_dir: str | None = None,
         batch_window: float = 0.005,
+        max_prompt_bytes: int | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
             raise ModelError(f"max_batch_size must be an int >= 1, got {max_batch_size!r}")
         if not isinstance(max_new_tokens_cap, int) or max_new_tokens_cap < 1:
             raise ModelError(f"max_new_tokens_cap must be an int >= 1, got {max_new_tokens_cap!r}")
+        if max_prompt_bytes is not None and (
+            not isinstance(max_prompt_bytes, int) or max_prompt_bytes < 1
+        ):
+            raise ModelError(f"max_prompt_bytes must be an int >= 1, got {max_prompt_bytes!r}")
         self.model_spec = (model, device, dtype, cache_dir)
         self.max_batch_size = max_batch_size
         self.max_new_tokens_cap = max_new_tokens_cap
@@ -126,11 +115,14 @@ class ModelActor(Actor):
         self.batch_window = float(batch_window)
         self.share_weights = share_weights
         self.progress = progress
+        self.max_prompt_bytes = max_prompt_bytes
         self.scheduler = Scheduler(schedule, budgets, default_budget)
         self.engine: ModelEngine | None = None
+        self.running: RunningBatch | None = None
         self.paused = False
-        self._batch_queued = False
-        self._counts = {"requests": 0, "completed": 0, "refused": 0, "batches": 0, "tokens": 0}
+        self._step_queued = False
+        self._live: dict[str, Pending] = {}  # request id -> request, waiting or running
+        self._counts = {"requests": 0, "completed": 0, "refused": 0, "tokens": 0}
         self._generation_seconds = 0.0
 
     # -- life cycle ---------------------------------------------------------------------------
@@ -145,6 +137,9 @@ class ModelActor(Actor):
         else:
             loaded = load_model(model, device, dtype, cache_dir, self.progress)
         self.engine = ModelEngine(loaded)
+        self.running = RunningBatch(self.engine, self.max_batch_size)
+        if self.max_prompt_bytes is None:
+            self.max_prompt_bytes = 16 * self.engine.context_window
 
     def pre_restart(self, error: BaseException) -> Any:
         # Requests already taken from the mailbox live in the scheduler: hand them over.
@@ -163,57 +158,69 @@ class ModelActor(Actor):
             self._generation_seconds = state["seconds"]
             for pending in state["pending"]:
                 self.scheduler.push(pending)
-            self._schedule()
+                self._live[pending.request_id] = pending
+            self._kick()
 
     def on_stop(self) -> None:
-        self._fail_waiting(ActorDeadError("the model actor stopped before serving the request"))
+        self._fail_all(ActorDeadError("the model actor stopped before serving the request"))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         if not self.actor_supervised:  # no restart will pick the requests up
-            self._fail_waiting(
+            self._fail_all(
                 ActorDeadError(f"the model actor failed ({exception_value!r}) and stopped")
             )
 
-    def _fail_waiting(self, error: Exception) -> None:
-        for pending in self.scheduler.drain():
-            if pending.reply is not None:
-                pending.reply.set_exception(error)
+    def _fail_all(self, error: Exception) -> None:
+        running = self.running.abandon() if self.running is not None else []
+        for pending in [*running, *self.scheduler.drain()]:
+            self._fail(pending, error)
 
     # -- requests -----------------------------------------------------------------------------
 
     @handler(Generate)
     def generate(self, request: Generate) -> Any:
-        """Queue a request; its answer comes when its batch finishes."""
+        """Queue a request; its answer comes when it finishes in the running batch.
+
+        A refused request raises to its asker; told (with a ``stream_to``), it is logged
+        instead, so bad input sent with tell never fails the model actor.
+        """
         self._counts["requests"] += 1
+        cell = self._llmos_cell
+        asked = cell is not None and cell.current_reply is not None
+        requester = request.requester or "anonymous"
         try:
-            params = self._params(request)
-            requester = request.requester or "anonymous"
-            self.scheduler.admit(requester, params.max_new_tokens + params.finish_sentence)
-        except ModelError:
-            self._counts["refused"] += 1
-            raise
-        reply: Reply | None = None
-        try:
-            reply = self.actor_defer_reply()
-        except ActorError:
-            if request.stream_to is None:
-                self._counts["refused"] += 1
+            if not asked and request.stream_to is None:
                 raise ModelError(
-                    "Generate was sent with tell and no stream_to: nobody would get the answer; "
-                    "use ask, or name a stream_to ref"
-                ) from None
-        self.scheduler.push(
-            Pending(
-                request=request,
-                params=params,
-                reply=reply,
-                requester=requester,
-                request_id=request.request_id or f"req-{next(_ids)}",
-                queued_at=time.monotonic(),
-                max_new_tokens=params.max_new_tokens + params.finish_sentence,
-            )
+                    "Generate was sent with tell and no stream_to: nobody would get the "
+                    "answer; use ask, or name a stream_to ref"
+                )
+            check_prompt_size(request, self.max_prompt_bytes)
+            params = self._params(request)
+            # finish_sentence may run past max_new_tokens: reserve for it too.
+            self.scheduler.admit(requester, params.max_new_tokens + params.finish_sentence)
+        except ModelError as exc:
+            self._counts["refused"] += 1
+            if asked:
+                raise
+            log.warning("told Generate %r refused: %s", request.request_id, exc)
+            return None
+        reply: Reply | None = self.actor_defer_reply() if asked else None
+        now = time.monotonic()
+        pending = Pending(
+            request=request,
+            params=params,
+            reply=reply,
+            requester=requester,
+            request_id=request.request_id or f"req-{next(_ids)}",
+            queued_at=now,
+            max_new_tokens=params.max_new_tokens + params.finish_sentence,
+            # An ask's deadline minus its span is when it was sent: the wait in the mailbox
+            # counts in queue_seconds too.
+            sent_at=min(reply.deadline - reply.span, now) if reply is not None else now,
         )
-        self._schedule()
+        self._live[pending.request_id] = pending
+        self.scheduler.push(pending)
+        self._kick()
         return None
 
     def _params(self, request: Generate) -> GenerateParams:
@@ -235,23 +242,36 @@ class ModelActor(Actor):
             finish_sentence=request.finish_sentence,
         )
 
-    def _schedule(self) -> None:
-        # Told to ourselves, RunBatch goes behind every request already in the mailbox, so
-        # they all join the queue before the batch is cut: that is the dynamic batching.
-        if not self._batch_queued and not self.paused and len(self.scheduler):
-            self._batch_queued = True
-            self.actor_ref.tell(_RunBatch())
+    @handler(Cancel)
+    def cancel(self, msg: Cancel) -> bool:
+        """Cancel a waiting or running request; True when it was known."""
+        pending = self._live.get(msg.request_id)
+        if pending is None:
+            return False
+        pending.cancel = pending.cancel or "cancelled"
+        self._kick()
+        return True
+
+    def _kick(self) -> None:
+        # Told to ourselves, _Step goes behind every message already in the mailbox, so new
+        # requests and cancellations are read before the next step: continuous batching.
+        running = self.running
+        work = (not self.paused and len(self.scheduler)) or (running is not None and running.busy)
+        if work and not self._step_queued:
+            self._step_queued = True
+            self.actor_ref.tell(_Step())
 
     @handler(Score)
     def score(self, request: Score) -> Scores:
-        """Score candidates at once, between batches (one short forward pass, not queued and
-        not counted in the generation statistics).
+        """Score candidates at once, between decoding steps (one short forward pass, not
+        queued and not counted in the generation statistics).
 
         Raises:
             ModelError: a malformed request, a prompt that does not fit, or a bad candidate.
         """
         if self.engine is None:
             raise ModelError("the model is not loaded yet; ask again once the actor started")
+        check_prompt_size(request, self.max_prompt_bytes)
         params = GenerateParams(
             messages=request.messages,
             prompt=request.prompt,
@@ -272,122 +292,107 @@ class ModelActor(Actor):
     @handler(Resume)
     def resume(self, _msg: Resume) -> bool:
         self.paused = False
-        self._schedule()
+        self._kick()
         return True
 
     @handler(GetModelStats)
     def stats(self, _msg: GetModelStats) -> ModelStats:
-        c = self._counts
+        c, running = self._counts, self.running
+        steps = running.steps if running is not None else 0
         return ModelStats(
             model=self.engine.loaded.name if self.engine else "",
             requests=c["requests"],
             completed=c["completed"],
             refused=c["refused"],
-            batches=c["batches"],
-            mean_batch_size=c["completed"] / c["batches"] if c["batches"] else 0.0,
+            batches=running.groups if running is not None else 0,
+            mean_batch_size=running.row_steps / steps if running is not None and steps else 0.0,
             tokens_generated=c["tokens"],
             generation_seconds=self._generation_seconds,
             queued=len(self.scheduler),
             tokens_by_requester=dict(self.scheduler.used),
         )
 
-    @handler(_RunBatch)
-    def run_batch(self, msg: _RunBatch) -> None:
-        self._batch_queued = False
-        if self.paused:
-            return
-        if not msg.gathered and self.batch_window and len(self.scheduler) < self.max_batch_size:
-            # Give requests sent at the same moment a few ms to arrive; they queue in the
-            # mailbox ahead of the RunBatch told now, so they all join this batch.
-            time.sleep(self.batch_window)
-            self._batch_queued = True
-            self.actor_ref.tell(_RunBatch(gathered=True))
-            return
-        batch = [p for p in self.scheduler.take(self.max_batch_size) if self._still_wanted(p)]
-        if batch:
-            self._run(batch)
-        self._schedule()
+    @handler(_Step)
+    def step(self, msg: _Step) -> None:
+        self._step_queued = False
+        running = self.running
+        assert running is not None
+        waiting = len(self.scheduler) and not self.paused
+        if waiting and not running.busy and not msg.gathered and self.batch_window:
+            if len(self.scheduler) < self.max_batch_size:
+                # An idle model gives requests sent at the same moment a few ms to arrive;
+                # they queue in the mailbox ahead of the _Step told now and start together.
+                time.sleep(self.batch_window)
+                self._step_queued = True
+                self.actor_ref.tell(_Step(gathered=True))
+                return
+        if waiting and running.free:
+            running.join([p for p in self.scheduler.take(running.free) if self._wanted(p)])
+        if running.busy:
+            started = time.monotonic()
+            try:
+                finished = running.step()
+            except Exception as exc:
+                # Out of memory or a failed forward pass: the running requests get the error,
+                # and the actor fails so its supervisor restarts it with a fresh model.
+                error = exc if isinstance(exc, ModelError) else ModelError(f"{exc!r}")
+                for p in running.abandon():
+                    self._fail(p, error)
+                raise
+            finally:
+                self._generation_seconds += time.monotonic() - started
+            for p, result in finished:
+                self._answer(p, result)
+        self._kick()
 
-    def _still_wanted(self, pending: Pending) -> bool:
-        if pending.reply is not None and pending.reply.expired():
-            pending.reply.expire()
-            self.scheduler.settle(pending, 0)
+    def _wanted(self, p: Pending) -> bool:
+        """False (and the request answered) when it need not run any more."""
+        if p.reply is not None and (p.reply.done() or p.reply.expired()):
+            p.reply.expire()
+            self._close(p, 0)
             self._counts["refused"] += 1
+            return False
+        if p.cancel:
+            self._answer(p, GenerateResult("", "cancelled", 0, 0, 0.0))
             return False
         return True
 
-    def _run(self, batch: list[Pending]) -> None:
-        assert self.engine is not None
-        self._counts["batches"] += 1
-        number = self._counts["batches"]
-        started = time.monotonic()
-        chunk_index = [0] * len(batch)
+    def _close(self, p: Pending, tokens: int) -> None:
+        self.scheduler.settle(p, tokens)
+        if self._live.get(p.request_id) is p:
+            del self._live[p.request_id]
 
-        def on_token(i: int, text: str) -> None:
-            target = batch[i].request.stream_to
-            if target is None:
-                return
-            try:
-                target.tell(TokenChunk(batch[i].request_id, chunk_index[i], text))
-            except ActorError:
-                log.warning("stream target of %s is gone; chunk dropped", batch[i].request_id)
-            chunk_index[i] += 1
+    def _fail(self, p: Pending, error: BaseException) -> None:
+        self._close(p, 0)
+        if p.reply is not None:
+            p.reply.set_exception(error)
 
-        def should_cancel(i: int) -> bool:
-            reply = batch[i].reply
-            return reply is not None and reply.expired()
-
-        try:
-            results = self.engine.generate_batch(
-                [p.params for p in batch], on_token=on_token, should_cancel=should_cancel
-            )
-        except ModelError as exc:
-            # Out of memory or a failed forward pass: the askers of this batch get the error,
-            # and the actor fails so its supervisor restarts it with a fresh model.
-            for p in batch:
-                self.scheduler.settle(p, 0)
-                if p.reply is not None:
-                    p.reply.set_exception(exc)
-            raise
-        finally:
-            self._generation_seconds += time.monotonic() - started
-        for p, result in zip(batch, results, strict=True):
-            self._answer(p, result, started, number, len(batch))
-
-    def _answer(
-        self,
-        p: Pending,
-        result: GenerateResult | ModelError,
-        started: float,
-        batch: int,
-        size: int,
-    ) -> None:
+    def _answer(self, p: Pending, result: GenerateResult | ModelError) -> None:
         if isinstance(result, ModelError):
-            self.scheduler.settle(p, 0)
             self._counts["refused"] += 1
-            if p.reply is not None:
-                p.reply.set_exception(result)
+            self._fail(p, result)
             return
-        self.scheduler.settle(p, result.completion_tokens)
+        self._close(p, result.completion_tokens)
         self._counts["completed"] += 1
         self._counts["tokens"] += result.completion_tokens
         assert self.engine is not None
+        started = p.started_at if p.started_at is not None else time.monotonic()
         completion = Completion(
             text=result.text,
             finish_reason=result.finish_reason,
             prompt_tokens=result.prompt_tokens,
             completion_tokens=result.completion_tokens,
-            queue_seconds=started - p.queued_at,
+            queue_seconds=max(started - p.sent_at, 0.0),
             generation_seconds=result.generation_seconds,
             model=self.engine.loaded.name,
             request_id=p.request_id,
-            batch=batch,
-            batch_size=size,
+            batch=p.batch,
+            batch_size=max(p.peak, 1),
         )
         if p.request.stream_to is not None:
             try:
                 p.request.stream_to.tell(completion)
-            except ActorError:
-                log.warning("stream target of %s is gone; completion not streamed", p.request_id)
+            except Exception as exc:  # the asker still gets the answer
+                log.debug("completion of %s not streamed: %r", p.request_id, exc)
         if p.reply is not None:
             p.reply.set_result(completion)

@@ -27,6 +27,7 @@ from ._engine_load import (
     default_cache_dir,
     default_model_file,
     load_model,
+    shared_model,
 )
 from ._engine_params import (
     MAX_NEW_TOKENS_CAP,
@@ -49,6 +50,7 @@ __all__ = [
     "default_cache_dir",
     "default_model_file",
     "load_model",
+    "shared_model",
 ]
 
 

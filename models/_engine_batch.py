@@ -69,8 +69,9 @@ class BatchSession:
         on_token: called as ``on_token(i, chunk)`` with each new piece of request ``i``'s text;
             the chunks of a request concatenate exactly to its final text, and never include a
             stop string or text after it.
-        should_cancel: called as ``should_cancel(i)`` before request ``i`` starts and after
-            each of its tokens; True ends it with finish reason ``"cancelled"``.
+        should_cancel: called as ``should_cancel(i)`` before request ``i`` starts, and before
+            and after each of its tokens; True ends it with finish reason ``"cancelled"``, so a
+            request cancelled between steps leaves the batch at the next step.
     """
 
     def __init__(
@@ -193,6 +194,8 @@ class BatchSession:
 
     def _take(self, row: _Row, token: int) -> bool:
         """Take one generated token; return True when the request is finished."""
+        if self._cancelled(row):  # cancelled since the last step: the token is not taken
+            return True
         row.completion_tokens += 1
         if token in self._engine._eos_ids:
             self._finish(row, "stop")

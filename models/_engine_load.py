@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "default_cache_dir",
     "default_model_file",
     "load_model",
+    "shared_model",
 ]
 
 log = logging.getLogger(__name__)
@@ -385,3 +387,28 @@ def load_model(
         source=source,
         path=path,
     )
+
+
+_shared: dict[tuple[Any, ...], LoadedModel] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_model(
+    model: str | None = None,
+    device: str = "auto",
+    dtype: str | None = None,
+    cache_dir: str | None = None,
+    progress: bool = False,
+    reload: bool = False,
+) -> LoadedModel:
+    """Load a model once per process; replicas in one process share its (read-only) weights.
+
+    Args:
+        reload: load it again even if it is loaded (after an out-of-memory error, say).
+    """
+    key = (model, device, dtype, cache_dir)
+    with _shared_lock:
+        loaded = None if reload else _shared.get(key)
+        if loaded is None:
+            loaded = _shared[key] = load_model(model, device, dtype, cache_dir, progress)
+        return loaded

@@ -14,11 +14,12 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from llmos.actors import Actor, ActorError, handler
+from llmos.actors import Actor, ActorDeadError, handler
 
 from ._engine_text import ends_sentence
 from ._errors import ModelError
 from ._messages import (
+    Cancel,
     Completion,
     Generate,
     GetModelStats,
@@ -27,6 +28,7 @@ from ._messages import (
     Scores,
     TokenChunk,
 )
+from ._sched import check_prompt_size
 
 __all__ = ["FakeModel", "count_words"]
 
@@ -49,6 +51,8 @@ class FakeModel(Actor):
         cycle: start the list again from the top instead of echoing when it runs out.
         name_tag: the ``model`` name put in completions.
         delay: seconds to wait before answering each request (to look like a slow model).
+        max_prompt_bytes: requests with a longer prompt text are refused with
+            :class:`PromptTooLarge`, as a ModelActor refuses them.
 
     Without a script each reply is ``"<requester> #<n>: <first 12 words of the last user
     line>"`` (speaker prefixes dropped), with ``n`` counted per requester, so a dialogue
@@ -62,6 +66,7 @@ class FakeModel(Actor):
         cycle: bool = False,
         name_tag: str = "fake",
         delay: float = 0.0,
+        max_prompt_bytes: int | None = 1 << 17,
     ) -> None:
         super().__init__()
         if script is not None and not callable(script) and not isinstance(script, Sequence):
@@ -72,6 +77,7 @@ class FakeModel(Actor):
         self.cycle = cycle
         self.name_tag = name_tag
         self.delay = delay
+        self.max_prompt_bytes = max_prompt_bytes
         self.position = 0
         self.per_requester: dict[str, int] = {}
         self.counts = {"requests": 0, "completed": 0, "refused": 0, "tokens": 0}
@@ -82,6 +88,11 @@ class FakeModel(Actor):
     def generate(self, request: Generate) -> Completion | None:
         """Answer at once with a Completion (and stream it if asked)."""
         self.counts["requests"] += 1
+        try:
+            check_prompt_size(request, self.max_prompt_bytes)
+        except ModelError:
+            self.counts["refused"] += 1
+            raise
         messages = self._messages(request)
         if not self.actor_asked and request.stream_to is None:
             self.counts["refused"] += 1
@@ -118,9 +129,19 @@ class FakeModel(Actor):
                     piece = word if i == 0 else " " + word
                     request.stream_to.tell(TokenChunk(request_id, i, piece))
                 request.stream_to.tell(completion)
-            except ActorError:
+            except ActorDeadError:
                 pass  # the stream target is gone; the asker still gets the answer
+            except Exception as exc:  # what the target raised fails this request only
+                raise ModelError(
+                    f"request {request_id}: its stream target {request.stream_to!r} failed "
+                    f"({type(exc).__name__}: {exc})"
+                ) from exc
         return completion
+
+    @handler(Cancel)
+    def cancel(self, _msg: Cancel) -> bool:
+        """The fake answers at once, so nothing is ever left to cancel: False."""
+        return False
 
     @handler(GetModelStats)
     def stats(self, _msg: GetModelStats) -> ModelStats:

@@ -14,6 +14,7 @@ from llmos.actors import ActorRef, message
 from ._errors import ModelError
 
 __all__ = [
+    "Cancel",
     "Completion",
     "Generate",
     "GetModelStats",
@@ -204,3 +205,15 @@ class Pause:
 @message("llmos.model.Resume")
 class Resume:
     """Start batches again after Pause."""
+
+
+@message("llmos.model.Cancel")
+class Cancel:
+    """Cancel a request by its ``request_id``: it leaves the running batch at the next step.
+
+    Its asker gets a :class:`Completion` with finish reason ``"cancelled"`` and the text so far;
+    a waiting request is answered the same way without running. Asked, the model actor answers
+    True when it knew the request. :class:`ModelStream` sends it when left early.
+    """
+
+    request_id: str

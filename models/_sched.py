@@ -11,7 +11,14 @@ from typing import Any, Literal
 
 from ._errors import ModelError
 
-__all__ = ["BudgetExceeded", "Pending", "Policy", "Scheduler"]
+__all__ = [
+    "BudgetExceeded",
+    "Pending",
+    "Policy",
+    "PromptTooLarge",
+    "Scheduler",
+    "check_prompt_size",
+]
 
 Policy = Literal["fifo", "round_robin"]
 
@@ -24,9 +31,53 @@ class BudgetExceeded(ModelError):
     """
 
 
+class PromptTooLarge(ModelError):
+    """Raised when a request's prompt text is over the model actor's byte cap.
+
+    The request was refused on arrival, before any tokenizing, so it held up nobody. Unlike a
+    prompt refused for the context window (a plain :class:`ModelError`, found by tokenizing),
+    this one is far too long to be worth tokenizing at all.
+    """
+
+
+def check_prompt_size(request: Any, cap: int | None) -> None:
+    """Refuse a Generate whose prompt text is over ``cap`` UTF-8 bytes, without tokenizing.
+
+    Raises:
+        PromptTooLarge: it is over the cap.
+    """
+    if cap is None:
+        return
+    texts: list[Any] = [request.prompt]
+    if isinstance(request.messages, list | tuple):
+        texts += [m.get("content") for m in request.messages if isinstance(m, dict)]
+    size = 0
+    for text in texts:
+        if isinstance(text, str):
+            # A str has at least as many UTF-8 bytes as characters: a text over the cap by its
+            # length alone is not encoded at all.
+            size += len(text) if len(text) > cap else len(text.encode("utf-8", "replace"))
+        if size > cap:
+            raise PromptTooLarge(
+                f"the prompt is over {size:,} bytes, more than this model actor's cap of "
+                f"{cap:,} (max_prompt_bytes); it was refused before tokenizing. Shorten the "
+                "prompt, or start the model actor with a larger max_prompt_bytes"
+            )
+
+
 @dataclasses.dataclass(eq=False)
 class Pending:
-    """A request waiting for a batch."""
+    """A request from its arrival until it is answered (waiting, then in the running batch).
+
+    Attributes:
+        sent_at: when the requester sent it (the ask's start), for a true ``queue_seconds``.
+        started_at: when it joined the running batch (None while waiting).
+        batch: the number of the group it joined the running batch with.
+        peak: the most requests that ran together while it ran.
+        cancel: why it is being cancelled ("" while wanted).
+        error: the error it is to fail with once it leaves the batch (a failed stream target).
+        settled: its token reservation was settled (exactly once, on every path).
+    """
 
     request: Any
     params: Any
@@ -35,6 +86,14 @@ class Pending:
     request_id: str
     queued_at: float
     max_new_tokens: int
+    sent_at: float = 0.0
+    started_at: float | None = None
+    batch: int = 0
+    peak: int = 0
+    chunks: int = 0
+    cancel: str = ""
+    error: ModelError | None = None
+    settled: bool = False
 
 
 class Scheduler:
@@ -96,7 +155,10 @@ class Scheduler:
         self.reserved[requester] += max_new_tokens
 
     def settle(self, pending: Pending, tokens: int) -> None:
-        """Release a request's reservation and charge what it really generated."""
+        """Release a request's reservation and charge what it really generated (once)."""
+        if pending.settled:
+            return
+        pending.settled = True
         self.reserved[pending.requester] -= pending.max_new_tokens
         self.used[pending.requester] += tokens
 

@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 from types import TracebackType
 from typing import Any
 
-from llmos.actors import Actor, ActorRef, AskTimeout, LocalRef, handler
+from llmos.actors import Actor, ActorRef, AskTimeout, LlmosError, LocalRef, handler
 
-from ._messages import Completion, Generate, TokenChunk
+from ._messages import Cancel, Completion, Generate, TokenChunk
 
 __all__ = ["ModelStream", "StreamStalled"]
+
+_ids = itertools.count(1)
 
 
 class StreamStalled(AskTimeout):
@@ -61,7 +64,9 @@ class ModelStream:
         timeout: the whole request's timeout (the ask's).
         chunk_timeout: the longest wait for the next chunk before :class:`StreamStalled`.
 
-    After the iteration ends, ``completion`` holds the final :class:`Completion`.
+    After the iteration ends, ``completion`` holds the final :class:`Completion`. Leaving the
+    ``async with`` before the end cancels the request: the model stops generating it at its
+    next step.
     """
 
     def __init__(
@@ -85,7 +90,9 @@ class ModelStream:
         loop = asyncio.get_running_loop()
         self._queue = asyncio.Queue()
         self._sink = _Sink.start(loop, self._queue)
-        request = dataclasses.replace(self.request, stream_to=self._sink)
+        request_id = self.request.request_id or f"stream-{id(self):x}-{next(_ids)}"
+        request = dataclasses.replace(self.request, stream_to=self._sink, request_id=request_id)
+        self.request = request
         self._ask = asyncio.create_task(self.model.ask_async(request, timeout=self.timeout))
         return self
 
@@ -97,6 +104,10 @@ class ModelStream:
     ) -> None:
         if self._ask is not None and not self._ask.done():
             self._ask.cancel()
+            try:  # a model on another node does not see the sink stop: tell it
+                self.model.tell(Cancel(self.request.request_id))
+            except LlmosError:  # the model is gone: nothing left to cancel
+                pass
         if self._sink is not None:
             await self._sink.stop_async(timeout=5)
 

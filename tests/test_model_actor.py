@@ -198,18 +198,18 @@ def test_out_of_memory_fails_the_batch_and_the_kernel_restarts_the_model(
     loaded: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from llmos.kernel import kernel
-    from llmos.models import ModelEngine, ModelOutOfMemory
+    from llmos.models import BatchSession, ModelOutOfMemory
 
-    real = ModelEngine.generate_batch
+    real = BatchSession.step
     calls = {"n": 0}
 
-    def flaky(self: Any, requests: Any, **kw: Any) -> Any:
+    def flaky(self: Any) -> Any:
         calls["n"] += 1
         if calls["n"] == 1:
             raise ModelOutOfMemory("CUDA out of memory (simulated)")
-        return real(self, requests, **kw)
+        return real(self)
 
-    monkeypatch.setattr(ModelEngine, "generate_batch", flaky)
+    monkeypatch.setattr(BatchSession, "step", flaky)
     ref = kernel().spawn(ModelActor, name="oom-model")
     with pytest.raises(ModelOutOfMemory):
         ask(ref, chat("First", max_new_tokens=4))

@@ -1,0 +1,270 @@
+"""The model actor under faults, on the real default model: cancellation, failing stream
+targets, token reservations, the prompt byte cap, true queue times and continuous batching."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, ClassVar
+
+import pytest
+from test_model_actor import chat
+
+from llmos.actors import (
+    Actor,
+    ActorDeadError,
+    ActorRef,
+    AskTimeout,
+    MailboxFull,
+    Reply,
+    WhenFull,
+    handler,
+)
+from llmos.models import (
+    Cancel,
+    Completion,
+    GenerateParams,
+    GenerateResult,
+    GetModelStats,
+    ModelActor,
+    ModelEngine,
+    ModelError,
+    ModelStream,
+    Pause,
+    PromptTooLarge,
+    Resume,
+    TokenChunk,
+    shared_model,
+)
+from llmos.models._sched import Pending
+from llmos.models._serve import RunningBatch
+
+pytestmark = pytest.mark.model
+
+
+@pytest.fixture(scope="module")
+def engine() -> ModelEngine:
+    return ModelEngine(shared_model())
+
+
+# -- the running batch: cancellation takes effect at the next step ------------------------------
+
+
+class Target:
+    """A stream target that fails on chunk ``fail_at`` with ``error``."""
+
+    def __init__(self, fail_at: int = -1, error: Exception | None = None) -> None:
+        self.chunks: list[Any] = []
+        self.fail_at = fail_at
+        self.error = error
+
+    def tell(self, msg: Any) -> None:
+        if isinstance(msg, TokenChunk) and msg.index == self.fail_at and self.error is not None:
+            raise self.error
+        self.chunks.append(msg)
+
+
+def pending(text: str, tokens: int, target: Any = None, reply: Any = None) -> Pending:
+    request = chat(text, max_new_tokens=tokens, stream_to=target)
+    params = GenerateParams(messages=request.messages, max_new_tokens=tokens)
+    return Pending(request, params, reply, "r", f"id-{text}", time.monotonic(), tokens)
+
+
+def run(batch: RunningBatch) -> dict[str, GenerateResult | ModelError]:
+    results: dict[str, GenerateResult | ModelError] = {}
+    while batch.busy:
+        results.update((p.request_id, r) for p, r in batch.step())
+    return results
+
+
+def steps(batch: RunningBatch, n: int) -> None:
+    for _ in range(n):
+        assert batch.step() == []
+
+
+@pytest.mark.parametrize("how", ["cancel", "ask timed out"])
+def test_a_cancelled_request_leaves_at_the_next_step(engine: ModelEngine, how: str) -> None:
+    reply = Reply(time.monotonic() + 60)
+    batch = RunningBatch(engine, 4)
+    batch.join([pending("Count to fifty.", 60, reply=reply), pending("Name a fruit.", 60)])
+    steps(batch, 4)  # step 1 prefills and takes the first token: 4 tokens each
+    if how == "cancel":
+        assert batch.cancel("id-Count to fifty.", "cancelled")
+    else:
+        reply.expire()  # what a waiter does when its ask times out
+    (p, result), *_ = batch.step()
+    assert p.request_id == "id-Count to fifty."
+    assert isinstance(result, GenerateResult) and result.finish_reason == "cancelled"
+    assert result.completion_tokens == 4  # not one token after the cancel
+    assert len(batch) == 1  # the other request goes on
+
+
+def test_a_gone_stream_target_cancels_its_request_at_once(engine: ModelEngine) -> None:
+    gone = Target(fail_at=2, error=ActorDeadError("gone"))
+    batch = RunningBatch(engine, 4)
+    batch.join([pending("Count to fifty.", 60, target=gone)])
+    results = run(batch)
+    result = results["id-Count to fifty."]
+    assert isinstance(result, GenerateResult) and result.finish_reason == "cancelled"
+    assert result.completion_tokens <= 4  # chunk 2 failed: no token after that step
+    assert batch.steps <= 5
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), MailboxFull("full")])
+def test_a_failing_stream_target_fails_only_its_request(
+    engine: ModelEngine, error: Exception
+) -> None:
+    alone = engine.generate(
+        GenerateParams(messages=chat("Name a fruit.").messages, max_new_tokens=8)
+    )
+    batch = RunningBatch(engine, 4)
+    bad, good = Target(fail_at=1, error=error), Target()
+    batch.join([pending("Count to fifty.", 40, target=bad), pending("Name a fruit.", 8, good)])
+    results = run(batch)
+    failed = results["id-Count to fifty."]
+    assert isinstance(failed, ModelError) and "stream target" in str(failed)
+    assert failed.__cause__ is error
+    ok = results["id-Name a fruit."]
+    assert isinstance(ok, GenerateResult) and ok.text == alone.text
+    assert "".join(c.text for c in good.chunks) == ok.text
+
+
+# -- the actor --------------------------------------------------------------------------------
+
+
+class Gated(Actor):
+    """A stream target that blocks on its first message until released (its mailbox fills)."""
+
+    actor_mailbox_capacity = 1
+    actor_when_full: ClassVar[WhenFull] = "fail"
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+
+    @handler(TokenChunk)
+    def chunk(self, _msg: TokenChunk) -> None:
+        self.gate.wait(60)
+
+    @handler(Completion)
+    def done(self, _msg: Completion) -> None:
+        pass
+
+
+def ask(ref: ActorRef, request: Any, timeout: float = 120) -> Any:
+    return ref.ask(request, timeout=timeout).get()
+
+
+def test_leaving_a_stream_stops_its_generation(caplog: pytest.LogCaptureFixture) -> None:
+    model = ModelActor.start(name="model")
+    caplog.set_level(logging.DEBUG, logger="llmos")
+
+    async def read_three() -> None:
+        request = chat("Tell me a long story.", max_new_tokens=200, requester="reader")
+        async with ModelStream(model, request) as stream:
+            async for _ in stream:
+                if len(stream.chunks) == 3:
+                    break
+
+    import asyncio
+
+    asyncio.run(read_three())
+    after = ask(model, chat("Say yes.", max_new_tokens=4, requester="next"))
+    assert after.completion_tokens > 0
+    used = ask(model, GetModelStats()).tokens_by_requester
+    assert used["reader"] < 100  # stopped long before its 200 tokens
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_an_ask_that_times_out_leaves_the_batch() -> None:
+    model = ModelActor.start(name="model")
+    stale = model.ask(chat("Count to five hundred.", max_new_tokens=500, requester="slow"), 0.5)
+    with pytest.raises(AskTimeout):
+        stale.get()
+    assert ask(model, chat("Say yes.", max_new_tokens=4)).completion_tokens > 0
+    assert ask(model, GetModelStats()).tokens_by_requester["slow"] < 500
+
+
+def test_a_failing_stream_target_fails_only_its_request_and_settles_its_budget() -> None:
+    model = ModelActor.start(budgets={"r": 60}, name="model")
+    gate = threading.Event()
+    full = Gated.start(gate)
+    try:
+        bad = model.ask(chat("Count to fifty.", max_new_tokens=50, requester="r", stream_to=full))
+        others = [model.ask(chat(f"Say {i}.", max_new_tokens=4), timeout=120) for i in range(6)]
+        with pytest.raises(ModelError, match="stream target"):
+            bad.get(timeout=120)
+        assert all(r.get().completion_tokens > 0 for r in others)
+    finally:
+        gate.set()
+    used = ask(model, GetModelStats()).tokens_by_requester["r"]
+    assert used < 50
+    # The failed request's reservation of 50 was released: the rest of the budget is there.
+    assert ask(model, chat("Hi", max_new_tokens=60 - used, requester="r")).text is not None
+
+
+def test_every_path_settles_its_reservation() -> None:
+    model = ModelActor.start(budgets={"r": 40}, name="model")
+    model.ask(Pause(), timeout=30).get()
+    expired = model.ask(chat("Late", max_new_tokens=10, requester="r"), timeout=0.2)
+    with pytest.raises(AskTimeout):
+        expired.get()
+    cancelled = model.ask(chat("Never", max_new_tokens=10, requester="r", request_id="c1"))
+    assert ask(model, Cancel("c1")) is True
+    model.tell(chat("Told", max_new_tokens=10, requester="r"))  # nobody to answer: refused
+    assert ask(model, GetModelStats()).refused == 1  # the tell (the expired ask: when taken)
+    model.ask(Resume(), timeout=30).get()
+    assert cancelled.get(timeout=120).finish_reason == "cancelled"
+    assert ask(model, GetModelStats()).tokens_by_requester.get("r", 0) == 0
+    assert ask(model, chat("All of it", max_new_tokens=40, requester="r")).text is not None
+
+
+def test_an_oversized_prompt_is_refused_before_tokenizing() -> None:
+    model = ModelActor.start(name="model")
+    huge = "word " * 2_160_000  # 10.8 MB
+    started = time.perf_counter()
+    with pytest.raises(PromptTooLarge, match="max_prompt_bytes"):
+        ask(model, chat(huge, max_new_tokens=4))
+    refused = time.perf_counter() - started
+    assert refused < 1.0, f"refused after {refused:.3f} s: it was tokenized"  # ~ms; see bench
+    assert ask(model, chat("Say yes.", max_new_tokens=4)).completion_tokens > 0
+
+
+def test_queue_seconds_counts_the_whole_wait() -> None:
+    model = ModelActor.start(name="model")
+    model.ask(Pause(), timeout=30).get()
+    sent = time.monotonic()
+    reply = model.ask(chat("Say yes.", max_new_tokens=4), timeout=120)
+    time.sleep(0.3)  # the scenario: the request waits 0.3 s while the model is paused
+    model.ask(Resume(), timeout=30).get()
+    waited = time.monotonic() - sent
+    done = reply.get()
+    assert 0.3 <= done.queue_seconds <= waited + 1.0
+
+
+def test_a_request_arriving_mid_batch_joins_the_running_batch() -> None:
+    model = ModelActor.start(max_batch_size=8, name="model")
+    first_chunk = threading.Event()
+
+    class Watch(Actor):
+        @handler(TokenChunk)
+        def chunk(self, _msg: TokenChunk) -> None:
+            first_chunk.set()
+
+        @handler(Completion)
+        def done(self, _msg: Completion) -> None:
+            pass
+
+    watch = Watch.start()
+    long = model.ask(chat("Count to one hundred.", max_new_tokens=120, stream_to=watch), 300)
+    assert first_chunk.wait(120)
+    late = ask(model, chat("What is the capital of France?", max_new_tokens=8))
+    assert not long.done()  # the late request finished while the long one still ran
+    first = long.get()
+    assert late.batch > first.batch  # joined the running batch as a later group
+    assert late.batch_size == 2 and first.batch_size == 2
+    alone = ask(
+        ModelActor.start(name="alone"), chat("What is the capital of France?", max_new_tokens=8)
+    )
+    assert late.text == alone.text  # greedy: the same text as alone, whenever it joined
