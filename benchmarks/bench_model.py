@@ -12,6 +12,7 @@ Run: ``python benchmarks/bench_model.py [--rounds 3] [--tokens 32] [--requesters
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import threading
 import time
@@ -19,8 +20,7 @@ from typing import Any
 
 import llmos.actors as actors
 from llmos.actors import Actor, ActorRef, handler
-from llmos.models._actor import ModelActor, shared_model
-from llmos.models._messages import Completion, Generate, TokenChunk
+from llmos.models import Completion, Generate, ModelActor, TokenChunk, shared_model
 
 QUESTIONS = [
     "Describe the sea in one sentence.",
@@ -112,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r, bt, bf, st, sf in rows:
             print(f"{r:>5} {bt:>14.1f} {bf:>7.2f} {st:>20.1f} {sf:>7.2f} {bt / st:>6.2f}")
-        print(f"median batching speed-up: {statistics.median(ratios):.2f}x (target >= 3.0x)")
+        print(
+            f"batching speed-up min / median / max: {min(ratios):.2f}x / "
+            f"{statistics.median(ratios):.2f}x / {max(ratios):.2f}x (target >= 3.0x)"
+        )
+        print("load average: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     finally:
         actors.stop_all()
     return 0
