@@ -4,15 +4,19 @@ every utterance to the console as it is generated."""
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Any
 
 import llmos.actors as actors
-from llmos.actors import ActorRef
+from llmos.actors import ActorRef, LlmosError
 from llmos.agents import (
     ChatAgent,
+    ChatResult,
+    ConsolePrinter,
     Dialogue,
+    Entry,
     HumanAgent,
     MaxTurns,
     Repetition,
@@ -20,7 +24,7 @@ from llmos.agents import (
     run_chat,
     spawn,
 )
-from llmos.models import FakeModel
+from llmos.models import FakeModel, GetModelStats, ModelStats
 
 __all__ = ["DEMO_QUESTION", "run_chat_session", "run_demo"]
 
@@ -77,6 +81,35 @@ def _start_model(model: str | None, fake: bool, device: str) -> ActorRef:
     return ModelActor.start(model, device=device, name="model")
 
 
+def _shut_down() -> None:
+    """Stop every actor; after Ctrl+C quietly and briefly (the command then exits at once)."""
+    interrupted = sys.exc_info()[0] is KeyboardInterrupt
+    if interrupted:
+        logging.disable(logging.CRITICAL)  # threads winding down have nothing to tell
+    try:
+        actors.stop_all(timeout=0.3 if interrupted else 10.0)
+    except LlmosError:
+        if not interrupted:
+            raise
+
+
+def summary(result: ChatResult, stats: ModelStats | None) -> str:
+    """The demo's closing lines: turns, tokens, tokens/s and batch sizes, on one screen."""
+    rate = result.tokens / result.seconds if result.seconds > 0 else 0.0
+    lines = [
+        f"summary: {result.turns} turns, {result.tokens} tokens in {result.seconds:.1f} s "
+        f"({rate:.1f} tokens/s); ended: {result.reason}"
+    ]
+    if stats is not None and stats.batches:
+        gen = stats.tokens_generated / stats.generation_seconds if stats.generation_seconds else 0
+        lines.append(
+            f"model:   {stats.model}: {stats.completed} requests, {stats.tokens_generated} "
+            f"tokens generated ({gen:.1f} tokens/s while generating), {stats.batches} batches, "
+            f"mean batch size {stats.mean_batch_size:.2f}"
+        )
+    return "\n".join(lines)
+
+
 def run_demo(
     *,
     model: str | None = None,
@@ -90,6 +123,8 @@ def run_demo(
     fake: bool = False,
 ) -> int:
     """Two personas discuss ``question`` for ``turns`` turns through one model actor.
+
+    Prints the question, the dialogue as it is generated, then a short summary.
 
     Returns:
         0 when the dialogue ended normally (turns done), 1 otherwise (the reason is printed).
@@ -111,6 +146,7 @@ def run_demo(
             )
             for name, persona in PERSONAS
         ]
+        print(f"question: {question}", flush=True)
         stop = MaxTurns(turns) | Repetition(window=4, repeats=2) | TimeLimit(600)
         result = run_chat(
             speakers,
@@ -120,11 +156,38 @@ def run_demo(
             save_to=save / "dialogue" if save else None,
             timeout=900,
         )
+        stats = model_ref.ask(GetModelStats(), timeout=10).get()
+        print(summary(result, stats if isinstance(stats, ModelStats) else None))
         if result.jsonl_path:
             print(f"[transcript: {result.jsonl_path} and {result.markdown_path}]")
         return 0 if result.ended_normally else 1
     finally:
-        actors.stop_all()
+        _shut_down()
+
+
+class _ChatPrinter(ConsolePrinter):
+    """Prints each line once: the person's lines are on the terminal already, and the note
+    that says why the chat ended is left to the closing line, which says it too."""
+
+    def __init__(self, person: str) -> None:
+        super().__init__()
+        self.person = person
+        self._note: Entry | None = None
+
+    def entry(self, entry: Entry) -> None:
+        if self._note is not None:
+            super().entry(self._note)
+            self._note = None
+        if entry.kind != "utterance":
+            self._note = entry
+        elif entry.speaker != self.person:
+            super().entry(entry)
+
+    def end(self, result: ChatResult) -> None:
+        if self._note is not None and self._note.text not in result.reason:
+            super().entry(self._note)
+        self._note = None
+        super().end(result)
 
 
 def run_chat_session(
@@ -153,14 +216,14 @@ def run_chat_session(
         )
         print("type a message; /quit ends the chat", file=sys.stderr)
         you = HumanAgent.start(name="you")
-        result = run_chat(
+        run_chat(
             [you, bot],
             "",
             chat_class=Dialogue,
             termination=MaxTurns(turns),
+            printer=_ChatPrinter("you"),
             timeout=24 * 3600,
         )
-        print(f"[chat ended: {result.reason}]")
         return 0
     finally:
-        actors.stop_all()
+        _shut_down()

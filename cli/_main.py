@@ -1,17 +1,49 @@
 """The ``llmos`` command: ``demo``, ``chat``, ``node``, ``status`` and ``--version``.
 
-Errors print as one clear line (``llmos COMMAND: ErrorType: what happened``), not a traceback.
+Every argument is checked before anything loads. Errors print as one line naming the flag
+(``llmos COMMAND: ErrorType: what happened``), never a traceback; Ctrl+C ends with exit code
+130 and one line; a closed pipe (``llmos demo | head -1``) ends quietly.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.metadata
+import logging
+import os
+import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "flag_names", "main"]
+
+# Errors raised below the command line name Python arguments; the user typed flags.
+_FLAGS = {
+    "keys": "--keys",
+    "allow_keys": "--allow-key",
+    "peer_keys": "--peer-key",
+    "allow_spawn": "--allow-spawn",
+    "insecure": "--insecure",
+    "save_to": "--save",
+    "max_new_tokens": "--max-tokens",
+    "temperature": "--temperature",
+}
+_ASSIGNED = re.compile(r"(?<![\w-])(" + "|".join(_FLAGS) + r")=(True\b)?(?=(\S?))")
+# A bare name only when it has an underscore: ``keys`` is also a word.
+_BARE = re.compile(r"(?<![\w-])(" + "|".join(n for n in _FLAGS if "_" in n) + r")\b")
+
+
+def flag_names(text: str) -> str:
+    """``text`` with the Python argument names it mentions (``keys=``) as flags (``--keys``)."""
+
+    def assigned(m: re.Match[str]) -> str:
+        value_follows = not m.group(2) and m.group(3) not in ("", ",", ".", ";", ")")
+        return _FLAGS[m.group(1)] + (" " if value_follows else "")
+
+    text = _ASSIGNED.sub(assigned, text)
+    return _BARE.sub(lambda m: _FLAGS[m.group(1)], text)
 
 
 def _version() -> str:
@@ -19,6 +51,33 @@ def _version() -> str:
         return importlib.metadata.version("llmos")
     except importlib.metadata.PackageNotFoundError:
         return "0+unknown"
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -66,9 +125,15 @@ def _model_flags(parser: argparse.ArgumentParser, max_tokens: int) -> None:
         help="Hugging Face id, local directory or .gguf file "
         "(default: the embedded SmolLM2-135M-Instruct)",
     )
-    parser.add_argument("--device", default="auto", help="auto, cpu or cuda (default: auto)")
-    parser.add_argument("--max-tokens", type=int, default=max_tokens, help="tokens per answer")
-    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument(
+        "--device", default="auto", choices=("auto", "cpu", "cuda"), help="default: auto"
+    )
+    parser.add_argument(
+        "--max-tokens", type=_count, default=max_tokens, help=f"tokens per answer ({max_tokens})"
+    )
+    parser.add_argument(
+        "--temperature", type=_non_negative, default=0.0, help="0 = greedy (default)"
+    )
     parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
     parser.add_argument("--fake", action="store_true", help="a deterministic fake model (no ML)")
 
@@ -85,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="a short multi-agent dialogue on the default model")
     _model_flags(demo, max_tokens=40)
-    demo.add_argument("--turns", type=int, default=4, help="turns of the dialogue (default 4)")
+    demo.add_argument("--turns", type=_count, default=4, help="turns of the dialogue (default 4)")
     demo.add_argument("--question", default=None, help="what the agents discuss")
     demo.add_argument("--save", type=Path, default=None, help="folder for JSONL + Markdown")
     demo.set_defaults(run=_demo)
@@ -100,35 +165,65 @@ def build_parser() -> argparse.ArgumentParser:
 
     status = sub.add_parser("status", help="a table of a running node's actors")
     status.add_argument("address", help="the node's address, e.g. tcp://127.0.0.1:5555")
-    status.add_argument("--timeout", type=float, default=5.0, help="seconds to wait")
+    status.add_argument("--timeout", type=_positive, default=5.0, help="seconds to wait (5)")
     status.add_argument("--keys", default=None, help="this client's CURVE key pair file")
     status.add_argument("--server-key", default=None, help="the node's public CURVE key")
     status.set_defaults(run=_status)
     return parser
 
 
+def _check(args: argparse.Namespace) -> None:
+    """What argparse cannot check alone, before anything is loaded (fast: no torch)."""
+    if getattr(args, "question", "") is None:
+        from ._demo import DEMO_QUESTION
+
+        args.question = DEMO_QUESTION
+    if getattr(args, "question", None) is not None and not args.question.strip():
+        raise ValueError("--question is empty; give the agents something to discuss")
+    if getattr(args, "fake", True) is False:
+        from llmos.models._source import check_model_source
+
+        check_model_source(args.model)
+
+
+def _quiet_interrupt(command: str, console: bool) -> int:
+    # Whatever the threads still winding down would log is noise after Ctrl+C.
+    logging.disable(logging.CRITICAL)
+    print(f"llmos {command}: interrupted", file=sys.stderr, flush=True)
+    if console:
+        # Run as the command: end now. Waiting for a model thread mid forward pass, or for
+        # interpreter teardown, would keep the person waiting for seconds after Ctrl+C.
+        sys.stdout.flush()
+        os._exit(130)
+    return 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``llmos`` console script; returns the exit code."""
+    console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
+    if hasattr(signal, "SIGPIPE") and argv[:1] != ["node"]:
+        # ``llmos demo | head -1``: a closed pipe ends the process quietly, as for any tool.
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv[:1] == ["node"]:
         from ._node import run_node
 
-        return run_node(argv[1:])
+        try:
+            return run_node(argv[1:])
+        except KeyboardInterrupt:
+            return _quiet_interrupt("node", console)
     parser = build_parser()
     args = parser.parse_args(argv)
     run: Command | None = getattr(args, "run", None)
     if run is None:
         parser.print_help()
         return 0
-    if getattr(args, "question", "") is None:
-        from ._demo import DEMO_QUESTION
-
-        args.question = DEMO_QUESTION
     try:
+        _check(args)
         return run(args)
     except KeyboardInterrupt:
-        print(f"llmos {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return _quiet_interrupt(args.command, console)
     except Exception as exc:  # one clear line, not a traceback
-        print(f"llmos {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        text = " ".join(flag_names(str(exc)).split())
+        print(f"llmos {args.command}: {type(exc).__name__}: {text}", file=sys.stderr)
         return 1

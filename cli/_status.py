@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 __all__ = ["fetch_status", "format_table", "print_status"]
@@ -27,7 +28,8 @@ def fetch_status(
     """Ask the kernel of the node at ``address`` for its actors (one dict per actor).
 
     Raises:
-        NodeUnreachable: the node did not answer. ActorDeadError: it runs no kernel.
+        NodeUnreachable: the node did not answer within ``timeout``. ActorDeadError: it runs
+            no kernel.
     """
     from llmos.kernel import KERNEL_NAME, NodeStatus
     from llmos.transport import Node
@@ -36,6 +38,9 @@ def fetch_status(
         keys=keys,
         peer_keys={address: server_key} if server_key else None,
         name="llmos-status",
+        # The peer's heartbeat must not call it down before the asked timeout runs out: the
+        # one answer is then "did not answer within TIMEOUT s".
+        heartbeat=2 * timeout + 1,
     )
     try:
         node.connect(address, timeout=timeout)
@@ -65,6 +70,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 def print_status(
     address: str, timeout: float = 5.0, keys: str | None = None, server_key: str | None = None
 ) -> int:
+    # The failure is reported once, as the command's error line; the transport's own log of
+    # the same event would say it a second time.
+    logging.getLogger("llmos").addHandler(logging.NullHandler())
     rows = fetch_status(address, timeout=timeout, keys=keys, server_key=server_key)
     print(f"{address}: {len(rows)} actors")
     print(format_table(rows))

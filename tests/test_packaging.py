@@ -36,6 +36,7 @@ def test_wheel_maps_folders_under_llmos(wheel: Path) -> None:
         assert f"llmos/{pkg}/__init__.py" in names
         assert f"llmos/{pkg}/py.typed" in names
     assert "llmos/__init__.py" not in names  # llmos is an implicit namespace
+    assert any(n.startswith("llmos-") and n.endswith("/LICENSE") for n in names), names
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     assert "llmos = llmos.cli:main" in zipfile.ZipFile(wheel).read(entry_points).decode()
 

@@ -1,6 +1,6 @@
 """``llmos node``: run a node from the command line until Ctrl+C (SIGINT) or SIGTERM.
 
-The ``llmos`` console script (in llmos.agents) hands its ``node`` arguments to
+The ``llmos`` console script (in llmos.cli) hands its ``node`` arguments to
 :func:`node_main`; ``python -m llmos.transport`` runs it directly.
 """
 
@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import importlib
 import logging
+import re
 import signal
 import sys
 import threading
@@ -158,6 +159,8 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
     try:
         for module in args.imports:
             importlib.import_module(module)
+        for spec in args.allow_spawn:
+            _check_spawnable(spec)
         peer_keys = {}
         for spec in args.peer_key:
             address, sep, key = spec.rpartition("=")
@@ -183,7 +186,7 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
             spawner=spawner,
         )
     except (LlmosError, ImportError) as exc:
-        print(f"llmos node: {exc}", file=sys.stderr)
+        print(f"llmos node: {_flag_names(str(exc))}", file=sys.stderr)
         return 2
     NodeService.start(node, name=NODE_SERVICE)
     stop = threading.Event()
@@ -219,6 +222,45 @@ class NodeService(Actor):  # type: ignore[misc,unused-ignore]
         if message == "statistics":
             return dataclasses.asdict(self.node.statistics())
         raise LlmosError(f"llmos.node answers 'statistics' only, not {message!r}")
+
+
+def _check_spawnable(spec: str) -> None:
+    """Check an ``--allow-spawn`` entry at start: its module imports and has the class.
+
+    Raises:
+        LlmosError: the entry is malformed, its module does not import, or lacks the class.
+    """
+    module_name, sep, class_name = spec.partition(":")
+    if not sep or not module_name or not class_name:
+        raise LlmosError(f"--allow-spawn takes PKG.MOD:CLASS or PKG.MOD:*, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise LlmosError(
+            f"--allow-spawn {spec}: cannot import {module_name} ({type(exc).__name__}: {exc}); "
+            "the node imports it from its own Python path: install its package, or start the "
+            "node with PYTHONPATH=FOLDER (PYTHONPATH=. for a module in the current directory)"
+        ) from exc
+    if class_name != "*" and not isinstance(getattr(module, class_name, None), type):
+        raise LlmosError(
+            f"--allow-spawn {spec}: module {module_name} ({module.__file__}) has no class "
+            f"{class_name}; check the name"
+        )
+
+
+_FLAGS = {
+    "keys=": "--keys",
+    "allow_keys=": "--allow-key",
+    "insecure=True": "--insecure",
+    "(see generate_keys)": "(make a pair with --gen-keys DIR)",
+}
+
+
+def _flag_names(text: str) -> str:
+    # The Node's errors name its Python arguments; here the user typed flags.
+    for name, flag in _FLAGS.items():
+        text = re.sub(rf"(?<![\w-]){re.escape(name)}", flag, text)
+    return text
 
 
 def _on_signals(stop: threading.Event) -> dict[int, Any]:
