@@ -26,8 +26,8 @@ from typing import Any
 import torch
 
 import llmos.actors as actors
-from llmos.actors import Actor, ActorRef, ModelError, handler
-from llmos.models import Completion, Generate, ModelActor, TokenChunk, shared_model
+from llmos.actors import Actor, ActorRef, handler
+from llmos.models import Completion, Generate, ModelActor, ModelError, TokenChunk, shared_model
 
 STORY = [{"role": "user", "content": "Write a long story about a lighthouse keeper and the sea."}]
 SHORT = [{"role": "user", "content": "What is the capital of France?"}]
