@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Any
 
-from llmos.actors import Actor, ActorDeadError, Reply, handler, message
+from llmos.actors import Actor, ActorDeadError, ActorError, Reply, handler, message
 
 from ._engine import (
     GenerateParams,
@@ -185,11 +185,14 @@ class ModelActor(Actor):
         instead, so bad input sent with tell never fails the model actor.
         """
         self._counts["requests"] += 1
-        cell = self._llmos_cell
-        asked = cell is not None and cell.current_reply is not None
+        reply: Reply | None
+        try:
+            reply = self.actor_defer_reply()  # answered when the request finishes
+        except ActorError:  # told, not asked
+            reply = None
         requester = request.requester or "anonymous"
         try:
-            if not asked and request.stream_to is None:
+            if reply is None and request.stream_to is None:
                 raise ModelError(
                     "Generate was sent with tell and no stream_to: nobody would get the "
                     "answer; use ask, or name a stream_to ref"
@@ -200,11 +203,11 @@ class ModelActor(Actor):
             self.scheduler.admit(requester, params.max_new_tokens + params.finish_sentence)
         except ModelError as exc:
             self._counts["refused"] += 1
-            if asked:
-                raise
-            log.warning("told Generate %r refused: %s", request.request_id, exc)
+            if reply is not None:
+                reply.set_exception(exc)
+            else:
+                log.warning("told Generate %r refused: %s", request.request_id, exc)
             return None
-        reply: Reply | None = self.actor_defer_reply() if asked else None
         now = time.monotonic()
         pending = Pending(
             request=request,
