@@ -28,7 +28,8 @@ so the original stays reachable as ``__cause__``::
     ├── SupervisionError           a supervisor gave up (restart intensity exceeded) or was misused
     ├── ModelError                 (llmos.models) a model failed to load, or refused a request
     │   ├── ModelOutOfMemory       (llmos.models) the device ran out of memory for a batch
-    │   └── BudgetExceeded         (llmos.models) a caller's token budget is spent
+    │   ├── BudgetExceeded         (llmos.models) a caller's token budget is spent
+    │   └── PromptTooLarge         (llmos.models) a prompt over the byte cap, refused untokenized
     └── AgentError                 (llmos.agents) an agent or chat refused its input or cannot go on
         └── ChatTimeout            (llmos.agents) run_chat's own bound ran out
 
