@@ -303,7 +303,8 @@ def test_finding_7_stalled_connections_are_closed_and_new_peers_served(
     keys = generate_keys(tmp_path / "client") if keyed else None
     server = generate_keys(tmp_path / "server") if keyed else None
     if keys is not None:
-        args = ["--keys", str(tmp_path / "server"), "--allow-key", keys.public.decode()]
+        # "=": a Z85 key may start with "-", which argparse would take for an option
+        args = ["--keys", str(tmp_path / "server"), f"--allow-key={keys.public.decode()}"]
     with target_node(
         *args, fd_limit=1024, keys=keys, server_key=server.public if server else None
     ) as node:

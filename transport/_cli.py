@@ -48,7 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="KEY",
-        help="a client public key (Z85, .key file, or folder) to let in; repeat",
+        help="a client public key (Z85, .key file, or folder) to let in; repeat; write "
+        "--allow-key=KEY for a Z85 key that starts with -",
     )
     parser.add_argument(
         "--peer-key",
