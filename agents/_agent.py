@@ -363,8 +363,17 @@ class Agent(Actor):
             description=self.agent_description,
             kind=type(self).__name__,
             accepts=accepts,
-            turn_timeout=float(self.agent_turn_timeout or 0.0),
+            turn_timeout=self.agent_turn_seconds(),
         )
+
+    def agent_turn_seconds(self) -> float:
+        """How long a dialogue should wait for this agent's turn (0: the dialogue's default).
+
+        ``agent_turn_timeout`` by default; an agent whose turn waits on something slower (a
+        model, a person) says so here, so a dialogue never gives up on a turn the agent is
+        still allowed to finish.
+        """
+        return float(self.agent_turn_timeout or 0.0)
 
     @handler(GetOpLog)
     def get_oplog(self, msg: GetOpLog) -> list[dict[str, Any]]:

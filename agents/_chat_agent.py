@@ -155,6 +155,11 @@ class ChatAgent(Agent):
         self.participants: tuple[str, ...] = ()
         self.turn_key = ""  # the dialogue and turn being answered, for the seeds
 
+    def agent_turn_seconds(self) -> float:
+        """A turn may wait for the model twice (a near-repeat is generated once more), so a
+        dialogue waits that long for it, and a little more."""
+        return max(super().agent_turn_seconds(), 2 * self.model_timeout + 10.0)
+
     # -- handlers -----------------------------------------------------------------------------
 
     @handler(Turn)

@@ -11,7 +11,7 @@ import pytest
 from test_agent_support import Scripted, start_supervised
 
 from llmos.actors import ActorRef
-from llmos.agents._agent_messages import Utterance
+from llmos.agents._agent_messages import Describe, Utterance
 from llmos.agents._chat_agent import ChatAgent, GetMemory
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._termination import MaxTurns
@@ -179,3 +179,13 @@ def test_the_console_printer_completes_a_line_whose_chunks_trail() -> None:
     printer.entry(Entry(1, "utterance", "ann", "Hi", 2, 0.0))
     printer.entry(Entry(2, "note", "", "a note", 2, 0.0))
     assert out.getvalue() == "bob: Hello world\nann: something else\nann: Hi\n  [a note]\n"
+
+
+def test_a_dialogue_waits_for_a_chat_agents_turn_as_long_as_its_model_may_take() -> None:
+    """The chat's per-turn wait covers the agent's own model timeout (twice: a near-repeat is
+    generated once more), so a slow model never makes the chat give up on a turn the agent is
+    still allowed to finish."""
+    fake = FakeModel.start(lambda messages: "Fine.", name="fake")
+    slow = ChatAgent.start(fake, "You are Ann.", model_timeout=100.0, name="ann")
+    info = slow.ask(Describe(), timeout=10).get()
+    assert info.turn_timeout >= 2 * 100.0
