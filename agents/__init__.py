@@ -14,8 +14,8 @@ from __future__ import annotations
 from llmos.agents._agent import Agent, check_input, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
 from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory
-from llmos.agents._dialogue import ChatTimeout, Dialogue, run_chat
-from llmos.agents._errors import AgentError
+from llmos.agents._dialogue import Dialogue, run_chat
+from llmos.agents._errors import AgentError, ChatTimeout
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
 from llmos.agents._memory import Memory, approx_tokens

@@ -14,28 +14,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from llmos.actors import ActorError, ActorRef, AskTimeout
+from llmos.actors import ActorRef
 from llmos.agents._errors import AgentError
-from llmos.agents._group_chat import GetResult, GroupChat, StartChat, StopChat
+from llmos.agents._group_chat import GroupChat
 from llmos.agents._transcript import ChatResult
 
-__all__ = ["ChatTimeout", "Dialogue", "run_chat"]
-
-
-class ChatTimeout(AgentError, TimeoutError):
-    """Raised by :func:`run_chat` when the chat has not ended within ``timeout``.
-
-    The chat is stopped first; what was said so far is in ``result`` (``stopped_by``
-    "stopped"). Unlike a :class:`~llmos.agents.TimeLimit` condition, which ends a chat normally,
-    this means the caller's bound ran out: raise it, or add a TimeLimit condition.
-
-    Attributes:
-        result: the chat up to the moment it was stopped.
-    """
-
-    def __init__(self, text: str, result: ChatResult | None) -> None:
-        super().__init__(text)
-        self.result = result
+__all__ = ["Dialogue", "run_chat"]
 
 
 class Dialogue(GroupChat):
@@ -72,7 +56,15 @@ class Dialogue(GroupChat):
         Raises:
             ChatTimeout: it had not ended within ``timeout``.
         """
-        return run_chat([first, second], task, timeout=timeout, name=name, chat_class=cls, **kwargs)
+        return super().run([first, second], task, timeout=timeout, name=name, **kwargs)
+
+    @classmethod
+    def open_chat(
+        cls, participants: Sequence[ActorRef | str], task: str, name: str | None, **kwargs: Any
+    ) -> ActorRef:
+        if len(participants) != 2:
+            raise AgentError(f"a Dialogue has two participants, got {len(participants)}")
+        return cls.start(participants[0], participants[1], task, name=name, **kwargs)
 
 
 def run_chat(
@@ -108,25 +100,7 @@ def run_chat(
     if issubclass(chat_class, Dialogue):
         if len(participants) != 2:
             raise AgentError(f"a Dialogue has two participants, got {len(participants)}")
-        chat = chat_class.start(participants[0], participants[1], task, name=name, **kwargs)
-    else:
-        chat = chat_class.start(participants, task, name=name, **kwargs)
-    try:
-        chat.ask(StartChat(), timeout=min(60.0, timeout)).get()
-        try:
-            result: ChatResult = chat.ask(GetResult(), timeout=timeout).get()
-            return result
-        except AskTimeout:
-            note = f"run_chat gave up after its timeout of {timeout:g} s"
-            partial: ChatResult | None
-            try:
-                partial = chat.ask(StopChat(note), timeout=10).get()
-            except ActorError:
-                partial = None
-            raise ChatTimeout(
-                f"the chat did not end within {timeout:g} s; it was stopped (raise timeout, or "
-                "add a TimeLimit/MaxTurns condition)",
-                partial,
-            ) from None
-    finally:
-        chat.stop(timeout=10)
+        return chat_class.run(
+            participants[0], participants[1], task, timeout=timeout, name=name, **kwargs
+        )
+    return chat_class.run(participants, task, timeout=timeout, name=name, **kwargs)

@@ -25,11 +25,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import llmos.actors as actors
-from llmos.actors import ActorRef, Reply, handler, message
+from llmos.actors import ActorError, ActorRef, AskTimeout, Reply, handler, message
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import AgentInfo, Describe
 from llmos.agents._chat_turns import TurnTaking, _InFlight, _NextTurn, _TurnReady
-from llmos.agents._errors import AgentError
+from llmos.agents._errors import AgentError, ChatTimeout
 from llmos.agents._replies import most_similar, normalize
 from llmos.agents._selection import Selector, resolve_selector
 from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Repetition, Termination
@@ -190,9 +190,33 @@ class GroupChat(TurnTaking, Agent):
             ChatTimeout: the chat had not ended in time (it is stopped; the partial result is
                 attached).
         """
-        from llmos.agents._dialogue import run_chat
+        chat = cls.open_chat(participants, task, name, **kwargs)
+        try:
+            chat.ask(StartChat(), timeout=min(60.0, timeout)).get()
+            try:
+                result: ChatResult = chat.ask(GetResult(), timeout=timeout).get()
+                return result
+            except AskTimeout:
+                note = f"run_chat gave up after its timeout of {timeout:g} s"
+                partial: ChatResult | None
+                try:
+                    partial = chat.ask(StopChat(note), timeout=10).get()
+                except ActorError:
+                    partial = None
+                raise ChatTimeout(
+                    f"the chat did not end within {timeout:g} s; it was stopped (raise timeout, or "
+                    "add a TimeLimit/MaxTurns condition)",
+                    partial,
+                ) from None
+        finally:
+            chat.stop(timeout=10)
 
-        return run_chat(participants, task, timeout=timeout, name=name, chat_class=cls, **kwargs)
+    @classmethod
+    def open_chat(
+        cls, participants: Sequence[ActorRef | str], task: str, name: str | None, **kwargs: Any
+    ) -> ActorRef:
+        """Start a chat actor of this class (a subclass with other arguments overrides it)."""
+        return cls.start(participants, task, name=name, **kwargs)
 
     # -- control -----------------------------------------------------------------------------
 
