@@ -15,17 +15,18 @@ so the original stays reachable as ``__cause__``::
     │   └── NameTaken              a second live actor was given a name already in use
     ├── MessageError               a message cannot be sent as it is (also a TypeError)
     │   └── UnknownMessageType     a wire name no message class is registered under
-    ├── TransportError             something went wrong between nodes
-    │   ├── NodeUnreachable        the peer node is down, gone or not answering heartbeats
-    │   ├── FrameError             a frame was garbage, truncated, too large or of an unknown kind
-    │   ├── AuthError              CURVE keys are missing, wrong or not allowed
-    │   ├── RemoteError            an error raised on another node whose type is not known here
+    ├── TransportError             (llmos.transport) something went wrong between nodes
+    │   ├── NodeUnreachable        (llmos.transport) the peer node is down, gone or not answering
+    │   ├── FrameError             (llmos.transport) a frame was garbage, truncated, too large
+    │   ├── AuthError              (llmos.transport) CURVE keys are missing, wrong or not allowed
+    │   ├── RemoteError            (llmos.transport) a remote error of a type unknown here
     │   ├── NotAllowed             (llmos.transport) a peer asked for what the node forbids
     │   │   ├── SpawnRefused       (llmos.transport) the class is not on the spawn allowlist
     │   │   └── QuotaExceeded      (llmos.transport) a per-peer quota is spent
+    │   ├── SpawnFailed            (llmos.transport) an allowed class could not be started there
     │   ├── RequestExpired         (llmos.transport) a request arrived past its deadline
     │   └── PeerBusy               (llmos.transport) also a MailboxFull, see above
-    ├── SupervisionError           a supervisor gave up (restart intensity exceeded) or was misused
+    ├── SupervisionError           (llmos.kernel) a supervisor gave up or was misused
     ├── ModelError                 (llmos.models) a model failed to load, or refused a request
     │   ├── ModelOutOfMemory       (llmos.models) the device ran out of memory for a batch
     │   ├── BudgetExceeded         (llmos.models) a caller's token budget is spent
@@ -43,17 +44,11 @@ __all__ = [
     "ActorDeadError",
     "ActorError",
     "AskTimeout",
-    "AuthError",
     "DeadlockError",
-    "FrameError",
     "LlmosError",
     "MailboxFull",
     "MessageError",
     "NameTaken",
-    "NodeUnreachable",
-    "RemoteError",
-    "SupervisionError",
-    "TransportError",
     "UnknownMessageType",
 ]
 
@@ -112,41 +107,3 @@ class MessageError(LlmosError, TypeError):
 
 class UnknownMessageType(MessageError):
     """Raised when a wire name has no registered message class in this process."""
-
-
-class TransportError(LlmosError):
-    """A problem between nodes: the peer, the frame or the keys."""
-
-
-class NodeUnreachable(TransportError):
-    """Raised when a peer node is down, gone, or missed its heartbeats.
-
-    Pending asks to that node fail with this error as soon as the node is marked down, not at
-    their own timeout. Refs to it work again once it comes back.
-    """
-
-
-class FrameError(TransportError):
-    """Raised (or counted) when a frame is garbage, truncated, too large or of unknown kind."""
-
-
-class AuthError(TransportError):
-    """Raised when CURVE keys are missing or wrong, or binding off loopback without keys."""
-
-
-class RemoteError(TransportError):
-    """An exception raised on another node whose class is not known in this process.
-
-    Attributes:
-        type_name: the qualified name of the remote exception's class.
-        text: the remote exception's message.
-    """
-
-    def __init__(self, type_name: str, text: str) -> None:
-        super().__init__(f"{type_name}: {text}")
-        self.type_name = type_name
-        self.text = text
-
-
-class SupervisionError(LlmosError):
-    """Raised when a supervisor gives up (restart intensity exceeded) or a spec is invalid."""

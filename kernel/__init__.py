@@ -1,5 +1,6 @@
 # llmos.kernel: the node's kernel actor, supervision and pools.
 #   _kernel      Kernel (one per process, the root supervisor), kernel()
+#   _errors      SupervisionError
 #   _supervisor  Supervisor (nestable actor: strategies, restart intensity, backoff)
 #   _spec        ChildSpec, Backoff, the Restart and Strategy types
 #   _policy      restart intensity window and strategy groups (plain, no threads)
@@ -10,6 +11,7 @@
 #   _status      NodeStatus (what ``llmos status`` asks), status_rows
 #   _stats       KernelStats, PoolStats, BatchFigures and the scheduling figures
 # Imports point to llmos.actors (and, later, llmos.transport) only; nothing here imports agents.
+from llmos.kernel._errors import SupervisionError
 from llmos.kernel._kernel import KERNEL_NAME, Kernel, kernel
 from llmos.kernel._policy import RestartWindow, restart_group, should_restart
 from llmos.kernel._pool import Autoscale, Pool
@@ -61,6 +63,7 @@ __all__ = [
     "Router",
     "RouterName",
     "Strategy",
+    "SupervisionError",
     "Supervisor",
     "ThreadTimer",
     "Timer",

@@ -14,8 +14,9 @@ import threading
 import time
 from collections.abc import Sequence
 
-from llmos.actors import NameTaken, SupervisionError, message
+from llmos.actors import NameTaken, message
 from llmos.actors.lowlevel import Cell
+from llmos.kernel._errors import SupervisionError
 from llmos.kernel._policy import RestartWindow
 from llmos.kernel._spec import ChildSpec
 from llmos.kernel._timer import TimerHandle

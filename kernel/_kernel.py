@@ -25,13 +25,13 @@ from llmos.actors import (
     ActorRef,
     ActorStats,
     LocalRef,
-    SupervisionError,
     WhenFull,
     dead_letter_count,
     get,
     handler,
 )
 from llmos.actors.lowlevel import Cell
+from llmos.kernel._errors import SupervisionError
 from llmos.kernel._pool import Autoscale, Pool, PoolCore, live_pools
 from llmos.kernel._pool_ref import PoolRef
 from llmos.kernel._routers import HashKey, Router, RouterName, make_router

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 from collections.abc import Sequence
 
-from llmos.actors import SupervisionError
+from llmos.kernel._errors import SupervisionError
 
 __all__ = ["RestartWindow", "give_up_error", "is_normal_exit", "restart_group", "should_restart"]
 

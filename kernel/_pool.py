@@ -25,9 +25,10 @@ import threading
 import time
 from typing import Any
 
-from llmos.actors import ActorError, LocalRef, MailboxFull, SupervisionError, handler, message
+from llmos.actors import ActorError, LocalRef, MailboxFull, handler, message
 from llmos.actors.lowlevel import Cell
 from llmos.kernel._children import ChildRecord
+from llmos.kernel._errors import SupervisionError
 from llmos.kernel._routers import Router
 from llmos.kernel._spec import Backoff, ChildSpec
 from llmos.kernel._stats import BatchFigures, PoolStats, load_balance_efficiency, utilisation

@@ -20,8 +20,9 @@ import itertools
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal
 
-from llmos.actors import MessageError, SupervisionError
+from llmos.actors import MessageError
 from llmos.actors.lowlevel import Cell
+from llmos.kernel._errors import SupervisionError
 
 __all__ = [
     "ROUTERS",

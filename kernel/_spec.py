@@ -12,7 +12,8 @@ import random
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from llmos.actors import Actor, SupervisionError, WhenFull
+from llmos.actors import Actor, WhenFull
+from llmos.kernel._errors import SupervisionError
 
 __all__ = ["RESTART_TYPES", "STRATEGIES", "Backoff", "ChildSpec", "Restart", "Strategy"]
 

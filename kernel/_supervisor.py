@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
 
-from llmos.actors import Actor, ActorError, ActorRef, LocalRef, SupervisionError, WhenFull, handler
+from llmos.actors import Actor, ActorError, ActorRef, LocalRef, WhenFull, handler
 from llmos.actors.lowlevel import Cell
 from llmos.kernel._children import (
     ChildFailed,
@@ -39,6 +39,7 @@ from llmos.kernel._children import (
     Sync,
     stop_children,
 )
+from llmos.kernel._errors import SupervisionError
 from llmos.kernel._policy import RestartWindow, give_up_error, restart_group, should_restart
 from llmos.kernel._spec import STRATEGIES, Backoff, ChildSpec, Restart, Strategy
 from llmos.kernel._timer import Timer, default_timer

@@ -19,7 +19,7 @@ from test_kernel_support import (
 
 import llmos.actors as actors
 import llmos.kernel
-from llmos.actors import ActorDeadError, NameTaken, SupervisionError
+from llmos.actors import ActorDeadError, NameTaken
 from llmos.kernel import (
     KERNEL_NAME,
     Backoff,
@@ -28,6 +28,7 @@ from llmos.kernel import (
     KernelStats,
     ManualTimer,
     RestartWindow,
+    SupervisionError,
     Supervisor,
     ThreadTimer,
     kernel,

@@ -24,7 +24,7 @@ from test_kernel_support import (
 )
 
 import llmos.actors as actors
-from llmos.actors import ActorDeadError, MessageError, SupervisionError
+from llmos.actors import ActorDeadError, MessageError
 from llmos.actors.lowlevel import check_message
 from llmos.kernel import (
     Autoscale,
@@ -32,6 +32,7 @@ from llmos.kernel import (
     ManualTimer,
     PoolRef,
     RoundRobin,
+    SupervisionError,
     kernel,
 )
 

@@ -29,15 +29,8 @@ from test_kernel_support import (
 )
 
 import llmos.actors as actors
-from llmos.actors import (
-    Actor,
-    ActorDeadError,
-    DeadlockError,
-    SupervisionError,
-    handler,
-    message,
-)
-from llmos.kernel import Backoff, ManualTimer, Supervisor, kernel
+from llmos.actors import Actor, ActorDeadError, DeadlockError, handler, message
+from llmos.kernel import Backoff, ManualTimer, SupervisionError, Supervisor, kernel
 
 
 def cell_of(name: str) -> Any:

@@ -24,8 +24,16 @@ from test_kernel_support import (
 )
 
 import llmos.actors as actors
-from llmos.actors import ActorDeadError, SupervisionError
-from llmos.kernel import Backoff, ChildSpec, ManualTimer, Supervisor, kernel, supervisor_of
+from llmos.actors import ActorDeadError
+from llmos.kernel import (
+    Backoff,
+    ChildSpec,
+    ManualTimer,
+    SupervisionError,
+    Supervisor,
+    kernel,
+    supervisor_of,
+)
 from llmos.kernel._children import Sync
 
 ABC = [ChildSpec(Worker, name=n) for n in ("a", "b", "c")]

@@ -18,8 +18,8 @@ import pytest
 from transport_peer import Add, Echo, Sleep
 from transport_support import Gate, PeerProcess, endpoint, short_tmpdir
 
-from llmos.actors import Actor, ActorDeadError, NodeUnreachable
-from llmos.transport import Node
+from llmos.actors import Actor, ActorDeadError
+from llmos.transport import Node, NodeUnreachable
 
 SCHEMES = ["tcp", "ipc", "inproc"]
 HEARTBEAT = 1.0

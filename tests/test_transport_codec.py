@@ -14,17 +14,23 @@ from llmos.actors import (
     ActorDeadError,
     ActorRef,
     AskTimeout,
-    FrameError,
     LlmosError,
     LocalRef,
     MessageError,
     NameTaken,
-    RemoteError,
     UnknownMessageType,
     message,
 )
 from llmos.actors.lowlevel import MAX_DEPTH
-from llmos.transport import Codec, Limits, PeerBusy, SpawnRefused, register_error
+from llmos.transport import (
+    Codec,
+    FrameError,
+    Limits,
+    PeerBusy,
+    RemoteError,
+    SpawnRefused,
+    register_error,
+)
 from llmos.transport._codec import EXT_MESSAGE, EXT_REF, EXT_TUPLE
 from llmos.transport._frames import ASK, HEADER_SIZE, VERSION, pack_frame, parse_frame
 from llmos.transport._security import ZapHandler, is_local_endpoint, load_public_keys

@@ -33,11 +33,12 @@ from transport_hostile import (
 from transport_peer import Add, Record, Sleep
 from transport_support import ask_item, hostile_frames
 
-from llmos.actors import Actor, LlmosError, MessageError, NodeUnreachable, Terminated
+from llmos.actors import Actor, LlmosError, MessageError, Terminated
 from llmos.kernel._pool import ScaleTick
 from llmos.transport import (
     Limits,
     Node,
+    NodeUnreachable,
     NotAllowed,
     QuotaExceeded,
     SpawnRefused,

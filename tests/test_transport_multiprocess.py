@@ -26,15 +26,17 @@ from transport_support import (
     short_tmpdir,
 )
 
-from llmos.actors import (
-    Actor,
-    AskTimeout,
+from llmos.actors import Actor, AskTimeout, Terminated
+from llmos.transport import (
     AuthError,
     FrameError,
+    Node,
     NodeUnreachable,
-    Terminated,
+    RemoteRef,
+    SpawnRefused,
+    generate_keys,
+    node_main,
 )
-from llmos.transport import Node, RemoteRef, SpawnRefused, generate_keys, node_main
 from llmos.transport._frames import FAIL, NOTICE, parse_frame
 
 pytestmark = pytest.mark.multiprocess

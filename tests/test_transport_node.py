@@ -20,23 +20,23 @@ from llmos.actors import (
     ActorDeadError,
     ActorRef,
     AskTimeout,
-    AuthError,
-    FrameError,
     MailboxFull,
-    NodeUnreachable,
     Terminated,
-    TransportError,
     UnknownMessageType,
 )
 from llmos.transport import (
+    AuthError,
+    FrameError,
     KeyPair,
     Limits,
     Node,
+    NodeUnreachable,
     NotAllowed,
     PeerBusy,
     RemoteRef,
     RequestExpired,
     SpawnRefused,
+    TransportError,
 )
 from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, pack_frame, parse_frame
 

@@ -1,6 +1,6 @@
 # llmos.transport: remote nodes over ZeroMQ with msgpack, location-transparent refs.
-#   _errors    NotAllowed, SpawnRefused, QuotaExceeded, RequestExpired, PeerBusy (the rest of
-#              the tree lives in llmos.actors); what a caller may assume after each
+#   _errors    TransportError and its subclasses (a branch of the tree drawn in llmos.actors);
+#              what a caller may assume after each
 #   _frames    the versioned frame header, item op codes, Limits
 #   _codec     msgpack + ext types (tuples, messages, refs), error envelopes, register_error
 #   _security  CURVE key pairs, the bind policy, the ZAP allowlist decision
@@ -38,11 +38,17 @@ from llmos.transport._capabilities import Quotas
 from llmos.transport._cli import node_main
 from llmos.transport._codec import Codec, register_error
 from llmos.transport._errors import (
+    AuthError,
+    FrameError,
+    NodeUnreachable,
     NotAllowed,
     PeerBusy,
     QuotaExceeded,
+    RemoteError,
     RequestExpired,
+    SpawnFailed,
     SpawnRefused,
+    TransportError,
 )
 from llmos.transport._frames import Limits
 from llmos.transport._node import Node, Spawner, default_spawner
@@ -51,19 +57,25 @@ from llmos.transport._ref import RemoteRef
 from llmos.transport._security import KeyPair, generate_keys, load_keys, load_public_keys
 
 __all__ = [
+    "AuthError",
     "Codec",
+    "FrameError",
     "KeyPair",
     "Limits",
     "Node",
     "NodeStats",
+    "NodeUnreachable",
     "NotAllowed",
     "PeerBusy",
     "QuotaExceeded",
     "Quotas",
+    "RemoteError",
     "RemoteRef",
     "RequestExpired",
+    "SpawnFailed",
     "SpawnRefused",
     "Spawner",
+    "TransportError",
     "default_spawner",
     "generate_keys",
     "load_keys",

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from llmos.actors import LlmosError
-from llmos.transport._errors import NotAllowed, SpawnRefused
+from llmos.transport._errors import NotAllowed, SpawnFailed, SpawnRefused
 
 __all__ = ["STOP_POLICIES", "Account", "Capabilities", "Quotas", "is_system_actor"]
 
@@ -135,10 +135,8 @@ class Capabilities:
         Raises:
             SpawnRefused: not covered (a wildcard covers only a class defined in its module).
             ImportError, AttributeError: the module or class does not exist.
-            SupervisionError: the path names something other than a class.
+            SpawnFailed: the path names something other than a class.
         """
-        from llmos.actors import SupervisionError
-
         if not self.spawn_allowed(path):
             raise self.refusal(path, address)
         module_name, _, qualname = path.partition(":")
@@ -151,7 +149,7 @@ class Capabilities:
             if not isinstance(found, type) or found.__module__ != module_name:
                 raise self.refusal(path, address)
         if not isinstance(found, type):
-            raise SupervisionError(f"{path} is a {type(found).__name__}, not a class")
+            raise SpawnFailed(f"{path} is a {type(found).__name__}, not a class")
         return found
 
     def check_stop(

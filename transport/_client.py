@@ -14,8 +14,9 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import ActorRef, FrameError, LlmosError, MessageError, NodeUnreachable, Terminated
+from llmos.actors import ActorRef, LlmosError, MessageError, Terminated
 from llmos.actors.lowlevel import record_dead_letter
+from llmos.transport._errors import FrameError, NodeUnreachable
 from llmos.transport._frames import FAIL, NOTICE, PONG, REPLY, TELL, parse_frame
 from llmos.transport._peer import DOWN, UP, Counters, Peer
 

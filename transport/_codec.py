@@ -11,16 +11,16 @@ data; three ext types carry the rest:
 Errors travel as an envelope ``[type name, args or None, text, traceback text, origin node]``.
 On the receiving side the same class is rebuilt when it is known (builtin exceptions, every
 :class:`~llmos.actors.LlmosError` subclass loaded in the process, and classes passed to
-:func:`register_error`); any other arrives as :class:`~llmos.actors.RemoteError`. Nothing is
+:func:`register_error`); any other arrives as :class:`~llmos.transport.RemoteError`. Nothing is
 ever unpickled or imported because a peer named it.
 
 Only these ext codes are decoded: any other, msgpack's own Timestamp (-1) included, is refused
-with a :class:`~llmos.actors.FrameError`; a local-only message class (``@message(...,
+with a :class:`~llmos.transport.FrameError`; a local-only message class (``@message(...,
 local_only=True)``) is refused with :class:`~llmos.transport.NotAllowed`. A message is sent
 as exactly its own registered class: an undecorated subclass is refused at send time.
 
 Every decode enforces :class:`~llmos.transport.Limits` and ``MAX_DEPTH``; what breaks them
-raises :class:`~llmos.actors.FrameError`.
+raises :class:`~llmos.transport.FrameError`.
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ from typing import Any, TypeVar
 import msgpack
 from msgpack import Timestamp
 
-from llmos.actors import ActorRef, FrameError, LlmosError, MessageError, RemoteError, wire_name
+from llmos.actors import ActorRef, LlmosError, MessageError, wire_name
 from llmos.actors.lowlevel import MAX_DEPTH, check_message, message_class
-from llmos.transport._errors import NotAllowed
+from llmos.transport._errors import FrameError, NotAllowed, RemoteError
 from llmos.transport._frames import Limits
 
 __all__ = ["EXT_MESSAGE", "EXT_REF", "EXT_TUPLE", "Codec", "register_error"]

@@ -13,18 +13,9 @@ import dataclasses
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import (
-    ActorDeadError,
-    ActorRef,
-    FrameError,
-    LocalRef,
-    Reply,
-    SupervisionError,
-    Terminated,
-    find,
-)
+from llmos.actors import ActorDeadError, ActorRef, LocalRef, Reply, Terminated, find
 from llmos.transport._capabilities import Account, Capabilities, Quotas
-from llmos.transport._errors import NotAllowed, QuotaExceeded
+from llmos.transport._errors import FrameError, NotAllowed, QuotaExceeded, SpawnFailed
 from llmos.transport._ref import Callback, QuietRef
 
 if TYPE_CHECKING:
@@ -236,7 +227,7 @@ class Control:
         except Exception as exc:
             reply.set_exception(exc)
         except BaseException as exc:  # SystemExit, KeyboardInterrupt... from the constructor
-            error = SupervisionError(
+            error = SpawnFailed(
                 f"constructing {path} on node {self.address} raised {exc!r}; the actor "
                 "was not started"
             )

@@ -1,21 +1,22 @@
-"""Errors the transport adds to the tree of :mod:`llmos.actors` (which defines the rest)::
+"""Errors of the transport, a branch of the tree drawn in :mod:`llmos.actors`::
 
-TransportError                 (llmos.actors)
-├── NodeUnreachable            (llmos.actors) peer down, gone, or missing heartbeats
-├── FrameError                 (llmos.actors) garbage, truncated, too large, unknown kind
-├── AuthError                  (llmos.actors) CURVE keys missing, wrong or not allowed
-├── RemoteError                (llmos.actors) a remote error of a class unknown here
+TransportError                 something went wrong between nodes (an llmos.actors.LlmosError)
+├── NodeUnreachable            peer down, gone, or missing heartbeats
+├── FrameError                 garbage, truncated, too large, unknown kind
+├── AuthError                  CURVE keys missing, wrong or not allowed
+├── RemoteError                a remote error of a class unknown here
 ├── NotAllowed                 a node refused what a peer may not do there (nothing ran)
 │   ├── SpawnRefused           the class is not on the node's spawn allowlist
 │   └── QuotaExceeded          the peer is over one of its per-peer quotas on that node
+├── SpawnFailed                the class allowed could not be started there (nothing runs)
 ├── RequestExpired             a request reached its node after its asker had given up
 └── PeerBusy                   the send queue to a peer stayed full (also a MailboxFull)
 
 What a caller may assume after each error of a remote request (``ask``, ``spawn_remote``,
 ``lookup``, ``stop``, ``statistics``):
 
-- **not run**: :class:`NotAllowed` and its subclasses, :class:`RequestExpired`,
-  :class:`PeerBusy`, ``FrameError`` (the request or its payload was refused),
+- **not run**: :class:`NotAllowed` and its subclasses, :class:`SpawnFailed`,
+  :class:`RequestExpired`, :class:`PeerBusy`, ``FrameError`` (the request or payload was refused),
   ``ActorDeadError`` for "no actor named ... is running", ``MailboxFull`` (the remote mailbox
   was full), ``NodeUnreachable`` raised by the call itself (the peer was known to be down, so
   nothing was sent), ``MessageError`` raised by the call itself (nothing was sent);
@@ -28,9 +29,55 @@ What a caller may assume after each error of a remote request (``ask``, ``spawn_
 
 from __future__ import annotations
 
-from llmos.actors import MailboxFull, TransportError
+from llmos.actors import LlmosError, MailboxFull
 
-__all__ = ["NotAllowed", "PeerBusy", "QuotaExceeded", "RequestExpired", "SpawnRefused"]
+__all__ = [
+    "AuthError",
+    "FrameError",
+    "NodeUnreachable",
+    "NotAllowed",
+    "PeerBusy",
+    "QuotaExceeded",
+    "RemoteError",
+    "RequestExpired",
+    "SpawnFailed",
+    "SpawnRefused",
+    "TransportError",
+]
+
+
+class TransportError(LlmosError):
+    """A problem between nodes: the peer, the frame or the keys."""
+
+
+class NodeUnreachable(TransportError):
+    """Raised when a peer node is down, gone, or missed its heartbeats.
+
+    Pending asks to that node fail with this error as soon as the node is marked down, not at
+    their own timeout. Refs to it work again once it comes back.
+    """
+
+
+class FrameError(TransportError):
+    """Raised (or counted) when a frame is garbage, truncated, too large or of unknown kind."""
+
+
+class AuthError(TransportError):
+    """Raised when CURVE keys are missing or wrong, or binding off loopback without keys."""
+
+
+class RemoteError(TransportError):
+    """An exception raised on another node whose class is not known in this process.
+
+    Attributes:
+        type_name: the qualified name of the remote exception's class.
+        text: the remote exception's message.
+    """
+
+    def __init__(self, type_name: str, text: str) -> None:
+        super().__init__(f"{type_name}: {text}")
+        self.type_name = type_name
+        self.text = text
 
 
 class NotAllowed(TransportError):  # type: ignore[misc,unused-ignore]
@@ -63,6 +110,16 @@ class QuotaExceeded(NotAllowed):  # type: ignore[misc,unused-ignore]
     :class:`~llmos.transport.Quotas`). Nothing ran; each refusal is counted in
     :class:`~llmos.transport.NodeStats`. Retry once earlier requests are answered or earlier
     actors stopped, or raise the quota on that node.
+    """
+
+
+class SpawnFailed(TransportError):
+    """Raised by ``Node.spawn_remote`` when the other node could not start the class it allows.
+
+    The path names something other than a class, or the constructor raised a
+    ``BaseException`` that is not an ``Exception`` (``SystemExit``, ``KeyboardInterrupt``...),
+    which the node contains instead of dying (an ``Exception`` from the constructor arrives as
+    itself). No actor was started. Fix the class or the path.
     """
 
 

@@ -25,7 +25,8 @@ from typing import Any
 
 import msgpack
 
-from llmos.actors import FrameError, LlmosError
+from llmos.actors import LlmosError
+from llmos.transport._errors import FrameError
 
 __all__ = [
     "ASK",

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
-from llmos.actors import AuthError, NodeUnreachable, TransportError
+from llmos.transport._errors import AuthError, NodeUnreachable, TransportError
 from llmos.transport._frames import PING, TELL, Limits, pack_frame
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, idle

@@ -23,12 +23,13 @@ from typing import Any
 
 import zmq
 
-from llmos.actors import ActorRef, AuthError, LlmosError, NodeUnreachable, find, get
+from llmos.actors import ActorRef, LlmosError, find, get
 from llmos.actors.lowlevel import check_message
 from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
 from llmos.transport._control import Spawner
+from llmos.transport._errors import AuthError, NodeUnreachable
 from llmos.transport._frames import SPAWN, Limits
 from llmos.transport._io import IOLoop
 from llmos.transport._links import Links

@@ -16,7 +16,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from llmos.actors import ActorRef, Reply, TransportError
+from llmos.actors import ActorRef, Reply
+from llmos.transport._errors import NodeUnreachable, TransportError
 
 __all__ = ["CONNECTING", "DOWN", "UP", "Counters", "NodeStats", "Peer", "idle", "least_needed"]
 
@@ -101,8 +102,6 @@ class Peer:
     def down_error(self) -> TransportError:
         """A fresh error saying why the peer is down (raised in the caller's thread)."""
         if self.error is None:
-            from llmos.actors import NodeUnreachable
-
             return NodeUnreachable(f"node {self.address} is down")
         cls, text = self.error
         return cls(text)

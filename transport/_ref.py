@@ -85,7 +85,7 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
     Get one from :meth:`Node.ref` (``"name@tcp://host:port"``), :meth:`Node.lookup`,
     :meth:`Node.spawn_remote`, or inside a message. Failure contract, beyond a local ref's:
 
-    - ``ask`` fails with :class:`~llmos.actors.NodeUnreachable` at once when the peer is known
+    - ``ask`` fails with :class:`~llmos.transport.NodeUnreachable` at once when the peer is known
       to be down, and every pending ask fails with it the moment the peer is marked down (a
       missed heartbeat or a lost connection), not at its own timeout;
     - ``tell`` to a peer that is down is recorded in dead letters (it never raises for that);

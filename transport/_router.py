@@ -21,8 +21,8 @@ from typing import Any
 
 import zmq
 
-from llmos.actors import AuthError, TransportError
 from llmos.transport._capabilities import Quotas
+from llmos.transport._errors import AuthError, TransportError
 from llmos.transport._frames import Limits, pack_frame
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import Counters

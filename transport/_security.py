@@ -21,7 +21,7 @@ import zmq
 import zmq.auth
 from zmq.utils import z85
 
-from llmos.actors import AuthError
+from llmos.transport._errors import AuthError
 
 __all__ = [
     "ZAP_DOMAIN",

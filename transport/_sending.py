@@ -14,17 +14,16 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import (
-    ActorRef,
+from llmos.actors import ActorRef, Reply, Terminated
+from llmos.transport._capabilities import Quotas
+from llmos.transport._errors import (
     AuthError,
     FrameError,
     NodeUnreachable,
-    Reply,
-    Terminated,
+    PeerBusy,
+    QuotaExceeded,
     TransportError,
 )
-from llmos.transport._capabilities import Quotas
-from llmos.transport._errors import PeerBusy, QuotaExceeded
 from llmos.transport._frames import LOOKUP, PING, UNWATCH, WATCH
 from llmos.transport._peer import DOWN, Counters, Peer, least_needed
 from llmos.transport._ref import RemoteRef, check_timeout

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 from llmos.actors import (
     ActorDeadError,
     ActorRef,
-    FrameError,
     LlmosError,
     LocalRef,
     MailboxFull,
@@ -34,7 +33,7 @@ from llmos.actors import (
 from llmos.actors.lowlevel import record_dead_letter
 from llmos.transport._capabilities import Account, Capabilities, Quotas
 from llmos.transport._control import Control, Spawner, no_actor, serve_reply
-from llmos.transport._errors import NotAllowed, QuotaExceeded, RequestExpired
+from llmos.transport._errors import FrameError, NotAllowed, QuotaExceeded, RequestExpired
 from llmos.transport._frames import (
     ASK,
     FAIL,
