@@ -154,6 +154,7 @@ class ChatAgent(Agent):
         self.scene = ""  # who this agent talks with, and about what (set by a dialogue)
         self.participants: tuple[str, ...] = ()
         self.turn_key = ""  # the dialogue and turn being answered, for the seeds
+        self.dialogue = ""  # the dialogue being answered ("" outside one), for the token ledger
 
     def agent_turn_seconds(self) -> float:
         """A turn may wait for the model twice (a near-repeat is generated once more), so a
@@ -170,6 +171,7 @@ class ChatAgent(Agent):
         self.scene = scene_text(me, others, turn.task)
         self.participants = tuple(turn.participants)
         self.turn_key = f"{turn.task}:{turn.turn}"  # not the chat's name: a rerun replays
+        self.dialogue = turn.dialogue if isinstance(turn.dialogue, str) else ""
         incoming: list[dict[str, Any]] = []
         seen = self.memory.seen
         for entry in turn.new:
@@ -193,6 +195,7 @@ class ChatAgent(Agent):
         text = f"{prompt.sender}: {prompt.text}" if prompt.sender else prompt.text
         self.memory.add("user", text)
         self.turn_key = f"prompt:{len(self.memory.turns)}:{self.memory.dropped}"
+        self.dialogue = ""
         incoming = [{"speaker": prompt.sender, "text": prompt.text}]
         return self.answer(incoming, 0, (), None, "")
 
@@ -241,6 +244,7 @@ class ChatAgent(Agent):
         limit = min(max_tokens, self.max_new_tokens) if max_tokens else self.max_new_tokens
         recent = self._recent_texts()
         best: tuple[float, str, Completion] | None = None
+        spent = [0, 0]  # input, output tokens over the attempts
         for attempt in range(2 if self.avoid_repeats < 1.0 else 1):
             request = Generate(
                 messages=messages,
@@ -253,11 +257,14 @@ class ChatAgent(Agent):
                 requester=self.agent_name,
                 request_id=request_id if attempt == 0 else f"{request_id}:again",
                 avoid=tuple(recent[-4:]),
+                dialogue=self.dialogue,
                 **self.decoding,
             )
             done = self.ask_agent(self._model_ref(), request, timeout=self.model_timeout)
             if not isinstance(done, Completion):
                 raise AgentError(f"the model answered {type(done).__name__}, not a Completion")
+            spent[0] += done.prompt_tokens
+            spent[1] += done.completion_tokens
             text = self.clean(done.text, cut_short=done.finish_reason == "length")
             alike = most_similar(text, recent)[1] if normalize(text) else 1.0
             if best is None or alike < best[0]:
@@ -267,7 +274,15 @@ class ChatAgent(Agent):
         assert best is not None
         _alike, text, done = best
         self.memory.add("assistant", text)
-        return Utterance(self.agent_name, text, done.completion_tokens, done.finish_reason)
+        return Utterance(
+            self.agent_name,
+            text,
+            done.completion_tokens,
+            done.finish_reason,
+            input_tokens=spent[0],
+            output_tokens=spent[1],
+            model=done.model,
+        )
 
     def _recent_texts(self) -> list[str]:
         """The texts of the latest turns (the others' without their labels), oldest first."""
@@ -341,6 +356,7 @@ class ChatAgent(Agent):
             max_new_tokens=48,
             temperature=0.0,
             requester=self.agent_name,
+            dialogue=self.dialogue,
         )
         done = self.ask_agent(self._model_ref(), request, timeout=self.model_timeout)
         return done.text.strip() if isinstance(done, Completion) else self.memory.summary

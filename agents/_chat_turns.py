@@ -18,7 +18,7 @@ from llmos.agents._errors import AgentError
 from llmos.agents._selection import SelectionContext, Selector, round_robin
 from llmos.agents._termination import Termination
 from llmos.agents._transcript import Entry
-from llmos.kernel import TimerHandle, default_timer
+from llmos.kernel import TimerHandle, TokenLedger, default_timer
 from llmos.models import Completion, TokenChunk
 
 __all__ = ["TurnTaking"]
@@ -79,6 +79,7 @@ class TurnTaking:
     cursor: dict[str, int]
     turns: int
     tokens: int
+    ledger: TokenLedger
     last_speaker: str | None
     out: dict[str, str]
     skipped_in_row: int
@@ -203,6 +204,14 @@ class TurnTaking:
         tokens = utterance.tokens if utterance.tokens > 0 else len(utterance.text.split())
         self.turns = flight.turn
         self.tokens += tokens
+        if utterance.model and isinstance(utterance.model, str):
+            self.ledger.charge(
+                flight.speaker,
+                self.actor_name,
+                utterance.model,
+                max(int(utterance.input_tokens), 0),
+                max(int(utterance.output_tokens or utterance.tokens), 0),
+            )
         self.last_speaker = flight.speaker
         self._add("utterance", flight.speaker, utterance.text, flight.turn, tokens, seconds)
         self.cursor[flight.speaker] = len(self.entries)

@@ -40,7 +40,7 @@ from llmos.agents._transcript import (
     Printer,
     TranscriptWriter,
 )
-from llmos.kernel import TimerHandle
+from llmos.kernel import TimerHandle, TokenLedger
 from llmos.models import Completion, TokenChunk
 
 __all__ = ["GetResult", "GetStatus", "GroupChat", "StartChat", "StopChat"]
@@ -162,6 +162,7 @@ class GroupChat(TurnTaking, Agent):
         self.cursor = dict.fromkeys(names, 0)  # next transcript index each one has not seen
         self.turns = 0
         self.tokens = 0
+        self.ledger = TokenLedger()  # the model tokens this chat's turns spent
         self.last_speaker: str | None = None
         self.out: dict[str, str] = {}  # participants that left, and why
         self.skipped_in_row = 0
@@ -314,6 +315,7 @@ class GroupChat(TurnTaking, Agent):
             tokens=self.tokens,
             seconds=elapsed,
             participants=list(self.names),
+            ledger=self.ledger.snapshot(),
         )
 
     def _add(

@@ -17,6 +17,7 @@ from typing import IO, Any, Protocol
 
 from llmos.actors import message, message_fields
 from llmos.agents._errors import AgentError
+from llmos.kernel import Ledger
 
 __all__ = [
     "ChatResult",
@@ -77,6 +78,8 @@ class ChatResult:
         participants: the participants' names.
         jsonl_path: where the JSONL transcript was saved ("" if not saved).
         markdown_path: where the Markdown transcript was saved ("" if not saved).
+        ledger: the model tokens in and out its turns spent, per agent and per model (None
+            when unknown); saved with the transcript.
     """
 
     dialogue: str
@@ -90,6 +93,7 @@ class ChatResult:
     participants: list[str]
     jsonl_path: str = ""
     markdown_path: str = ""
+    ledger: Ledger | None = None
 
     @property
     def utterances(self) -> list[Entry]:
@@ -130,6 +134,13 @@ def to_markdown(result: ChatResult) -> str:
         f"{result.seconds:.1f} s)",
         "",
     ]
+    if result.ledger is not None and result.ledger.agents:
+        lines += ["| agent | input tokens | output tokens | model calls |", "|---|---:|---:|---:|"]
+        for name, usage in sorted(result.ledger.agents.items()):
+            lines.append(
+                f"| {name} | {usage.input_tokens} | {usage.output_tokens} | {usage.requests} |"
+            )
+        lines.append("")
     return "\n".join(lines)
 
 
@@ -190,6 +201,7 @@ class TranscriptWriter:
             "tokens": result.tokens,
             "seconds": result.seconds,
             "at": time.time(),
+            "ledger": result.ledger.as_dict() if result.ledger is not None else None,
         }
         self._file.write(json.dumps(end, ensure_ascii=False) + "\n")
         self._file.close()

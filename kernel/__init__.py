@@ -9,10 +9,19 @@
 #   _pool        Pool (supervises and scales members), PoolCore, Autoscale
 #   _pool_ref    PoolRef (routes in the sender's thread), Batch, GatherReply
 #   _status      NodeStatus (what ``llmos status`` asks), status_rows
+#   _ledger      TokenLedger, Ledger, TokenUsage: tokens per agent, dialogue and model
 #   _stats       KernelStats, PoolStats, BatchFigures and the scheduling figures
 # Imports point to llmos.actors (and, later, llmos.transport) only; nothing here imports agents.
 from llmos.kernel._errors import SupervisionError
 from llmos.kernel._kernel import KERNEL_NAME, Kernel, kernel
+from llmos.kernel._ledger import (
+    Ledger,
+    LedgerKind,
+    TokenLedger,
+    TokenUsage,
+    live_ledgers,
+    merge_ledgers,
+)
 from llmos.kernel._policy import RestartWindow, restart_group, should_restart
 from llmos.kernel._pool import Autoscale, Pool
 from llmos.kernel._pool_ref import Batch, GatherReply, PoolRef
@@ -52,6 +61,8 @@ __all__ = [
     "Kernel",
     "KernelStats",
     "LeastLoaded",
+    "Ledger",
+    "LedgerKind",
     "ManualTimer",
     "NodeStatus",
     "Pool",
@@ -68,9 +79,13 @@ __all__ = [
     "ThreadTimer",
     "Timer",
     "TimerHandle",
+    "TokenLedger",
+    "TokenUsage",
     "default_timer",
     "kernel",
+    "live_ledgers",
     "load_balance_efficiency",
+    "merge_ledgers",
     "parallel_efficiency",
     "restart_group",
     "should_restart",

@@ -32,6 +32,7 @@ from llmos.actors import (
 )
 from llmos.actors.lowlevel import Cell
 from llmos.kernel._errors import SupervisionError
+from llmos.kernel._ledger import live_ledgers, merge_ledgers
 from llmos.kernel._pool import Autoscale, Pool, PoolCore, live_pools
 from llmos.kernel._pool_ref import PoolRef
 from llmos.kernel._routers import HashKey, Router, RouterName, make_router
@@ -293,6 +294,7 @@ class Kernel(Supervisor):
             ask_failures=ask_failures,
             gave_up=gave_up,
             dead_letters=dead_letter_count(),
+            tokens=merge_ledgers(ledger.snapshot() for ledger in live_ledgers()),
         )
 
     @handler(NodeStatus)

@@ -15,6 +15,7 @@ import dataclasses
 from collections.abc import Sequence
 
 from llmos.actors import ActorDeadError, ActorStats
+from llmos.kernel._ledger import Ledger
 
 __all__ = [
     "BatchFigures",
@@ -137,6 +138,8 @@ class KernelStats:
         ask_failures: asks whose handler raised, as reported to supervisors.
         gave_up: children the kernel stopped for good after too many restarts.
         dead_letters: dead letters recorded in this process so far.
+        tokens: the token ledger of every model actor running in this process, merged (per
+            agent, per dialogue and per model, with the agents' budgets).
     """
 
     at: float
@@ -148,6 +151,7 @@ class KernelStats:
     ask_failures: int
     gave_up: int
     dead_letters: int
+    tokens: Ledger = dataclasses.field(default_factory=lambda: Ledger({}, {}, {}))
 
     def actor(self, name: str) -> ActorStats:
         """The stats of the actor named ``name``.

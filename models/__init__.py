@@ -1,7 +1,7 @@
 # llmos.models: model actors. A transformers model served to many agents at once, its messages,
 # scheduling and streaming, and a deterministic fake for tests.
 #   _messages                 Generate, TokenChunk, Completion, Cancel, Score, Scores,
-#                             GetModelStats, Pause, Resume
+#                             GetModelStats, GetLedger, Pause, Resume
 #   _sched                    Scheduler (FIFO or round-robin per requester), budgets, byte cap
 #   _actor, _serve            ModelActor: one model, a running batch requests join and leave
 #   _engine, _engine_batch    ModelEngine (transformers + torch), BatchSession (continuous batching)
@@ -27,6 +27,7 @@ from ._messages import (
     Cancel,
     Completion,
     Generate,
+    GetLedger,
     GetModelStats,
     ModelStats,
     Pause,
@@ -86,6 +87,7 @@ __all__ = [
     "Generate",
     "GenerateParams",
     "GenerateResult",
+    "GetLedger",
     "GetModelStats",
     "LoadedModel",
     "ModelActor",

@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from llmos.actors import Actor, ActorDeadError, ActorError, Reply, handler, message
+from llmos.kernel import Ledger, TokenLedger
 
 from ._engine import (
     GenerateParams,
@@ -31,6 +32,7 @@ from ._messages import (
     Cancel,
     Completion,
     Generate,
+    GetLedger,
     GetModelStats,
     ModelStats,
     Pause,
@@ -117,6 +119,7 @@ class ModelActor(Actor):
         self.progress = progress
         self.max_prompt_bytes = max_prompt_bytes
         self.scheduler = Scheduler(schedule, budgets, default_budget)
+        self.ledger = TokenLedger(self.scheduler.budgets, default_budget, register=True)
         self.engine: ModelEngine | None = None
         self.running: RunningBatch | None = None
         self.paused = False
@@ -148,6 +151,7 @@ class ModelActor(Actor):
             "scheduler": self.scheduler,
             "counts": self._counts,
             "seconds": self._generation_seconds,
+            "ledger": self.ledger,
         }
 
     def post_restart(self, error: BaseException | None, state: Any) -> None:
@@ -156,16 +160,20 @@ class ModelActor(Actor):
             self.scheduler = state["scheduler"]
             self._counts = state["counts"]
             self._generation_seconds = state["seconds"]
+            self.ledger.close()
+            self.ledger = state["ledger"]
             for pending in state["pending"]:
                 self.scheduler.push(pending)
                 self._live[pending.request_id] = pending
             self._kick()
 
     def on_stop(self) -> None:
+        self.ledger.close()
         self._fail_all(ActorDeadError("the model actor stopped before serving the request"))
 
     def on_failure(self, exception_type: Any, exception_value: Any, traceback: Any) -> None:
         if not self.actor_supervised:  # no restart will pick the requests up
+            self.ledger.close()
             self._fail_all(
                 ActorDeadError(f"the model actor failed ({exception_value!r}) and stopped")
             )
@@ -315,6 +323,11 @@ class ModelActor(Actor):
             tokens_by_requester=dict(self.scheduler.used),
         )
 
+    @handler(GetLedger)
+    def get_ledger(self, _msg: GetLedger) -> Ledger:
+        """The tokens in and out per agent, dialogue and model, with the agents' budgets."""
+        return self.ledger.snapshot()
+
     @handler(_Step)
     def step(self, msg: _Step) -> None:
         self._step_queued = False
@@ -379,6 +392,13 @@ class ModelActor(Actor):
         self._counts["completed"] += 1
         self._counts["tokens"] += result.completion_tokens
         assert self.engine is not None
+        self.ledger.charge(
+            p.requester,
+            p.request.dialogue if isinstance(p.request.dialogue, str) else "",
+            self.engine.loaded.name,
+            result.prompt_tokens,
+            result.completion_tokens,
+        )
         started = p.started_at if p.started_at is not None else time.monotonic()
         completion = Completion(
             text=result.text,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmos.actors import Actor, ActorDeadError, handler
+from llmos.kernel import Ledger, TokenLedger
 
 from ._engine_text import ends_sentence
 from ._errors import ModelError
@@ -22,6 +23,7 @@ from ._messages import (
     Cancel,
     Completion,
     Generate,
+    GetLedger,
     GetModelStats,
     ModelStats,
     Score,
@@ -83,6 +85,10 @@ class FakeModel(Actor):
         self.counts = {"requests": 0, "completed": 0, "refused": 0, "tokens": 0}
         self.tokens_by_requester: dict[str, int] = {}
         self.prompts: list[list[dict[str, Any]]] = []
+        self.ledger = TokenLedger(register=True)
+
+    def on_stop(self) -> None:
+        self.ledger.close()
 
     @handler(Generate)
     def generate(self, request: Generate) -> Completion | None:
@@ -123,6 +129,8 @@ class FakeModel(Actor):
         self.counts["tokens"] += tokens
         who = request.requester or "anonymous"
         self.tokens_by_requester[who] = self.tokens_by_requester.get(who, 0) + tokens
+        dialogue = request.dialogue if isinstance(request.dialogue, str) else ""
+        self.ledger.charge(who, dialogue, self.name_tag, completion.prompt_tokens, tokens)
         if request.stream_to is not None:
             try:
                 for i, word in enumerate(text.split(" ")):
@@ -159,6 +167,11 @@ class FakeModel(Actor):
             queued=0,
             tokens_by_requester=dict(self.tokens_by_requester),
         )
+
+    @handler(GetLedger)
+    def get_ledger(self, _msg: GetLedger) -> Ledger:
+        """Tokens in and out per agent, dialogue and model, as a ModelActor keeps them."""
+        return self.ledger.snapshot()
 
     def _messages(self, request: Generate | Score) -> list[dict[str, Any]]:
         if (request.messages is None) == (request.prompt is None):

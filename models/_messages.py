@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from llmos.actors import ActorRef, message
+from llmos.actors import ActorRef, Returns, message
+from llmos.kernel import Ledger
 
 from ._errors import ModelError
 
@@ -17,6 +18,7 @@ __all__ = [
     "Cancel",
     "Completion",
     "Generate",
+    "GetLedger",
     "GetModelStats",
     "ModelStats",
     "Pause",
@@ -54,6 +56,7 @@ class Generate:
         avoid: texts not to copy, such as a dialogue's earlier turns.
         finish_sentence: tokens allowed past ``max_new_tokens`` to end the sentence there
             (0: stop at ``max_new_tokens``).
+        dialogue: the dialogue the request serves ("" outside any), for the token ledger.
     """
 
     messages: list[dict[str, Any]] | None = None
@@ -71,6 +74,7 @@ class Generate:
     no_repeat_ngram: int = 0
     avoid: tuple[str, ...] = ()
     finish_sentence: int = 0
+    dialogue: str = ""
 
 
 @message("llmos.model.Score")
@@ -195,6 +199,13 @@ class ModelStats:
     generation_seconds: float
     queued: int
     tokens_by_requester: dict[str, int]
+
+
+@message("llmos.model.GetLedger")
+class GetLedger(Returns[Ledger]):
+    """Ask a model actor for its token ledger: a :class:`~llmos.kernel.Ledger` of the tokens
+    in and out per agent (requester), per dialogue and per model since it started (kept
+    across restarts), with each agent's budget beside its usage."""
 
 
 @message("llmos.model.Pause")

@@ -225,7 +225,8 @@ def test_chat_agent_answers_a_prompt_through_the_model() -> None:
     fake = FakeModel.start(["Hello, I am Ann."], name="fake")
     ann = ChatAgent.start(fake, "You are Ann. You are kind.", name="ann")
     reply = ask(ann, Prompt("Who are you?", sender="bob"))
-    assert reply == Utterance("ann", "Hello, I am Ann.", 4, "stop")
+    assert reply == Utterance("ann", "Hello, I am Ann.", 4, "stop", reply.input_tokens, 4, "fake")
+    assert reply.input_tokens > 4  # the system prompt and the question
     memory = ask(ann, GetMemory())
     assert memory["turns"] == [
         {"role": "user", "content": "bob: Who are you?"},

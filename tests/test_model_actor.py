@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -9,11 +10,13 @@ from typing import Any
 import pytest
 
 from llmos.actors import ActorRef
+from llmos.kernel import kernel
 from llmos.models import ModelError
 from llmos.models._actor import ModelActor, shared_model
 from llmos.models._messages import (
     Completion,
     Generate,
+    GetLedger,
     GetModelStats,
     ModelStats,
     Pause,
@@ -148,6 +151,26 @@ def test_token_budget_refuses_over_budget_requester(loaded: Any) -> None:
     with pytest.raises(BudgetExceeded, match="thrifty"):
         ask(ref, chat("Hi again", max_new_tokens=10, requester="thrifty"))
     assert ask(ref, chat("Hi", max_new_tokens=4, requester="someone-else")).text
+
+
+def test_the_ledger_counts_the_real_tokens_beside_the_budgets(loaded: Any) -> None:
+    ref = ModelActor.start(budgets={"thrifty": 10})
+    done = ask(ref, chat("Hi", max_new_tokens=6, requester="thrifty", dialogue="d1"))
+    ledger = ask(ref, GetLedger())
+    usage = ledger.agents["thrifty"]
+    assert (usage.input_tokens, usage.output_tokens, usage.requests, usage.budget) == (
+        done.prompt_tokens,
+        done.completion_tokens,
+        1,
+        10,
+    )
+    assert usage.input_tokens > 5 and usage.remaining == 10 - done.completion_tokens
+    assert (
+        ledger.dialogues["d1"]
+        == ledger.models[done.model]
+        == dataclasses.replace(usage, budget=None)
+    )
+    assert kernel().stats().tokens.agents["thrifty"] == usage
 
 
 def test_request_past_its_timeout_is_dropped(model: ActorRef) -> None:
