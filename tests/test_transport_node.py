@@ -33,6 +33,8 @@ from llmos.transport import (
     NodeUnreachable,
     NotAllowed,
     PeerBusy,
+    QuotaExceeded,
+    Quotas,
     RemoteRef,
     RequestExpired,
     SpawnRefused,
@@ -453,6 +455,39 @@ def test_curve_client_with_the_right_key_gets_through(
     with Node(keys=client_keys, peer_keys={server.address: server_keys.public}) as client:
         assert client.ref(f"echo@{server.address}").ask(Add(20, 22), timeout=5).get() == 42
     assert server.statistics().auth_accepted >= 1
+
+
+def test_a_keyed_peer_is_its_key_not_one_connection() -> None:
+    """Quotas and stop rights belong to a CURVE key: a new connection with the same key shares
+    the spawn quota, and may stop what an earlier connection of that key spawned."""
+    server_keys, client_keys, other_keys = (
+        KeyPair.generate(),
+        KeyPair.generate(),
+        KeyPair.generate(),
+    )
+    server = Node(
+        keys=server_keys,
+        allow_keys=[client_keys.public, other_keys.public],
+        allow_spawn=["transport_peer:Echo"],
+        quotas=Quotas(max_spawned=2),
+        name="keyed",
+    )
+    peer_keys = {server.address: server_keys.public}
+    try:
+        with Node(keys=client_keys, peer_keys=peer_keys) as first:
+            for name in ["one", "two"]:
+                first.spawn_remote(server.address, "transport_peer:Echo", name=name, timeout=5)
+        with Node(keys=client_keys, peer_keys=peer_keys) as second:
+            with pytest.raises(QuotaExceeded):
+                second.spawn_remote(server.address, "transport_peer:Echo", name="3", timeout=5)
+            with Node(keys=other_keys, peer_keys=peer_keys) as other:  # another key: its own
+                with pytest.raises(NotAllowed, match="only actors it spawned"):
+                    other.ref(f"one@{server.address}").stop(timeout=5)
+                other.spawn_remote(server.address, "transport_peer:Echo", name="mine", timeout=5)
+            assert second.ref(f"one@{server.address}").stop(timeout=5) is True
+            second.spawn_remote(server.address, "transport_peer:Echo", name="three", timeout=5)
+    finally:
+        server.close()
 
 
 @pytest.mark.parametrize("how", ["wrong key", "no curve"])

@@ -173,13 +173,17 @@ class Capabilities:
 class Account:
     """What one peer holds on this node, and what it was refused or sent that was bad.
 
+    A peer is a CURVE key on a keyed node (every connection made with that key shares one
+    account, so reconnecting or opening more connections gives no fresh quotas, and a peer that
+    reconnects may still stop the actors it spawned), and one connection on a node without keys.
+
     Touched by the I/O thread and by the threads that complete its requests (counters only
     grow or shrink by one under the GIL; exactness is not needed for a quota).
     """
 
     __slots__ = (
         "bad",
-        "ident",
+        "label",
         "last_log",
         "last_seen",
         "notice_window",
@@ -192,8 +196,9 @@ class Account:
         "watches",
     )
 
-    def __init__(self, ident: bytes) -> None:
-        self.ident = ident
+    def __init__(self, who: bytes) -> None:
+        # b"key:" + a Z85 key (printable), or a connection's binary identity.
+        self.label = who.decode() if who.startswith(b"key:") else who.hex()
         self.spawned: set[str] = set()
         self.pending = 0
         self.queued_bytes = 0
@@ -226,7 +231,7 @@ class Account:
             "node %s: peer %s %s (%d such events since the last line; %d bad inputs and %d "
             "refusals in all from this peer)",
             node,
-            self.ident.hex(),
+            self.label,
             text,
             self.since_log,
             self.bad,

@@ -36,6 +36,7 @@ _monotonic = time.monotonic
 RCVMORE = int(zmq.RCVMORE)
 SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 STALL_RETRY = 0.005  # seconds between tries to send answers the ROUTER could not take
+MAX_PRINCIPALS = 4096  # connections whose CURVE key is remembered (the oldest is forgotten first)
 
 
 class Router:
@@ -49,6 +50,10 @@ class Router:
             neither).
         serve: handles one message of parts (the sender's identity, then the frame) and
             returns how many items it held. Set before the loop starts.
+
+    On a keyed node each connection's CURVE public key (the ZAP ``User-Id``) is read from its
+    first message, so :meth:`principal` names the peer behind a connection by its key: quotas
+    and stop rights then belong to the key, not to one connection of it.
     """
 
     def __init__(
@@ -82,6 +87,7 @@ class Router:
         self.replies: collections.deque[tuple[bytes, list[Any], float]] = collections.deque()
         self._stalled: list[tuple[bytes, bytes, float, int]] = []
         self._stalled_bytes: dict[bytes, int] = {}  # bytes of _stalled, per asker
+        self._principals: dict[bytes, bytes] = {}  # connection identity -> its CURVE key
         io.add_part(self.flush, self.due)
 
     # -- any thread -------------------------------------------------------------------------
@@ -92,6 +98,12 @@ class Router:
         self.io.wake_soon()
 
     # -- the I/O thread -----------------------------------------------------------------------
+
+    def principal(self, ident: bytes) -> bytes:
+        """Who sent through connection ``ident``: ``b"key:"`` + its Z85 CURVE key on a keyed
+        node, else the connection's identity itself (an unkeyed peer is one connection)."""
+        key = self._principals.get(ident)
+        return ident if key is None else key
 
     def open(self) -> str:
         """Bind (and start the ZAP socket with keys); return the bound endpoint.
@@ -164,6 +176,8 @@ class Router:
         assert router is not None
         serve = self.serve
         recv = router.recv
+        keyed = self.keys is not None
+        principals = self._principals
         items = 0
         for _n in range(BURST):  # the rest waits for the next turn: poll reports it at once
             if items >= ITEM_BURST:
@@ -172,7 +186,10 @@ class Router:
                 ident = recv(NOBLOCK)  # two plain recvs: recv_multipart costs 3x more
             except zmq.Again:
                 return
-            data = recv(NOBLOCK)  # a ROUTER's first part (the sender) is always followed
+            if keyed and ident not in principals:
+                data = self._first_from(ident)
+            else:
+                data = recv(NOBLOCK)  # a ROUTER's first part (the sender) is always followed
             if router.get(RCVMORE):
                 parts = [ident, data]
                 while router.get(RCVMORE):
@@ -182,6 +199,17 @@ class Router:
                 items += serve((ident, data))
             if not router.get(EVENTS) & POLLIN:  # type: ignore[operator]  # an int
                 return  # cheaper than the zmq.Again the next recv would raise
+
+    def _first_from(self, ident: bytes) -> bytes:
+        """Read the first part after ``ident`` as a frame, to learn the connection's key."""
+        router = self.router
+        assert router is not None
+        part = router.recv(NOBLOCK, copy=False)
+        principals = self._principals
+        if len(principals) >= MAX_PRINCIPALS:
+            del principals[next(iter(principals))]  # learnt again from its next message
+        principals[ident] = b"key:" + str(part.get("User-Id")).encode()
+        return part.bytes
 
     def _flush_replies(self, now: float) -> None:
         if self._stalled:

@@ -131,22 +131,24 @@ class Server:
     # -- frames ---------------------------------------------------------------------------
 
     def account(self, ident: bytes) -> Account:
-        """The account of the peer behind ``ident`` (created on first use, pruned when idle)."""
-        account = self.accounts.get(ident)
+        """The account of the peer behind connection ``ident``: its CURVE key on a keyed node,
+        else the connection (created on first use, pruned when idle)."""
+        who = self.router.principal(ident)
+        account = self.accounts.get(who)
         if account is None:
             now = _monotonic()
             if len(self.accounts) >= _MAX_ACCOUNTS and now >= self._next_prune:
                 self._prune(now)
-            account = self.accounts[ident] = Account(ident)
+            account = self.accounts[who] = Account(who)
         return account
 
     def _prune(self, now: float) -> None:
         """Forget accounts with nothing pending or spawned that were not seen for a while."""
         self._next_prune = now + 1.0
         idle = self.quotas.log_interval
-        for ident, account in list(self.accounts.items()):
+        for who, account in list(self.accounts.items()):
             if not account.pending and not account.spawned and now - account.last_seen > idle:
-                del self.accounts[ident]
+                del self.accounts[who]
 
     def on_frame(self, parts: Sequence[bytes]) -> int:
         """Handle one message from the ROUTER; return how many items it held."""
