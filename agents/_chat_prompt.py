@@ -115,6 +115,22 @@ def _scene_echo(me: str, participants: Sequence[str]) -> re.Pattern[str]:
     return re.compile("|".join(parts), re.IGNORECASE)
 
 
+# A stage direction opening a sentence: "(laughs) You know", "*smiles*", "(Sitting down.)".
+_ASIDE = re.compile(r"^(?:\s*(?:\([^()]{1,80}\)|\*[^*\s][^*]{0,79}\*)[.!?]?)+\s*")
+
+
+def _not_own_name(sentence: str, me: str, other: str) -> str:
+    """``sentence`` with the speaker's own name, used to address someone, turned into the name
+    of the one it answers (``other``; dropped when that is unknown): "Rex, I think" and "I
+    agree, Rex." said by Rex."""
+    name = re.escape(me)
+    opening = re.match(rf"(?:hi|hello|hey|dear)?[,\s]*{name}\s*[,!:]\s*", sentence, re.I)
+    if opening:
+        rest = sentence[opening.end() :]
+        sentence = f"{other}, {rest}" if other else rest[:1].upper() + rest[1:]
+    return re.sub(rf",\s*{name}(?=\s*[.!?,])", f", {other}" if other else "", sentence)
+
+
 def tidy_reply(
     text: str,
     system: str,
@@ -131,8 +147,9 @@ def tidy_reply(
     - sentences copied from the system message (the persona, the scene) are dropped, and so
       are sentences that restate the scene ("The question: ...", "You are Rex, ...", "I'm
       Rex, talking with Ada.");
-    - opening by addressing the agent's own name ("Rex, I think" said by Rex) is turned into
-      the name of the one it answers (or dropped when that is unknown);
+    - stage directions opening a sentence ("(laughs)", "*smiles*") are dropped;
+    - addressing the agent's own name ("Rex, I think", "I agree, Rex." said by Rex) is turned
+      into the name of the one it answers (or dropped when that is unknown);
     - a reply cut short by the token limit, or ending on a colon, is cut after its last
       complete sentence (when it has one; a lone introduction like "Here it goes:" leaves
       nothing); a reply the model ended itself is kept to its end;
@@ -150,23 +167,15 @@ def tidy_reply(
     text = strip_labels(text, names)
     scaffold = normalize(system)
     echo = _scene_echo(me, participants)
-    kept = [
-        s
-        for s in _sentences(text)
-        if not (len(s.split()) >= 3 and normalize(s) in scaffold) and not echo.search(s)
-    ]
-    text = " ".join(kept)
-    own = re.match(
-        rf"(?:hi|hello|hey|dear)?[,\s]*{re.escape(display_name(me))}\b\s*[,!:]\s*",
-        text,
-        re.IGNORECASE,
-    )
-    if own:
-        rest = text[own.end() :]
-        if addressee and addressee != me:
-            text = f"{display_name(addressee)}, {rest}"
-        else:
-            text = rest[:1].upper() + rest[1:]
+    other = display_name(addressee) if addressee and addressee != me else ""
+    kept = []
+    for sentence in _sentences(text):
+        sentence = _ASIDE.sub("", sentence)
+        if not sentence or (len(sentence.split()) >= 3 and normalize(sentence) in scaffold):
+            continue
+        if not echo.search(sentence):
+            kept.append(_not_own_name(sentence, display_name(me), other))
+    text = " ".join(s for s in kept if s)
     text = trim_to_sentence(text) if cut_short or text.rstrip().endswith(":") else text.strip()
     if text.endswith(":"):  # an introduction to something it never said
         text = ""

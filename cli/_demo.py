@@ -30,44 +30,22 @@ __all__ = ["DEMO_QUESTION", "run_chat_session", "run_demo"]
 
 DEMO_QUESTION = "Should our town turn its main street into a car-free zone?"
 
+# Each speaker is a plain ChatAgent: the agent adds the scene (whom it talks with, the
+# question, how to answer), samples with a seed of its own per turn, keeps from repeating
+# itself or the other, and ends on a whole sentence.
+# A concrete stake each gives a small model something to say.
 PERSONAS = (
     (
         "ada",
-        "You are Ada, an upbeat urban planner. Answer in one or two short sentences and argue "
-        "for the idea.",
+        "You are Ada, an upbeat urban planner who wants the main street free of cars: more "
+        "room for people, cafes and bikes.",
     ),
     (
         "rex",
-        "You are Rex, a sceptical shop owner on the main street. Answer in one or two short "
-        "sentences and raise one concrete worry.",
+        "You are Rex, who runs a shop on the main street and fears losing the customers who "
+        "come by car.",
     ),
 )
-
-
-class Debater(ChatAgent):
-    """A ChatAgent whose prompt is the topic and the other speaker's latest line.
-
-    Small models tend to echo a long chat history back; one focused question per turn keeps
-    SmolLM2-135M answering the other speaker instead.
-    """
-
-    def __init__(self, model: ActorRef, persona: str, topic: str, **kwargs: Any) -> None:
-        super().__init__(model, persona, **kwargs)
-        self.topic = topic
-
-    def prompt_messages(self, context: str = "") -> list[dict[str, str]]:
-        heard = [t["content"] for t in self.memory.turns if t["role"] == "user"]
-        last = heard[-1] if heard else ""
-        speaker, sep, text = last.partition(": ")
-        if sep and speaker != self.agent_name and text:
-            who = speaker.capitalize()
-            ask = f'{who} says: "{text}"\nWhat do you say to {who}?'
-        else:
-            ask = "What do you say?"
-        return [
-            {"role": "system", "content": self.persona},
-            {"role": "user", "content": f"Topic: {self.topic}\n{ask}"},
-        ]
 
 
 def _start_model(model: str | None, fake: bool, device: str) -> ActorRef:
@@ -115,7 +93,7 @@ def run_demo(
     model: str | None = None,
     turns: int = 4,
     max_tokens: int = 40,
-    temperature: float = 0.0,
+    temperature: float | None = None,
     seed: int | None = None,
     question: str = DEMO_QUESTION,
     save: Path | None = None,
@@ -124,24 +102,26 @@ def run_demo(
 ) -> int:
     """Two personas discuss ``question`` for ``turns`` turns through one model actor.
 
-    Prints the question, the dialogue as it is generated, then a short summary.
+    Prints the question, the dialogue as it is generated, then a short summary. The speakers
+    sample (``temperature``, ChatAgent's default when None) with seeds drawn from ``seed`` and
+    the turn, so the same seed replays the same dialogue and another seed gives another one.
 
     Returns:
         0 when the dialogue ended normally (turns done), 1 otherwise (the reason is printed).
     """
     try:
         model_ref = _start_model(model, fake, device)
+        sampling: dict[str, Any] = {"seed": seed}
+        if temperature is not None:
+            sampling["temperature"] = temperature
         speakers = [
             spawn(
-                Debater,
+                ChatAgent,
                 model_ref,
                 persona,
-                question,
                 max_new_tokens=max_tokens,
-                temperature=temperature,
-                seed=seed,
-                memory_tokens=768,
                 name=name,
+                **sampling,
                 restart_on_ask_error=True,  # a speaker that fails its turn is restarted
             )
             for name, persona in PERSONAS
@@ -195,7 +175,7 @@ def run_chat_session(
     model: str | None = None,
     persona: str = "You are a helpful, concise assistant.",
     max_tokens: int = 96,
-    temperature: float = 0.0,
+    temperature: float | None = None,
     seed: int | None = None,
     device: str = "auto",
     fake: bool = False,
@@ -204,14 +184,16 @@ def run_chat_session(
     """A person at the terminal talks with a ChatAgent; ``/quit`` or end of input ends it."""
     try:
         model_ref = _start_model(model, fake, device)
+        sampling: dict[str, Any] = {"seed": seed}
+        if temperature is not None:
+            sampling["temperature"] = temperature
         bot = spawn(
             ChatAgent,
             model_ref,
             persona,
             max_new_tokens=max_tokens,
-            temperature=temperature,
-            seed=seed,
             name="assistant",
+            **sampling,
             restart_on_ask_error=True,
         )
         print("type a message; /quit ends the chat", file=sys.stderr)

@@ -73,6 +73,16 @@ def _non_negative(text: str) -> float:
     return value
 
 
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
 def _positive(text: str) -> float:
     value = _non_negative(text)
     if value == 0:
@@ -132,9 +142,17 @@ def _model_flags(parser: argparse.ArgumentParser, max_tokens: int) -> None:
         "--max-tokens", type=_count, default=max_tokens, help=f"tokens per answer ({max_tokens})"
     )
     parser.add_argument(
-        "--temperature", type=_non_negative, default=0.0, help="0 = greedy (default)"
+        "--temperature",
+        type=_non_negative,
+        default=None,
+        help="sampling temperature (default: the agents' own, 0.5); 0 = greedy",
     )
-    parser.add_argument("--seed", type=int, default=None, help="seed for sampling")
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="seed for sampling: the same seed replays the same text, another gives another",
+    )
     parser.add_argument("--fake", action="store_true", help="a deterministic fake model (no ML)")
 
 

@@ -154,6 +154,26 @@ def test_a_closed_pipe_ends_quietly() -> None:
 
 
 @pytest.mark.model
+def test_the_demo_samples_so_its_seed_changes_the_text_and_replays_it() -> None:
+    def start(seed: int) -> subprocess.Popen[str]:
+        args = ["demo", "--turns", "2", "--max-tokens", "8", "--seed", str(seed)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        return subprocess.Popen(
+            [*LLMOS, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+
+    runs = [start(1), start(2), start(1)]  # at once: each loads the model (about 10 s)
+    said = []
+    for proc in runs:
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+        said.append([line for line in out.splitlines() if line.startswith(("ada: ", "rex: "))])
+    assert len(said[0]) == 2, said[0]
+    assert said[0] == said[2]  # the same seed, the same dialogue
+    assert said[0] != said[1]  # another seed, another one
+
+
+@pytest.mark.model
 def test_ctrl_c_ends_the_demo_at_once_with_one_line(tmp_path: Path) -> None:
     err_path = tmp_path / "stderr.txt"
     with err_path.open("w") as err_file:

@@ -124,6 +124,13 @@ def test_the_scene_names_the_others_and_the_history_is_bounded() -> None:
         ("You are Rex, speaking with Ada about cars.", False, ""),
         ("Fine. Here it goes:", False, "Fine."),
         ("Here it goes:", False, ""),
+        ("You're right, Rex. It can.", False, "You're right, Ada. It can."),
+        ("Fine. Rex, I agree, Rex!", False, "Fine. Ada, I agree, Ada!"),
+        ("That is the kind of person Rex is.", False, "That is the kind of person Rex is."),
+        ("(laughs) You see! Too loud... (laughing)", False, "You see! Too loud..."),
+        ("(Sitting down with Ada)", False, ""),
+        ("*smiles* Fine.", False, "Fine."),
+        ("A zero-emission vehicle (ZEV) hub.", False, "A zero-emission vehicle (ZEV) hub."),
     ],
 )
 def test_tidy_reply(raw: str, cut_short: bool, tidy: str) -> None:
