@@ -32,7 +32,9 @@ so the original stays reachable as ``__cause__``::
     │   ├── BudgetExceeded         (llmos.models) a caller's token budget is spent
     │   └── PromptTooLarge         (llmos.models) a prompt over the byte cap, refused untokenized
     └── AgentError                 (llmos.agents) an agent or chat refused its input or cannot go on
-        └── ChatTimeout            (llmos.agents) run_chat's own bound ran out
+        ├── ChatTimeout            (llmos.agents) run_chat's own bound ran out
+        ├── RunLogError            (llmos.agents) a run log is missing, damaged or unwritable
+        └── EffectInDoubt          (llmos.agents) an effect was cut off mid-way: decide, resume
 
 Classes marked with a package are defined there (each package adds its own below these); the
 rest are defined here. A test keeps this drawing complete.

@@ -6,6 +6,10 @@
 #                                      GroupChat / Dialogue actors, speaker selection,
 #                                      termination conditions, JSONL + Markdown transcripts
 #   _human                             HumanAgent: a person at the terminal
+#   _runstore, _runlog, _effects, _durable
+#                                      durable runs: the SQLite run log, the log actor and
+#                                      the per-run recording, exactly-once effects, resume
+#                                      and replay
 #   _replies                           text hygiene: sentence ends, echoed labels, similarity
 # Imports point one way: agents -> models -> kernel -> transport -> actors. Model actors and
 # their messages live in ``llmos.models``; the ``llmos`` command in ``llmos.cli``.
@@ -15,6 +19,15 @@ from llmos.agents._agent import Agent, check_input, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
 from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory
 from llmos.agents._dialogue import Dialogue, run_chat
+from llmos.agents._durable import (
+    ChatSetup,
+    Replay,
+    build_setup,
+    replay_chat,
+    resume_chat,
+    transcript_text,
+)
+from llmos.agents._effects import EffectFn, EffectInDoubt, EffectJournal, EffectRecord
 from llmos.agents._errors import AgentError, ChatTimeout
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
@@ -27,6 +40,8 @@ from llmos.agents._replies import (
     strip_labels,
     trim_to_sentence,
 )
+from llmos.agents._runlog import Divergence, Recording, RunLogger
+from llmos.agents._runstore import RunLogError, RunStore
 from llmos.agents._selection import ModelSelector, SelectionContext, round_robin
 from llmos.agents._termination import (
     AllOf,
@@ -49,12 +64,18 @@ __all__ = [
     "AnyOf",
     "ChatAgent",
     "ChatResult",
+    "ChatSetup",
     "ChatState",
     "ChatTimeout",
     "ClearMemory",
     "ConsolePrinter",
     "Describe",
     "Dialogue",
+    "Divergence",
+    "EffectFn",
+    "EffectInDoubt",
+    "EffectJournal",
+    "EffectRecord",
     "Entry",
     "GetMemory",
     "GetOpLog",
@@ -68,7 +89,12 @@ __all__ = [
     "OpLog",
     "OpRecord",
     "Prompt",
+    "Recording",
     "Repetition",
+    "Replay",
+    "RunLogError",
+    "RunLogger",
+    "RunStore",
     "SelectionContext",
     "StartChat",
     "StopChat",
@@ -80,13 +106,17 @@ __all__ = [
     "Turn",
     "Utterance",
     "approx_tokens",
+    "build_setup",
     "check_input",
     "display_name",
     "most_similar",
+    "replay_chat",
+    "resume_chat",
     "round_robin",
     "run_chat",
     "similarity",
     "spawn",
     "strip_labels",
+    "transcript_text",
     "trim_to_sentence",
 ]

@@ -25,14 +25,18 @@ import logging
 import os
 import time
 import typing
+import uuid
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import llmos.actors as actors
 import llmos.actors.lowlevel as lowlevel
 from llmos.actors import Actor, ActorRef, DeadlockError, handler, wire_name
-from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog
+from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Turn
+from llmos.agents._effects import EffectFn
 from llmos.agents._errors import AgentError
 from llmos.agents._oplog import OpLog, OpRecord
+from llmos.agents._runlog import RunTurn, recording_for
 from llmos.kernel import Restart, kernel
 
 __all__ = ["Agent", "check_input", "spawn"]
@@ -230,6 +234,7 @@ class Agent(Actor):
             else (type(self).agent_description or (type(self).__doc__ or "").strip().split("\n")[0])
         )
         self.agent_oplog = OpLog(self.agent_oplog_capacity, oplog)
+        self._agent_run: RunTurn | None = None  # the recorded turn being answered, if any
 
     @property
     def agent_name(self) -> str:
@@ -248,7 +253,44 @@ class Agent(Actor):
         ref = self.lookup(target) if isinstance(target, str) else target
         if ref == self.actor_ref:
             raise DeadlockError(f"{self.agent_name} asked itself; call the method directly")
+        run = self._agent_run
+        if run is not None:  # a recorded run: the call is logged (or answered from the log)
+            return run.call(self.agent_name, ref, msg, lambda: ref.ask(msg, timeout=timeout).get())
         return ref.ask(msg, timeout=timeout).get()
+
+    def agent_effect(
+        self, name: str, args: Mapping[str, Any], fn: EffectFn, *, idempotent: bool = False
+    ) -> Any:
+        """Perform a side effect (a payment, a write, a tool call) exactly once per run.
+
+        In a turn of a recorded chat the effect goes through the run's
+        :class:`~llmos.agents.EffectJournal`, keyed by run, agent, turn, ``name``, ``args`` and
+        its order in the turn: its intent is committed before ``fn`` runs and its result
+        after, and a resumed run gets the recorded result instead of running it again. An
+        effect cut off by a crash runs again if ``idempotent`` (``fn`` must hand its key to the
+        system it changes), else raises :class:`~llmos.agents.EffectInDoubt` and the chat
+        stops for a decision. Outside a recorded run ``fn`` simply runs, with a fresh key.
+
+        Args:
+            name: what the effect is.
+            args: its arguments (msgpack-able).
+            fn: ``fn(args, key) -> result`` (a msgpack-able result).
+            idempotent: ``fn`` applies one key once, however often it is called.
+
+        Returns:
+            What ``fn`` returned (now, or when the run first performed it).
+
+        Raises:
+            EffectInDoubt: see above. Whatever ``fn`` raises (recorded: raised again on resume).
+        """
+        run = self._agent_run
+        if run is None:
+            return fn(dict(args), f"{self.agent_name}/{uuid.uuid4().hex}")
+        run.effects += 1
+        journal = run.recording.effects()
+        return journal.perform(
+            self.agent_name, run.turn, name, args, fn, idempotent=idempotent, order=run.effects
+        )
 
     def tell_agent(self, target: ActorRef | str, msg: Any) -> None:
         """Send a message to another agent (by ref or name) without waiting."""
@@ -301,11 +343,15 @@ class Agent(Actor):
                 log.warning("%s", exc)
                 lowlevel.record_dead_letter(self._name_or_class(), msg, f"refused: {exc}")
             return None
+        if isinstance(msg, Turn):
+            self._agent_run = _run_turn(msg)
         try:
             result = super().actor_dispatch(msg)
         except BaseException as exc:
             self._log(msg, self._op_name(msg), "error", started_at, start, exc)
             raise
+        finally:
+            self._agent_run = None
         if result is actors.UNHANDLED:
             self._log(msg, "unhandled", "unhandled", started_at, start, None)
             if is_ask and self.actor_asked:
@@ -404,6 +450,15 @@ class Agent(Actor):
         """Close the operation log file when no supervisor will restart this agent."""
         if not self.actor_supervised:
             self.agent_oplog.close()
+
+
+def _run_turn(turn: Turn) -> RunTurn | None:
+    """The recorded turn a Turn message asks for, when its chat records."""
+    recording = recording_for(turn.dialogue) if isinstance(turn.dialogue, str) else None
+    if recording is None:
+        return None
+    attempt = str(turn.request_id).rpartition(":")[2]
+    return RunTurn(recording, turn.turn, f"turn/{turn.turn}/{attempt}")
 
 
 def _type_name_of(cls: type[Any]) -> str:

@@ -14,7 +14,9 @@ from typing import Any
 
 from llmos.actors import ActorDeadError, ActorError, ActorRef, Reply, handler, message
 from llmos.agents._agent_messages import Turn, Utterance
+from llmos.agents._effects import EffectInDoubt
 from llmos.agents._errors import AgentError
+from llmos.agents._runlog import Recording
 from llmos.agents._selection import SelectionContext, Selector, round_robin
 from llmos.agents._termination import Termination
 from llmos.agents._transcript import Entry
@@ -86,6 +88,8 @@ class TurnTaking:
     inflight: _InFlight | None
     _turn_timer_hold: TimerHandle | None
     result: Any
+    recording: Recording | None
+    cause: str
     agent_max_text_chars: int
     _asks: int
     actor_ref: Any
@@ -150,6 +154,10 @@ class TurnTaking:
             stream_to=self.actor_ref if self.stream_tokens else None,
             request_id=request_id,
         )
+        if self.recording is not None:
+            self.recording.message(
+                f"turn/{turn}/{attempt}", self.cause, self.actor_name, speaker, msg
+            )
         timeout = self.timeouts.get(speaker, self.speaker_timeout)
         left = self.termination.remaining()
         if left is not None:
@@ -196,6 +204,11 @@ class TurnTaking:
             self._failed(flight, exc)
             return
         self.skipped_in_row = 0
+        if self.recording is not None:
+            key = f"reply/{flight.turn}/{flight.attempt}"
+            cause = f"turn/{flight.turn}/{flight.attempt}"
+            self.recording.message(key, cause, flight.speaker, self.actor_name, utterance)
+            self.cause = key
         if utterance.finish_reason == "end_chat":
             text = utterance.text or "no reason given"
             self._add("note", "", f"{flight.speaker} ended the chat: {text}", flight.turn)
@@ -231,6 +244,11 @@ class TurnTaking:
 
     def _failed(self, flight: _InFlight, exc: Exception) -> None:
         what = f"{type(exc).__name__}: {exc}"
+        if isinstance(exc, EffectInDoubt) or isinstance(exc.__cause__, EffectInDoubt):
+            # The documented rule: an effect cut off mid-way stops the run for a decision.
+            self._add("note", "", f"turn {flight.turn}: {flight.speaker}: {exc}", flight.turn)
+            self._end(f"an effect is in doubt, the run stops for a decision: {exc}", "effect")
+            return
         if isinstance(exc, ActorDeadError) and not self.refs[flight.speaker].is_alive():
             self.out[flight.speaker] = what
             self._add("note", "", f"{flight.speaker} has stopped ({what}) and leaves the chat")

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -31,6 +32,8 @@ from llmos.agents._agent_messages import AgentInfo, Describe
 from llmos.agents._chat_turns import TurnTaking, _InFlight, _NextTurn, _TurnReady
 from llmos.agents._errors import AgentError, ChatTimeout
 from llmos.agents._replies import most_similar, normalize
+from llmos.agents._runlog import Recording, register
+from llmos.agents._runstore import RunLogError
 from llmos.agents._selection import Selector, resolve_selector
 from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Repetition, Termination
 from llmos.agents._transcript import (
@@ -97,9 +100,18 @@ class GroupChat(TurnTaking, Agent):
             0 turns the notes off (the termination decides whether the chat ends).
         description: what this chat is about (for Describe).
         oplog: a JSONL file for this chat's operation log.
+        record: a run log (SQLite file) to record the run to: every Turn and answer, every
+            request the agents make during their turns (model calls) with its reply, every
+            transcript entry (see ``llmos.agents.resume_chat`` and ``replay_chat``); or a
+            :class:`~llmos.agents.Recording` (how a resume or a replay runs a chat).
+        run_id: the recorded run's id (default: a new one, from the time and a random part).
+        recipe: how to build this chat again in another process, for ``llmos resume``:
+            ``{"function": "module:function", "args": {...}}``, a function that takes the
+            args and returns a :class:`~llmos.agents.ChatSetup`.
 
     Raises:
         AgentError: fewer than two participants, duplicate names, or bad arguments.
+        RunLogError: the run log cannot be opened (it names the file).
     """
 
     agent_oplog_quiet = (TokenChunk, Completion, _TurnReady, _NextTurn)
@@ -121,6 +133,9 @@ class GroupChat(TurnTaking, Agent):
         note_repeats: float = 0.8,
         description: str | None = None,
         oplog: str | os.PathLike[str] | None = None,
+        record: str | os.PathLike[str] | Recording | None = None,
+        run_id: str | None = None,
+        recipe: dict[str, Any] | None = None,
     ) -> None:
         super().__init__(description=description or f"group chat: {task}", oplog=oplog)
         refs = [actors.get(p) if isinstance(p, str) else p for p in participants]
@@ -172,6 +187,15 @@ class GroupChat(TurnTaking, Agent):
         self.result: ChatResult | None = None
         self.waiters: list[Reply] = []
         self._asks = 0
+        self.recipe = recipe
+        self.cause = "start"  # the key of the last recorded answer: what the next Turn follows
+        self.owns_recording = not isinstance(record, Recording)
+        self.recording: Recording | None = None
+        if isinstance(record, Recording):
+            self.recording = record
+        elif record is not None:
+            new_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
+            self.recording = Recording.open(record, new_id)
 
     @classmethod
     def run(
@@ -235,6 +259,18 @@ class GroupChat(TurnTaking, Agent):
                 self.descriptions[name] = info.description
                 if info.turn_timeout > 0:
                     self.timeouts[name] = info.turn_timeout
+        rec = self.recording
+        if rec is not None:
+            if rec.writes:
+                rec.store.begin_run(
+                    rec.run_id,
+                    chat=self.actor_name,
+                    kind=type(self).__name__,
+                    task=self.task,
+                    participants=self.names,
+                    recipe=self.recipe,
+                )
+            register(self.actor_name, rec)
         self.started_at = time.monotonic()
         self.termination.start()
         self.actor_ref.tell(_NextTurn())
@@ -298,10 +334,30 @@ class GroupChat(TurnTaking, Agent):
             except OSError as exc:
                 log.error("%s: could not save the transcript: %s", self.actor_name, exc)
         self.result = result
+        self._finish_recording(result)
         self._print("end", result)
         waiters, self.waiters = self.waiters, []
         for reply in waiters:
             reply.set_result(result)
+
+    def _finish_recording(self, result: ChatResult) -> None:
+        rec = self.recording
+        if rec is None:
+            return
+        register(self.actor_name, None)
+        try:
+            if rec.writes:
+                rec.flush()
+                rec.store.end_run(
+                    rec.run_id,
+                    reason=result.reason,
+                    stopped_by=result.stopped_by,
+                    turns=result.turns,
+                )
+        except RunLogError as exc:
+            log.error("%s: %s", self.actor_name, exc)
+        if self.owns_recording:
+            rec.close()
 
     def _snapshot(self, reason: str, stopped_by: str) -> ChatResult:
         elapsed = time.monotonic() - self.started_at if self.started_at is not None else 0.0
@@ -316,6 +372,7 @@ class GroupChat(TurnTaking, Agent):
             seconds=elapsed,
             participants=list(self.names),
             ledger=self.ledger.snapshot(),
+            run_id=self.recording.run_id if self.recording is not None else "",
         )
 
     def _add(
@@ -328,6 +385,8 @@ class GroupChat(TurnTaking, Agent):
         seconds: float = 0.0,
     ) -> None:
         entry = Entry(len(self.entries), kind, speaker, text, turn, time.time(), tokens, seconds)
+        if self.recording is not None:
+            entry = self.recording.entry(entry)
         self.entries.append(entry)
         if self.writer is not None:
             try:

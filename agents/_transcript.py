@@ -80,6 +80,7 @@ class ChatResult:
         markdown_path: where the Markdown transcript was saved ("" if not saved).
         ledger: the model tokens in and out its turns spent, per agent and per model (None
             when unknown); saved with the transcript.
+        run_id: the recorded run's id ("" when the chat was not recorded).
     """
 
     dialogue: str
@@ -94,6 +95,7 @@ class ChatResult:
     jsonl_path: str = ""
     markdown_path: str = ""
     ledger: Ledger | None = None
+    run_id: str = ""
 
     @property
     def utterances(self) -> list[Entry]:

@@ -1,0 +1,351 @@
+"""Recording a run: the log actor that batches writes, and the per-run handle the chat and its
+agents record through.
+
+A chat made with ``record=`` holds a :class:`Recording`. The chat records the messages it
+exchanges with the participants (each Turn and its answer) and every transcript entry; an agent
+answering a Turn of a recorded chat records every request it makes through
+:meth:`~llmos.agents.Agent.ask_agent` (its model calls) with the reply. Rows go to a
+:class:`RunLogger` actor with ``tell`` and are written in batches: a batch commits once it holds
+``batch`` rows or ``flush_after`` seconds after its first row, whichever comes first, and at
+the end of the run. A crash loses at most the rows of the batch under way, never a row of an
+earlier batch; a resumed run takes again the turns those rows would have recorded.
+
+The same handle serves recorded replies back: on resume every call already in the log is
+answered from it (so the agents rebuild their memory without asking the model again) and the
+run goes on live after the last one; a replay answers every call from the log.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, Literal
+
+from llmos.actors import Actor, ActorError, ActorRef, AskTimeout, handler, message, wire_name
+from llmos.agents._effects import EffectJournal
+from llmos.agents._runstore import RunLogError, RunStore, pack, unpack_message
+from llmos.agents._transcript import Entry
+from llmos.kernel import TimerHandle, default_timer
+
+__all__ = ["Divergence", "Mode", "Recording", "RunLogger", "RunTurn", "recording_for"]
+
+log = logging.getLogger("llmos.agents.runs")
+
+Mode = Literal["record", "resume", "replay", "live"]
+"""How a :class:`Recording` treats calls: ``record`` asks and records; ``resume`` answers a
+call the log holds from the log, asks (and records) the others; ``replay`` answers every call
+from the log and writes nothing; ``live`` asks again, compares with the log and writes nothing."""
+
+
+@message("llmos.agents._LogRow", local_only=True)
+class _LogRow:
+    table: str
+    row: tuple[Any, ...]
+
+
+@message("llmos.agents._LogFlush", local_only=True)
+class _LogFlush:
+    pass
+
+
+class RunLogger(Actor):
+    """The actor that writes a run's rows to its store, in batches.
+
+    Args:
+        store: the open store (this actor writes; other threads may read).
+        batch: the most rows in one transaction.
+        flush_after: the longest a row waits before its batch commits, in seconds.
+    """
+
+    def __init__(self, store: RunStore, batch: int = 512, flush_after: float = 0.05) -> None:
+        super().__init__()
+        self.store = store
+        self.batch = batch
+        self.flush_after = flush_after
+        self.rows: list[tuple[str, tuple[Any, ...]]] = []
+        self.timer: TimerHandle | None = None
+        self.failure: RunLogError | None = None
+        self.written = 0
+
+    @handler(_LogRow)
+    def add(self, msg: _LogRow) -> None:
+        self.rows.append((msg.table, msg.row))
+        if len(self.rows) >= self.batch:
+            self.flush(None)
+        elif self.timer is None:
+            me = self.actor_ref
+            self.timer = default_timer().call_later(self.flush_after, lambda: _tell(me))
+
+    @handler(_LogFlush)
+    def flush(self, _msg: _LogFlush | None) -> int:
+        """Commit the rows held; answer how many rows were written so far (raises the first
+        write failure, once rows could not be written)."""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        rows, self.rows = self.rows, []
+        if rows and self.failure is None:
+            try:
+                self.store.write_rows(rows)
+                self.written += len(rows)
+            except RunLogError as exc:
+                log.error("%s", exc)
+                self.failure = exc
+        if self.failure is not None and self.actor_asked:
+            raise self.failure
+        return self.written
+
+    def on_stop(self) -> None:
+        self.flush(None)
+
+
+def _tell(ref: ActorRef) -> None:
+    try:
+        ref.tell(_LogFlush())
+    except ActorError:
+        pass  # the logger stopped: it flushed on its way out
+
+
+class Divergence:
+    """Where a live replay first differs from the log.
+
+    Attributes:
+        turn: the turn of the call.
+        agent: the agent that made it.
+        token: the index of the first differing whitespace-separated token of the text.
+        logged: the logged text.
+        live: the text the model gives now.
+    """
+
+    def __init__(self, turn: int, agent: str, token: int, logged: str, live: str) -> None:
+        self.turn, self.agent, self.token, self.logged, self.live = turn, agent, token, logged, live
+
+    def __repr__(self) -> str:
+        return f"Divergence(turn={self.turn}, agent={self.agent!r}, token={self.token})"
+
+
+def _first_difference(a: str, b: str) -> int:
+    wa, wb = a.split(), b.split()
+    for i, (x, y) in enumerate(zip(wa, wb, strict=False)):
+        if x != y:
+            return i
+    return min(len(wa), len(wb))
+
+
+class Recording:
+    """A run being recorded, resumed or replayed, as the chat and its agents use it.
+
+    Args:
+        store: the run's store.
+        run_id: the run's id.
+        mode: see :data:`Mode`.
+        logger: the log actor (None in the modes that write nothing).
+    """
+
+    def __init__(
+        self, store: RunStore, run_id: str, mode: Mode, logger: ActorRef | None = None
+    ) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.mode = mode
+        self.logger = logger
+        self.writes = mode in ("record", "resume")
+        self.logged: dict[tuple[str, int, int], tuple[Any, ...]] = {}
+        self.logged_entries: dict[int, dict[str, Any]] = {}
+        if mode != "record":
+            for call in store.calls(run_id):
+                self.logged[(call["agent"], call["turn"], call["seq"])] = (
+                    call["reply_type"],
+                    call["reply"],
+                )
+            self.logged_entries = {e["index"]: e for e in store.entries(run_id)}
+        self.served = 0
+        self.divergence: Divergence | None = None
+        self._effects: EffectJournal | None = None
+        self._effects_lock = threading.Lock()
+
+    @classmethod
+    def open(cls, path: Any, run_id: str, mode: Mode = "record") -> Recording:
+        """Open the store at ``path`` and start a log actor when the mode writes."""
+        store = RunStore(path)
+        logger = RunLogger.start(store) if mode in ("record", "resume") else None
+        return cls(store, run_id, mode, logger)
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _row(self, table: str, row: tuple[Any, ...]) -> None:
+        if self.writes and self.logger is not None:
+            try:
+                self.logger.tell(_LogRow(table, row))
+            except ActorError as exc:
+                log.error(
+                    "run %s: the log actor is gone, a row is not recorded: %s", self.run_id, exc
+                )
+
+    def message(self, key: str, cause: str, sender: str, receiver: str, msg: Any) -> None:
+        """Record one message between the run's actors."""
+        kind = wire_name(type(msg)) or type(msg).__name__
+        self._row(
+            "messages", (self.run_id, key, cause, time.time(), sender, receiver, kind, pack(msg))
+        )
+
+    def entry(self, entry: Entry) -> Entry:
+        """Record a transcript entry; one the log holds already comes back with its recorded
+        time and timing (a resumed or replayed run repeats the transcript exactly)."""
+        old = self.logged_entries.get(entry.index)
+        same = old is not None and (old["kind"], old["speaker"], old["text"], old["turn"]) == (
+            entry.kind,
+            entry.speaker,
+            entry.text,
+            entry.turn,
+        )
+        if old is not None and not same:  # another path from here on: the log's is replaced
+            self._row("trim_entries", (self.run_id, entry.index))
+            self.logged_entries = {}
+        if old is not None and same:
+            entry = Entry(
+                entry.index,
+                entry.kind,
+                entry.speaker,
+                entry.text,
+                entry.turn,
+                old["at"],
+                old["tokens"],
+                old["seconds"],
+            )
+        e = entry
+        self._row(
+            "entries",
+            (self.run_id, e.index, e.kind, e.speaker, e.text, e.turn, e.at, e.tokens, e.seconds),
+        )
+        return entry
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait until every row sent so far is committed.
+
+        Raises:
+            RunLogError: rows could not be written (the first failure), or the log actor did
+                not answer within ``timeout``.
+        """
+        if self.logger is None:
+            return
+        try:
+            self.logger.ask(_LogFlush(), timeout=timeout).get()
+        except AskTimeout as exc:
+            raise RunLogError(
+                f"run log {str(self.store.path)!r}: the log actor did not commit within "
+                f"{timeout:g} s"
+            ) from exc
+
+    def effects(self) -> EffectJournal:
+        """The run's effect journal (opened on first use; it never performs an effect in a
+        replay)."""
+        with self._effects_lock:
+            if self._effects is None:
+                replay = self.mode in ("replay", "live")
+                self._effects = EffectJournal(self.store.path, self.run_id, replay=replay)
+            return self._effects
+
+    def close(self) -> None:
+        """Stop the log actor (it commits what it holds) and close the store."""
+        if self.logger is not None:
+            try:
+                self.logger.stop(timeout=30)
+            except ActorError:
+                pass
+        with self._effects_lock:
+            if self._effects is not None:
+                self._effects.close()
+        self.store.close()
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def call(
+        self,
+        agent: str,
+        turn: int,
+        seq: int,
+        cause: str,
+        target: ActorRef,
+        msg: Any,
+        ask: Callable[[], Any],
+    ) -> Any:
+        """Answer one request an agent makes during a turn: from the log or by ``ask``."""
+        logged = self.logged.get((agent, turn, seq))
+        if logged is not None and self.mode in ("resume", "replay"):
+            self.served += 1
+            return unpack_message(logged[1])
+        if logged is None and self.mode == "replay":
+            raise RunLogError(
+                f"run log {str(self.store.path)!r}, run {self.run_id!r}: {agent} made a call "
+                f"at turn {turn} (#{seq}) that the log does not hold; the run took another "
+                "path than the recorded one (replay --live runs the model instead)"
+            )
+        started = time.perf_counter()
+        reply = ask()
+        seconds = time.perf_counter() - started
+        if self.mode == "live":
+            if logged is not None and self.divergence is None:
+                self._compare(agent, turn, unpack_message(logged[1]), reply)
+            return reply
+        self._row(
+            "calls",
+            (
+                self.run_id,
+                agent,
+                turn,
+                seq,
+                cause,
+                target.name,
+                time.time(),
+                seconds,
+                wire_name(type(msg)) or type(msg).__name__,
+                pack(msg),
+                wire_name(type(reply)) or type(reply).__name__,
+                pack(reply),
+            ),
+        )
+        return reply
+
+    def _compare(self, agent: str, turn: int, logged: Any, reply: Any) -> None:
+        old = str(getattr(logged, "text", logged))
+        new = str(getattr(reply, "text", reply))
+        if old != new:
+            self.divergence = Divergence(turn, agent, _first_difference(old, new), old, new)
+
+
+class RunTurn:
+    """An agent's view of the recorded turn it is answering: the run, the turn, and how many
+    calls it has made in it so far."""
+
+    def __init__(self, recording: Recording, turn: int, cause: str) -> None:
+        self.recording = recording
+        self.turn = turn
+        self.cause = cause
+        self.calls = 0
+        self.effects = 0
+
+    def call(self, agent: str, target: ActorRef, msg: Any, ask: Callable[[], Any]) -> Any:
+        """Answer a request of ``agent`` (see :meth:`Recording.call`)."""
+        self.calls += 1
+        return self.recording.call(agent, self.turn, self.calls, self.cause, target, msg, ask)
+
+
+_active: dict[str, Recording] = {}
+_active_lock = threading.Lock()
+
+
+def register(chat: str, recording: Recording | None) -> None:
+    """Make ``recording`` the one of the chat named ``chat`` (None: remove it)."""
+    with _active_lock:
+        if recording is None:
+            _active.pop(chat, None)
+        else:
+            _active[chat] = recording
+
+
+def recording_for(chat: str) -> Recording | None:
+    """The recording of the running chat named ``chat`` in this process, if it records."""
+    return _active.get(chat)

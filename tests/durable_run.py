@@ -1,0 +1,87 @@
+"""A recorded dialogue for the durable-run tests, run in a subprocess that the tests kill -9.
+
+``python tests/durable_run.py record DB RUN_ID [--turns N] [--slow-at K]`` records a dialogue
+of two ChatAgents on a stateless fake model; ``resume DB RUN_ID`` resumes it through its
+recipe, :func:`setup`. It prints ``gen K`` (flushed) as the model starts its K-th call, and
+each transcript entry as it is added; with ``--slow-at K`` the K-th call hangs, so a test can
+kill the process during a generation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import threading
+import time
+import zlib
+from typing import Any
+
+from llmos.actors import stop_all
+from llmos.agents import ChatAgent, ChatSetup, ConsolePrinter, Dialogue, MaxTurns, run_chat
+from llmos.agents import resume_chat as resume
+from llmos.models import FakeModel
+
+WORDS = "tea coffee water milk sugar cup pot morning bitter sweet strong warm".split()
+_calls = 0
+_lock = threading.Lock()
+
+
+def reply_for(messages: list[dict[str, Any]]) -> str:
+    """A reply that depends on the prompt alone (a fresh model answers the same)."""
+    global _calls
+    with _lock:
+        _calls += 1
+        n = _calls
+    print(f"gen {n}", flush=True)
+    if str(n) == os.environ.get("DURABLE_SLOW_AT"):
+        time.sleep(60)
+    h = zlib.crc32(json.dumps(messages, sort_keys=True).encode())
+    words = [WORDS[(h >> (3 * i)) % len(WORDS)] for i in range(6)]
+    return " ".join(words).capitalize() + "."
+
+
+def setup(turns: int = 8, printer: bool = False) -> ChatSetup:
+    """The recipe: a fake model and two ChatAgents, ``turns`` turns."""
+    model = FakeModel.start(reply_for, name="model")
+    ann = ChatAgent.start(model, "You are Ann.", name="ann")
+    bob = ChatAgent.start(model, "You are Bob.", name="bob")
+    options: dict[str, Any] = {
+        "termination": MaxTurns(turns),
+        "printer": ConsolePrinter(show_chunks=False) if printer else None,
+    }
+    return ChatSetup([ann, bob], "Tea or coffee?", Dialogue, options)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("command", choices=("record", "resume"))
+    parser.add_argument("db")
+    parser.add_argument("run_id")
+    parser.add_argument("--turns", type=int, default=8)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "record":
+            s = setup(args.turns, printer=True)
+            recipe = {"function": "durable_run:setup", "args": {"turns": args.turns}}
+            result = run_chat(
+                s.participants,
+                s.task,
+                chat_class=s.chat_class,
+                record=args.db,
+                run_id=args.run_id,
+                recipe=recipe,
+                timeout=60,
+                **s.options,
+            )
+        else:
+            result = resume(args.db, args.run_id, timeout=60)
+        print(f"done {result.turns} {result.stopped_by}", flush=True)
+        return 0
+    finally:
+        stop_all(timeout=10)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,245 @@
+"""Durable runs: recording to SQLite, resume after kill -9 (real subprocesses, real SIGKILL),
+replay from the log, and a damaged log's one clear error."""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from durable_run import setup
+
+from llmos.actors import stop_all
+from llmos.agents import (
+    ChatSetup,
+    RunLogError,
+    RunStore,
+    replay_chat,
+    run_chat,
+    transcript_text,
+)
+from llmos.models import FakeModel
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+TURNS = 8
+
+
+class Child:
+    """A durable_run.py subprocess whose stdout lines are read in a thread."""
+
+    def __init__(self, *args: str, slow_at: int | None = None) -> None:
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
+        }
+        if slow_at is not None:
+            env["DURABLE_SLOW_AT"] = str(slow_at)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(TESTS / "durable_run.py"), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put("<eof>")
+
+    def wait_for(self, predicate: object, timeout: float = 30.0) -> str:
+        """The first line (from now) for which ``predicate(line)`` holds."""
+        assert callable(predicate)
+        while True:
+            line = self.lines.get(timeout=timeout)
+            self.seen.append(line)
+            if line == "<eof>":
+                raise AssertionError(f"the child ended first: {self.seen[-20:]}")
+            if predicate(line):
+                return line
+
+    def kill(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        assert self.proc.wait(timeout=10) == -signal.SIGKILL
+
+    def finish(self) -> str:
+        code = self.proc.wait(timeout=60)
+        line = self.wait_for(lambda ln: ln.startswith("done"), timeout=5) if code == 0 else ""
+        assert code == 0, f"exit {code}: {self.seen[-20:]}"
+        return line
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    """The transcript of the same dialogue, recorded without interruption."""
+    db = tmp_path_factory.mktemp("ref") / "ref.db"
+    s = setup(TURNS)
+    try:
+        result = run_chat(s.participants, s.task, chat_class=s.chat_class, record=db, **s.options)
+    finally:
+        stop_all(timeout=10)
+    assert result.turns == TURNS
+    return transcript_text(result.transcript)
+
+
+def _resume_until_done(db: Path, run_id: str) -> None:
+    Child("resume", str(db), run_id).finish()
+
+
+def _check(db: Path, run_id: str, reference: bytes) -> None:
+    store = RunStore(db, create=False)
+    try:
+        run = store.run(run_id)
+        entries = store.entries(run_id)
+    finally:
+        store.close()
+    assert run["status"] == "ended" and run["turns"] == TURNS
+    turns = [e["turn"] for e in entries if e["kind"] == "utterance"]
+    assert turns == list(range(1, TURNS + 1)), "a turn lost or taken twice"
+    assert transcript_text(entries) == reference
+
+
+def test_records_messages_model_calls_and_entries(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    s = setup(4)
+    result = run_chat(s.participants, s.task, chat_class=s.chat_class, record=db, **s.options)
+    store = RunStore(db, create=False)
+    try:
+        assert store.query("PRAGMA journal_mode")[0][0] == "wal"
+        run = store.run(result.run_id)
+        assert (run["status"], run["turns"], run["participants"]) == ("ended", 4, ["ann", "bob"])
+        messages = store.messages(result.run_id)
+        assert [(m["key"], m["cause"], m["sender"], m["receiver"]) for m in messages[:4]] == [
+            ("turn/1/1", "start", "Dialogue-1", "ann"),
+            ("reply/1/1", "turn/1/1", "ann", "Dialogue-1"),
+            ("turn/2/1", "reply/1/1", "Dialogue-1", "bob"),
+            ("reply/2/1", "turn/2/1", "bob", "Dialogue-1"),
+        ]
+        assert messages[0]["wire_type"] == "llmos.agents.Turn"
+        assert messages[1]["wire_type"] == "llmos.agents.Utterance"
+        calls = store.calls(result.run_id)
+        assert calls and calls[0]["request_type"] == "llmos.model.Generate"
+        assert calls[0]["reply_type"] == "llmos.model.Completion"
+        assert (calls[0]["agent"], calls[0]["turn"], calls[0]["cause"]) == ("ann", 1, "turn/1/1")
+        assert transcript_text(store.entries(result.run_id)) == transcript_text(result.transcript)
+    finally:
+        store.close()
+
+
+def test_kill_during_generation_then_resume(tmp_path: Path, reference: bytes) -> None:
+    db = tmp_path / "runs.db"
+    child = Child("record", str(db), "gen", "--turns", str(TURNS), slow_at=5)
+    child.wait_for(lambda ln: ln == "gen 5")  # the 5th model call hangs: kill it mid-way
+    child.kill()
+    _resume_until_done(db, "gen")
+    _check(db, "gen", reference)
+
+
+def test_kill_between_turns_then_resume(tmp_path: Path, reference: bytes) -> None:
+    db = tmp_path / "runs.db"
+    child = Child("record", str(db), "between", "--turns", str(TURNS))
+    child.wait_for(lambda ln: ln.startswith("bob:") and "gen 4" in child.seen)
+    child.kill()
+    _resume_until_done(db, "between")
+    _check(db, "between", reference)
+
+
+def test_kill_at_random_points_including_writes(tmp_path: Path, reference: bytes) -> None:
+    """Kills at random moments (mid-batch commits among them), the resumes killed too."""
+    rng = random.Random(17)
+    for i in range(4):
+        db = tmp_path / f"runs{i}.db"
+        child = Child("record", str(db), "r", "--turns", str(TURNS))
+        child.wait_for(lambda ln: ln.startswith("gen"))
+        threading.Event().wait(rng.uniform(0.0, 0.1))
+        if child.proc.poll() is None:
+            child.kill()
+        if _status(db) == "running" and rng.random() < 0.5:
+            again = Child("resume", str(db), "r")
+            again.wait_for(lambda ln: ln.startswith("gen") or ln.startswith("done"))
+            threading.Event().wait(rng.uniform(0.0, 0.05))
+            if again.proc.poll() is None:
+                again.kill()
+        if _status(db) == "":  # killed before the run was written: start it again
+            Child("record", str(db), "r", "--turns", str(TURNS)).finish()
+        if _status(db) != "ended":
+            _resume_until_done(db, "r")
+        _check(db, "r", reference)
+
+
+def _status(db: Path) -> str:
+    """The run's status ("" when the process died before it was written)."""
+    if not db.exists():
+        return ""
+    store = RunStore(db, create=False)
+    try:
+        found = [r["status"] for r in store.runs() if r["run_id"] == "r"]
+    finally:
+        store.close()
+    return found[0] if found else ""
+
+
+def test_replay_is_byte_identical_and_live_reports_the_divergence(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    s = setup(6)
+    result = run_chat(s.participants, s.task, chat_class=s.chat_class, record=db, **s.options)
+    stop_all(timeout=10)
+    replay = replay_chat(db, result.run_id, setup=setup(6))
+    assert replay.identical and replay.first_difference is None
+    assert replay.served >= 6
+    assert transcript_text(replay.result.transcript) == transcript_text(result.transcript)
+    stop_all(timeout=10)
+
+    live = replay_chat(db, result.run_id, live=True, setup=setup(6))
+    assert live.identical and live.divergence is None  # the same model, the same answers
+    stop_all(timeout=10)
+
+    other = setup(6)  # another model from turn 3 on: the live replay says where it parts
+    stop_all(timeout=10)
+    outputs = iter(["Tea please.", "Coffee please.", "Milk please, and sugar too."])
+    model = FakeModel.start(lambda _m: next(outputs, "More."), name="model")
+    from llmos.agents import ChatAgent
+
+    ann = ChatAgent.start(model, "You are Ann.", name="ann")
+    bob = ChatAgent.start(model, "You are Bob.", name="bob")
+    changed = ChatSetup([ann, bob], other.task, other.chat_class, other.options)
+    live = replay_chat(db, result.run_id, live=True, setup=changed)
+    assert not live.identical and live.first_difference is not None
+    assert live.divergence is not None and live.divergence.turn == 1
+    assert live.divergence.agent == "ann" and live.divergence.token == 0
+
+
+def test_a_damaged_log_gives_one_clear_error_and_is_left_alone(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    s = setup(4)
+    run_chat(s.participants, s.task, chat_class=s.chat_class, record=db, **s.options)
+    stop_all(timeout=10)
+    size = db.stat().st_size
+    assert not Path(str(db) + "-wal").exists() or Path(str(db) + "-wal").stat().st_size == 0
+    with db.open("r+b") as f:
+        f.truncate(size // 2)
+    damaged = db.read_bytes()
+    with pytest.raises(RunLogError, match=str(db)):
+        RunStore(db)
+    s = setup(4)
+    with pytest.raises(RunLogError, match=str(db)):
+        run_chat(s.participants, s.task, chat_class=s.chat_class, record=db, **s.options)
+    assert db.read_bytes() == damaged  # nothing written to it
+    garbage = tmp_path / "garbage.db"
+    garbage.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(RunLogError, match=str(garbage)):
+        RunStore(garbage)
+    assert sqlite3.sqlite_version  # (the stdlib sqlite3, nothing else)
