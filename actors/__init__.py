@@ -10,6 +10,8 @@
 #   _records   ActorStats, dead letters
 #   _system    get, find, running, stop_all
 #   lowlevel   (public) what the layers above build on: Cell, Mailbox, check_message...
+#   _trace     the trace context envelopes carry (one check on the hot path while off)
+#   tracing    (public) OpenTelemetry spans across actors and nodes: enable, disable, ...
 # Imports point inward only: this package imports nothing else of llmos.
 from llmos.actors._actor import UNHANDLED, Actor, handler
 from llmos.actors._errors import (

@@ -249,7 +249,7 @@ class Cell(ActorLoop):
     def drain(self) -> None:
         """Fail every queued ask with ActorDeadError; queued tells go to dead letters."""
         while (item := self.mailbox.get_nowait()) is not None:
-            msg, reply, _sent = item
+            msg, reply, _sent, _trace = item
             if msg is HALT:
                 continue
             if reply is not None:

@@ -12,6 +12,7 @@ from llmos.actors._records import ActorStats
 from llmos.actors._ref import ActorRef, check_timeout
 from llmos.actors._registry import lookup
 from llmos.actors._reply import AsyncReply, Reply
+from llmos.actors._trace import state as _tracing
 
 if TYPE_CHECKING:
     from llmos.actors._cell import Cell
@@ -48,7 +49,9 @@ class LocalRef(ActorRef):
         cell = self._cell
         if cell.stopped:
             cell = self._live_cell()
-        cell.mailbox.put((message, None, _monotonic()))
+        hook = _tracing.hook  # None while tracing is off: the one check it costs
+        trace = None if hook is None else hook.outgoing(message)
+        cell.mailbox.put((message, None, _monotonic(), trace))
         if cell.stopped:
             cell.drain()  # it stopped while we queued: fail fast, never strand the message
 
@@ -61,7 +64,13 @@ class LocalRef(ActorRef):
         check_message(message)
         cell = self._live_cell()
         reply = Reply(_monotonic() + span, cell, span)
-        cell.mailbox.put((message, reply, _monotonic()), timeout=span)
+        hook = _tracing.hook
+        trace = None if hook is None else hook.ask(message, self.name, reply)
+        try:
+            cell.mailbox.put((message, reply, _monotonic(), trace), timeout=span)
+        except BaseException as exc:  # settled, so a traced ask's span ends
+            reply.set_exception(exc)
+            raise
         if cell.stopped:
             cell.drain()
         return reply
@@ -76,7 +85,9 @@ class LocalRef(ActorRef):
         cell = self._live_cell()
         loop = asyncio.get_running_loop()
         reply = AsyncReply(_monotonic() + span, cell, span, loop)
-        envelope = (message, reply, _monotonic())
+        hook = _tracing.hook
+        trace = None if hook is None else hook.ask(message, self.name, reply)
+        envelope = (message, reply, _monotonic(), trace)
         mailbox = cell.mailbox
         if mailbox.capacity is not None and mailbox.when_full == "block":
             try:
@@ -91,7 +102,12 @@ class LocalRef(ActorRef):
         return await reply.wait()
 
     def post(
-        self, message: Any, reply: Reply | None = None, *, sent_at: float | None = None
+        self,
+        message: Any,
+        reply: Reply | None = None,
+        *,
+        sent_at: float | None = None,
+        trace: str | None = None,
     ) -> None:
         """Queue a message that already passed the wire check, never waiting for room.
 
@@ -104,13 +120,16 @@ class LocalRef(ActorRef):
             message: the message, as decoded.
             reply: the ask's reply, or None for a tell.
             sent_at: ``time.monotonic()`` when it arrived (default: now), for latency figures.
+            trace: the W3C traceparent it carried, already checked (see
+                :func:`llmos.actors.tracing.check_traceparent`); None for none.
 
         Raises:
             ActorDeadError: the actor is stopped for good.
             MailboxFull: its bounded mailbox has no room now.
         """
         cell = self._live_cell()
-        cell.mailbox.put((message, reply, _monotonic() if sent_at is None else sent_at), 0)
+        arrived = _monotonic() if sent_at is None else sent_at
+        cell.mailbox.put((message, reply, arrived, trace), 0)
         if cell.stopped:
             cell.drain()  # it stopped while we queued: fail fast, never strand the message
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from llmos.actors._errors import ActorError
 from llmos.actors._mailbox import HALT, Envelope, Mailbox
 from llmos.actors._records import record_dead_letter
+from llmos.actors._trace import handle as _traced
 
 if TYPE_CHECKING:
     from llmos.actors._actor import Actor
@@ -108,7 +109,7 @@ class ActorLoop:
         monotonic = _monotonic
         while True:
             item = get()
-            msg, reply, sent_at = item
+            msg, reply, sent_at, trace = item
             if msg is HALT:
                 # A marker of request_restart always sits before any HALT queued after it.
                 if self.wakes:
@@ -125,7 +126,10 @@ class ActorLoop:
             self.current_reply = reply
             start = perf()
             try:
-                result = dispatch(msg)
+                if trace is None:
+                    result = dispatch(msg)
+                else:  # sent from a traced span: handled in a span of its own
+                    result = _traced(dispatch, msg, trace, self.name, reply is not None)
             except BaseException as exc:  # contain, report to the supervisor
                 self._account(sent_at, start)
                 self.failed += 1

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from llmos.actors._errors import LlmosError, MailboxFull
+from llmos.actors._trace import outgoing
 
 __all__ = ["HALT", "Envelope", "Mailbox", "WhenFull", "envelope"]
 
@@ -22,15 +23,16 @@ WhenFull = Literal["block", "fail"]
 _monotonic = time.monotonic
 
 
-Envelope = tuple[Any, Any, float]
-"""One queued message as a plain tuple ``(message, reply, sent_at)``: the message, the reply to
-complete (None for a tell) and ``time.monotonic()`` when it was sent. A tuple, because building
-one is the hot path of every tell."""
+Envelope = tuple[Any, Any, float, str | None]
+"""One queued message as a plain tuple ``(message, reply, sent_at, trace)``: the message, the
+reply to complete (None for a tell), ``time.monotonic()`` when it was sent, and the W3C
+traceparent of the span it was sent from (None while tracing is off). A tuple, because
+building one is the hot path of every tell."""
 
 
 def envelope(message: Any, reply: Any = None) -> Envelope:
-    """Wrap a message for a mailbox, stamped with the time it was sent."""
-    return (message, reply, _monotonic())
+    """Wrap a message for a mailbox, stamped with the time it was sent and the current trace."""
+    return (message, reply, _monotonic(), outgoing(message))
 
 
 class _Halt:

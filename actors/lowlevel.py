@@ -10,7 +10,11 @@ What each layer above uses (all documented, all stable like the rest of the publ
   (:func:`record_dead_letter`), answers asyncio asks with :class:`AsyncReply`, and feeds actors
   with ``LocalRef.post`` and ``Reply.add_done_callback`` (in :mod:`llmos.actors`);
 - a :class:`Mailbox` (with :data:`Envelope` and :func:`envelope`) is what ``Actor.actor_mailbox``
-  builds for a cell.
+  builds for a cell;
+- a transport carries trace contexts: ``trace_state.hook`` is the active :class:`TraceHook`
+  (None while tracing is off, the one check a send makes); it asks the hook for the
+  traceparent of a tell (``outgoing``) or an ask (``ask``), checks one from a peer with
+  :func:`llmos.actors.tracing.check_traceparent`, and passes it to ``LocalRef.post``.
 """
 
 from llmos.actors._cell import Cell, CellSupervisor
@@ -18,6 +22,8 @@ from llmos.actors._mailbox import Envelope, Mailbox, envelope
 from llmos.actors._messages import MAX_DEPTH, check_message, message_class
 from llmos.actors._records import record_dead_letter
 from llmos.actors._reply import AsyncReply
+from llmos.actors._trace import TraceHook
+from llmos.actors._trace import state as trace_state
 
 __all__ = [
     "MAX_DEPTH",
@@ -26,8 +32,10 @@ __all__ = [
     "CellSupervisor",
     "Envelope",
     "Mailbox",
+    "TraceHook",
     "check_message",
     "envelope",
     "message_class",
     "record_dead_letter",
+    "trace_state",
 ]

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import llmos.actors as actors
 import llmos.actors.lowlevel as lowlevel
-from llmos.actors import Actor, ActorRef, DeadlockError, handler, wire_name
+from llmos.actors import Actor, ActorRef, DeadlockError, handler, tracing, wire_name
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Turn
 from llmos.agents._effects import EffectFn
 from llmos.agents._errors import AgentError
@@ -333,6 +333,8 @@ class Agent(Actor):
         started_at = time.time()
         start = time.perf_counter()
         quiet = isinstance(msg, self.agent_oplog_quiet)
+        if tracing.enabled():  # the span handling this message names the agent
+            tracing.set_attributes({"gen_ai.agent.name": self.agent_name})
         try:
             self.agent_validate(msg)
         except AgentError as exc:

@@ -217,7 +217,28 @@ def _quiet_interrupt(command: str, console: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``llmos`` console script; returns the exit code."""
+    """Entry point of the ``llmos`` console script; returns the exit code.
+
+    With ``LLMOS_TRACING`` set (``otlp``, ``console`` or ``jsonl:PATH``), every command runs
+    with tracing on (see :mod:`llmos.actors.tracing`); its spans are flushed on the way out.
+    """
+    if not os.environ.get("LLMOS_TRACING"):
+        return _main(argv)  # the usual case: nothing imported for tracing
+    from llmos.actors import LlmosError, tracing
+
+    try:
+        traced = tracing.enable_from_env()
+    except LlmosError as exc:
+        print(f"llmos: {tracing.ENV_VAR}: {exc}", file=sys.stderr)
+        return 2
+    try:
+        return _main(argv)
+    finally:
+        if traced:
+            tracing.disable()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     if hasattr(signal, "SIGPIPE") and argv[:1] != ["node"]:

@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from llmos.actors import ActorError, LocalRef, MailboxFull, handler, message
-from llmos.actors.lowlevel import Cell
+from llmos.actors.lowlevel import Cell, envelope
 from llmos.kernel._children import ChildRecord
 from llmos.kernel._errors import SupervisionError
 from llmos.kernel._routers import Router
@@ -358,7 +358,7 @@ class Pool(Supervisor):
         reply = self.actor_defer_reply() if asked else None
         cell = self._core.router.select(message, cells)
         try:
-            cell.mailbox.put((message, reply, time.monotonic()))
+            cell.mailbox.put(envelope(message, reply))
         except MailboxFull as exc:
             if reply is None:
                 raise

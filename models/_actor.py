@@ -42,6 +42,7 @@ from ._messages import (
 )
 from ._sched import Pending, Policy, Scheduler, check_prompt_size
 from ._serve import RunningBatch
+from ._tracing import end_model_span, start_model_span
 
 __all__ = ["ModelActor", "shared_model"]
 
@@ -229,6 +230,8 @@ class ModelActor(Actor):
             # counts in queue_seconds too.
             sent_at=min(reply.deadline - reply.span, now) if reply is not None else now,
         )
+        if self.engine is not None:
+            pending.span = start_model_span(request, self.engine.loaded.name, pending.request_id)
         self._live[pending.request_id] = pending
         self.scheduler.push(pending)
         self._kick()
@@ -366,6 +369,8 @@ class ModelActor(Actor):
         if p.reply is not None and (p.reply.done() or p.reply.expired()):
             p.reply.expire()
             self._close(p, 0)
+            span, p.span = p.span, None
+            end_model_span(span, error=ModelError("the ask timed out before the request ran"))
             self._counts["refused"] += 1
             return False
         if p.cancel:
@@ -380,6 +385,8 @@ class ModelActor(Actor):
 
     def _fail(self, p: Pending, error: BaseException) -> None:
         self._close(p, 0)
+        span, p.span = p.span, None
+        end_model_span(span, error=error)
         if p.reply is not None:
             p.reply.set_exception(error)
 
@@ -412,6 +419,8 @@ class ModelActor(Actor):
             batch=p.batch,
             batch_size=max(p.peak, 1),
         )
+        span, p.span = p.span, None
+        end_model_span(span, completion)
         if p.request.stream_to is not None:
             try:
                 p.request.stream_to.tell(completion)

@@ -31,6 +31,7 @@ from ._messages import (
     TokenChunk,
 )
 from ._sched import check_prompt_size
+from ._tracing import end_model_span, start_model_span
 
 __all__ = ["FakeModel", "count_words"]
 
@@ -109,11 +110,12 @@ class FakeModel(Actor):
         if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
             self.counts["refused"] += 1
             raise ModelError(f"max_new_tokens must be an int >= 1, got {request.max_new_tokens!r}")
+        request_id = request.request_id or f"fake-{next(_ids)}"
+        span = start_model_span(request, self.name_tag, request_id)
         if self.delay > 0:
             time.sleep(self.delay)
         self.prompts.append(messages)
         text, finish = self._cut(self._reply(messages, request.requester), request)
-        request_id = request.request_id or f"fake-{next(_ids)}"
         tokens = count_words(text)
         completion = Completion(
             text=text,
@@ -131,6 +133,7 @@ class FakeModel(Actor):
         self.tokens_by_requester[who] = self.tokens_by_requester.get(who, 0) + tokens
         dialogue = request.dialogue if isinstance(request.dialogue, str) else ""
         self.ledger.charge(who, dialogue, self.name_tag, completion.prompt_tokens, tokens)
+        end_model_span(span, completion)
         if request.stream_to is not None:
             try:
                 for i, word in enumerate(text.split(" ")):

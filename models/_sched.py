@@ -77,6 +77,7 @@ class Pending:
         cancel: why it is being cancelled ("" while wanted).
         error: the error it is to fail with once it leaves the batch (a failed stream target).
         settled: its token reservation was settled (exactly once, on every path).
+        span: its GenAI trace span while tracing is on (ended when it is answered or fails).
     """
 
     request: Any
@@ -94,6 +95,7 @@ class Pending:
     cancel: str = ""
     error: ModelError | None = None
     settled: bool = False
+    span: Any = None
 
 
 class Scheduler:

@@ -62,7 +62,9 @@ HEADER_SIZE = _HEADER.size
 # give_up: the wall-clock time after which the asker may have given up on it (its deadline, or
 # when it would declare this node unreachable if it heard nothing more). A request read after
 # give_up (+ clock_skew) is refused unstarted. Six-field requests (no give_up) are accepted.
-TELL = 1  # [TELL, target, payload]
+# An ASK or TELL sent from a traced span has one more field, its W3C traceparent (a 55-char
+# str, checked on arrival; a malformed one is dropped and counted, the message delivered).
+TELL = 1  # [TELL, target, payload] or [TELL, target, payload, traceparent]
 ASK = 2
 REPLY = 3  # [REPLY, req_id, payload]
 FAIL = 4  # [FAIL, req_id, error payload]

@@ -395,6 +395,7 @@ class Node:
             notices_withheld=c.notices_withheld,
             peers_reaped=c.peers_reaped,
             peers_evicted=c.peers_evicted,
+            bad_traces=c.bad_traces,
         )
 
     def close(self, timeout: float = 5.0) -> None:

@@ -135,6 +135,7 @@ class Counters:
     __slots__ = (
         "bad_frames",
         "bad_items",
+        "bad_traces",
         "dropped_replies",
         "expired_requests",
         "frames_in",
@@ -154,6 +155,7 @@ class Counters:
     def __init__(self) -> None:
         self.bad_frames = 0
         self.bad_items = 0
+        self.bad_traces = 0
         self.dropped_replies = 0
         self.expired_requests = 0
         self.frames_in = 0
@@ -204,6 +206,8 @@ class NodeStats:
         peers_reaped: idle peers closed and forgotten (``Quotas.peer_idle``).
         peers_evicted: peers not up and not in use, closed to make room for a new one within
             ``Quotas.max_peers`` (their queued tells went to dead letters).
+        bad_traces: trace contexts from peers dropped as malformed (the messages carrying
+            them were delivered without one).
     """
 
     address: str
@@ -229,3 +233,4 @@ class NodeStats:
     notices_withheld: int = 0
     peers_reaped: int = 0
     peers_evicted: int = 0
+    bad_traces: int = 0

@@ -9,6 +9,7 @@ remote actor can reply to, watch, or call back a local one.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.actors import ActorRef, ActorStats, AskTimeout, LlmosError, Reply, default_ask_timeout
-from llmos.actors.lowlevel import AsyncReply
+from llmos.actors.lowlevel import AsyncReply, trace_state
 from llmos.transport._frames import ASK, STATS, STOP, TELL
 from llmos.transport._peer import DOWN
 
@@ -66,10 +67,26 @@ class Carrier(Protocol):
     def tell_down(self, peer: Peer, name: str, payload: bytes) -> None: ...
     def wait_for_room(self, peer: Peer, block: bool) -> bool: ...
     def send_to(
-        self, peer: Peer, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+        self,
+        peer: Peer,
+        op: int,
+        target: str,
+        payload: bytes,
+        reply: Reply,
+        block: bool = True,
+        *,
+        trace: str | None = None,
     ) -> bool: ...
     def send_request(
-        self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+        self,
+        address: str,
+        op: int,
+        target: str,
+        payload: bytes,
+        reply: Reply,
+        block: bool = True,
+        *,
+        trace: str | None = None,
     ) -> bool: ...
     def request(
         self, address: str, op: int, target: str, value: Any, timeout: float | None
@@ -109,6 +126,8 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
     def tell(self, message: Any) -> None:
         via = self._via
         payload = via.encode_message(message)
+        hook = trace_state.hook  # None while tracing is off
+        trace = None if hook is None else hook.outgoing(message)
         peer = self._peer
         if peer is None or peer.reaped:
             peer = self._peer = via.peer(self.node or "")
@@ -118,7 +137,9 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
             return
         if len(peer.outbox) >= via.max_outbox:
             via.wait_for_room(peer, True)
-        via.post(peer, [TELL, self.name, payload])
+        via.post(
+            peer, [TELL, self.name, payload] if trace is None else [TELL, self.name, payload, trace]
+        )
 
     def ask(self, message: Any, timeout: float | None = None) -> Reply:
         span = check_timeout(timeout)
@@ -129,7 +150,16 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
             peer = self._peer = via.peer(self.node or "")
         peer.used = now = _monotonic()
         reply = Reply(now + span, self, span)
-        via.send_to(peer, ASK, self.name, payload, reply)
+        hook = trace_state.hook
+        trace = None if hook is None else hook.ask(message, self.name, reply)
+        if trace is None:
+            via.send_to(peer, ASK, self.name, payload, reply)
+        else:
+            try:
+                via.send_to(peer, ASK, self.name, payload, reply, trace=trace)
+            except BaseException as exc:  # settled, so the ask's span ends
+                reply.set_exception(exc)
+                raise
         return reply
 
     async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
@@ -139,10 +169,15 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
         loop = asyncio.get_running_loop()
         reply = AsyncReply(_monotonic() + span, self, span, loop)
         address = self.node or ""
-        if not via.send_request(address, ASK, self.name, payload, reply, block=False):
+        hook = trace_state.hook
+        trace = None if hook is None else hook.ask(message, self.name, reply)
+        if not via.send_request(address, ASK, self.name, payload, reply, False, trace=trace):
             # The send queue is full: wait for room in a worker thread, never on the loop.
             await loop.run_in_executor(
-                None, via.send_request, address, ASK, self.name, payload, reply
+                None,
+                functools.partial(
+                    via.send_request, address, ASK, self.name, payload, reply, trace=trace
+                ),
             )
         return await reply.wait()
 

@@ -189,15 +189,40 @@ class Outbound:
         self.io.call(lambda: self.client.undelivered(peer, name, payload, "node down"))
 
     def send_request(
-        self, address: str, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+        self,
+        address: str,
+        op: int,
+        target: str,
+        payload: bytes,
+        reply: Reply,
+        block: bool = True,
+        *,
+        trace: str | None = None,
     ) -> bool:
-        """Queue a request; False only when ``block`` is False and the queue is full."""
+        """Queue a request; False only when ``block`` is False and the queue is full.
+
+        ``trace``: the traceparent the request carries (an eighth field), or None.
+        """
         return self.send_to(
-            self.peers.get(address) or self.peer(address), op, target, payload, reply, block
+            self.peers.get(address) or self.peer(address),
+            op,
+            target,
+            payload,
+            reply,
+            block,
+            trace=trace,
         )
 
     def send_to(
-        self, peer: Peer, op: int, target: str, payload: bytes, reply: Reply, block: bool = True
+        self,
+        peer: Peer,
+        op: int,
+        target: str,
+        payload: bytes,
+        reply: Reply,
+        block: bool = True,
+        *,
+        trace: str | None = None,
     ) -> bool:
         """``send_request`` to a peer already looked up."""
         if peer.state == DOWN:
@@ -213,6 +238,8 @@ class Outbound:
         patience = max(peer.last_heard, peer.since) + self.heartbeat - now
         wall = time.time()
         item = [op, rid, left, wall + left, target, payload, wall + min(left, patience)]
+        if trace is not None:
+            item.append(trace)
         with peer.lock:
             if peer.state == DOWN:
                 raise peer.down_error()

@@ -31,6 +31,7 @@ from llmos.actors import (
     find,
 )
 from llmos.actors.lowlevel import record_dead_letter
+from llmos.actors.tracing import check_traceparent
 from llmos.transport._capabilities import Account, Capabilities, Quotas
 from llmos.transport._control import Control, Spawner, no_actor, serve_reply
 from llmos.transport._errors import FrameError, NotAllowed, QuotaExceeded, RequestExpired
@@ -115,7 +116,7 @@ class Server:
             spawner=spawner,
             spawn_executor=spawn_executor,
         )
-        self._requests = {
+        self._requests: dict[int, _Request] = {
             ASK: self._ask,
             SPAWN: control.spawn,
             LOOKUP: control.lookup,
@@ -262,9 +263,11 @@ class Server:
         if type(op) is not int:
             raise FrameError(f"an item's op code must be an int, got {type(op).__name__}")
         if op == TELL:
-            if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
+            size = len(item)
+            if size not in (3, 4) or type(item[1]) is not str or type(item[2]) is not bytes:
                 raise FrameError("malformed tell item")
-            self._tell(item[1], self.codec.decode(item[2]), find(item[1]), _monotonic())
+            trace = self._trace(item[3]) if size == 4 else None
+            self._tell(item[1], self.codec.decode(item[2]), find(item[1]), _monotonic(), trace)
         elif op in REQUEST_OPS:
             self._request(ident, op, item, account)
         elif op == PING:
@@ -280,16 +283,17 @@ class Server:
             raise FrameError(f"unknown item kind {op!r}")
 
     def _request(self, ident: bytes, op: int, item: list[Any], account: Account) -> None:
-        """A request item ``[op, id, span, deadline, target, payload, give_up]`` (see _frames).
+        """A request item ``[op, id, span, deadline, target, payload, give_up]`` (see _frames),
+        with an eighth field when it carries a trace context.
 
         One whose asker has given up (past its deadline or its give-up time, allowing
         ``clock_skew``) is refused with :class:`RequestExpired` without being started.
         """
         size = len(item)
-        if size != 7 and size != 6:
-            raise FrameError(f"a request item has 7 fields, got {size}")
+        if not 6 <= size <= 8:
+            raise FrameError(f"a request item has 7 fields (8 with a trace context), got {size}")
         rid, span, wall, target, payload = item[1:6]
-        give_up = item[6] if size == 7 else wall
+        give_up = item[6] if size >= 7 else wall
         if (
             type(rid) is not int
             or type(span) not in _NUMBER
@@ -315,7 +319,20 @@ class Server:
                 f"this peer already has {account.pending} requests in progress on node "
                 f"{self.address} (Quotas.max_pending); wait for their answers"
             )
-        self._requests[op](ident, rid, _monotonic() + left, float(span), target, payload, account)
+        deadline = _monotonic() + left
+        if size == 8 and op == ASK:
+            trace = self._trace(item[7])
+            self._ask(ident, rid, deadline, float(span), target, payload, account, trace)
+            return
+        self._requests[op](ident, rid, deadline, float(span), target, payload, account)
+
+    def _trace(self, value: Any) -> str | None:
+        """A peer's trace context if well formed; else None, counted (it serves tracing only,
+        so the message is delivered without it)."""
+        trace = check_traceparent(value)
+        if trace is None:
+            self.counters.bad_traces += 1
+        return trace
 
     # -- answers (any thread) -------------------------------------------------------------
 
@@ -344,7 +361,14 @@ class Server:
 
     # -- what peers ask -------------------------------------------------------------------
 
-    def _tell(self, target: str, msg: Any, local: LocalRef | None, arrived: float) -> None:
+    def _tell(
+        self,
+        target: str,
+        msg: Any,
+        local: LocalRef | None,
+        arrived: float,
+        trace: str | None = None,
+    ) -> None:
         """Deliver a tell to ``local``, the actor named ``target`` here (None: there is none)."""
         if type(msg) is Terminated and isinstance(msg.ref, RemoteRef) and local is not None:
             peer = self.peers.get(msg.ref.node or "")
@@ -354,7 +378,8 @@ class Server:
             self._undelivered(target, msg, "no such actor on this node")
             return
         try:
-            local.post(msg, sent_at=arrived)  # never waits; a stopped actor's go to dead letters
+            # Never waits; a stopped actor's go to dead letters.
+            local.post(msg, sent_at=arrived, trace=trace)
         except MailboxFull:
             self._undelivered(target, msg, "mailbox full (remote tell)")
         except ActorDeadError:
@@ -373,6 +398,7 @@ class Server:
         target: str,
         payload: bytes,
         account: Account,
+        trace: str | None = None,
     ) -> None:
         local = find(target)
         if local is None:
@@ -389,9 +415,13 @@ class Server:
         msg = self.codec.decode(payload)
         reply = serve_reply(deadline, target, span, self.answer, ident, rid, account)
         try:
-            local.post(msg, reply)  # never waits
+            local.post(msg, reply, trace=trace)  # never waits
         except (MailboxFull, ActorDeadError) as exc:
             reply.set_exception(exc)
+
+
+_Request = Callable[[bytes, int, float, float, str, bytes, Account], None]
+"""A request handler: (ident, id, deadline, span, target, payload, the peer's account)."""
 
 
 def _request_id(item: Any) -> int | None:

@@ -1,0 +1,76 @@
+"""The trace context that messages carry, as the hot paths see it: one check while tracing is off.
+
+Every envelope holds a fourth element, the W3C ``traceparent`` of the span it was sent from
+(None when tracing is off or no span was current). :data:`state` holds the active
+:class:`TraceHook` (None while off); only :mod:`llmos.actors.tracing` sets it, and only the
+hook knows OpenTelemetry: nothing here imports it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any, Protocol
+
+__all__ = ["TRACEPARENT_LENGTH", "TraceHook", "handle", "outgoing", "parse_traceparent", "state"]
+
+TRACEPARENT_LENGTH = 55
+_TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+
+
+class TraceHook(Protocol):
+    """What the actor core asks of the tracer (implemented in :mod:`llmos.actors.tracing`)."""
+
+    def outgoing(self, message: Any) -> str | None:
+        """The traceparent a tell of ``message`` carries now (None: none)."""
+
+    def ask(self, message: Any, target: str, reply: Any) -> str | None:
+        """Start the span of an ask (ended when ``reply`` settles); its traceparent."""
+
+    def handle(
+        self, dispatch: Callable[[Any], Any], message: Any, trace: str, actor: str, asked: bool
+    ) -> Any:
+        """Run ``dispatch(message)`` inside a span whose parent is ``trace``."""
+
+
+class _State:
+    __slots__ = ("hook",)
+
+    def __init__(self) -> None:
+        self.hook: TraceHook | None = None
+
+
+state = _State()
+
+
+def outgoing(message: Any) -> str | None:
+    """The traceparent a message sent now carries (None while tracing is off)."""
+    hook = state.hook
+    return None if hook is None else hook.outgoing(message)
+
+
+def handle(
+    dispatch: Callable[[Any], Any], message: Any, trace: str, actor: str, asked: bool
+) -> Any:
+    """Handle a message that carries a trace context (in a span, unless tracing went off)."""
+    hook = state.hook
+    if hook is None:
+        return dispatch(message)
+    return hook.handle(dispatch, message, trace, actor, asked)
+
+
+def parse_traceparent(value: Any) -> tuple[int, int, int] | None:
+    """(trace id, span id, flags) of a well-formed W3C traceparent, else None.
+
+    Checks the type and length before anything else, so a hostile value costs nothing to
+    refuse; only version 00 with non-zero ids is accepted.
+    """
+    if type(value) is not str or len(value) != TRACEPARENT_LENGTH:
+        return None
+    match = _TRACEPARENT.fullmatch(value)
+    if match is None:
+        return None
+    trace_id, span_id = int(match[1], 16), int(match[2], 16)
+    if not trace_id or not span_id:
+        return None
+    return trace_id, span_id, int(match[3], 16)

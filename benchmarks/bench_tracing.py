@@ -1,0 +1,228 @@
+"""What tracing costs: local and remote tells and asks, tracing off vs a baseline commit, and on.
+
+Three variants run in alternating order in each block, each in fresh processes:
+
+- ``base``: the baseline commit (checked out in a temporary ``git worktree``), no tracing code;
+- ``off``: this checkout, tracing off (the default);
+- ``on``: this checkout, tracing on in both processes (an SDK provider, a span processor and
+  an exporter that drops spans), every message sent from inside a span, so each tell and ask
+  carries a context and is handled in a span of its own: the worst case.
+
+Figures per variant: tells/s to one local actor (until all were handled), the local ask round
+trip, tells/s to an actor in a second process over ZeroMQ (until all were handled), and the
+remote ask round trip. Each is printed as a cost ratio per block (time per message, variant /
+reference; 1.00 = the same, 1.02 = 2% slower): ``off/base`` (the target is <= 1.02) and
+``on/off`` (the overhead of tracing). Summaries are min / median / max over the blocks, with
+the load average at start and end: on a shared machine, compare the medians.
+
+Run: ``python benchmarks/bench_tracing.py --baseline COMMIT [--blocks 5] [--tells 20000]``
+(COMMIT: the commit before the one measured, e.g. ``HEAD~1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("actors", "transport", "kernel", "models", "agents", "cli")
+FIGURES = ("local_tell", "local_ask", "remote_tell", "remote_ask")
+
+PEER = """
+import sys
+from llmos.actors import Actor
+from llmos.transport import Node
+if sys.argv[1] == "on":
+    from llmos.actors import tracing
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+    class Drop(SpanExporter):
+        def export(self, spans): return SpanExportResult.SUCCESS
+    tracing.enable(Drop())
+class Counter(Actor):
+    def __init__(self):
+        super().__init__()
+        self.count = 0
+    def on_receive(self, message):
+        if message == "count":
+            return self.count
+        self.count += 1
+        return message
+Counter.start(name="counter")
+node = Node()
+print(node.address, flush=True)
+sys.stdin.read()
+node.close()
+"""
+
+
+def measure(on: bool, tells: int, asks: int) -> dict[str, float]:
+    """One variant's figures, in this process (and a peer process of the same checkout)."""
+    import contextlib
+
+    from llmos.actors import Actor, stop_all
+    from llmos.transport import Node
+
+    scope: Any = contextlib.nullcontext()
+    if on:
+        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+        from llmos.actors import tracing
+
+        class Drop(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                return SpanExportResult.SUCCESS
+
+        provider = tracing.enable(Drop())
+        scope = provider.get_tracer("bench").start_as_current_span("bench")
+
+    class Counter(Actor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def on_receive(self, message: Any) -> Any:
+            if message == "count":
+                return self.count
+            self.count += 1
+            return message
+
+    def tell_cost(ref: Any, n: int) -> float:
+        start = time.perf_counter()
+        for i in range(n):
+            ref.tell(i)
+        ref.ask("count", timeout=120).get()
+        return (time.perf_counter() - start) / n
+
+    def ask_cost(ref: Any, n: int) -> float:
+        start = time.perf_counter()
+        for i in range(n):
+            ref.ask(i, timeout=30).get()
+        return (time.perf_counter() - start) / n
+
+    peer = subprocess.Popen(
+        [sys.executable, "-c", PEER, "on" if on else "off"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert peer.stdout is not None
+        address = peer.stdout.readline().strip()
+        with Node() as node, scope:
+            local = Counter.start()
+            remote = node.ref(f"counter@{address}")
+            for ref in (local, remote):  # warm up
+                tell_cost(ref, 2000)
+                ask_cost(ref, 200)
+            figures = {
+                "local_tell": tell_cost(local, tells),
+                "local_ask": ask_cost(local, asks),
+                "remote_tell": tell_cost(remote, tells),
+                "remote_ask": ask_cost(remote, asks // 2),
+            }
+        stop_all()
+        return figures
+    finally:
+        assert peer.stdin is not None
+        peer.stdin.close()
+        peer.wait(30)
+
+
+def tree(root: Path, into: Path) -> Path:
+    """A folder whose ``llmos`` maps each package to ``root``'s (put first on PYTHONPATH)."""
+    (into / "llmos").mkdir(parents=True)
+    for package in PACKAGES:
+        (into / "llmos" / package).symlink_to(root / package)
+    return into
+
+
+def run_variant(path: Path, on: bool, args: argparse.Namespace) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": str(path), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker"]
+    command += ["--tells", str(args.tells), "--asks", str(args.asks)]
+    if on:
+        command.append("--on")
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=600, check=True, cwd="/"
+    )
+    figures: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def summary(label: str, ratios: list[float]) -> None:
+    lo, med, hi = min(ratios), statistics.median(ratios), max(ratios)
+    print(f"  {label:<28} min {lo:5.3f}  median {med:5.3f}  max {hi:5.3f}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--baseline", help="the commit to compare with (e.g. HEAD~1)")
+    parser.add_argument("--blocks", type=int, default=5)
+    parser.add_argument("--tells", type=int, default=20_000)
+    parser.add_argument("--asks", type=int, default=2_000)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--on", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        print(json.dumps(measure(args.on, args.tells, args.asks)))
+        return 0
+    if not args.baseline:
+        parser.error("--baseline COMMIT is required (the commit to compare with)")
+    print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
+    with tempfile.TemporaryDirectory(prefix="llmos-bench-") as tmp:
+        checkout = Path(tmp) / "baseline"
+        subprocess.run(
+            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(checkout), args.baseline],
+            check=True,
+            capture_output=True,
+        )
+        try:
+            paths = {
+                "base": tree(checkout, Path(tmp) / "base-tree"),
+                "new": tree(ROOT, Path(tmp) / "new-tree"),
+            }
+            variants = [("base", False), ("off", False), ("on", True)]
+            ratios: dict[str, list[float]] = {}
+            for block in range(args.blocks):
+                order = variants if block % 2 == 0 else variants[::-1]
+                got = {
+                    name: run_variant(paths["base" if name == "base" else "new"], on, args)
+                    for name, on in order
+                }
+                for figure in FIGURES:
+                    off_base = got["off"][figure] / got["base"][figure]
+                    on_off = got["on"][figure] / got["off"][figure]
+                    ratios.setdefault(f"{figure} off/base", []).append(off_base)
+                    ratios.setdefault(f"{figure} on/off", []).append(on_off)
+                print(
+                    f"block {block}: "
+                    + "  ".join(
+                        f"{name} " + " ".join(f"{got[name][f] * 1e6:.2f}" for f in FIGURES)
+                        for name, _on in variants
+                    )
+                    + "  (µs per message: local tell, local ask, remote tell, remote ask)",
+                    flush=True,
+                )
+        finally:
+            subprocess.run(
+                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(checkout)],
+                check=False,
+                capture_output=True,
+            )
+    print(f"load average at end: {os.getloadavg()}")
+    print("cost ratios per block (time per message; min / median / max):")
+    for label, values in ratios.items():
+        summary(label, values)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
