@@ -14,6 +14,7 @@ from llmos.actors import ActorRef, LlmosError
 from llmos.agents import (
     ChatAgent,
     ChatResult,
+    ChatSetup,
     ConsolePrinter,
     Dialogue,
     Entry,
@@ -26,7 +27,7 @@ from llmos.agents import (
 )
 from llmos.models import FakeModel, GetModelStats, ModelStats
 
-__all__ = ["DEMO_QUESTION", "run_chat_session", "run_demo"]
+__all__ = ["DEMO_QUESTION", "RECIPE", "demo_setup", "run_chat_session", "run_demo"]
 
 DEMO_QUESTION = "Should our town turn its main street into a car-free zone?"
 
@@ -88,6 +89,42 @@ def summary(result: ChatResult, stats: ModelStats | None) -> str:
     return "\n".join(lines)
 
 
+RECIPE = "llmos.cli._demo:demo_setup"
+
+
+def demo_setup(
+    *,
+    model: str | None = None,
+    turns: int = 4,
+    max_tokens: int = 40,
+    temperature: float | None = None,
+    seed: int | None = None,
+    question: str = DEMO_QUESTION,
+    device: str = "auto",
+    fake: bool = False,
+) -> ChatSetup:
+    """Start the demo's model and speakers; the dialogue to run (the recipe of a recorded
+    demo: ``llmos resume`` calls it with the recorded arguments)."""
+    model_ref = _start_model(model, fake, device)
+    sampling: dict[str, Any] = {"seed": seed}
+    if temperature is not None:
+        sampling["temperature"] = temperature
+    speakers = [
+        spawn(
+            ChatAgent,
+            model_ref,
+            persona,
+            max_new_tokens=max_tokens,
+            name=name,
+            **sampling,
+            restart_on_ask_error=True,  # a speaker that fails its turn is restarted
+        )
+        for name, persona in PERSONAS
+    ]
+    stop = MaxTurns(turns) | Repetition(window=4, repeats=2) | TimeLimit(600)
+    return ChatSetup(speakers, question, Dialogue, {"termination": stop})
+
+
 def run_demo(
     *,
     model: str | None = None,
@@ -99,6 +136,7 @@ def run_demo(
     save: Path | None = None,
     device: str = "auto",
     fake: bool = False,
+    record: Path | None = None,
 ) -> int:
     """Two personas discuss ``question`` for ``turns`` turns through one model actor.
 
@@ -106,40 +144,44 @@ def run_demo(
     sample (``temperature``, ChatAgent's default when None) with seeds drawn from ``seed`` and
     the turn, so the same seed replays the same dialogue and another seed gives another one.
 
+    With ``record`` the run is recorded to that SQLite file (``llmos resume`` and ``llmos
+    replay`` rebuild it through :func:`demo_setup`).
+
     Returns:
         0 when the dialogue ended normally (turns done), 1 otherwise (the reason is printed).
     """
+    args: dict[str, Any] = {
+        "model": model,
+        "turns": turns,
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+        "seed": seed,
+        "question": question,
+        "device": device,
+        "fake": fake,
+    }
     try:
-        model_ref = _start_model(model, fake, device)
-        sampling: dict[str, Any] = {"seed": seed}
-        if temperature is not None:
-            sampling["temperature"] = temperature
-        speakers = [
-            spawn(
-                ChatAgent,
-                model_ref,
-                persona,
-                max_new_tokens=max_tokens,
-                name=name,
-                **sampling,
-                restart_on_ask_error=True,  # a speaker that fails its turn is restarted
-            )
-            for name, persona in PERSONAS
-        ]
+        setup = demo_setup(**args)
         print(f"question: {question}", flush=True)
-        stop = MaxTurns(turns) | Repetition(window=4, repeats=2) | TimeLimit(600)
+        recording: dict[str, Any] = {}
+        if record is not None:
+            recording = {"record": record, "recipe": {"function": RECIPE, "args": args}}
         result = run_chat(
-            speakers,
-            question,
-            chat_class=Dialogue,
-            termination=stop,
+            setup.participants,
+            setup.task,
+            chat_class=setup.chat_class,
             save_to=save / "dialogue" if save else None,
             timeout=900,
+            **recording,
+            **setup.options,
         )
+        model_ref = actors.get("model")
         stats = model_ref.ask(GetModelStats(), timeout=10).get()
         print(summary(result, stats if isinstance(stats, ModelStats) else None))
         if result.jsonl_path:
             print(f"[transcript: {result.jsonl_path} and {result.markdown_path}]")
+        if result.run_id:
+            print(f"[recorded: run {result.run_id} in {record}]")
         return 0 if result.ended_normally else 1
     finally:
         _shut_down()

@@ -1,4 +1,5 @@
-"""The ``llmos`` command: ``demo``, ``chat``, ``node``, ``status`` and ``--version``.
+"""The ``llmos`` command: ``demo``, ``chat``, ``node``, ``status``, the recorded-run commands
+(``runs``, ``show``, ``resume``, ``replay``, ``effects``) and ``--version``.
 
 Every argument is checked before anything loads. Errors print as one line naming the flag
 (``llmos COMMAND: ErrorType: what happened``), never a traceback; Ctrl+C ends with exit code
@@ -16,6 +17,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["build_parser", "flag_names", "main"]
 
@@ -103,7 +105,38 @@ def _demo(args: argparse.Namespace) -> int:
         save=args.save,
         device=args.device,
         fake=args.fake,
+        record=args.record,
     )
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from ._runs import print_runs
+
+    return print_runs(args.file)
+
+
+def _show(args: argparse.Namespace) -> int:
+    from ._runs import print_show
+
+    return print_show(args.file, args.run_id)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from ._runs import print_resume
+
+    return print_resume(args.file, args.run_id, args.timeout)
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from ._runs import print_replay
+
+    return print_replay(args.file, args.run_id, args.live, args.timeout)
+
+
+def _effects(args: argparse.Namespace) -> int:
+    from ._runs import print_effects
+
+    return print_effects(args.file, args.run_id, args.done, args.redo, args.result)
 
 
 def _chat(args: argparse.Namespace) -> int:
@@ -171,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--turns", type=_count, default=4, help="turns of the dialogue (default 4)")
     demo.add_argument("--question", default=None, help="what the agents discuss")
     demo.add_argument("--save", type=Path, default=None, help="folder for JSONL + Markdown")
+    demo.add_argument(
+        "--record", type=Path, default=None, help="record the run to this SQLite run log"
+    )
     demo.set_defaults(run=_demo)
 
     chat = sub.add_parser("chat", help="talk to an agent at the terminal (/quit to end)")
@@ -187,7 +223,44 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--keys", default=None, help="this client's CURVE key pair file")
     status.add_argument("--server-key", default=None, help="the node's public CURVE key")
     status.set_defaults(run=_status)
+    _run_commands(sub)
     return parser
+
+
+def _run_commands(sub: Any) -> None:
+    """The commands that read and drive recorded runs."""
+    runs = sub.add_parser("runs", help="list the runs of a run log")
+    runs.add_argument("file", type=Path, help="the run log (SQLite file)")
+    runs.set_defaults(run=_runs)
+
+    show = sub.add_parser("show", help="a recorded run's transcript, tokens and timing per turn")
+    show.add_argument("file", type=Path, help="the run log (SQLite file)")
+    show.add_argument("run_id")
+    show.set_defaults(run=_show)
+
+    resume = sub.add_parser("resume", help="resume a recorded run from its last completed turn")
+    resume.add_argument("file", type=Path, help="the run log (SQLite file)")
+    resume.add_argument("run_id")
+    resume.add_argument("--timeout", type=_positive, default=900.0, help="seconds (900)")
+    resume.set_defaults(run=_resume)
+
+    replay = sub.add_parser("replay", help="re-execute a recorded run from its log")
+    replay.add_argument("file", type=Path, help="the run log (SQLite file)")
+    replay.add_argument("run_id")
+    replay.add_argument(
+        "--live", action="store_true", help="run the model again; report where it diverges"
+    )
+    replay.add_argument("--timeout", type=_positive, default=900.0, help="seconds (900)")
+    replay.set_defaults(run=_replay)
+
+    effects = sub.add_parser("effects", help="a run's side effects; decide one in doubt")
+    effects.add_argument("file", type=Path, help="the run log (SQLite file)")
+    effects.add_argument("run_id")
+    decide = effects.add_mutually_exclusive_group()
+    decide.add_argument("--done", metavar="KEY", help="the effect took place")
+    decide.add_argument("--redo", metavar="KEY", help="it did not: run it again on resume")
+    effects.add_argument("--result", help="with --done: its result, as JSON")
+    effects.set_defaults(run=_effects)
 
 
 def _check(args: argparse.Namespace) -> None:

@@ -3,18 +3,14 @@ replay from the log, and a damaged log's one clear error."""
 
 from __future__ import annotations
 
-import os
-import queue
 import random
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 from durable_run import setup
+from durable_support import TURNS, Child, check_run, reference_transcript, resume_until_done
 
 from llmos.actors import stop_all
 from llmos.agents import (
@@ -27,89 +23,11 @@ from llmos.agents import (
 )
 from llmos.models import FakeModel
 
-TESTS = Path(__file__).resolve().parent
-ROOT = TESTS.parent
-TURNS = 8
-
-
-class Child:
-    """A durable_run.py subprocess whose stdout lines are read in a thread."""
-
-    def __init__(self, *args: str, slow_at: int | None = None) -> None:
-        env = {
-            **os.environ,
-            "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-        }
-        if slow_at is not None:
-            env["DURABLE_SLOW_AT"] = str(slow_at)
-        self.proc = subprocess.Popen(
-            [sys.executable, str(TESTS / "durable_run.py"), *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=ROOT,
-        )
-        self.lines: queue.Queue[str] = queue.Queue()
-        self.seen: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.put(line.rstrip("\n"))
-        self.lines.put("<eof>")
-
-    def wait_for(self, predicate: object, timeout: float = 30.0) -> str:
-        """The first line (from now) for which ``predicate(line)`` holds."""
-        assert callable(predicate)
-        while True:
-            line = self.lines.get(timeout=timeout)
-            self.seen.append(line)
-            if line == "<eof>":
-                raise AssertionError(f"the child ended first: {self.seen[-20:]}")
-            if predicate(line):
-                return line
-
-    def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        assert self.proc.wait(timeout=10) == -signal.SIGKILL
-
-    def finish(self) -> str:
-        code = self.proc.wait(timeout=60)
-        line = self.wait_for(lambda ln: ln.startswith("done"), timeout=5) if code == 0 else ""
-        assert code == 0, f"exit {code}: {self.seen[-20:]}"
-        return line
-
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     """The transcript of the same dialogue, recorded without interruption."""
-    db = tmp_path_factory.mktemp("ref") / "ref.db"
-    s = setup(TURNS)
-    try:
-        result = run_chat(s.participants, s.task, chat_class=s.chat_class, record=db, **s.options)
-    finally:
-        stop_all(timeout=10)
-    assert result.turns == TURNS
-    return transcript_text(result.transcript)
-
-
-def _resume_until_done(db: Path, run_id: str) -> None:
-    Child("resume", str(db), run_id).finish()
-
-
-def _check(db: Path, run_id: str, reference: bytes) -> None:
-    store = RunStore(db, create=False)
-    try:
-        run = store.run(run_id)
-        entries = store.entries(run_id)
-    finally:
-        store.close()
-    assert run["status"] == "ended" and run["turns"] == TURNS
-    turns = [e["turn"] for e in entries if e["kind"] == "utterance"]
-    assert turns == list(range(1, TURNS + 1)), "a turn lost or taken twice"
-    assert transcript_text(entries) == reference
+    return reference_transcript(tmp_path_factory.mktemp("ref") / "ref.db")
 
 
 def test_records_messages_model_calls_and_entries(tmp_path: Path) -> None:
@@ -144,8 +62,8 @@ def test_kill_during_generation_then_resume(tmp_path: Path, reference: bytes) ->
     child = Child("record", str(db), "gen", "--turns", str(TURNS), slow_at=5)
     child.wait_for(lambda ln: ln == "gen 5")  # the 5th model call hangs: kill it mid-way
     child.kill()
-    _resume_until_done(db, "gen")
-    _check(db, "gen", reference)
+    resume_until_done(db, "gen")
+    check_run(db, "gen", reference)
 
 
 def test_kill_between_turns_then_resume(tmp_path: Path, reference: bytes) -> None:
@@ -153,8 +71,8 @@ def test_kill_between_turns_then_resume(tmp_path: Path, reference: bytes) -> Non
     child = Child("record", str(db), "between", "--turns", str(TURNS))
     child.wait_for(lambda ln: ln.startswith("bob:") and "gen 4" in child.seen)
     child.kill()
-    _resume_until_done(db, "between")
-    _check(db, "between", reference)
+    resume_until_done(db, "between")
+    check_run(db, "between", reference)
 
 
 def test_kill_at_random_points_including_writes(tmp_path: Path, reference: bytes) -> None:
@@ -176,8 +94,8 @@ def test_kill_at_random_points_including_writes(tmp_path: Path, reference: bytes
         if _status(db) == "":  # killed before the run was written: start it again
             Child("record", str(db), "r", "--turns", str(TURNS)).finish()
         if _status(db) != "ended":
-            _resume_until_done(db, "r")
-        _check(db, "r", reference)
+            resume_until_done(db, "r")
+        check_run(db, "r", reference)
 
 
 def _status(db: Path) -> str:
