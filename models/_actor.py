@@ -128,6 +128,8 @@ class ModelActor(Actor):
         self._live: dict[str, Pending] = {}  # request id -> request, waiting or running
         self._counts = {"requests": 0, "completed": 0, "refused": 0, "tokens": 0}
         self._generation_seconds = 0.0
+        self._batch_sizes: dict[int, int] = {}  # completed requests by the batch they ran in
+        self._queue_seconds = 0.0  # summed waits of completed requests
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -152,6 +154,7 @@ class ModelActor(Actor):
             "scheduler": self.scheduler,
             "counts": self._counts,
             "seconds": self._generation_seconds,
+            "shape": (self._batch_sizes, self._queue_seconds),
             "ledger": self.ledger,
         }
 
@@ -161,6 +164,7 @@ class ModelActor(Actor):
             self.scheduler = state["scheduler"]
             self._counts = state["counts"]
             self._generation_seconds = state["seconds"]
+            self._batch_sizes, self._queue_seconds = state["shape"]
             self.ledger.close()
             self.ledger = state["ledger"]
             for pending in state["pending"]:
@@ -324,6 +328,8 @@ class ModelActor(Actor):
             generation_seconds=self._generation_seconds,
             queued=len(self.scheduler),
             tokens_by_requester=dict(self.scheduler.used),
+            batch_sizes=dict(self._batch_sizes),
+            queue_seconds=self._queue_seconds,
         )
 
     @handler(GetLedger)
@@ -407,6 +413,9 @@ class ModelActor(Actor):
             result.completion_tokens,
         )
         started = p.started_at if p.started_at is not None else time.monotonic()
+        size = max(p.peak, 1)
+        self._batch_sizes[size] = self._batch_sizes.get(size, 0) + 1
+        self._queue_seconds += max(started - p.sent_at, 0.0)
         completion = Completion(
             text=result.text,
             finish_reason=result.finish_reason,
@@ -417,7 +426,7 @@ class ModelActor(Actor):
             model=self.engine.loaded.name,
             request_id=p.request_id,
             batch=p.batch,
-            batch_size=max(p.peak, 1),
+            batch_size=size,
         )
         span, p.span = p.span, None
         end_model_span(span, completion)

@@ -169,6 +169,7 @@ class FakeModel(Actor):
             generation_seconds=0.0,
             queued=0,
             tokens_by_requester=dict(self.tokens_by_requester),
+            batch_sizes={1: c["completed"]} if c["completed"] else {},
         )
 
     @handler(GetLedger)

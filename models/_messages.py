@@ -6,6 +6,7 @@ pool, or on another node.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -187,6 +188,8 @@ class ModelStats:
         generation_seconds: time spent inside batches.
         queued: requests waiting now.
         tokens_by_requester: completion tokens per requester (what the budgets count).
+        batch_sizes: completed requests by the size of the batch they ran in (its peak).
+        queue_seconds: summed seconds completed requests waited before they joined a batch.
     """
 
     model: str
@@ -199,6 +202,8 @@ class ModelStats:
     generation_seconds: float
     queued: int
     tokens_by_requester: dict[str, int]
+    batch_sizes: dict[int, int] = dataclasses.field(default_factory=dict)
+    queue_seconds: float = 0.0
 
 
 @message("llmos.model.GetLedger")

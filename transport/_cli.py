@@ -14,6 +14,7 @@ import re
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
@@ -126,7 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) -> int:
+OnStart = Callable[[Node, argparse.Namespace], Callable[[], None]]
+"""Starts services beside a node once it listens; returns what stops them."""
+
+
+def node_main(
+    argv: list[str] | None = None,
+    *,
+    spawner: Spawner | None = None,
+    flags: Callable[[argparse.ArgumentParser], None] | None = None,
+    on_start: OnStart | None = None,
+) -> int:
     """Run ``llmos node`` with ``argv`` (default: ``sys.argv[1:]``); return the exit code.
 
     Prints the node's address on one line (flushed) once it listens, serves until SIGINT or
@@ -138,9 +149,16 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
         argv: the command line arguments after ``node`` (see ``build_parser``).
         spawner: how allowed remote spawn requests start actors here (a kernel passes its
             own, so it supervises them); default :func:`default_spawner`.
+        flags: adds the caller's own flags to :func:`build_parser`'s parser.
+        on_start: called with the node and the parsed arguments once the node listens, to
+            start services beside it; what it returns is called before the node closes. An
+            ``LlmosError`` or ``OSError`` it raises ends the command with exit code 2.
     """
+    parser = build_parser()
+    if flags is not None:
+        flags(parser)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(argv)
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else 2
     if not logging.getLogger().handlers:
@@ -190,6 +208,15 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
         print(f"llmos node: {_flag_names(str(exc))}", file=sys.stderr)
         return 2
     NodeService.start(node, name=NODE_SERVICE)
+    stop_services: Callable[[], None] = _nothing
+    if on_start is not None:
+        try:
+            stop_services = on_start(node, args)
+        except (LlmosError, OSError) as exc:
+            print(f"llmos node: {_flag_names(str(exc))}", file=sys.stderr)
+            node.close()
+            stop_all(timeout=10.0)
+            return 2
     stop = threading.Event()
     restore = _on_signals(stop)
     try:
@@ -199,12 +226,17 @@ def node_main(argv: list[str] | None = None, *, spawner: Spawner | None = None) 
     finally:
         for signum, previous in restore.items():
             signal.signal(signum, previous)
+        stop_services()
         node.close()
         try:
             stop_all(timeout=10.0)
         except LlmosError as exc:
             print(f"llmos node: {exc}", file=sys.stderr)
     return 0
+
+
+def _nothing() -> None:
+    pass
 
 
 class NodeService(Actor):  # type: ignore[misc,unused-ignore]

@@ -59,6 +59,7 @@ class Client:
             log.warning("dropped a bad frame from node %s: %s", peer.address, exc)
             return
         counters.frames_in += 1
+        counters.bytes_in += len(data)
         counters.items_in += len(items)
         peer.last_heard = _monotonic()
         if peer.state != UP:

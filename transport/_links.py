@@ -285,6 +285,7 @@ class Links:
         except zmq.Again:
             return False
         self.counters.frames_out += 1
+        self.counters.bytes_out += len(frame)
         return True
 
     def _reap(self, peer: Peer) -> None:

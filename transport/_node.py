@@ -379,6 +379,8 @@ class Node:
             pending_requests=sum(len(p.pending) for p in peers),
             frames_in=c.frames_in,
             frames_out=c.frames_out,
+            bytes_in=c.bytes_in,
+            bytes_out=c.bytes_out,
             items_in=c.items_in,
             items_out=c.items_out,
             bad_frames=c.bad_frames,

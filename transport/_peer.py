@@ -136,6 +136,8 @@ class Counters:
         "bad_frames",
         "bad_items",
         "bad_traces",
+        "bytes_in",
+        "bytes_out",
         "dropped_replies",
         "expired_requests",
         "frames_in",
@@ -160,6 +162,8 @@ class Counters:
         self.expired_requests = 0
         self.frames_in = 0
         self.frames_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
         self.items_in = 0
         self.items_out = 0
         self.late_replies = 0
@@ -208,6 +212,7 @@ class NodeStats:
             ``Quotas.max_peers`` (their queued tells went to dead letters).
         bad_traces: trace contexts from peers dropped as malformed (the messages carrying
             them were delivered without one).
+        bytes_in: bytes of valid frames received. bytes_out: bytes of frames sent.
     """
 
     address: str
@@ -234,3 +239,5 @@ class NodeStats:
     peers_reaped: int = 0
     peers_evicted: int = 0
     bad_traces: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0

@@ -263,6 +263,7 @@ class Router:
             self.counters.dropped_replies += count
             return False
         self.counters.frames_out += 1
+        self.counters.bytes_out += len(frame)
         return True
 
     def send_notice(self, ident: bytes, frame: bytes) -> None:

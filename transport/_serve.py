@@ -167,6 +167,7 @@ class Server:
         account = self.account(ident)
         account.last_seen = arrived = _monotonic()  # one arrival time for the whole frame
         self.counters.frames_in += 1
+        self.counters.bytes_in += len(data)
         self.counters.items_in += len(items)
         decode = self.codec.decode
         tell = self._tell
