@@ -77,10 +77,22 @@ class ModelSelector:
     chat falls back to round robin for that turn with a note. The chat actor waits for the
     answer (at most ``timeout``) before it asks the next speaker.
 
+    Fairness: a model tends to pick names it has already seen in the conversation, so left
+    alone it may never give the word to a quiet agent. Two rules keep every agent in:
+
+    - the last speaker is not a candidate (unless ``allow_repeat``);
+    - a candidate that has waited ``max_wait`` turns (turns since it last spoke, or since the
+      chat began) is picked without asking the model; of several, the one waiting longest.
+
+    So in a chat of ``n`` agents each speaks within its first ``max_wait + 1`` turns and
+    again at least every ``max_wait + 1`` turns; all other picks are the model's.
+
     Args:
         model: the model actor's ref (a ModelActor, a pool, a remote one, or a FakeModel).
         allow_repeat: let the last speaker speak again (default: someone else must).
         history: how many of the latest utterances to show the model.
+        max_wait: the most turns a candidate waits before it is picked anyway (default: the
+            number of participants).
         timeout: how long to wait for the model.
     """
 
@@ -90,15 +102,21 @@ class ModelSelector:
         *,
         allow_repeat: bool = False,
         history: int = 6,
+        max_wait: int | None = None,
         timeout: float = 60.0,
     ) -> None:
         if not isinstance(model, ActorRef):
             raise AgentError(f"ModelSelector needs a model actor's ref, got {model!r}")
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
             raise AgentError(f"history must be an int >= 0, got {history!r}")
+        if max_wait is not None and (
+            isinstance(max_wait, bool) or not isinstance(max_wait, int) or max_wait < 1
+        ):
+            raise AgentError(f"max_wait must be an int >= 1 or None, got {max_wait!r}")
         self.model = model
         self.allow_repeat = allow_repeat
         self.history = history
+        self.max_wait = max_wait
         self.timeout = timeout
 
     def candidates(self, ctx: SelectionContext) -> list[str]:
@@ -107,6 +125,18 @@ class ModelSelector:
         if not self.allow_repeat and ctx.last_speaker in names and len(names) > 1:
             names.remove(ctx.last_speaker)
         return names
+
+    def overdue(self, ctx: SelectionContext, names: Sequence[str]) -> str | None:
+        """The candidate that has waited ``max_wait`` turns or more (the longest waiting
+        first), or None when none has."""
+        limit = self.max_wait if self.max_wait is not None else len(ctx.participants)
+        last_turn = dict.fromkeys(names, 0)
+        for entry in ctx.transcript:
+            if entry.speaker in last_turn:
+                last_turn[entry.speaker] = max(last_turn[entry.speaker], entry.turn)
+        waited = {n: ctx.turn - 1 - last_turn[n] for n in names}
+        longest = max(names, key=lambda n: waited[n])  # the first of equals, in chat order
+        return longest if waited[longest] >= limit else None
 
     def prompt(self, ctx: SelectionContext, names: Sequence[str]) -> list[dict[str, str]]:
         """The chat messages after which the names are scored (shown by :func:`display_name`)."""
@@ -130,6 +160,9 @@ class ModelSelector:
         names = self.candidates(ctx)
         if len(names) == 1:
             return names[0]
+        due = self.overdue(ctx, names)
+        if due is not None:
+            return due
         shown = tuple(display_name(n) for n in names)
         if len(set(shown)) != len(shown):  # two names that display alike: score them as given
             shown = tuple(names)

@@ -22,12 +22,14 @@ Figures (goals from the project's issue):
 - wrong-name rate: turns that address someone by a name that is not another participant's
   (the speaker's own, or an unknown one: a capitalised word used as a vocative), or that use a
   third-person pronoun of the wrong gender in a sentence naming a participant;
+- fairness (group chats): the share of chats in which every agent spoke, and the turns each
+  agent took (fewest / mean / most over all agents of all chats);
 - tokens/s: completion tokens (utterances and selector answers) / wall time of the run.
 
 These are heuristics over text; ``--transcripts DIR`` writes every chat as Markdown for reading.
 
 Run: ``python benchmarks/bench_dialogue.py [--tokens 48] [--turns 6] [--seed 0]
-[--threads N] [--transcripts DIR] [--json FILE]``
+[--kinds dialogue,group] [--threads N] [--transcripts DIR] [--json FILE]``
 """
 
 from __future__ import annotations
@@ -292,6 +294,7 @@ class ChatFigures:
     wrong: list[str]
     distinct: float
     tokens: int
+    turns_by_agent: dict[str, int]
     notes: list[str] = field(default_factory=list)
 
 
@@ -315,6 +318,7 @@ def measure(
         wrong=[wrong_name(t, s, people) for t, s in pairs],
         distinct=distinct_2(texts),
         tokens=sum(e.tokens for e in said),
+        turns_by_agent={name: speakers.count(name) for name in people},
         notes=[e.text for e in result.transcript if e.kind == "note"],
     )
 
@@ -345,11 +349,15 @@ def run_all(model: ActorRef, args: argparse.Namespace) -> tuple[list[ChatFigures
         "speaker_timeout": 1800.0,
     }
     for t, topic in enumerate(TOPICS[: args.topics]):
-        refs, people, personas = _agents(model, PAIRS[t], PAIR_ROLES, args.seed + 10 * t)
-        chat: ActorRef = Dialogue.start(refs[0], refs[1], topic, name=f"dialogue-{t}", **common)
-        chats.append(("dialogue", chat, people, personas, None))
+        if "dialogue" in args.kinds:
+            refs, people, personas = _agents(model, PAIRS[t], PAIR_ROLES, args.seed + 10 * t)
+            chat: ActorRef = Dialogue.start(refs[0], refs[1], topic, name=f"dialogue-{t}", **common)
+            chats.append(("dialogue", chat, people, personas, None))
+        if "group" not in args.kinds:
+            continue
         refs, people, personas = _agents(model, TRIOS[t], TRIO_ROLES, args.seed + 10 * t + 5)
-        selector = CountingSelector(ModelSelector(model, timeout=1800.0))
+        picker = ModelSelector(model, max_wait=args.max_wait, timeout=1800.0)
+        selector = CountingSelector(picker)
         chat = GroupChat.start(refs, topic, selector=selector, name=f"group-{t}", **common)
         chats.append(("group", chat, people, personas, selector))
     start = time.perf_counter()
@@ -416,6 +424,21 @@ def report(
         print(f"{label:<26}{cells}   {goal}")
     print(f"{'selector validity %':<26}{'':>10}{validity:>10.1f}{'':>10}   100")
     print(f"{'selector answers':<26}{'':>10}{calls:>10}")
+    groups = [f for f in figures if f.kind == "group"]
+    counts = [n for f in groups for n in f.turns_by_agent.values()]
+    all_spoke = sum(1 for f in groups if min(f.turns_by_agent.values(), default=0) > 0)
+    fairness = {
+        "every_agent_spoke": [all_spoke, len(groups)],
+        "turns_per_agent": [min(counts, default=0), max(counts, default=0)],
+        "turns_per_agent_by_chat": [sorted(f.turns_by_agent.values()) for f in groups],
+    }
+    if groups:
+        print(f"{'every agent spoke':<26}{'':>10}{f'{all_spoke}/{len(groups)}':>10}{'':>10}   all")
+        print(
+            f"{'turns per agent':<26}{'':>10}"
+            f"{f'{min(counts)}/{statistics.mean(counts):.1f}/{max(counts)}':>10}"
+            f"{'':>10}   fewest/mean/most; by chat {fairness['turns_per_agent_by_chat']}"
+        )
     print(f"tokens: {tokens} in {wall:.1f} s = {tokens / wall:.1f} tokens/s (all chats at once)")
     problems = [p for s in selectors for p in s.problems]
     if problems:
@@ -429,7 +452,12 @@ def report(
         ][:3]
         for _topic, speaker, text, why in examples:
             print(f"  {label}: {why} -- {speaker}: {text[:100]!r}")
-    return {"rows": rows, "selector_validity_pct": validity, "selector_calls": calls}
+    return {
+        "rows": rows,
+        "selector_validity_pct": validity,
+        "selector_calls": calls,
+        "fairness": fairness,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -438,6 +466,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=6, help="turns per chat")
     parser.add_argument("--tokens", type=int, default=48, help="most tokens per turn")
     parser.add_argument("--seed", type=int, default=0, help="first agent seed")
+    parser.add_argument(
+        "--kinds",
+        type=lambda text: set(text.split(",")),
+        default={"dialogue", "group"},
+        help="which chats: dialogue, group or both (dialogue,group)",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=int,
+        default=None,
+        help="the selector's fairness rule (default: its own; a number above --turns turns "
+        "it off, to compare)",
+    )
     parser.add_argument("--transcripts", type=Path, help="write each chat here as Markdown")
     parser.add_argument("--json", type=Path, help="write the figures here")
     parser.add_argument(
@@ -448,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine loaded by other work, 1 avoids threads spinning against each other",
     )
     args = parser.parse_args(argv)
+    if not args.kinds or not args.kinds <= {"dialogue", "group"}:
+        parser.error(f"--kinds takes dialogue, group or both, got {sorted(args.kinds)}")
     if args.threads:
         import torch
 

@@ -99,6 +99,30 @@ def test_model_selector_always_picks_an_allowed_speaker() -> None:
     assert all(a != b for a, b in itertools.pairwise(speakers))  # no repeats
 
 
+def test_model_selector_gives_every_agent_the_word_within_max_wait_turns() -> None:
+    # A model that always prefers ann (as a model prefers names already in the chat) would
+    # leave cy out for good: ann, bob, ann, bob, ...
+    favours_ann = FakeModel.start(lambda _messages: "ann", name="favours-ann")
+    result = run_chat(
+        trio(), "t", selector=ModelSelector(favours_ann), termination=MaxTurns(9), printer=None
+    )
+    assert result.speakers == ["ann", "bob", "ann", "cy", "ann", "bob", "ann", "cy", "ann"]
+    for name in ("ann", "bob", "cy"):  # nobody waits more than max_wait (3) turns
+        turns = [0] + [i + 1 for i, s in enumerate(result.speakers) if s == name]
+        assert all(b - a <= 4 for a, b in itertools.pairwise(turns)), (name, turns)
+    four = [Scripted.start([f"{n} here"], name=n) for n in ("p", "q", "r", "s")]
+    result = run_chat(
+        four,
+        "t",
+        selector=ModelSelector(favours_ann, max_wait=2),
+        termination=MaxTurns(6),
+        printer=None,
+    )
+    assert result.speakers == ["p", "q", "r", "s", "p", "q"]  # a fake naming nobody: the first
+    with pytest.raises(AgentError, match="max_wait"):
+        ModelSelector(favours_ann, max_wait=0)
+
+
 class CountingScores:
     """Wraps a selector; counts its picks that were not among the allowed candidates."""
 
