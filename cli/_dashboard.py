@@ -28,7 +28,7 @@ from llmos.actors import LlmosError
 from ._metrics import is_loopback
 from ._observe import NodeWatcher
 
-__all__ = ["Dashboard", "SnapshotFeed", "build_app", "run_dashboard"]
+__all__ = ["Dashboard", "SnapshotFeed", "build_app", "check_bind", "run_dashboard"]
 
 log = logging.getLogger("llmos.cli")
 
@@ -79,6 +79,19 @@ class SnapshotFeed:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(10.0)
+
+
+def check_bind(bind: str, token: str | None) -> None:
+    """Refuse a non-loopback ``bind`` without a token.
+
+    Raises:
+        LlmosError: ``bind`` is not a loopback address and ``token`` is empty.
+    """
+    if not is_loopback(bind) and not token:
+        raise LlmosError(
+            f"--bind {bind} is not a loopback address: anyone who reaches it would read "
+            "the node; give --token TOKEN (a long random string), or bind 127.0.0.1"
+        )
 
 
 def _asset(name: str) -> bytes:
@@ -165,11 +178,7 @@ class Dashboard:
     ) -> None:
         import uvicorn
 
-        if not is_loopback(bind) and not token:
-            raise LlmosError(
-                f"--bind {bind} is not a loopback address: anyone who reaches it would read "
-                "the node; give --token TOKEN (a long random string), or bind 127.0.0.1"
-            )
+        check_bind(bind, token)
         family = socket.AF_INET6 if ":" in bind else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -221,6 +230,7 @@ def run_dashboard(
         NodeUnreachable, ActorDeadError: the node cannot be read at start.
         LlmosError: a non-loopback bind without a token. OSError: the port is taken.
     """
+    check_bind(bind, token)
     logging.getLogger("llmos").addHandler(logging.NullHandler())
     logging.getLogger("llmos").propagate = False
     with NodeWatcher(address, timeout=timeout, keys=keys, server_key=server_key) as watcher:

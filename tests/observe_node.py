@@ -13,7 +13,7 @@ import threading
 from typing import Any
 
 from llmos.actors import Actor, get, handler
-from llmos.agents import Agent, GroupChat, Turn, Utterance
+from llmos.agents import Agent, GroupChat, MaxTurns, Turn, Utterance
 from llmos.kernel import ChildSpec, Supervisor
 from llmos.models import Completion, FakeModel, Generate
 
@@ -92,7 +92,7 @@ class Stage(Supervisor):
                 ChildSpec(
                     GroupChat,
                     (["ada", "rex"], "what to watch"),
-                    {"max_turns": 6, "printer": None, "speaker_timeout": 60.0},
+                    {"termination": MaxTurns(6), "printer": None, "speaker_timeout": 60.0},
                     name="chat",
                 ),
             ],

@@ -96,6 +96,8 @@ def test_node_metrics_follow_crashes_restarts_and_a_dialogue(tmp_path: Path) -> 
         rex = value(done, "llmos_agent_tokens_total", agent="rex", direction="output")
         assert ada and rex and ada + rex == tokens
         assert value(done, "llmos_model_queue_seconds_count", **model) == 2
+        for _ in range(4):  # the chat's other turns, so the node stops at once
+            gate.tell("next")
 
 
 def test_a_bad_metrics_address_is_one_line_naming_the_flag() -> None:
