@@ -27,7 +27,13 @@ from llmos.agents._durable import (
     resume_chat,
     transcript_text,
 )
-from llmos.agents._effects import EffectFn, EffectInDoubt, EffectJournal, EffectRecord
+from llmos.agents._effects import (
+    EffectFn,
+    EffectInDoubt,
+    EffectJournal,
+    EffectRecord,
+    effect_key,
+)
 from llmos.agents._errors import AgentError, ChatTimeout
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
@@ -109,6 +115,7 @@ __all__ = [
     "build_setup",
     "check_input",
     "display_name",
+    "effect_key",
     "most_similar",
     "replay_chat",
     "resume_chat",

@@ -82,10 +82,13 @@ class EffectRecord:
     error: str
 
 
-def effect_key(agent: str, turn: int, order: int, name: str, args: Mapping[str, Any]) -> str:
-    """The stable key of an effect (the same arguments give the same key on every run)."""
+def effect_key(
+    run_id: str, agent: str, turn: int, order: int, name: str, args: Mapping[str, Any]
+) -> str:
+    """The stable key of an effect: the same run, agent, turn, order, name and arguments give
+    the same key however often the run is resumed, and no other effect has it."""
     digest = hashlib.sha256(pack(dict(sorted(args.items())))).hexdigest()[:16]
-    return f"{agent}/{turn}/{order}/{name}/{digest}"
+    return f"{run_id}/{agent}/{turn}/{order}/{name}/{digest}"
 
 
 class EffectJournal:
@@ -136,7 +139,7 @@ class EffectJournal:
             RunLogError: the journal cannot be written.
         """
         plain = dict(args)
-        key = effect_key(agent, turn, order, name, plain)
+        key = effect_key(self.run_id, agent, turn, order, name, plain)
         found = self.store.query(
             "SELECT state, result, error FROM effects WHERE run_id=? AND key=?",
             (self.run_id, key),
