@@ -3,8 +3,8 @@
 #   _messages  typed messages (@message), the send-time wire check, Terminated
 #   _mailbox   mailboxes (unbounded, or bounded with a policy) and envelopes
 #   _reply     reply futures for ask (threads) and ask_async (asyncio, never blocking the loop)
-#   _cell      the stable identity behind a ref: mailbox, counters, life cycle, registry
-#   _loop      the actor loop run in its thread: handle, fail, halt, stop (mixed into Cell)
+#   _cell      the stable identity behind a ref: mailbox, counters, life cycle, and the
+#              actor loop its thread runs (handle, fail, halt, stop)
 #   _ref       ActorRef / LocalRef
 #   _actor     Actor (subclass it) and @handler
 #   _records   ActorStats, dead letters
@@ -28,7 +28,6 @@ from llmos.actors._errors import (
 from llmos.actors._local_ref import LocalRef
 from llmos.actors._mailbox import WhenFull
 from llmos.actors._messages import (
-    Returns,
     Terminated,
     message,
     message_fields,
@@ -41,7 +40,7 @@ from llmos.actors._records import (
     dead_letters,
 )
 from llmos.actors._ref import ActorRef, default_ask_timeout, set_default_ask_timeout
-from llmos.actors._reply import Reply, late_replies
+from llmos.actors._reply import Reply, Returns, late_replies
 from llmos.actors._system import find, get, running, stop_all
 
 __all__ = [

@@ -5,7 +5,7 @@ instance. The instance and its thread come and go (a supervisor may replace a fa
 cell and its mailbox stay, which is what lets a ref taken before a crash reach the new instance
 and keeps every message queued behind the failing one.
 
-Failure contract (the actor loop: :meth:`Cell._run`, then :mod:`llmos.actors._loop`):
+Failure contract (the actor loop: :meth:`Cell._run` and the methods after it):
 
 - an exception while handling an ask goes back to the asker and is counted; the actor goes on
   (unless ``ask_errors_fail`` is set, then it also fails as below);
@@ -38,22 +38,56 @@ from typing import TYPE_CHECKING, Any, Protocol
 from llmos.actors import _registry
 from llmos.actors._errors import ActorDeadError, ActorError, LlmosError
 from llmos.actors._local_ref import LocalRef
-from llmos.actors._loop import UNHANDLED as UNHANDLED
-from llmos.actors._loop import ActorLoop
-from llmos.actors._mailbox import HALT, Mailbox, envelope
+from llmos.actors._mailbox import HALT, Envelope, Mailbox, envelope
 from llmos.actors._messages import Terminated
 from llmos.actors._records import ActorStats, record_dead_letter
 from llmos.actors._reply import Deferred, set_current_cell
+from llmos.actors._trace import handle as _traced
 
 if TYPE_CHECKING:
-    from llmos.actors._actor import Actor
+    from types import TracebackType
+
     from llmos.actors._ref import ActorRef
 
-__all__ = ["Cell", "CellSupervisor"]
+__all__ = ["UNHANDLED", "Cell", "CellSupervisor", "Instance"]
 
 log = logging.getLogger("llmos.actors")
 _perf = time.perf_counter
 _monotonic = time.monotonic
+
+
+class _Unhandled:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "UNHANDLED"
+
+
+UNHANDLED: Any = _Unhandled()
+"""What ``on_receive`` (and so ``actor_dispatch``) returns for a message no handler takes: the
+actor then refuses it (an ask fails with ActorError, a tell goes to dead letters)."""
+
+
+class Instance(Protocol):
+    """What a cell runs and calls, all in the actor's thread: the hooks of
+    :class:`~llmos.actors.Actor`, which implements each of them."""
+
+    def actor_dispatch(self, message: Any) -> Any: ...
+
+    def on_start(self) -> None: ...
+
+    def on_stop(self) -> None: ...
+
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None: ...
+
+    def pre_restart(self, error: BaseException) -> Any: ...
+
+    def post_restart(self, error: BaseException | None, state: Any) -> None: ...
 
 
 class CellSupervisor(Protocol):
@@ -69,12 +103,12 @@ class CellSupervisor(Protocol):
     def child_stopped(self, cell: Cell) -> None: ...
 
 
-class Cell(ActorLoop):
+class Cell:
     """The stable identity of one actor. Built by ``Actor.start`` or by a kernel."""
 
     def __init__(
         self,
-        factory: Callable[[], Actor],
+        factory: Callable[[], Instance],
         name: str | None,
         mailbox: Mailbox,
         *,
@@ -93,7 +127,7 @@ class Cell(ActorLoop):
         self.state = "new"
         self.stopped = False
         self.stop_reason = ""
-        self.instance: Actor | None = None
+        self.instance: Instance | None = None
         self.thread: threading.Thread | None = None
         self.watchers: list[ActorRef] = []
         self.stopped_event = threading.Event()
@@ -102,7 +136,7 @@ class Cell(ActorLoop):
         self.current_reply: Any = None
         self.halting: BaseException | None = None
         self._parked = False  # the failed instance's thread waits on _handoff for the next one
-        self._handoff: queue.SimpleQueue[Actor | None] | None = None
+        self._handoff: queue.SimpleQueue[Instance | None] | None = None
         self.wakes = 0  # restart markers (HALT envelopes) queued by request_restart, not yet seen
         self._lock = threading.Lock()
         self.processed = 0
@@ -310,10 +344,10 @@ class Cell(ActorLoop):
 
     # -- the actor loop (runs in the actor's thread) ----------------------------------------
 
-    def _run(self, instance: Actor, restarted: bool) -> None:
+    def _run(self, instance: Instance, restarted: bool) -> None:
         set_current_cell(self)
         try:
-            current: Actor | None = instance
+            current: Instance | None = instance
             while current is not None:
                 self._serve(current, restarted)
                 restarted = True
@@ -325,3 +359,176 @@ class Cell(ActorLoop):
             if self.thread is me and self.state in ("running", "stopping") and not self.stopped:
                 # Last resort: never leave a cell "running" with no thread to serve it.
                 self.finalize(f"failed: its thread ended ({self.last_error!r})")
+
+    def _serve(self, instance: Instance, restarted: bool) -> None:
+        """Run one instance until it stops, fails or halts."""
+        try:
+            if restarted:
+                state, self.carried_state = self.carried_state, None
+                instance.post_restart(self.last_error, state)
+            else:
+                instance.on_start()
+        except BaseException as exc:
+            self._fail(instance, exc, None)
+            return
+        try:
+            self._loop(instance)
+        except BaseException as exc:  # the loop itself broke: the actor's thread is dying
+            self._fail(instance, exc, None)
+
+    def _park(self) -> Instance | None:
+        """After a failure or halt, wait for the supervisor's restart in this same thread.
+
+        Starting a thread is the slow part of a restart (milliseconds at the tail), so the
+        failed instance's thread waits for the new instance instead of ending. Returns None
+        (the thread ends) once the actor is stopped for good or another thread took over.
+        """
+        with self._lock:
+            mine = self.thread is threading.current_thread()
+            if self.stopped or self.state != "failed" or not mine:
+                return None
+            if self._handoff is None:
+                self._handoff = queue.SimpleQueue()
+            handoff = self._handoff
+            self._parked = True
+        return handoff.get()
+
+    def _loop(self, instance: Instance) -> None:
+        get = self.mailbox.get
+        dispatch = instance.actor_dispatch
+        perf = _perf
+        monotonic = _monotonic
+        while True:
+            item = get()
+            msg, reply, sent_at, trace = item
+            if msg is HALT:
+                # A marker of request_restart always sits before any HALT queued after it.
+                if self.wakes:
+                    if self._halt(instance):
+                        return
+                    continue  # stale marker (a failure or a stop came first): its HALT follows
+                self._stop_instance(instance)
+                return
+            if reply is not None and monotonic() > reply.deadline:  # reply.expired(), inline
+                reply.expire()
+                record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
+                continue
+            self.in_flight = 1
+            self.current_reply = reply
+            start = perf()
+            try:
+                if trace is None:
+                    result = dispatch(msg)
+                else:  # sent from a traced span: handled in a span of its own
+                    result = _traced(dispatch, msg, trace, self.name, reply is not None)
+            except BaseException as exc:  # contain, report to the supervisor
+                self._account(sent_at, start)
+                self.failed += 1
+                if reply is not None:
+                    if isinstance(exc, Exception):
+                        reply.set_exception(exc)
+                    else:
+                        reply.set_exception(
+                            ActorError(f"actor {self.name!r} died handling the ask: {exc!r}")
+                        )
+                    report = getattr(self.supervisor, "child_ask_failed", None)
+                    if report is not None:
+                        report(self, exc)
+                    if isinstance(exc, Exception) and not self.ask_errors_fail:
+                        continue
+                    self._fail(instance, exc, None)
+                else:
+                    self._fail(instance, exc, item)
+                return
+            end = perf()
+            self.in_flight = 0
+            self.processed += 1
+            self.busy += end - start
+            latency = monotonic() - sent_at
+            self.last_latency = latency
+            self.total_latency += latency
+            if result is UNHANDLED:
+                self._unhandled(msg, reply)
+            elif reply is not None and self.current_reply is not None:
+                reply.set_result(result)  # unless the handler took it over (actor_defer_reply)
+
+    def _account(self, sent_at: float, start: float) -> None:
+        end = _perf()
+        self.in_flight = 0
+        self.processed += 1
+        self.busy += end - start
+        latency = _monotonic() - sent_at
+        self.last_latency = latency
+        self.total_latency += latency
+
+    def _unhandled(self, msg: Any, reply: Any) -> None:
+        kind = type(msg).__name__
+        if reply is not None:
+            reply.set_exception(
+                ActorError(f"actor {self.name!r} ({self.class_name}) has no handler for {kind}")
+            )
+        else:
+            log.warning("%s has no handler for %s; message sent to dead letters", self.name, kind)
+            record_dead_letter(self.name, msg, "unhandled")
+
+    def _stop_instance(self, instance: Instance) -> None:
+        try:
+            instance.on_stop()
+        except BaseException as exc:  # contained: the actor stops all the same
+            self.last_error = exc
+            log.error("on_stop of %s raised", self.name, exc_info=exc)
+        self.finalize("stopped")
+
+    def _halt(self, instance: Instance) -> bool:
+        """End the instance for a restart the supervisor asked for; False if a stop came first."""
+        with self._lock:
+            self.wakes -= 1
+            reason, self.halting = self.halting, None
+            if self.stopped or self.state != "running" or reason is None:
+                return False
+            self.state = "failed"  # waiting for the supervisor, with no instance (as on failure)
+        self.last_error = reason
+        self._pre_restart(instance, reason)
+        report = getattr(self.supervisor, "child_halted", None)
+        if report is not None:
+            report(self)
+        else:
+            self.restart()
+        return True
+
+    def _pre_restart(self, instance: Instance, error: BaseException) -> None:
+        """Keep what ``pre_restart`` returns for the next instance; nothing if it raises."""
+        self.carried_state = None
+        try:
+            self.carried_state = instance.pre_restart(error)
+        except BaseException as exc:  # contained: the restart goes on without carried state
+            log.error("pre_restart of %s raised; nothing carried over", self.name, exc_info=exc)
+
+    def _fail(self, instance: Instance | None, error: BaseException, item: Envelope | None) -> None:
+        """The instance failed: keep the mailbox, hand the decision to the supervisor."""
+        self.last_error = error
+        if item is not None:
+            record_dead_letter(self.name, item[0], f"failed: {error!r}")
+        log.error("actor %s failed", self.name, exc_info=error)
+        if instance is not None:
+            try:
+                instance.on_failure(type(error), error, error.__traceback__)
+            except BaseException as exc:  # contained: the failure is handled all the same
+                log.error("on_failure of %s raised", self.name, exc_info=exc)
+        with self._lock:
+            self.halting = None  # a pending restart request is moot: this failure restarts it
+            if self.stopped:
+                return
+            stopping = self.state == "stopping"
+            self.state = "failed"
+        sup = self.supervisor
+        if sup is None or stopping:
+            self.finalize(f"failed: {error!r}")
+            return
+        if instance is not None:
+            self._pre_restart(instance, error)
+        try:
+            sup.child_failed(self, error)
+        except BaseException as exc:  # a supervisor that cannot hear of it: stop for good
+            log.error("the supervisor of %s failed to take its failure", self.name, exc_info=exc)
+            self.finalize(f"failed: {error!r}; its supervisor raised {exc!r}")

@@ -7,11 +7,11 @@ import time
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from llmos.actors._errors import ActorDeadError, MailboxFull
-from llmos.actors._messages import Returns, check_message
+from llmos.actors._messages import check_message
 from llmos.actors._records import ActorStats
 from llmos.actors._ref import ActorRef, check_timeout
 from llmos.actors._registry import lookup
-from llmos.actors._reply import AsyncReply, Reply
+from llmos.actors._reply import AsyncReply, Reply, Returns
 from llmos.actors._trace import state as _tracing
 
 if TYPE_CHECKING:

@@ -11,14 +11,13 @@ from __future__ import annotations
 import dataclasses
 import operator
 from collections.abc import Callable
-from typing import Any, Generic, TypeVar, dataclass_transform
+from typing import Any, TypeVar, dataclass_transform
 
 from llmos.actors._errors import MessageError, UnknownMessageType
 from llmos.actors._ref import ActorRef
 
 __all__ = [
     "MAX_DEPTH",
-    "Returns",
     "Terminated",
     "check_message",
     "message",
@@ -42,24 +41,6 @@ _KEYS: frozenset[type[Any]] = frozenset({str, int, bytes})
 _FLAT: frozenset[type[Any]] = _SCALARS | {int}
 # For each message class, a C-level getter of all its field values as one tuple.
 _GETTERS: dict[type[Any], Callable[[Any], tuple[Any, ...]]] = {}
-
-
-class Returns(Generic[A]):
-    """Base of a message class whose answer has a declared type.
-
-    ``ref.ask(msg)`` of such a message is a ``Reply[A]`` and ``await ref.ask_async(msg)`` an
-    ``A`` for the type checker (at run time it changes nothing; the handler's return value is
-    the answer as always). Example::
-
-        @message("demo.Add")
-        class Add(Returns[int]):
-            a: int
-            b: int
-
-        total: int = ref.ask(Add(2, 3), timeout=1).get()
-    """
-
-    __slots__ = ()
 
 
 @dataclass_transform(frozen_default=True)

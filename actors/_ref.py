@@ -16,9 +16,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 from llmos.actors._errors import LlmosError
 
 if TYPE_CHECKING:
-    from llmos.actors._messages import Returns
     from llmos.actors._records import ActorStats
-    from llmos.actors._reply import Reply
+    from llmos.actors._reply import Reply, Returns
 
 __all__ = ["ActorRef", "check_timeout", "default_ask_timeout", "set_default_ask_timeout"]
 

@@ -19,9 +19,10 @@ from typing_extensions import TypeVar
 
 from llmos.actors._errors import AskTimeout, DeadlockError
 
-__all__ = ["AsyncReply", "Deferred", "Reply", "late_replies"]
+__all__ = ["AsyncReply", "Deferred", "Reply", "Returns", "late_replies"]
 
 T = TypeVar("T", default=Any)  # a bare ``Reply`` is ``Reply[Any]``
+A = TypeVar("A")
 
 log = logging.getLogger("llmos.actors")
 _allocate_lock = threading.Lock
@@ -43,6 +44,24 @@ def current_cell() -> Any:
 
 def set_current_cell(cell: Any) -> None:
     _local.cell = cell
+
+
+class Returns(Generic[A]):
+    """Base of a message class whose answer has a declared type.
+
+    ``ref.ask(msg)`` of such a message is a ``Reply[A]`` and ``await ref.ask_async(msg)`` an
+    ``A`` for the type checker (at run time it changes nothing; the handler's return value is
+    the answer as always). Example::
+
+        @message("demo.Add")
+        class Add(Returns[int]):
+            a: int
+            b: int
+
+        total: int = ref.ask(Add(2, 3), timeout=1).get()
+    """
+
+    __slots__ = ()
 
 
 class Reply(Generic[T]):

@@ -348,7 +348,8 @@ def test_an_actor_is_a_pykka_actor_that_carries_only_what_runs() -> None:
     assert importlib.metadata.version("pykka").startswith("4.")
     ref = Calc.start(name="lean")
     instance = ref._cell.instance
-    assert isinstance(instance, pykka.ThreadingActor) and repr(instance) == "<Calc lean>"
+    assert isinstance(instance, Calc) and isinstance(instance, pykka.ThreadingActor)
+    assert repr(instance) == "<Calc lean>"
     for pykka_state in ("actor_urn", "actor_inbox", "actor_stopped"):
         assert not hasattr(instance, pykka_state)
     text = pydoc.render_doc(Calc, renderer=pydoc.plaintext)  # type: ignore[attr-defined]
