@@ -40,11 +40,12 @@ def test_records_messages_model_calls_and_entries(tmp_path: Path) -> None:
         run = store.run(result.run_id)
         assert (run["status"], run["turns"], run["participants"]) == ("ended", 4, ["ann", "bob"])
         messages = store.messages(result.run_id)
+        chat = result.dialogue
         assert [(m["key"], m["cause"], m["sender"], m["receiver"]) for m in messages[:4]] == [
-            ("turn/1/1", "start", "Dialogue-1", "ann"),
-            ("reply/1/1", "turn/1/1", "ann", "Dialogue-1"),
-            ("turn/2/1", "reply/1/1", "Dialogue-1", "bob"),
-            ("reply/2/1", "turn/2/1", "bob", "Dialogue-1"),
+            ("turn/1/1", "start", chat, "ann"),
+            ("reply/1/1", "turn/1/1", "ann", chat),
+            ("turn/2/1", "reply/1/1", chat, "bob"),
+            ("reply/2/1", "turn/2/1", "bob", chat),
         ]
         assert messages[0]["wire_type"] == "llmos.agents.Turn"
         assert messages[1]["wire_type"] == "llmos.agents.Utterance"
