@@ -12,6 +12,7 @@ from llmos.actors._records import ActorStats
 from llmos.actors._ref import ActorRef, check_timeout
 from llmos.actors._registry import lookup
 from llmos.actors._reply import AsyncReply, Reply, Returns
+from llmos.actors._trace import on_switch
 from llmos.actors._trace import state as _tracing
 
 if TYPE_CHECKING:
@@ -49,9 +50,7 @@ class LocalRef(ActorRef):
         cell = self._cell
         if cell.stopped:
             cell = self._live_cell()
-        hook = _tracing.hook  # None while tracing is off: the one check it costs
-        trace = None if hook is None else hook.outgoing(message)
-        cell.mailbox.put((message, None, _monotonic(), trace))
+        cell.mailbox.put((message, None, _monotonic(), None))
         if cell.stopped:
             cell.drain()  # it stopped while we queued: fail fast, never strand the message
 
@@ -170,3 +169,30 @@ class LocalRef(ActorRef):
 
     def unwatch(self, watcher: ActorRef) -> None:
         self._cell.unwatch(watcher)
+
+
+def _traced_tell(self: LocalRef, message: Any) -> None:
+    """``LocalRef.tell`` while tracing is on: the message carries the current span's context.
+
+    It takes the place of ``tell`` only while tracing is on, so an untraced tell, the hottest
+    path of all, makes no tracing check at all.
+    """
+    check_message(message)
+    cell = self._cell
+    if cell.stopped:
+        cell = self._live_cell()
+    hook = _tracing.hook
+    trace = None if hook is None else hook.outgoing(message)
+    cell.mailbox.put((message, None, _monotonic(), trace))
+    if cell.stopped:
+        cell.drain()
+
+
+_untraced_tell = LocalRef.tell
+
+
+def _switch_tell(on: bool) -> None:
+    setattr(LocalRef, "tell", _traced_tell if on else _untraced_tell)  # noqa: B010
+
+
+on_switch(_switch_tell)

@@ -1,4 +1,4 @@
-"""The trace context that messages carry, as the hot paths see it: one check while tracing is off.
+"""The trace context that messages carry, as the hot paths see it: at most one check while off.
 
 Every envelope holds a fourth element, the W3C ``traceparent`` of the span it was sent from
 (None when tracing is off or no span was current). :data:`state` holds the active
@@ -12,7 +12,16 @@ import re
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["TRACEPARENT_LENGTH", "TraceHook", "handle", "outgoing", "parse_traceparent", "state"]
+__all__ = [
+    "TRACEPARENT_LENGTH",
+    "TraceHook",
+    "handle",
+    "install",
+    "on_switch",
+    "outgoing",
+    "parse_traceparent",
+    "state",
+]
 
 TRACEPARENT_LENGTH = 55
 _TRACEPARENT = re.compile(r"00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
@@ -41,6 +50,20 @@ class _State:
 
 
 state = _State()
+_switches: list[Callable[[bool], None]] = []
+
+
+def on_switch(fn: Callable[[bool], None]) -> None:
+    """Have ``fn(on)`` called whenever tracing is turned on or off (a hot path that trades its
+    untraced variant for a traced one, so that while off it makes no check at all)."""
+    _switches.append(fn)
+
+
+def install(hook: TraceHook | None) -> None:
+    """Make ``hook`` the active tracer (None: tracing off)."""
+    state.hook = hook
+    for fn in _switches:
+        fn(hook is not None)
 
 
 def outgoing(message: Any) -> str | None:

@@ -17,8 +17,9 @@ or for ``llmos`` commands with the environment: ``LLMOS_TRACING=otlp`` (or ``con
 ``jsonl:PATH``) plus OpenTelemetry's own variables for the exporter
 (``OTEL_EXPORTER_OTLP_ENDPOINT``, ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``,
 ``OTEL_EXPORTER_OTLP_HEADERS``, ``OTEL_SERVICE_NAME``). Needs the ``llmos[otel]`` extra;
-nothing here imports OpenTelemetry until :func:`enable` runs, and while tracing is off each
-send costs one attribute check.
+nothing here imports OpenTelemetry until :func:`enable` runs. While tracing is off a local
+tell makes no tracing check at all (its traced variant takes its place only while on), and an
+ask or a send to another node makes one attribute check.
 
 A trace context from a peer is checked (type, length, W3C format) before use and serves
 tracing only: a malformed one is dropped (and counted by the node), the message is delivered
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors._errors import LlmosError
-from llmos.actors._trace import parse_traceparent, state
+from llmos.actors._trace import install, parse_traceparent, state
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -193,7 +194,7 @@ def enable(
             batched = exporter == "otlp"
             processor = BatchSpanProcessor(made) if batched else SimpleSpanProcessor(made)
             provider.add_span_processor(processor)
-        state.hook = _OtelHook(provider.get_tracer("llmos"))
+        install(_OtelHook(provider.get_tracer("llmos")))
     return provider
 
 
@@ -227,7 +228,7 @@ def _shutdown_owned() -> None:
 def disable() -> None:
     """Turn tracing off; a provider :func:`enable` made is flushed and shut down."""
     with _lock:
-        state.hook = None
+        install(None)
         _shutdown_owned()
 
 

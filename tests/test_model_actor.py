@@ -153,6 +153,40 @@ def test_token_budget_refuses_over_budget_requester(loaded: Any) -> None:
     assert ask(ref, chat("Hi", max_new_tokens=4, requester="someone-else")).text
 
 
+def test_a_batch_is_traced_with_genai_spans(loaded: Any) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from llmos.actors import tracing
+
+    exporter = InMemorySpanExporter()
+    tracing.enable(exporter)
+    try:
+        ref = ModelActor.start(name="traced")
+        ref.ask(Pause(), timeout=30).get()  # queue both, then run them as one batch
+        replies = [
+            ref.ask(chat(p, max_new_tokens=6, requester=who), timeout=120)
+            for p, who in ((PROMPTS[0], "ann"), (PROMPTS[1], "bob"))
+        ]
+        ref.ask(Resume(), timeout=30).get()
+        done = [r.get() for r in replies]
+    finally:
+        tracing.disable()
+    spans = [s for s in exporter.get_finished_spans() if s.name == f"chat {done[0].model}"]
+    assert len(spans) == 2
+    handled = {s.context.span_id: s for s in exporter.get_finished_spans()}
+    for span in spans:
+        attrs = dict(span.attributes or {})
+        completion = next(c for c in done if c.request_id == attrs["gen_ai.response.id"])
+        assert attrs["gen_ai.request.model"] == completion.model
+        assert attrs["gen_ai.usage.input_tokens"] == completion.prompt_tokens
+        assert attrs["gen_ai.usage.output_tokens"] == completion.completion_tokens
+        assert attrs["gen_ai.response.finish_reasons"] == (completion.finish_reason,)
+        assert attrs["llmos.model.batch_size"] == 2 and attrs["gen_ai.request.max_tokens"] == 6
+        assert attrs["llmos.model.queue_seconds"] == completion.queue_seconds > 0
+        assert span.parent is not None
+        assert handled[span.parent.span_id].name == "handle llmos.model.Generate"
+
+
 def test_the_ledger_counts_the_real_tokens_beside_the_budgets(loaded: Any) -> None:
     ref = ModelActor.start(budgets={"thrifty": 10})
     done = ask(ref, chat("Hi", max_new_tokens=6, requester="thrifty", dialogue="d1"))
