@@ -457,6 +457,22 @@ def test_curve_client_with_the_right_key_gets_through(
     assert server.statistics().auth_accepted >= 1
 
 
+def test_nodes_sharing_one_key_pair_reach_each_other_with_a_default_peer_key() -> None:
+    """A cluster's nodes share one key pair: default_peer_key makes every peer a CURVE peer,
+    so a node reaches another without being told its address first."""
+    shared = KeyPair.generate()
+    server = Node(keys=shared, allow_keys=[shared.public], name="cluster-a")
+    try:
+        Echo.start(name="echo")
+        with Node(keys=shared, default_peer_key=shared.public) as client:
+            assert client.ref(f"echo@{server.address}").ask(Add(1, 2), timeout=5).get() == 3
+        assert server.statistics().auth_accepted >= 1
+        with pytest.raises(AuthError, match="needs keys"):
+            Node(default_peer_key=shared.public)
+    finally:
+        server.close()
+
+
 def test_a_keyed_peer_is_its_key_not_one_connection() -> None:
     """Quotas and stop rights belong to a CURVE key: a new connection with the same key shares
     the spawn quota, and may stop what an earlier connection of that key spawned."""

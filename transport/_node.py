@@ -82,6 +82,10 @@ class Node:
             to actors here connects back to this node to use them (replies go back on the
             connection they came in on, but tells and asks to a ref always go to the ref's
             own node), so with CURVE both nodes need each other's public keys.
+        default_peer_key: the CURVE server key of every peer address with no entry in
+            ``peer_keys`` (a cluster whose nodes share one key pair: each node reaches any
+            other over CURVE without being told its address first). Default None: such peers
+            are reached without CURVE.
         allow_spawn: import paths peers may spawn here: ``"pkg.mod:Class"`` (exactly that) or
             ``"pkg.mod:*"`` (a class defined in ``pkg.mod``, named without dots).
         remote_stop: which actors a peer may stop here: ``"spawned"`` (only those it spawned
@@ -117,6 +121,7 @@ class Node:
         keys: KeyPair | str | os.PathLike[str] | None = None,
         allow_keys: Iterable[str | bytes | os.PathLike[str]] = (),
         peer_keys: Mapping[str, str | bytes] | None = None,
+        default_peer_key: str | bytes | None = None,
         allow_spawn: Iterable[str] = (),
         remote_stop: str = "spawned",
         quotas: Quotas | None = None,
@@ -153,6 +158,11 @@ class Node:
         self.peer_keys: dict[str, bytes] = {}
         for address, key in (peer_keys or {}).items():
             self.add_peer_key(address, key)
+        self.default_peer_key: bytes | None = None
+        if default_peer_key is not None:
+            if self.keys is None:
+                raise AuthError("default_peer_key= needs keys= (this node's own CURVE key pair)")
+            self.default_peer_key = next(iter(load_public_keys([default_peer_key])))
         self.capabilities = Capabilities(allow_spawn, remote_stop)
         self.allow_spawn = self.capabilities.allow_spawn
         if quotas is not None and not isinstance(quotas, Quotas):
@@ -234,6 +244,7 @@ class Node:
             self._peers_lock,
             self.peer_keys,
             keys=self.keys,
+            default_peer_key=self.default_peer_key,
             codec=self.codec,
             links=self.links,
             io=self.io,

@@ -57,6 +57,7 @@ class Outbound:
         peers: the node's peer table (address -> Peer), changed only under ``peers_lock``.
         peer_keys: the CURVE server key of each peer address known to need one.
         keys: this node's key pair (None: it cannot reach a peer that needs CURVE).
+        default_peer_key: the server key of a peer address missing from ``peer_keys``.
         codec: encodes what is sent.
         links: queues items for peers (the I/O thread sends them).
         io: runs work in the I/O thread.
@@ -71,6 +72,7 @@ class Outbound:
         peer_keys: dict[str, bytes],
         *,
         keys: KeyPair | None,
+        default_peer_key: bytes | None = None,
         codec: Codec,
         links: Links,
         io: IOLoop,
@@ -87,6 +89,7 @@ class Outbound:
         self.peers_lock = peers_lock
         self.peer_keys = peer_keys
         self.keys = keys
+        self.default_peer_key = default_peer_key
         self.codec = codec
         self.links = links
         self.io = io
@@ -129,7 +132,7 @@ class Outbound:
         with self.peers_lock:
             peer = self.peers.get(address)
             if peer is None:
-                key = self.peer_keys.get(address)
+                key = self.peer_keys.get(address, self.default_peer_key)
                 if key is not None and self.keys is None:
                     raise AuthError(
                         f"a CURVE key is known for {address} but this node has no key pair; "
