@@ -31,10 +31,11 @@ so the original stays reachable as ``__cause__``::
     │   ├── ModelOutOfMemory       (llmos.models) the device ran out of memory for a batch
     │   ├── BudgetExceeded         (llmos.models) a caller's token budget is spent
     │   └── PromptTooLarge         (llmos.models) a prompt over the byte cap, refused untokenized
-    └── AgentError                 (llmos.agents) an agent or chat refused its input or cannot go on
-        ├── ChatTimeout            (llmos.agents) run_chat's own bound ran out
-        ├── RunLogError            (llmos.agents) a run log is missing, damaged or unwritable
-        └── EffectInDoubt          (llmos.agents) an effect was cut off mid-way: decide, resume
+    ├── AgentError                 (llmos.agents) an agent or chat refused its input or cannot go on
+    │   ├── ChatTimeout            (llmos.agents) run_chat's own bound ran out
+    │   ├── RunLogError            (llmos.agents) a run log is missing, damaged or unwritable
+    │   └── EffectInDoubt          (llmos.agents) an effect was cut off mid-way: decide, resume
+    └── ClusterError               (llmos.cluster) Ray could not place, find or start a node
 
 Classes marked with a package are defined there (each package adds its own below these); the
 rest are defined here. A test keeps this drawing complete.

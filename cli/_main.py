@@ -1,5 +1,6 @@
 """The ``llmos`` command: ``demo``, ``chat``, ``node``, ``status``, ``top``, ``dashboard``, the
-recorded-run commands (``runs``, ``show``, ``resume``, ``replay``, ``effects``) and ``--version``.
+recorded-run commands (``runs``, ``show``, ``resume``, ``replay``, ``effects``), ``cluster`` and
+``--version``.
 
 Every argument is checked before anything loads. Errors print as one line naming the flag
 (``llmos COMMAND: ErrorType: what happened``), never a traceback; Ctrl+C ends with exit code
@@ -18,6 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from ._cluster import add_cluster_parser
 
 __all__ = ["build_parser", "flag_names", "main"]
 
@@ -298,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     dashboard.set_defaults(run=_dashboard)
     _run_commands(sub)
+    add_cluster_parser(sub)
     return parser
 
 

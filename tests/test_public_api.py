@@ -1,5 +1,6 @@
 """Each package's ``__all__`` is exactly its public names, and every private module declares
-``__all__``; imports point one way (cli -> agents -> models -> kernel -> transport -> actors)."""
+``__all__``; imports point one way
+(cli -> cluster -> agents -> models -> kernel -> transport -> actors)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ["actors", "transport", "kernel", "models", "agents", "cli"]
+PACKAGES = ["actors", "transport", "kernel", "models", "agents", "cluster", "cli"]
 LAYER = {name: i for i, name in enumerate(PACKAGES)}
 
 
@@ -50,11 +51,11 @@ def test_private_modules_declare_all_and_import_downward(pkg: str) -> None:
                 if parts[0] == "llmos" and len(parts) > 1 and parts[1] in LAYER:
                     assert LAYER[parts[1]] <= LAYER[pkg], (
                         f"{pkg}/{path.name} imports llmos.{parts[1]}: imports point "
-                        "cli -> agents -> models -> kernel -> transport -> actors"
+                        "cli -> cluster -> agents -> models -> kernel -> transport -> actors"
                     )
 
 
-SOURCE_PACKAGES = ["transport", "kernel", "models", "agents", "cli"]
+SOURCE_PACKAGES = ["transport", "kernel", "models", "agents", "cluster", "cli"]
 
 
 @pytest.mark.parametrize("pkg", SOURCE_PACKAGES)
@@ -111,7 +112,7 @@ def _runtime_imports(pkg: str, path: Path) -> set[str]:
     return found
 
 
-@pytest.mark.parametrize("pkg", ["actors", "transport", "kernel", "models", "agents", "cli"])
+@pytest.mark.parametrize("pkg", PACKAGES)
 def test_no_import_cycle_inside_a_package(pkg: str) -> None:
     graph = {p.stem: _runtime_imports(pkg, p) for p in (ROOT / pkg).glob("_*.py")}
     graph = {m: deps for m, deps in graph.items() if not m.startswith("__")}
@@ -130,7 +131,7 @@ def test_the_drawn_error_tree_lists_every_error_class() -> None:
 
     import llmos.actors._errors as errors
 
-    for pkg in ["actors", "transport", "kernel", "models", "agents"]:
+    for pkg in ["actors", "transport", "kernel", "models", "agents", "cluster"]:
         module = importlib.import_module(f"llmos.{pkg}")
         for info in pkgutil.iter_modules(module.__path__):
             if not info.name.startswith("__"):

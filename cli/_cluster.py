@@ -1,0 +1,157 @@
+"""``llmos cluster up|status|down``: llmos nodes on a Ray cluster (the ``llmos[ray]`` extra).
+
+Ray places the node processes and restarts them; llmos carries the messages. ``--address``
+names an existing Ray cluster (``ray start --head`` on one machine, a KubeRay head service on
+Kubernetes); without it ``up`` starts a local Ray head (``ray start --head``) unless one runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_cluster_parser", "run_cluster"]
+
+_MODELS = {"fake": "llmos.models:FakeModel", "default": "llmos.models:ModelActor"}
+
+
+def _resource(text: str) -> tuple[str, float]:
+    name, sep, amount = text.partition("=")
+    try:
+        value = float(amount)
+    except ValueError:
+        value = -1.0
+    if not sep or not name or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT (e.g. TPU=1), got {text!r}")
+    return name, value
+
+
+def add_cluster_parser(sub: Any) -> None:
+    """Add ``cluster`` and its verbs to the ``llmos`` command's subparsers."""
+    cluster = sub.add_parser("cluster", help="llmos nodes placed and restarted by Ray")
+    verbs = cluster.add_subparsers(dest="verb", metavar="VERB", required=True)
+    up = verbs.add_parser("up", help="start llmos nodes as Ray actors")
+    status = verbs.add_parser("status", help="the nodes, their resources and their actors")
+    down = verbs.add_parser("down", help="stop every node, its Ray actor and its sockets")
+    for verb in (up, status, down):
+        verb.add_argument(
+            "--address", default=None, help="a running Ray cluster (default: the local one)"
+        )
+        verb.add_argument("--namespace", default="llmos", help="Ray namespace (llmos)")
+        verb.add_argument("--bind-host", default=None, help="IP this driver binds (Ray's)")
+        verb.add_argument("--timeout", type=float, default=120.0, help="seconds to wait (120)")
+        verb.set_defaults(run=run_cluster)
+    up.add_argument("--nodes", type=int, default=2, help="how many nodes (2)")
+    up.add_argument("--prefix", default="node", help="node names: PREFIX-1, PREFIX-2, ...")
+    up.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per node (1)")
+    up.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per node (0)")
+    up.add_argument(
+        "--resource", type=_resource, action="append", default=[], metavar="NAME=AMOUNT"
+    )
+    up.add_argument(
+        "--strategy",
+        choices=("SPREAD", "PACK", "STRICT_SPREAD", "STRICT_PACK"),
+        default="SPREAD",
+        help="placement over Ray nodes (SPREAD)",
+    )
+    up.add_argument(
+        "--no-placement-group", action="store_true", help="schedule each node on its own"
+    )
+    up.add_argument(
+        "--model",
+        choices=("none", "fake", "default"),
+        default="none",
+        help="start a 'model' actor on every node: the fake or the default model",
+    )
+    up.add_argument("--allow-spawn", action="append", default=[], metavar="PKG.MOD:CLASS")
+
+
+def _start_local_ray() -> None:
+    ray_command = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
+    done = subprocess.run(
+        [ray_command, "start", "--head", "--disable-usage-stats", "--include-dashboard=false"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"ray start --head failed: {done.stderr.strip()[-400:]}")
+
+
+def run_cluster(args: argparse.Namespace) -> int:
+    """Run one ``llmos cluster`` verb; returns the exit code."""
+    from llmos.cluster import BootActor, Cluster, ClusterError
+
+    logging.getLogger("ray").setLevel(logging.WARNING)
+    address = args.address or "auto"
+    options = {"namespace": args.namespace, "bind_host": args.bind_host, "timeout": args.timeout}
+    try:
+        cluster = Cluster.connect(address, **options)
+    except ClusterError:
+        if args.verb != "up" or args.address is not None:
+            raise
+        _start_local_ray()  # up without --address: a local Ray head that outlives this command
+        cluster = Cluster.connect("auto", **options)
+    with cluster:
+        if args.verb == "up":
+            names = [f"{args.prefix}-{i}" for i in range(1, args.nodes + 1)]
+            actors = [BootActor(_MODELS[args.model], "model")] if args.model != "none" else []
+            infos = cluster.start_nodes(
+                names,
+                num_cpus=args.num_cpus,
+                num_gpus=args.num_gpus,
+                resources=dict(args.resource),
+                strategy=args.strategy,
+                placement_group=not args.no_placement_group,
+                actors=actors,
+                allow_spawn=args.allow_spawn,
+                timeout=args.timeout,
+            )
+            print(f"started {len(infos)} llmos nodes in Ray namespace {args.namespace!r}")
+            _print_nodes(cluster, infos)
+            print(f"stop them with: llmos cluster down --address {address}")
+        elif args.verb == "status":
+            names = cluster.node_names()
+            infos = cluster.nodes(timeout=min(args.timeout, 10.0))
+            print(f"{len(names)} llmos nodes in Ray namespace {args.namespace!r}")
+            missing = sorted(set(names) - {info.name for info in infos})
+            _print_nodes(cluster, infos)
+            for name in missing:
+                print(f"{name}: not answering (Ray is restarting it, or it is starting)")
+        else:
+            stopped = cluster.down(timeout=min(args.timeout, 30.0))
+            print(f"stopped {len(stopped)} llmos nodes: {', '.join(stopped) or '-'}")
+            print("Ray itself keeps running (stop a local one with: ray stop)")
+    return 0
+
+
+def _print_nodes(cluster: Any, infos: list[Any]) -> None:
+    from llmos.kernel import KERNEL_NAME, NodeStatus
+
+    for info in infos:
+        assigned = ", ".join(f"{k}={v:g}" for k, v in sorted(info.assigned.items())) or "-"
+        machine = ", ".join(
+            f"{k}={v:g}" for k, v in sorted(info.machine.items()) if k in ("CPU", "GPU")
+        )
+        print(
+            f"{info.name}  {info.address}  pid {info.pid}  ray node {info.ray_node[:12]}  "
+            f"assigned [{assigned}]  machine [{machine}]"
+            + ("  (restarted by Ray)" if info.restarted else "")
+        )
+        try:
+            kernel = cluster.local.lookup(KERNEL_NAME, node=info.address, timeout=5.0)
+            rows = kernel.ask(NodeStatus(), timeout=5.0).get()
+        except Exception as exc:  # shown, not fatal: the other nodes are still listed
+            print(f"    actors: unknown ({type(exc).__name__}: {exc})")
+            continue
+        for row in rows:
+            print(
+                f"    {row['name']}  {row['class']}  {row['state']}  "
+                f"processed {row['processed']}  load {row['load']}"
+            )

@@ -1,0 +1,29 @@
+# llmos.cluster: llmos nodes placed, named and restarted by Ray (the ``llmos[ray]`` extra);
+# ZeroMQ still carries every message between them. Ray is imported only when used.
+#   _errors    ClusterError
+#   _ray       the lazy Ray import, Ray actor names
+#   _info      NodeInfo (a node as it reports itself), fits (resource matching)
+#   _host      NodeHost (the node inside a Ray actor), BootActor, Registry (the cluster's keys)
+#   _replicas  Replicas (one ref over an actor on several nodes: least load, retry, rejoin)
+#   _cluster   Cluster (connect, start_nodes, nodes, lookup, pick, spawn, replicas, down)
+# Within the package: _errors -> _ray -> _info, _host, _replicas -> _cluster.
+# Imports point to llmos.kernel, llmos.transport and llmos.actors; llmos.cli imports this.
+from llmos.cluster._cluster import Cluster, Strategy
+from llmos.cluster._errors import ClusterError
+from llmos.cluster._host import BootActor, NodeHost, Registry, import_actor_class
+from llmos.cluster._info import NodeInfo, fits
+from llmos.cluster._replicas import Replicas, ReplicaStats
+
+__all__ = [
+    "BootActor",
+    "Cluster",
+    "ClusterError",
+    "NodeHost",
+    "NodeInfo",
+    "Registry",
+    "ReplicaStats",
+    "Replicas",
+    "Strategy",
+    "fits",
+    "import_actor_class",
+]
