@@ -42,10 +42,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast, overload
 
 import pykka
 
-from llmos.actors._cell import UNHANDLED, Cell
+from llmos.actors._cell import UNHANDLED, Cell, bound_cell
 from llmos.actors._errors import ActorError
 from llmos.actors._mailbox import Mailbox, WhenFull
-from llmos.actors._registry import bound_cell
 
 if TYPE_CHECKING:
     from llmos.actors._local_ref import LocalRef

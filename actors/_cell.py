@@ -28,11 +28,12 @@ the mailbox goes to the new instance.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.actors import _registry
@@ -49,7 +50,7 @@ if TYPE_CHECKING:
 
     from llmos.actors._ref import ActorRef
 
-__all__ = ["UNHANDLED", "Cell", "CellSupervisor", "Instance"]
+__all__ = ["UNHANDLED", "Cell", "CellSupervisor", "Instance", "binding", "bound_cell"]
 
 log = logging.getLogger("llmos.actors")
 _perf = time.perf_counter
@@ -66,6 +67,26 @@ class _Unhandled:
 UNHANDLED: Any = _Unhandled()
 """What ``on_receive`` (and so ``actor_dispatch``) returns for a message no handler takes: the
 actor then refuses it (an ask fails with ActorError, a tell goes to dead letters)."""
+
+
+_binding = threading.local()
+
+
+@contextlib.contextmanager
+def binding(cell: Cell) -> Iterator[None]:
+    """Make ``cell`` the one an Actor constructed in this thread attaches to."""
+    previous = getattr(_binding, "cell", None)
+    _binding.cell = cell
+    try:
+        yield
+    finally:
+        _binding.cell = previous
+
+
+def bound_cell() -> Cell | None:
+    """The cell an Actor constructed now in this thread belongs to (None outside a start)."""
+    cell: Cell | None = getattr(_binding, "cell", None)
+    return cell
 
 
 class Instance(Protocol):
@@ -176,7 +197,7 @@ class Cell:
             ) from exc
 
     def _launch(self, restarted: bool) -> None:
-        with _registry.binding(self):
+        with binding(self):
             instance = self.factory()
         self.instance = instance
         self.state = "running"
@@ -204,7 +225,7 @@ class Cell:
             if not parked:
                 self._launch(restarted=True)
                 return
-            with _registry.binding(self):
+            with binding(self):
                 instance = self.factory()
         except BaseException as exc:  # any kind: the caller is the supervisor's thread
             log.error("restarting %s: constructor failed", self.name, exc_info=exc)
@@ -279,6 +300,11 @@ class Cell:
         sup = self.supervisor
         if sup is not None:
             sup.child_stopped(self)
+
+    def successor(self) -> Cell | None:
+        """The live cell started under this one's name since it stopped, if any."""
+        newer = _registry.lookup(self.name)
+        return newer if isinstance(newer, Cell) and newer is not self else None
 
     def drain(self) -> None:
         """Fail every queued ask with ActorDeadError; queued tells go to dead letters."""

@@ -3,25 +3,49 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
-from typing import TYPE_CHECKING, Any, TypeVar, overload
+from typing import Any, Protocol, TypeVar, overload
 
 from llmos.actors._errors import ActorDeadError, MailboxFull
+from llmos.actors._mailbox import Mailbox
 from llmos.actors._messages import check_message
 from llmos.actors._records import ActorStats
 from llmos.actors._ref import ActorRef, check_timeout
-from llmos.actors._registry import lookup
 from llmos.actors._reply import AsyncReply, Reply, Returns
 from llmos.actors._trace import on_switch
 from llmos.actors._trace import state as _tracing
 
-if TYPE_CHECKING:
-    from llmos.actors._cell import Cell
-
-__all__ = ["LocalRef"]
+__all__ = ["LocalRef", "RefTarget"]
 
 A = TypeVar("A")
 _monotonic = time.monotonic
+
+
+class RefTarget(Protocol):
+    """What a :class:`LocalRef` uses of the actor behind it (a
+    :class:`~llmos.actors.lowlevel.Cell` is one): its mailbox, its life cycle and its figures."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def mailbox(self) -> Mailbox: ...
+    @property
+    def stopped(self) -> bool: ...
+    @property
+    def stop_reason(self) -> str: ...
+    @property
+    def stopped_event(self) -> threading.Event: ...
+    @property
+    def instance(self) -> object | None: ...
+    def successor(self) -> RefTarget | None:
+        """The live actor started under the same name since this one stopped, if any."""
+
+    def drain(self) -> None: ...
+    def request_stop(self) -> None: ...
+    def statistics(self) -> ActorStats: ...
+    def watch(self, watcher: ActorRef) -> None: ...
+    def unwatch(self, watcher: ActorRef) -> None: ...
 
 
 class LocalRef(ActorRef):
@@ -29,15 +53,15 @@ class LocalRef(ActorRef):
 
     __slots__ = ("_cell",)
 
-    def __init__(self, cell: Cell) -> None:
+    def __init__(self, cell: RefTarget) -> None:
         super().__init__(cell.name, None)
         self._cell = cell
 
-    def _live_cell(self) -> Cell:
+    def _live_cell(self) -> RefTarget:
         cell = self._cell
         if cell.stopped:
             # A new actor may have been started under the same name since.
-            newer = lookup(self.name)
+            newer = cell.successor()
             if newer is None:
                 raise ActorDeadError(
                     f"actor {self.name!r} is stopped ({cell.stop_reason}); start it again"

@@ -1,27 +1,23 @@
-"""Who is alive in this process: the registry of actor cells by name, and their threads.
+"""Who is alive in this process: the registry of actors by name, and their threads.
 
-It also holds the binding that tells an ``Actor`` being constructed which cell it belongs to
-(a cell builds its instance inside :func:`binding`). Every other module of the core that needs
-to find a cell by name imports this one; it imports none of them at run time.
+An actor registers here under its name (a :class:`~llmos.actors.lowlevel.Cell` does, when it
+starts); the process-wide operations (``get``, ``find``, ``running``, ``stop_all``) read it.
+It knows an actor only as :class:`Registered`, so it imports no other module of the core that
+would import it back.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import threading
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from llmos.actors._errors import NameTaken
-
-if TYPE_CHECKING:
-    from llmos.actors._cell import Cell
+from llmos.actors._local_ref import LocalRef
 
 __all__ = [
+    "Registered",
     "add_thread",
-    "binding",
-    "bound_cell",
     "discard_thread",
     "live_cells",
     "live_threads",
@@ -31,11 +27,23 @@ __all__ = [
     "unregister",
 ]
 
-_cells: dict[str, Cell] = {}
+
+class Registered(Protocol):
+    """What the registry and the process-wide operations use of a live actor."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def ref(self) -> LocalRef: ...
+    @property
+    def stopped_event(self) -> threading.Event: ...
+    def request_stop(self) -> None: ...
+
+
+_cells: dict[str, Registered] = {}
 _lock = threading.Lock()
 _threads: set[threading.Thread] = set()
 _numbers = itertools.count(1)
-_binding = threading.local()
 
 
 def next_number() -> int:
@@ -43,7 +51,7 @@ def next_number() -> int:
     return next(_numbers)
 
 
-def register(cell: Cell) -> None:
+def register(cell: Registered) -> None:
     """Hold ``cell.name`` for ``cell``.
 
     Raises:
@@ -58,20 +66,20 @@ def register(cell: Cell) -> None:
         _cells[cell.name] = cell
 
 
-def unregister(cell: Cell) -> None:
+def unregister(cell: Registered) -> None:
     """Release the name if ``cell`` still holds it."""
     with _lock:
         if _cells.get(cell.name) is cell:
             del _cells[cell.name]
 
 
-def lookup(name: str) -> Cell | None:
-    """The live cell registered under ``name``, or None."""
+def lookup(name: str) -> Registered | None:
+    """The live actor registered under ``name``, or None."""
     return _cells.get(name)
 
 
-def live_cells() -> list[Cell]:
-    """Every registered cell."""
+def live_cells() -> list[Registered]:
+    """Every registered actor."""
     with _lock:
         return list(_cells.values())
 
@@ -90,20 +98,3 @@ def live_threads() -> list[threading.Thread]:
     """The actor threads still running (a stopped actor's thread may outlive its cell)."""
     with _lock:
         return [t for t in _threads if t.is_alive()]
-
-
-@contextlib.contextmanager
-def binding(cell: Cell) -> Iterator[None]:
-    """Make ``cell`` the one an Actor constructed in this thread attaches to."""
-    previous = getattr(_binding, "cell", None)
-    _binding.cell = cell
-    try:
-        yield
-    finally:
-        _binding.cell = previous
-
-
-def bound_cell() -> Cell | None:
-    """The cell an Actor constructed now in this thread belongs to (None outside a start)."""
-    cell: Cell | None = getattr(_binding, "cell", None)
-    return cell

@@ -21,6 +21,7 @@ from test_kernel_support import Add, Get, RecordingSupervisor, Worker
 import llmos.actors as actors
 from llmos.actors import Actor, ActorDeadError, ActorError, LlmosError, handler, message
 from llmos.actors._registry import live_cells
+from llmos.actors.lowlevel import Cell
 from llmos.kernel import NodeStatus, kernel
 
 WAIT = 10.0  # bound on every wait; none should come close
@@ -103,6 +104,7 @@ class Hooked(Actor):
 def no_zombie() -> None:
     """No actor is left ``running`` (or stopping) with no live thread behind it."""
     for cell in live_cells():
+        assert isinstance(cell, Cell)
         if cell.state in ("running", "stopping"):
             thread = cell.thread
             assert thread is not None and thread.is_alive(), f"{cell!r} has no thread"

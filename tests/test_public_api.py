@@ -85,16 +85,20 @@ def test_no_module_outside_actors_uses_a_private_name_of_llmos_actors(pkg: str) 
                     assert not node.attr.startswith("_"), f"{where} reads actors.{node.attr}"
 
 
-def _runtime_imports(pkg: str, path: Path) -> set[str]:
+def _runtime_imports(pkg: str, path: Path, *, typing: bool = False) -> set[str]:
     """The modules of ``pkg`` that ``path`` imports when it runs (function-local imports
-    included, ``if TYPE_CHECKING:`` blocks left out)."""
+    included, ``if TYPE_CHECKING:`` blocks left out unless ``typing``)."""
     tree = ast.parse(path.read_text())
-    typing_only = {
-        id(inner)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for inner in ast.walk(node)
-    }
+    typing_only = (
+        set()
+        if typing
+        else {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for inner in ast.walk(node)
+        }
+    )
     found: set[str] = set()
     for node in ast.walk(tree):
         if id(node) in typing_only or not isinstance(node, ast.ImportFrom):
@@ -114,7 +118,16 @@ def _runtime_imports(pkg: str, path: Path) -> set[str]:
 
 @pytest.mark.parametrize("pkg", PACKAGES)
 def test_no_import_cycle_inside_a_package(pkg: str) -> None:
-    graph = {p.stem: _runtime_imports(pkg, p) for p in (ROOT / pkg).glob("_*.py")}
+    _no_cycle(pkg, typing=False)
+
+
+@pytest.mark.parametrize("pkg", ["actors", "transport", "kernel", "cli"])
+def test_no_import_cycle_even_through_type_checking_imports(pkg: str) -> None:
+    _no_cycle(pkg, typing=True)
+
+
+def _no_cycle(pkg: str, *, typing: bool) -> None:
+    graph = {p.stem: _runtime_imports(pkg, p, typing=typing) for p in (ROOT / pkg).glob("*.py")}
     graph = {m: deps for m, deps in graph.items() if not m.startswith("__")}
 
     def visit(module: str, path: list[str]) -> None:
