@@ -17,8 +17,9 @@ message, variant / reference; 1.00 = the same, 1.02 = 2% slower): ``off/base`` (
 is <= 1.02) and ``on/off`` (the overhead of tracing). Summaries are min / median / max over
 the blocks, with the load average at start and end: on a shared machine, compare the medians.
 
-Run: ``python benchmarks/bench_tracing.py --baseline COMMIT [--blocks 5] [--runs 20]``
-(COMMIT: the commit before the one measured, e.g. ``HEAD~1``).
+Run: ``python benchmarks/bench_tracing.py [--baseline COMMIT] [--blocks 5] [--runs 20]``
+(COMMIT: the commit to compare with, by default the one before this checkout's, ``HEAD~1``;
+name the last commit before tracing, or any other, to compare with it).
 """
 
 from __future__ import annotations
@@ -184,7 +185,9 @@ def summary(label: str, ratios: list[float]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--baseline", help="the commit to compare with (e.g. HEAD~1)")
+    parser.add_argument(
+        "--baseline", default="HEAD~1", help="the commit to compare with (default: HEAD~1)"
+    )
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--tells", type=int, default=2_000, help="tells per run")
     parser.add_argument("--asks", type=int, default=200, help="asks per run")
@@ -195,8 +198,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure(args.on, args.tells, args.asks, args.runs)))
         return 0
-    if not args.baseline:
-        parser.error("--baseline COMMIT is required (the commit to compare with)")
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
     print("per block and variant, µs per message: " + ", ".join(FIGURES))
     with tempfile.TemporaryDirectory(prefix="llmos-bench-") as tmp:
