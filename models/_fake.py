@@ -9,6 +9,7 @@ words, so token limits and budgets behave predictably.
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -34,6 +35,8 @@ from ._sched import check_prompt_size
 from ._tracing import end_model_span, start_model_span
 
 __all__ = ["FakeModel", "count_words"]
+
+log = logging.getLogger("llmos.models")
 
 Script = Sequence[str] | Callable[[list[dict[str, Any]]], str]
 _ids = itertools.count(1)
@@ -93,23 +96,20 @@ class FakeModel(Actor):
 
     @handler(Generate)
     def generate(self, request: Generate) -> Completion | None:
-        """Answer at once with a Completion (and stream it if asked)."""
+        """Answer at once with a Completion (and stream it if asked).
+
+        A refused request raises to its asker; told (with a ``stream_to``), it is logged
+        instead, as a ModelActor does, so bad input sent with tell never fails the fake.
+        """
         self.counts["requests"] += 1
         try:
-            check_prompt_size(request, self.max_prompt_bytes)
-        except ModelError:
+            messages = self._check(request)
+        except ModelError as exc:
             self.counts["refused"] += 1
-            raise
-        messages = self._messages(request)
-        if not self.actor_asked and request.stream_to is None:
-            self.counts["refused"] += 1
-            raise ModelError(
-                "Generate was sent with tell and no stream_to: nobody would get the answer; "
-                "use ask, or name a stream_to ref"
-            )
-        if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
-            self.counts["refused"] += 1
-            raise ModelError(f"max_new_tokens must be an int >= 1, got {request.max_new_tokens!r}")
+            if self.actor_asked:
+                raise
+            log.warning("told Generate %r refused: %s", request.request_id, exc)
+            return None
         request_id = request.request_id or f"fake-{next(_ids)}"
         span = start_model_span(request, self.name_tag, request_id)
         if self.delay > 0:
@@ -149,6 +149,19 @@ class FakeModel(Actor):
                 ) from exc
         return completion
 
+    def _check(self, request: Generate) -> list[dict[str, Any]]:
+        """The request's chat messages, once it passed the checks a ModelActor makes."""
+        if not self.actor_asked and request.stream_to is None:
+            raise ModelError(
+                "Generate was sent with tell and no stream_to: nobody would get the answer; "
+                "use ask, or name a stream_to ref"
+            )
+        check_prompt_size(request, self.max_prompt_bytes)
+        messages = self._messages(request)
+        if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
+            raise ModelError(f"max_new_tokens must be an int >= 1, got {request.max_new_tokens!r}")
+        return messages
+
     @handler(Cancel)
     def cancel(self, _msg: Cancel) -> bool:
         """The fake answers at once, so nothing is ever left to cancel: False."""
@@ -179,8 +192,7 @@ class FakeModel(Actor):
 
     def _messages(self, request: Generate | Score) -> list[dict[str, Any]]:
         if (request.messages is None) == (request.prompt is None):
-            self.counts["refused"] += 1
-            raise ModelError("Generate needs exactly one of messages or prompt")
+            raise ModelError(f"{type(request).__name__} needs exactly one of messages or prompt")
         if request.prompt is not None:
             return [{"role": "user", "content": request.prompt}]
         assert request.messages is not None

@@ -15,7 +15,15 @@ from llmos.agents import (
     run_chat,
 )
 from llmos.agents._chat_prompt import render_prompt, scene_text, tidy_reply
-from llmos.models import Completion, FakeModel, Generate, GenerateParams, ModelError
+from llmos.models import (
+    Completion,
+    FakeModel,
+    Generate,
+    GenerateParams,
+    GetModelStats,
+    ModelError,
+    PromptTooLarge,
+)
 
 T = 10.0
 
@@ -198,3 +206,26 @@ def test_empty_answers_are_noted_and_end_the_chat() -> None:
     assert result.stopped_by == "Repetition" and result.turns == 3
     assert result.notes[0].text == "turn 1: ann said nothing"
     assert isinstance(Repetition(), Repetition)
+
+
+def test_the_fake_model_logs_a_refused_told_generate_and_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    sink = Recorder.start([], [])  # a stream target (it never hears anything here)
+    fake = FakeModel.start(["fine."], max_prompt_bytes=100, name="fake-told")
+    big = [{"role": "user", "content": "x" * 200}]
+    with caplog.at_level("WARNING", logger="llmos.models"):
+        fake.tell(Generate(messages=big, max_new_tokens=4, stream_to=sink, request_id="big"))
+        fake.tell(Generate(prompt="hi", max_new_tokens=4))  # told, and nobody to answer
+        fake.tell(Generate(max_new_tokens=4, stream_to=sink, request_id="none"))  # no prompt
+        done = fake.ask(Generate(prompt="hi", max_new_tokens=4), timeout=T).get()
+    assert done.text == "fine."  # the fake is alive and answers in order
+    with pytest.raises(PromptTooLarge):  # asked, the refusal goes to the asker
+        fake.ask(Generate(messages=big, max_new_tokens=4), timeout=T).get()
+    stats = fake.ask(GetModelStats(), timeout=T).get()
+    assert (stats.requests, stats.refused, stats.completed) == (5, 4, 1)
+    refusals = [r.getMessage() for r in caplog.records if "told Generate" in r.getMessage()]
+    assert len(refusals) == 3 and "PromptTooLarge" not in refusals[0]
+    assert "'big' refused: the prompt is over" in refusals[0]
+    for ref in (fake, sink):
+        ref.stop(timeout=T)
