@@ -258,6 +258,7 @@ class ModelActor(Actor):
             no_repeat_ngram=request.no_repeat_ngram,
             avoid=tuple(request.avoid) if isinstance(request.avoid, list) else request.avoid,
             finish_sentence=request.finish_sentence,
+            json_schema=request.json_schema,
         )
 
     @handler(Cancel)

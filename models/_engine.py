@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from ._engine_batch import BatchSession, OnToken, ShouldCancel
+from ._engine_grammar import Grammars
 from ._engine_load import (
     DEFAULT_MODEL_PACKAGE,
     LoadedModel,
@@ -80,6 +81,20 @@ class ModelEngine:
         )
         # transformers renamed past_key_values to cache (5.x); use whichever the model takes.
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self._grammars: Grammars | None = None
+
+    def grammars(self) -> Grammars:
+        """The schema compiler of this model's tokenizer (made on first use).
+
+        Raises:
+            ModelError: xgrammar is not installed.
+        """
+        if self._grammars is None:
+            vocab = getattr(getattr(self._model, "config", None), "vocab_size", None)
+            if not isinstance(vocab, int):
+                vocab = len(self._tokenizer)
+            self._grammars = Grammars(self._tokenizer, vocab, self._eos_ids)
+        return self._grammars
 
     @property
     def context_window(self) -> int:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._engine_grammar import Constraint
 from ._engine_params import FinishReason, GenerateParams, GenerateResult
 from ._engine_shaping import RepetitionControl
 from ._engine_text import TextStream, ends_sentence
@@ -42,6 +43,7 @@ class _Row:
     generator: torch.Generator | None
     added: float
     control: RepetitionControl | None = None
+    constraint: Constraint | None = None
     completion_tokens: int = 0
 
 
@@ -120,6 +122,9 @@ class BatchSession:
             return index
         try:
             ids = self._engine._prepare(index, params)
+            constraint = None
+            if params.json_schema is not None:
+                constraint = self._engine.grammars().constraint(params.json_schema)
         except ModelError as exc:
             self._done.append((index, exc))
             return index
@@ -133,7 +138,7 @@ class BatchSession:
             tokenizer = self._engine.loaded.tokenizer
             avoid = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in params.avoid]
             control = RepetitionControl(params.repetition_penalty, params.no_repeat_ngram, avoid)
-        row = _Row(index, params, ids, stream, generator, time.perf_counter(), control)
+        row = _Row(index, params, ids, stream, generator, time.perf_counter(), control, constraint)
         self._waiting.append(row)
         return index
 
@@ -200,10 +205,15 @@ class BatchSession:
         if token in self._engine._eos_ids:
             self._finish(row, "stop")
             return True
+        if row.constraint is not None and not row.constraint.accept(token):
+            self._done.append(
+                (row.index, ModelError(f"request {row.index}: token {token} broke its grammar"))
+            )
+            return True
         if row.control is not None:
             row.control.push(token)
         self._emit(row, row.stream.push(token))
-        if row.stream.stopped:
+        if row.stream.stopped or (row.constraint is not None and row.constraint.complete):
             self._finish(row, "stop")
         elif self._out_of_tokens(row):
             self._finish(row, "length")
@@ -270,13 +280,16 @@ class BatchSession:
 
 def _pick(rows: list[_Row], logits: torch.Tensor) -> list[int]:
     """Choose each row's next token: argmax, or a seeded sample with temperature/top_p, after
-    the row's repetition control (if any) reshaped its logits."""
+    the row's repetition control (if any) reshaped its logits and its grammar (if any) masked
+    the tokens it forbids. Each row is shaped on its own: constrained and free rows mix."""
     tokens: list[int] = logits.argmax(-1).tolist()
     for b, r in enumerate(rows):
         row = logits[b] if r.control is None else r.control.apply(logits[b])
+        if r.constraint is not None:
+            row = r.constraint.mask(row)
         if r.generator is not None:
             tokens[b] = _sample(row, r.params.temperature, r.params.top_p, r.generator)
-        elif r.control is not None:
+        elif r.control is not None or r.constraint is not None:
             tokens[b] = int(row.argmax().item())
     return tokens
 

@@ -8,6 +8,7 @@ checked later, by the engine.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -19,6 +20,7 @@ __all__ = [
     "GenerateParams",
     "GenerateResult",
     "ModelOutOfMemory",
+    "check_json_schema",
 ]
 
 #: Hard upper bound on ``max_new_tokens`` whatever the model's context window.
@@ -29,6 +31,28 @@ MAX_REPETITION_PENALTY = 10.0
 MAX_AVOID_CHARS = 20_000
 
 _ROLES = ("system", "user", "assistant")
+
+#: The longest schema text accepted.
+MAX_SCHEMA_CHARS = 64_000
+
+
+def check_json_schema(schema: Any) -> str:
+    """Return ``schema`` (JSON text of an object schema) or raise ModelError saying why not."""
+    if not isinstance(schema, str) or not schema:
+        raise ModelError(
+            f"json_schema must be the JSON text of a schema, got {type(schema).__name__}; "
+            "pass json.dumps(schema) (or Model.model_json_schema() dumped)"
+        )
+    if len(schema) > MAX_SCHEMA_CHARS:
+        raise ModelError(f"json_schema is {len(schema)} characters, over {MAX_SCHEMA_CHARS}")
+    try:
+        parsed = json.loads(schema)
+    except ValueError as exc:
+        raise ModelError(f"json_schema is not valid JSON ({exc}); pass json.dumps(schema)") from exc
+    if not isinstance(parsed, dict):
+        raise ModelError(f"json_schema must be a JSON object, got {type(parsed).__name__}")
+    return schema
+
 
 FinishReason = Literal["stop", "length", "cancelled"]
 
@@ -115,6 +139,9 @@ class GenerateParams:
         finish_sentence: when ``max_new_tokens`` is reached in the middle of a sentence, go on
             for at most this many more tokens and stop at the first sentence end; 0 stops at
             ``max_new_tokens`` exactly.
+        json_schema: the JSON text of a JSON schema: the answer is generated under
+            constrained decoding, so it is compact JSON valid against the schema (unless it
+            runs out of tokens first: finish reason ``"length"``). None generates freely.
 
     Raises:
         ModelError: a field has the wrong type or is out of range; the message names it.
@@ -132,6 +159,7 @@ class GenerateParams:
     no_repeat_ngram: int = 0
     avoid: tuple[str, ...] = field(default=())
     finish_sentence: int = 0
+    json_schema: str | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -169,6 +197,8 @@ class GenerateParams:
         if not isinstance(self.truncate, bool):
             raise ModelError(f"truncate must be a bool, got {type(self.truncate).__name__}")
         self._check_repetition()
+        if self.json_schema is not None:
+            check_json_schema(self.json_schema)
 
     def _check_repetition(self) -> None:
         penalty = _check_float("repetition_penalty", self.repetition_penalty)

@@ -58,6 +58,10 @@ class Generate:
         finish_sentence: tokens allowed past ``max_new_tokens`` to end the sentence there
             (0: stop at ``max_new_tokens``).
         dialogue: the dialogue the request serves ("" outside any), for the token ledger.
+        json_schema: the JSON text of a JSON schema: the answer is generated under
+            constrained decoding and is compact JSON valid against it (finish reason "stop";
+            "length" when it ran out of tokens first). Such requests share a batch with free
+            ones.
     """
 
     messages: list[dict[str, Any]] | None = None
@@ -76,6 +80,7 @@ class Generate:
     avoid: tuple[str, ...] = ()
     finish_sentence: int = 0
     dialogue: str = ""
+    json_schema: str | None = None
 
 
 @message("llmos.model.Score")
