@@ -34,7 +34,15 @@ so the original stays reachable as ``__cause__``::
     ├── AgentError                 (llmos.agents) an agent or chat refused its input or cannot go on
     │   ├── ChatTimeout            (llmos.agents) run_chat's own bound ran out
     │   ├── RunLogError            (llmos.agents) a run log is missing, damaged or unwritable
-    │   └── EffectInDoubt          (llmos.agents) an effect was cut off mid-way: decide, resume
+    │   ├── EffectInDoubt          (llmos.agents) an effect was cut off mid-way: decide, resume
+    │   ├── StructuredOutputError  (llmos.agents) a typed answer was cut short or did not validate
+    │   └── ToolError              (llmos.agents) a tool call did not succeed (its code raised it)
+    │       ├── ToolArgumentsError (llmos.agents) the arguments do not fit the tool's schema
+    │       ├── ToolTimeout        (llmos.agents) no answer within the tool's timeout
+    │       ├── ToolBusy           (llmos.agents) its concurrency and waiting line were full
+    │       ├── ToolCrashed        (llmos.agents) its code raised: the kernel restarts its actor
+    │       └── ToolUnavailable    (llmos.agents) no such tool, or its actor is out of reach
+    │           └── McpError       (llmos.agents) an MCP server could not be started or was lost
     └── ClusterError               (llmos.cluster) Ray could not place, find or start a node
 
 Classes marked with a package are defined there (each package adds its own below these); the

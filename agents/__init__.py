@@ -11,13 +11,19 @@
 #                                      the per-run recording, exactly-once effects, resume
 #                                      and replay
 #   _replies                           text hygiene: sentence ends, echoed labels, similarity
+#   _tool, _tool_actor                 @tool (schema from type hints via pydantic), ToolActor
+#                                      (kernel-supervised: timeout, concurrency, typed errors)
+#   _tool_calling                      ToolBox, ToolLoop: tool calls under constrained decoding
+#   _structured                        typed answers (pydantic) from a model or a ChatAgent
+#   _mcp, _mcp_serve                   McpTools (an MCP server's tools as a tool actor, stdio or
+#                                      HTTP), mcp_server/serve_mcp (agents served over MCP)
 # Imports point one way: agents -> models -> kernel -> transport -> actors. Model actors and
 # their messages live in ``llmos.models``; the ``llmos`` command in ``llmos.cli``.
 from __future__ import annotations
 
 from llmos.agents._agent import Agent, check_input, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
-from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory
+from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory, GetToolCalls
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._durable import (
     ChatSetup,
@@ -37,6 +43,8 @@ from llmos.agents._effects import (
 from llmos.agents._errors import AgentError, ChatTimeout
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
+from llmos.agents._mcp import McpError, McpTools
+from llmos.agents._mcp_serve import mcp_server, serve_mcp
 from llmos.agents._memory import Memory, approx_tokens
 from llmos.agents._oplog import OpLog, OpRecord
 from llmos.agents._replies import (
@@ -49,6 +57,14 @@ from llmos.agents._replies import (
 from llmos.agents._runlog import Divergence, Recording, RunLogger
 from llmos.agents._runstore import RunLogError, RunStore
 from llmos.agents._selection import ModelSelector, SelectionContext, round_robin
+from llmos.agents._structured import (
+    AskTyped,
+    StructuredOutputError,
+    ask_typed,
+    generate_typed,
+    parse_as,
+    schema_of,
+)
 from llmos.agents._termination import (
     AllOf,
     AnyOf,
@@ -60,6 +76,28 @@ from llmos.agents._termination import (
     TimeLimit,
     TokenBudget,
 )
+from llmos.agents._tool import Tool, ToolArgumentsError, ToolError, tool
+from llmos.agents._tool_actor import (
+    CallTool,
+    EffectLog,
+    ListTools,
+    ToolActor,
+    ToolBusy,
+    ToolCrashed,
+    ToolResult,
+    ToolSpec,
+    ToolTimeout,
+    ToolUnavailable,
+    start_tools,
+)
+from llmos.agents._tool_calling import (
+    ToolBox,
+    ToolCallRecord,
+    ToolLoop,
+    ToolLoopResult,
+    call_schema,
+    tools_prompt,
+)
 from llmos.agents._transcript import ChatResult, ConsolePrinter, Entry, TranscriptWriter
 
 __all__ = [
@@ -68,6 +106,8 @@ __all__ = [
     "AgentInfo",
     "AllOf",
     "AnyOf",
+    "AskTyped",
+    "CallTool",
     "ChatAgent",
     "ChatResult",
     "ChatSetup",
@@ -81,15 +121,20 @@ __all__ = [
     "EffectFn",
     "EffectInDoubt",
     "EffectJournal",
+    "EffectLog",
     "EffectRecord",
     "Entry",
     "GetMemory",
     "GetOpLog",
     "GetResult",
     "GetStatus",
+    "GetToolCalls",
     "GroupChat",
     "HumanAgent",
+    "ListTools",
     "MaxTurns",
+    "McpError",
+    "McpTools",
     "Memory",
     "ModelSelector",
     "OpLog",
@@ -104,26 +149,51 @@ __all__ = [
     "SelectionContext",
     "StartChat",
     "StopChat",
+    "StructuredOutputError",
     "Termination",
     "TextMention",
     "TimeLimit",
     "TokenBudget",
+    "Tool",
+    "ToolActor",
+    "ToolArgumentsError",
+    "ToolBox",
+    "ToolBusy",
+    "ToolCallRecord",
+    "ToolCrashed",
+    "ToolError",
+    "ToolLoop",
+    "ToolLoopResult",
+    "ToolResult",
+    "ToolSpec",
+    "ToolTimeout",
+    "ToolUnavailable",
     "TranscriptWriter",
     "Turn",
     "Utterance",
     "approx_tokens",
+    "ask_typed",
     "build_setup",
+    "call_schema",
     "check_input",
     "display_name",
     "effect_key",
+    "generate_typed",
+    "mcp_server",
     "most_similar",
+    "parse_as",
     "replay_chat",
     "resume_chat",
     "round_robin",
     "run_chat",
+    "schema_of",
+    "serve_mcp",
     "similarity",
     "spawn",
+    "start_tools",
     "strip_labels",
+    "tool",
+    "tools_prompt",
     "transcript_text",
     "trim_to_sentence",
 ]

@@ -14,10 +14,11 @@ remembering the conversation.
 
 from __future__ import annotations
 
+import json
 import os
 import zlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Literal
 
 from llmos.actors import ActorRef, handler, message
 from llmos.agents._agent import Agent
@@ -26,9 +27,12 @@ from llmos.agents._chat_prompt import render_prompt, scene_text, split_speaker, 
 from llmos.agents._errors import AgentError
 from llmos.agents._memory import Memory
 from llmos.agents._replies import most_similar, normalize
+from llmos.agents._structured import AskTyped, StructuredOutputError
+from llmos.agents._tool import Tool
+from llmos.agents._tool_calling import ToolBox, ToolLoop
 from llmos.models import Completion, Generate
 
-__all__ = ["ChatAgent", "ClearMemory", "GetMemory"]
+__all__ = ["ChatAgent", "ClearMemory", "GetMemory", "GetToolCalls"]
 
 Summarizer = Callable[[list[dict[str, str]], str], str]
 
@@ -36,6 +40,13 @@ Summarizer = Callable[[list[dict[str, str]], str], str]
 @message("llmos.agents.GetMemory")
 class GetMemory:
     """Ask a ChatAgent for its memory: ``{"summary": str, "turns": [...], "tokens": int}``."""
+
+
+@message("llmos.agents.GetToolCalls")
+class GetToolCalls:
+    """Ask a ChatAgent for the tool calls of its last answer: a list of dicts (``tool``,
+    ``arguments``, ``ok``, ``content``, ``error_type``) and why its loop stopped, as
+    ``{"calls": [...], "stopped_by": str}``."""
 
 
 @message("llmos.agents.ClearMemory")
@@ -93,6 +104,14 @@ class ChatAgent(Agent):
             once, as said).
         model_timeout: how long to wait for the model.
         oplog: a JSONL file for the operation log.
+        tools: tools it may call before it answers: ``@tool`` functions (started under the
+            kernel), tool actors' refs (local, pooled, remote) or names. Each call is chosen
+            under constrained decoding (see ``llmos.agents._tool_calling``), and the results
+            are shown to the model with the latest turn.
+        max_tool_calls: the most tool calls before one answer.
+        tool_seconds: the wall-clock budget of the tool calls before one answer.
+        tool_choice: "auto" (the model may call none) or "required" (at least one call
+            before each answer).
 
     Raises:
         AgentError: a bad argument (each says which).
@@ -118,6 +137,10 @@ class ChatAgent(Agent):
         stream: bool = False,
         model_timeout: float = 120.0,
         oplog: str | os.PathLike[str] | None = None,
+        tools: Sequence[Tool | ActorRef | str] = (),
+        max_tool_calls: int = 3,
+        tool_seconds: float = 120.0,
+        tool_choice: Literal["auto", "required"] = "auto",
     ) -> None:
         if description is None and persona:
             description = persona.split(". ")[0].strip().rstrip(".")
@@ -155,6 +178,18 @@ class ChatAgent(Agent):
         self.participants: tuple[str, ...] = ()
         self.turn_key = ""  # the dialogue and turn being answered, for the seeds
         self.dialogue = ""  # the dialogue being answered ("" outside one), for the token ledger
+        self.tool_loop = (
+            ToolLoop(
+                ToolBox(tools),
+                max_tool_calls,
+                tool_seconds,
+                model_timeout=model_timeout,
+                tool_choice=tool_choice,
+            )
+            if tools
+            else None
+        )
+        self.tool_calls: dict[str, Any] = {"calls": [], "stopped_by": ""}
 
     def agent_turn_seconds(self) -> float:
         """A turn may wait for the model twice (a near-repeat is generated once more), so a
@@ -199,6 +234,31 @@ class ChatAgent(Agent):
         incoming = [{"speaker": prompt.sender, "text": prompt.text}]
         return self.answer(incoming, 0, (), None, "")
 
+    @handler(AskTyped)
+    def on_ask_typed(self, ask: AskTyped) -> Any:
+        """Answer with JSON data that fits ``ask.json_schema`` (constrained decoding)."""
+        self.memory.add("user", f"{ask.sender}: {ask.text}" if ask.sender else ask.text)
+        request = Generate(
+            messages=self.prompt_messages(),
+            max_new_tokens=min(ask.max_new_tokens, 1024),
+            json_schema=ask.json_schema,
+            truncate=True,
+            requester=self.agent_name,
+        )
+        done = self.ask_agent(self._model_ref(), request, timeout=self.model_timeout)
+        if not isinstance(done, Completion) or done.finish_reason != "stop":
+            raise StructuredOutputError(
+                f"{self.agent_name}'s answer was cut short ({getattr(done, 'finish_reason', '')})"
+                "; ask with a larger max_new_tokens"
+            )
+        self.memory.add("assistant", done.text)
+        return json.loads(done.text)
+
+    @handler(GetToolCalls)
+    def get_tool_calls(self, _msg: GetToolCalls) -> dict[str, Any]:
+        """The tool calls made before the last answer."""
+        return self.tool_calls
+
     @handler(GetMemory)
     def get_memory(self, _msg: GetMemory) -> dict[str, Any]:
         """What this agent remembers."""
@@ -240,6 +300,8 @@ class ChatAgent(Agent):
         """
         self._fit_memory()
         context = self.gather_context(incoming)
+        if self.tool_loop is not None:
+            context = "\n\n".join(c for c in (context, self._call_tools()) if c)
         messages = self.prompt_messages(context)
         limit = min(max_tokens, self.max_new_tokens) if max_tokens else self.max_new_tokens
         recent = self._recent_texts()
@@ -283,6 +345,21 @@ class ChatAgent(Agent):
             output_tokens=spent[1],
             model=done.model,
         )
+
+    def _call_tools(self) -> str:
+        """Let the model call its tools (bounded); the results as context for the answer."""
+        assert self.tool_loop is not None
+        done = self.tool_loop.run(
+            self._model_ref(),
+            self.prompt_messages(),
+            self.agent_name,
+            ask=lambda ref, msg, timeout: self.ask_agent(ref, msg, timeout=timeout),
+        )
+        self.tool_calls = {
+            "calls": [c.as_dict() for c in done.calls],
+            "stopped_by": done.stopped_by,
+        }
+        return done.context()
 
     def _recent_texts(self) -> list[str]:
         """The texts of the latest turns (the others' without their labels), oldest first."""

@@ -46,8 +46,11 @@ START_TIMEOUT = 20.0
 class PeerProcess:
     """A second node running ``tests/transport_peer.py`` in its own process."""
 
-    def __init__(self, *args: str, bind: str = "tcp://127.0.0.1:0") -> None:
+    def __init__(
+        self, *args: str, bind: str = "tcp://127.0.0.1:0", script: Path = PEER_SCRIPT
+    ) -> None:
         self.args = args
+        self.script = script
         self.bind = bind
         self.proc: subprocess.Popen[str] | None = None
         self.address = ""
@@ -55,7 +58,7 @@ class PeerProcess:
     def start(self) -> PeerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(
-            [sys.executable, str(PEER_SCRIPT), "--bind", self.bind, *self.args],
+            [sys.executable, str(self.script), "--bind", self.bind, *self.args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

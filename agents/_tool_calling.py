@@ -1,0 +1,350 @@
+"""Tool calling: the tools an agent may use, and the bounded loop that lets a model call them.
+
+:class:`ToolBox` gathers tools from tool actors (local, pooled or remote refs, or names) and
+calls them; whatever goes wrong comes back as a :class:`~llmos.agents.ToolResult` with
+``ok=False``, never as an exception.
+
+:class:`ToolLoop` lets a model call tools before it answers. The model is shown the tools in a
+documented prompt format (below; the default model's chat template has no tool support) and
+each decision is generated under constrained decoding against a schema that admits exactly one
+of: a call ``{"tool": NAME, "arguments": {...}}`` whose arguments fit that tool's schema, or
+``{"tool": "none"}`` (done). So every call parses and validates, even from a 135M model. The
+loop is bounded by a number of calls and a wall-clock budget, and a call repeated with the
+same arguments ends it (the model is looping).
+
+The prompt format, appended to the system message::
+
+    You can use tools. Answer with one JSON object: {"tool": NAME, "arguments": {...}} to
+    call a tool, or {"tool": "none"} when no tool is needed or you have the result.
+    Tools:
+    - NAME: DESCRIPTION Arguments: {"field": type, ...}
+
+Each result is then shown as a user message ``Result of NAME: TEXT``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from llmos.actors import ActorRef, AskTimeout, LlmosError
+from llmos.agents._tool import Tool, ToolError
+from llmos.agents._tool_actor import (
+    CallTool,
+    ListTools,
+    ToolResult,
+    ToolSpec,
+    ToolTimeout,
+    ToolUnavailable,
+    failed,
+    start_tools,
+)
+from llmos.kernel import kernel
+from llmos.models import Completion, Generate
+
+__all__ = ["ToolBox", "ToolCallRecord", "ToolLoop", "ToolLoopResult", "call_schema", "tools_prompt"]
+
+NONE = "none"
+
+
+class ToolBox:
+    """The tools an agent may call, wherever their actors live.
+
+    Args:
+        sources: tool actors' refs (local, pool, remote), names of running tool actors, or
+            :class:`~llmos.agents.Tool` objects (started under the kernel as
+            ``tools.NAME`` unless an actor of that name already runs).
+        timeout: how long to wait for a tool actor to list its tools.
+
+    Raises:
+        ToolError: a source of another kind, or two tools with one name.
+    """
+
+    def __init__(self, sources: Sequence[Tool | ActorRef | str], timeout: float = 30.0) -> None:
+        self.sources = list(sources)
+        for s in self.sources:
+            if not isinstance(s, Tool | ActorRef | str):
+                raise ToolError(f"a tool source is a Tool, a tool actor's ref or name; got {s!r}")
+        self.timeout = timeout
+        self._specs: dict[str, tuple[ActorRef, ToolSpec]] | None = None
+
+    def _refs(self) -> list[ActorRef]:
+        refs: list[ActorRef] = []
+        for s in self.sources:
+            if isinstance(s, ActorRef):
+                refs.append(s)
+            elif isinstance(s, str):
+                refs.append(kernel().lookup(s))
+            else:
+                try:
+                    refs.append(kernel().lookup(f"tools.{s.name}"))
+                except LlmosError:
+                    refs.append(start_tools(s))
+        return refs
+
+    def specs(self) -> list[ToolSpec]:
+        """The tools offered (asked of their actors once, then kept; see :meth:`refresh`).
+
+        Raises:
+            ToolUnavailable: a tool actor did not answer.
+        """
+        if self._specs is None:
+            found: dict[str, tuple[ActorRef, ToolSpec]] = {}
+            for ref in self._refs():
+                try:
+                    listed = ref.ask(ListTools(), timeout=self.timeout).get()
+                except LlmosError as exc:
+                    raise ToolUnavailable(
+                        f"tool actor {ref!r} did not list its tools: {exc}"
+                    ) from exc
+                for spec in listed:
+                    if spec.name in found or spec.name == NONE:
+                        raise ToolError(f"two tools are named {spec.name!r}; rename one")
+                    found[spec.name] = (ref, spec)
+            self._specs = found
+        return [spec for _ref, spec in self._specs.values()]
+
+    def refresh(self) -> None:
+        """Forget the listed tools; the next call asks the tool actors again."""
+        self._specs = None
+
+    def call(
+        self, name: str, arguments: dict[str, Any], call_id: str = "", effect_key: str = ""
+    ) -> ToolResult:
+        """Call a tool and wait for it (at most its timeout plus a little); never raises.
+
+        Returns:
+            Its :class:`~llmos.agents.ToolResult`; ``ok=False`` with ``ToolUnavailable`` when
+            no such tool is offered or its actor cannot be reached, ``ToolTimeout`` when it
+            did not answer in time.
+        """
+        try:
+            self.specs()
+            assert self._specs is not None
+            found = self._specs.get(name)
+            if found is None:
+                raise ToolUnavailable(f"no tool named {name!r}; offered: {sorted(self._specs)}")
+            ref, spec = found
+            msg = CallTool(name, arguments, call_id, effect_key)
+            answer = ref.ask(msg, timeout=spec.timeout + 5.0).get()
+        except AskTimeout as exc:
+            return failed(name, ToolTimeout(f"its actor did not answer: {exc}"), call_id)
+        except ToolError as exc:
+            return failed(name, exc, call_id)
+        except LlmosError as exc:
+            return failed(name, ToolUnavailable(f"{type(exc).__name__}: {exc}"), call_id)
+        if not isinstance(answer, ToolResult):
+            return failed(name, ToolError(f"the tool actor answered {answer!r}"), call_id)
+        return answer
+
+
+def _type_text(schema: dict[str, Any]) -> str:
+    if "enum" in schema:
+        return "|".join(json.dumps(v) for v in schema["enum"])
+    if "const" in schema:
+        return json.dumps(schema["const"])
+    if "anyOf" in schema:
+        return "|".join(_type_text(s) for s in schema["anyOf"])
+    return str(schema.get("type", "value"))
+
+
+def tools_prompt(specs: Sequence[ToolSpec]) -> str:
+    """The tools in the documented prompt format (see the module docstring)."""
+    lines = [
+        'You can use tools. Answer with one JSON object: {"tool": NAME, "arguments": {...}} '
+        'to call a tool, or {"tool": "none"} when no tool is needed or you have the result.',
+        "Tools:",
+    ]
+    for spec in specs:
+        props = spec.parameters.get("properties", {})
+        args = ", ".join(f'"{k}": {_type_text(v)}' for k, v in props.items())
+        lines.append(f"- {spec.name}: {spec.description} Arguments: {{{args}}}")
+    return "\n".join(lines)
+
+
+def call_schema(specs: Sequence[ToolSpec], allow_none: bool = True) -> dict[str, Any]:
+    """The JSON schema of one decision: a call of one of the tools, or (optionally) none."""
+    options: list[dict[str, Any]] = []
+    defs: dict[str, Any] = {}
+    for spec in specs:
+        params = dict(spec.parameters)
+        defs.update(params.pop("$defs", {}))
+        options.append(
+            {
+                "type": "object",
+                "properties": {"tool": {"const": spec.name}, "arguments": params},
+                "required": ["tool", "arguments"],
+                "additionalProperties": False,
+            }
+        )
+    if allow_none:
+        options.append(
+            {
+                "type": "object",
+                "properties": {"tool": {"const": NONE}},
+                "required": ["tool"],
+                "additionalProperties": False,
+            }
+        )
+    schema: dict[str, Any] = {"anyOf": options} if len(options) > 1 else options[0]
+    if defs:
+        schema["$defs"] = defs
+    return schema
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One decision of the loop and what came of it.
+
+    Attributes:
+        tool: the tool called ("none" when the model chose to stop).
+        arguments: its arguments.
+        result: the tool's result (None for "none" and for a refused repeat).
+        text: the model's raw decision (compact JSON).
+    """
+
+    tool: str
+    arguments: dict[str, Any]
+    result: ToolResult | None
+    text: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain data (for a message)."""
+        r = self.result
+        return {
+            "tool": self.tool,
+            "arguments": self.arguments,
+            "ok": r.ok if r is not None else None,
+            "content": r.content if r is not None else "",
+            "error_type": r.error_type if r is not None else "",
+        }
+
+
+@dataclass
+class ToolLoopResult:
+    """What a :class:`ToolLoop` run did: its calls, and why it stopped."""
+
+    calls: list[ToolCallRecord] = field(default_factory=list)
+    stopped_by: str = ""  # "none", "max_calls", "time", "repeat", "model"
+
+    def context(self) -> str:
+        """The tool results as text for the answer (empty when no tool ran)."""
+        lines = [c.result.observation() for c in self.calls if c.result is not None]
+        return "Tool results:\n" + "\n".join(lines) if lines else ""
+
+
+class ToolLoop:
+    """Lets a model call tools, under constrained decoding, within bounds.
+
+    Args:
+        box: the tools.
+        max_calls: the most tool calls in one run.
+        seconds: the wall-clock budget of one run (model time included).
+        max_new_tokens: the longest decision.
+        model_timeout: how long to wait for each decision.
+        tool_choice: "auto" (the model may decide to call nothing) or "required" (the first
+            decision must be a call: for a small model that would otherwise not call tools).
+    """
+
+    def __init__(
+        self,
+        box: ToolBox,
+        max_calls: int = 3,
+        seconds: float = 120.0,
+        max_new_tokens: int = 96,
+        model_timeout: float = 120.0,
+        tool_choice: Literal["auto", "required"] = "auto",
+    ) -> None:
+        if tool_choice not in ("auto", "required"):
+            raise ToolError(f"tool_choice must be 'auto' or 'required', got {tool_choice!r}")
+        self.tool_choice = tool_choice
+        if not isinstance(max_calls, int) or max_calls < 1:
+            raise ToolError(f"max_calls must be an int >= 1, got {max_calls!r}")
+        self.box = box
+        self.max_calls = max_calls
+        self.seconds = seconds
+        self.max_new_tokens = max_new_tokens
+        self.model_timeout = model_timeout
+
+    def run(
+        self,
+        model: ActorRef,
+        messages: list[dict[str, str]],
+        requester: str = "",
+        ask: Callable[[ActorRef, Generate, float], Any] | None = None,
+    ) -> ToolLoopResult:
+        """Let the model decide and call tools until it says none, or a bound is reached.
+
+        Args:
+            model: the model actor.
+            messages: the conversation (a system message first, if any); the tools' prompt
+                is added to its system message.
+            requester: who asks the model (for its fairness and budgets).
+            ask: how to ask the model (default: ``ref.ask(msg, timeout).get()``).
+
+        Raises:
+            ModelError, AskTimeout: the model failed or did not answer in time.
+        """
+        specs = self.box.specs()
+        out = ToolLoopResult()
+        if not specs:
+            out.stopped_by = "none"
+            return out
+        schema = json.dumps(call_schema(specs))
+        first = json.dumps(call_schema(specs, allow_none=self.tool_choice == "auto"))
+        chat = _with_tools(messages, tools_prompt(specs))
+        started = time.monotonic()
+        seen: set[str] = set()
+        asker = ask or (lambda ref, msg, timeout: ref.ask(msg, timeout=timeout).get())
+        while True:
+            if len(out.calls) >= self.max_calls:
+                out.stopped_by = "max_calls"
+                return out
+            left = self.seconds - (time.monotonic() - started)
+            if left <= 0:
+                out.stopped_by = "time"
+                return out
+            request = Generate(
+                messages=chat,
+                max_new_tokens=self.max_new_tokens,
+                temperature=0.0,
+                truncate=True,
+                requester=requester,
+                json_schema=first if not out.calls else schema,
+            )
+            done = asker(model, request, min(self.model_timeout, left))
+            if not isinstance(done, Completion):
+                raise ToolError(f"the model answered {type(done).__name__}, not a Completion")
+            try:
+                decision = json.loads(done.text)
+            except ValueError:  # out of tokens mid-object: the only way it cannot parse
+                out.stopped_by = "model"
+                return out
+            name = decision.get("tool", NONE)
+            arguments = decision.get("arguments", {})
+            if name == NONE:
+                out.stopped_by = "none"
+                return out
+            key = json.dumps([name, arguments], sort_keys=True)
+            if key in seen:
+                out.calls.append(ToolCallRecord(name, arguments, None, done.text))
+                out.stopped_by = "repeat"
+                return out
+            seen.add(key)
+            result = self.box.call(name, arguments, call_id=f"call-{len(out.calls) + 1}")
+            out.calls.append(ToolCallRecord(name, arguments, result, done.text))
+            chat = [
+                *chat,
+                {"role": "assistant", "content": done.text},
+                {"role": "user", "content": f"Result of {result.observation()}"},
+            ]
+
+
+def _with_tools(messages: list[dict[str, str]], prompt: str) -> list[dict[str, str]]:
+    if messages and messages[0]["role"] == "system":
+        system = f"{messages[0]['content']}\n\n{prompt}".strip()
+        return [{"role": "system", "content": system}, *messages[1:]]
+    return [{"role": "system", "content": prompt}, *messages]
