@@ -1,6 +1,6 @@
 """The ``llmos`` command: ``demo``, ``chat``, ``node``, ``status``, ``top``, ``dashboard``, the
-recorded-run commands (``runs``, ``show``, ``resume``, ``replay``, ``effects``), ``cluster`` and
-``--version``.
+recorded-run commands (``runs``, ``show``, ``resume``, ``replay``, ``effects``), ``cluster``,
+``mcp serve`` and ``--version``.
 
 Every argument is checked before anything loads. Errors print as one line naming the flag
 (``llmos COMMAND: ErrorType: what happened``), never a traceback; Ctrl+C ends with exit code
@@ -221,6 +221,24 @@ def _client_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--server-key", default=None, help="the node's public CURVE key")
 
 
+def _mcp_serve(args: argparse.Namespace) -> int:
+    _needs("mcp", "tools")
+    from ._mcp import run_mcp_serve
+
+    return run_mcp_serve(
+        agents=args.agent,
+        transport=args.transport,
+        host=args.host,
+        port=args.port,
+        model=args.model,
+        device=args.device,
+        fake=args.fake,
+        max_tokens=args.max_tokens,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
+
+
 def _model_flags(parser: argparse.ArgumentParser, max_tokens: int) -> None:
     parser.add_argument(
         "--model",
@@ -302,6 +320,21 @@ def build_parser() -> argparse.ArgumentParser:
     dashboard.set_defaults(run=_dashboard)
     _run_commands(sub)
     add_cluster_parser(sub)
+    mcp = sub.add_parser("mcp", help="MCP: serve llmos agents to MCP hosts")
+    mcp_sub = mcp.add_subparsers(dest="mcp_command", metavar="SUBCOMMAND", required=True)
+    serve = mcp_sub.add_parser("serve", help="serve chat agents as MCP tools (ask_NAME)")
+    _model_flags(serve, max_tokens=64)
+    serve.add_argument(
+        "--agent",
+        action="append",
+        default=[],
+        metavar="NAME=PERSONA",
+        help="an agent to serve (repeatable; default: one helpful assistant)",
+    )
+    serve.add_argument("--transport", choices=("stdio", "http"), default="stdio")
+    serve.add_argument("--host", default="127.0.0.1", help="HTTP host (127.0.0.1)")
+    serve.add_argument("--port", type=_count, default=8000, help="HTTP port (8000)")
+    serve.set_defaults(run=_mcp_serve)
     return parser
 
 
@@ -349,6 +382,10 @@ def _check(args: argparse.Namespace) -> None:
         args.question = DEMO_QUESTION
     if getattr(args, "question", None) is not None and not args.question.strip():
         raise ValueError("--question is empty; give the agents something to discuss")
+    for spec in getattr(args, "agent", None) or []:
+        from ._mcp import parse_agent
+
+        parse_agent(spec)
     if getattr(args, "fake", True) is False:
         from llmos.models._source import check_model_source
 
