@@ -4,11 +4,12 @@ agents record through.
 A chat made with ``record=`` holds a :class:`Recording`. The chat records the messages it
 exchanges with the participants (each Turn and its answer) and every transcript entry; an agent
 answering a Turn of a recorded chat records every request it makes through
-:meth:`~llmos.agents.Agent.ask_agent` (its model calls) with the reply. Rows go to a
-:class:`RunLogger` actor with ``tell`` and are written in batches: a batch commits once it holds
-``batch`` rows or ``flush_after`` seconds after its first row, whichever comes first, and at
-the end of the run. A crash loses at most the rows of the batch under way, never a row of an
-earlier batch; a resumed run takes again the turns those rows would have recorded.
+:meth:`~llmos.agents.Agent.ask_agent` (its model calls) with the reply. Rows are gathered into
+batches (256 rows, or what came within 50 ms of a batch's first row, whichever is first) and
+each batch is told to a :class:`RunLogger` actor, which commits it in one transaction, off the
+chat's and the agents' threads. A crash loses at most the rows of the batches not yet
+committed, never a row of a committed one; a resumed run takes again the turns those rows
+would have recorded.
 
 The same handle serves recorded replies back: on resume every call already in the log is
 answered from it (so the agents rebuild their memory without asking the model again) and the
@@ -22,6 +23,8 @@ import threading
 import time
 from collections.abc import Callable
 from typing import Any, Literal
+
+import msgpack
 
 from llmos.actors import Actor, ActorError, ActorRef, AskTimeout, handler, message, wire_name
 from llmos.agents._effects import EffectJournal
@@ -39,10 +42,9 @@ call the log holds from the log, asks (and records) the others; ``replay`` answe
 from the log and writes nothing; ``live`` asks again, compares with the log and writes nothing."""
 
 
-@message("llmos.agents._LogRow", local_only=True)
-class _LogRow:
-    table: str
-    row: tuple[Any, ...]
+@message("llmos.agents._LogRows", local_only=True)
+class _LogRows:
+    rows: bytes  # msgpack of [[table, row], ...]: one bytes value is checked at once on send
 
 
 @message("llmos.agents._LogFlush", local_only=True)
@@ -51,61 +53,42 @@ class _LogFlush:
 
 
 class RunLogger(Actor):
-    """The actor that writes a run's rows to its store, in batches.
+    """The actor that writes a run's rows to its store: each batch it is told, in one
+    transaction, in the order the batches were told.
+
+    After a failed write (a full disk, a damaged file) it writes nothing more and answers
+    every flush with that failure.
 
     Args:
         store: the open store (this actor writes; other threads may read).
-        batch: the most rows in one transaction.
-        flush_after: the longest a row waits before its batch commits, in seconds.
     """
 
-    def __init__(self, store: RunStore, batch: int = 512, flush_after: float = 0.05) -> None:
+    def __init__(self, store: RunStore) -> None:
         super().__init__()
         self.store = store
-        self.batch = batch
-        self.flush_after = flush_after
-        self.rows: list[tuple[str, tuple[Any, ...]]] = []
-        self.timer: TimerHandle | None = None
         self.failure: RunLogError | None = None
         self.written = 0
 
-    @handler(_LogRow)
-    def add(self, msg: _LogRow) -> None:
-        self.rows.append((msg.table, msg.row))
-        if len(self.rows) >= self.batch:
-            self.flush(None)
-        elif self.timer is None:
-            me = self.actor_ref
-            self.timer = default_timer().call_later(self.flush_after, lambda: _tell(me))
+    @handler(_LogRows)
+    def write(self, msg: _LogRows) -> None:
+        """Commit one batch of rows."""
+        if self.failure is not None:
+            return
+        rows = msgpack.unpackb(msg.rows, raw=False)
+        try:
+            self.store.write_rows(rows)
+            self.written += len(rows)
+        except RunLogError as exc:
+            log.error("%s", exc)
+            self.failure = exc
 
     @handler(_LogFlush)
-    def flush(self, _msg: _LogFlush | None) -> int:
-        """Commit the rows held; answer how many rows were written so far (raises the first
-        write failure, once rows could not be written)."""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        rows, self.rows = self.rows, []
-        if rows and self.failure is None:
-            try:
-                self.store.write_rows(rows)
-                self.written += len(rows)
-            except RunLogError as exc:
-                log.error("%s", exc)
-                self.failure = exc
-        if self.failure is not None and self.actor_asked:
+    def flush(self, _msg: _LogFlush) -> int:
+        """Answer how many rows were written so far (every batch told before is written), or
+        raise the write failure."""
+        if self.failure is not None:
             raise self.failure
         return self.written
-
-    def on_stop(self) -> None:
-        self.flush(None)
-
-
-def _tell(ref: ActorRef) -> None:
-    try:
-        ref.tell(_LogFlush())
-    except ActorError:
-        pass  # the logger stopped: it flushed on its way out
 
 
 class Divergence:
@@ -165,6 +148,11 @@ class Recording:
         self.divergence: Divergence | None = None
         self._effects: EffectJournal | None = None
         self._effects_lock = threading.Lock()
+        self.batch = 256
+        self.flush_after = 0.05
+        self._pending: list[tuple[str, tuple[Any, ...]]] = []
+        self._pending_lock = threading.Lock()
+        self._timer: TimerHandle | None = None
 
     @classmethod
     def open(cls, path: Any, run_id: str, mode: Mode = "record") -> Recording:
@@ -176,13 +164,33 @@ class Recording:
     # -- writing ---------------------------------------------------------------------------
 
     def _row(self, table: str, row: tuple[Any, ...]) -> None:
-        if self.writes and self.logger is not None:
-            try:
-                self.logger.tell(_LogRow(table, row))
-            except ActorError as exc:
-                log.error(
-                    "run %s: the log actor is gone, a row is not recorded: %s", self.run_id, exc
-                )
+        if not self.writes:
+            return
+        with self._pending_lock:
+            self._pending.append((table, row))
+            if len(self._pending) >= self.batch:
+                self._send_locked()
+            elif self._timer is None:
+                self._timer = default_timer().call_later(self.flush_after, self._send)
+
+    def _send(self) -> None:
+        with self._pending_lock:
+            self._send_locked()
+
+    def _send_locked(self) -> None:
+        # Told under the lock, so batches reach the log actor in the order they were made.
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        rows, self._pending = self._pending, []
+        if not rows or self.logger is None:
+            return
+        try:
+            self.logger.tell(_LogRows(msgpack.packb(rows, use_bin_type=True)))
+        except ActorError as exc:
+            log.error(
+                "run %s: the log actor is gone, %d rows lost: %s", self.run_id, len(rows), exc
+            )
 
     def message(self, key: str, cause: str, sender: str, receiver: str, msg: Any) -> None:
         """Record one message between the run's actors."""
@@ -231,6 +239,7 @@ class Recording:
         """
         if self.logger is None:
             return
+        self._send()
         try:
             self.logger.ask(_LogFlush(), timeout=timeout).get()
         except AskTimeout as exc:
@@ -251,6 +260,7 @@ class Recording:
     def close(self) -> None:
         """Stop the log actor (it commits what it holds) and close the store."""
         if self.logger is not None:
+            self._send()
             try:
                 self.logger.stop(timeout=30)
             except ActorError:

@@ -17,7 +17,9 @@ re-executes the turns it already took writes nothing twice. Any SQLite failure s
 
 from __future__ import annotations
 
+import itertools
 import json
+import operator
 import os
 import sqlite3
 import threading
@@ -79,17 +81,12 @@ class RunLogError(AgentError):
 # -- payloads ------------------------------------------------------------------------------------
 
 
-def _plain(value: Any) -> Any:
-    cls = type(value)
-    if cls in (str, int, float, bool, bytes) or value is None:
-        return value
-    if cls is list or cls is tuple:
-        return [_plain(v) for v in value]
-    if cls is dict:
-        return {k: _plain(v) for k, v in value.items()}
-    name = wire_name(cls)
+def _encode(value: Any) -> Any:
+    """What msgpack cannot pack itself: a message as a dict with its wire name under ``@``, a
+    ref as its name, anything else as its repr."""
+    name = wire_name(type(value))
     if name is not None:
-        out = {k: _plain(v) for k, v in message_fields(value).items()}
+        out = message_fields(value)
         out["@"] = name
         return out
     if isinstance(value, ActorRef):
@@ -99,7 +96,7 @@ def _plain(value: Any) -> Any:
 
 def pack(value: Any) -> bytes:
     """A message or plain value as msgpack bytes (refs kept as their names)."""
-    data: bytes = msgpack.packb(_plain(value), use_bin_type=True)
+    data: bytes = msgpack.packb(value, default=_encode, use_bin_type=True)
     return data
 
 
@@ -232,13 +229,14 @@ class RunStore:
     # -- writes ----------------------------------------------------------------------------
 
     def write_rows(self, rows: Sequence[tuple[str, Sequence[Any]]]) -> None:
-        """Insert a batch of ``(table, row)`` in one transaction (rows already stored: kept)."""
+        """Insert a batch of ``(table, row)`` in one transaction, in order (rows already
+        stored are kept: a resumed run writes nothing twice)."""
         with self.transaction() as db:
-            for table, row in rows:
-                db.execute(_INSERT[table], row)
+            for table, group in itertools.groupby(rows, key=operator.itemgetter(0)):
+                db.executemany(_INSERT[table], [row for _table, row in group])
 
     # A resumed run that takes another path than the log (a turn cut off by a stop now
-    # succeeds) replaces the transcript from the first entry that differs.
+    # succeeds) replaces the transcript from the first entry that differs ("trim_entries").
 
     def begin_run(
         self,
