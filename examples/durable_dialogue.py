@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--crashing-child", nargs=2, metavar=("DB", "RUN"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.crashing_child:
-        record_and_crash(*args.crashing_child, args.turns, args.real)
+        db, run_id = args.crashing_child
+        record_and_crash(db, run_id, args.turns, args.real)
         return 1  # not reached: it dies halfway
 
     tmp = tempfile.TemporaryDirectory() if args.db is None else None
