@@ -246,6 +246,20 @@ def _wait_for_q(fd: int | None, seconds: float) -> bool:
     return False
 
 
+def _batch(
+    watcher: NodeWatcher, address: str, snap: dict[str, Any], rates: Rates, interval: float
+) -> int:
+    """Not a terminal (a file, a pipe): one view per refresh, one after the other, until
+    Ctrl+C or a closed pipe."""
+    console = Console()
+    while True:
+        console.print(render(address, snap, rates.tokens_per_second(snap)))
+        console.print()
+        sys.stdout.flush()
+        time.sleep(interval)
+        snap = watcher.snapshot()
+
+
 def run_top(
     address: str,
     interval: float = 1.0,
@@ -256,7 +270,8 @@ def run_top(
 ) -> int:
     """Run ``llmos top``: redraw every ``interval`` seconds until ``q`` (exit code 0).
 
-    With ``once`` (or when stdout is not a terminal with ``once``), print one frame and end.
+    With ``once``, print one view and end. When stdout is not a terminal (a file, a pipe),
+    print one view per refresh, one after the other, until Ctrl+C.
 
     Raises:
         NodeUnreachable, ActorDeadError: the node cannot be read at start (later failures are
@@ -271,6 +286,8 @@ def run_top(
         if once:
             Console().print(render(address, snap, rates.tokens_per_second(snap)))
             return 0
+        if not sys.stdout.isatty():
+            return _batch(watcher, address, snap, rates, interval)
         with _keys() as fd, Live(auto_refresh=False, screen=True) as live:
             error = ""
             while True:

@@ -126,11 +126,15 @@ def test_serve_metrics_in_process() -> None:
     try:
         Observer.start_for(node)
         ref = kernel().spawn(Flaky, name="flaky")
+        kernel().spawn_pool(Flaky, size=2, name="flakes")
         assert ref.ask("hi", timeout=5).get() == "hi"
         labels = {"actor": "flaky", "class": "Flaky", "parent": "llmos.kernel"}
         first = scrape(server.url)
         assert value(first, "llmos_actor_processed_total", **labels) == 1
         assert value(first, "llmos_actor_latency_seconds_count", actor="flaky") == 1
+        assert value(first, "llmos_pool_size", pool="flakes") == 2
+        member = {"actor": "flakes-1", "class": "Flaky", "parent": "flakes"}
+        assert value(first, "llmos_actor_restarts_total", **member) == 0
         ref.tell("crash")
         scrape_until(
             server.url,

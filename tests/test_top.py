@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from observe_support import LLMOS, TESTS, live_node, wait_for
+from observe_support import LLMOS, TESTS, live_node, read_line, wait_for
 
 from llmos.cli._top import Rates, render
 
@@ -100,6 +101,31 @@ def test_top_under_tmux_shows_the_tree_and_rising_restarts_and_quits_on_q(
             "llmos top to end with exit code 0 after q", lambda s: "llmos-top-exited-" in s
         )
         assert "llmos-top-exited-0" in last, last
+
+        # Not a terminal: one view per refresh, one after the other; Ctrl+C ends it (130).
+        batch = subprocess.Popen(
+            [*LLMOS, "top", node.address, "--interval", "0.2"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
+        try:
+            assert batch.stdout is not None and batch.stderr is not None
+            views = 0
+            while views < 2:
+                line = read_line(batch.stdout)
+                views += line == "supervision tree"
+            batch.send_signal(signal.SIGINT)
+            assert batch.wait(20) == 130
+            assert batch.stderr.read().strip() == "llmos top: interrupted"
+        finally:
+            if batch.poll() is None:
+                batch.kill()
+                batch.wait(10)
+            for stream in (batch.stdout, batch.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 def test_render_without_a_transport_or_models() -> None:
