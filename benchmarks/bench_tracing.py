@@ -188,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--baseline", default="HEAD~1", help="the commit to compare with (default: HEAD~1)"
     )
+    parser.add_argument(
+        "--measured", help="measure this commit instead of the checkout (a git worktree too)"
+    )
     parser.add_argument("--blocks", type=int, default=5)
     parser.add_argument("--tells", type=int, default=2_000, help="tells per run")
     parser.add_argument("--asks", type=int, default=200, help="asks per run")
@@ -201,17 +204,30 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
     print("per block and variant, µs per message: " + ", ".join(FIGURES))
     with tempfile.TemporaryDirectory(prefix="llmos-bench-") as tmp:
-        checkout = Path(tmp) / "baseline"
-        subprocess.run(
-            ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(checkout), args.baseline],
-            check=True,
-            capture_output=True,
-        )
+        checkouts = {"base": args.baseline, "new": args.measured}
+        made: list[Path] = []
         try:
-            paths = {
-                "base": tree(checkout, Path(tmp) / "base-tree"),
-                "new": tree(ROOT, Path(tmp) / "new-tree"),
-            }
+            paths: dict[str, Path] = {}
+            for name, commit in checkouts.items():
+                source = ROOT
+                if commit:
+                    source = Path(tmp) / f"{name}-checkout"
+                    subprocess.run(
+                        [
+                            "git",
+                            "-C",
+                            str(ROOT),
+                            "worktree",
+                            "add",
+                            "--detach",
+                            str(source),
+                            commit,
+                        ],
+                        check=True,
+                        capture_output=True,
+                    )
+                    made.append(source)
+                paths[name] = tree(source, Path(tmp) / f"{name}-tree")
             variants = [("base", False), ("off", False), ("on", True)]
             ratios: dict[str, list[float]] = {}
             for block in range(args.blocks):
@@ -234,11 +250,12 @@ def main(argv: list[str] | None = None) -> int:
                     flush=True,
                 )
         finally:
-            subprocess.run(
-                ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(checkout)],
-                check=False,
-                capture_output=True,
-            )
+            for checkout in made:
+                subprocess.run(
+                    ["git", "-C", str(ROOT), "worktree", "remove", "--force", str(checkout)],
+                    check=False,
+                    capture_output=True,
+                )
     print(f"load average at end: {os.getloadavg()}")
     print("cost ratios per block (time per message; min / median / max):")
     for label, values in ratios.items():
