@@ -77,6 +77,10 @@ def test_batched_equals_alone_under_greedy(loaded: Any) -> None:
         solo = ask(alone, chat(prompt, max_new_tokens=12))
         assert solo.batch_size == 1
         assert joint.text == solo.text, prompt
+    # What the metrics and the views read: completed requests by batch size, and their waits.
+    shape = ask(batched, GetModelStats())
+    assert shape.batch_sizes == {8: len(PROMPTS)} and shape.queue_seconds > 0
+    assert ask(alone, GetModelStats()).batch_sizes == {1: len(PROMPTS)}
 
 
 async def test_streaming_chunks_concatenate_to_final_text(model: ActorRef) -> None:
