@@ -3,8 +3,9 @@
 Off by default. Once enabled, every ask is a span (``ask <Message>``, ended when its reply
 settles), every message sent from inside a span carries that span's W3C ``traceparent`` (in the
 local envelope, and in the llmos frame to another node), and the actor that handles it does so
-in a child span (``handle <Message>``). A dialogue turn is one trace: the chat's ask of the
-turn, the agent handling it, its ask of the model (on any node), the model's GenAI span.
+in a child span (``handle <Message>``). A dialogue turn is one trace: the chat's span of the
+turn (``turn <n> <speaker>``, whose trace id the transcript entry keeps), its ask of the turn,
+the agent handling it, its ask of the model (on any node), the model's GenAI span.
 Messages declared ``local_only`` (a process's own bookkeeping) carry no context and start no
 span.
 
@@ -28,10 +29,11 @@ all the same. A peer's sampled flag is honoured (parent-based sampling).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,10 +53,13 @@ __all__ = [
     "enable",
     "enable_from_env",
     "enabled",
+    "end_span",
     "jsonl_exporter",
     "set_attributes",
     "span_record",
     "start_span",
+    "trace_id",
+    "use_span",
 ]
 
 ENV_VAR = "LLMOS_TRACING"
@@ -279,6 +284,38 @@ def start_span(
         name, kind=hook.trace.SpanKind[kind.upper()], attributes=dict(attributes or {})
     )
     return span
+
+
+@contextlib.contextmanager
+def use_span(span: Span | None) -> Iterator[None]:
+    """Make ``span`` current inside the block (messages sent there carry its context); a
+    None span (tracing off) changes nothing. The span is not ended on leaving."""
+    if span is None:
+        yield
+        return
+    from opentelemetry import trace
+
+    with trace.use_span(span, end_on_exit=False):
+        yield
+
+
+def end_span(span: Span | None, error: BaseException | None = None) -> None:
+    """End a span from :func:`start_span`, marked failed when ``error`` is given."""
+    if span is None:
+        return
+    if error is not None:
+        from opentelemetry.trace import StatusCode
+
+        span.set_attribute("error.type", type(error).__name__)
+        span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:200])
+    span.end()
+
+
+def trace_id(span: Span | None) -> str:
+    """The trace id of ``span`` as 32 hex digits ("" for None): what a collector shows."""
+    if span is None:
+        return ""
+    return f"{span.get_span_context().trace_id:032x}"
 
 
 def set_attributes(attributes: Mapping[str, Any]) -> None:

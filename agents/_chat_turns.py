@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from llmos.actors import ActorDeadError, ActorError, ActorRef, Reply, handler, message
+from llmos.actors import ActorDeadError, ActorError, ActorRef, Reply, handler, message, tracing
 from llmos.agents._agent_messages import Turn, Utterance
 from llmos.agents._effects import EffectInDoubt
 from llmos.agents._errors import AgentError
@@ -45,6 +45,7 @@ class _InFlight:
     started: float
     reply: Reply
     request_id: str
+    trace_id: str = ""
 
 
 _HOLD = 365 * 24 * 3600.0  # a timer entry that never runs, cancelled when the chat ends
@@ -164,13 +165,24 @@ class TurnTaking:
             timeout = max(0.01, min(timeout, left))
         self._asks += 1
         token = self._asks
+        # With tracing on, each attempt at a turn is one trace, rooted here; its id goes into
+        # the transcript entry.
+        span = tracing.start_span(
+            f"turn {turn} {speaker}",
+            {"gen_ai.conversation.id": self.actor_name, "gen_ai.agent.name": speaker},
+        )
         try:
-            reply = self.refs[speaker].ask(msg, timeout=timeout)
+            with tracing.use_span(span):
+                reply = self.refs[speaker].ask(msg, timeout=timeout)
         except ActorError as exc:  # dead, or a full mailbox: a failed attempt at once
             reply = Reply(time.monotonic(), speaker, 0.0)
             reply.set_exception(exc)
+        if span is not None:
+            reply.add_done_callback(lambda done: tracing.end_span(span, done.exception()))
         now = time.monotonic()
-        self.inflight = _InFlight(token, speaker, turn, attempt, now, reply, request_id)
+        self.inflight = _InFlight(
+            token, speaker, turn, attempt, now, reply, request_id, tracing.trace_id(span)
+        )
         chat = self.actor_ref
         if not reply.done():
             # Nobody blocks on the reply, so nothing else expires it if the speaker hangs: the
@@ -226,7 +238,15 @@ class TurnTaking:
                 max(int(utterance.output_tokens or utterance.tokens), 0),
             )
         self.last_speaker = flight.speaker
-        self._add("utterance", flight.speaker, utterance.text, flight.turn, tokens, seconds)
+        self._add(
+            "utterance",
+            flight.speaker,
+            utterance.text,
+            flight.turn,
+            tokens,
+            seconds,
+            flight.trace_id,
+        )
         self.cursor[flight.speaker] = len(self.entries)
         self._continue()
 

@@ -383,8 +383,11 @@ class GroupChat(TurnTaking, Agent):
         turn: int = 0,
         tokens: int = 0,
         seconds: float = 0.0,
+        trace_id: str = "",
     ) -> None:
-        entry = Entry(len(self.entries), kind, speaker, text, turn, time.time(), tokens, seconds)
+        entry = Entry(
+            len(self.entries), kind, speaker, text, turn, time.time(), tokens, seconds, trace_id
+        )
         if self.recording is not None:
             entry = self.recording.entry(entry)
         self.entries.append(entry)

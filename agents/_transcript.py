@@ -43,6 +43,8 @@ class Entry:
         at: ``time.time()`` when it was recorded.
         tokens: tokens of an utterance (the model's count, else whitespace words).
         seconds: how long the speaker took to answer.
+        trace_id: the trace of the turn that produced an utterance (32 hex digits; "" when
+            tracing is off), to find it in a trace collector.
     """
 
     index: int
@@ -53,6 +55,7 @@ class Entry:
     at: float
     tokens: int = 0
     seconds: float = 0.0
+    trace_id: str = ""
 
     def as_dict(self) -> dict[str, Any]:
         """The entry as a plain dict (one JSONL record)."""

@@ -59,9 +59,4 @@ def end_model_span(span: Any, completion: Any = None, error: BaseException | Non
                 "llmos.model.generation_seconds": completion.generation_seconds,
             }
         )
-    if error is not None:
-        from opentelemetry.trace import StatusCode
-
-        span.set_attribute("error.type", type(error).__name__)
-        span.set_status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:200])
-    span.end()
+    tracing.end_span(span, error)

@@ -282,19 +282,18 @@ def test_a_two_node_dialogue_is_one_trace_per_turn(
     assert {r["pid"] for r in local} == {os.getpid()}
     everything = local + remote
     by_id = {r["span_id"]: r for r in everything}
-    roots = [r for r in local if r["name"] == "ask llmos.agents.Turn"]
-    assert [r["attributes"]["llmos.actor"] for r in sorted(roots, key=lambda r: r["start"])] == [
-        "ann",
-        "bob",
-        "ann",
-    ]
-    assert len({r["trace_id"] for r in roots}) == 3  # one trace per turn
-    for root in roots:
-        assert root["parent_id"] == ""
+    roots = sorted((r for r in local if r["parent_id"] == ""), key=lambda r: r["start"])
+    turns = [r for r in roots if r["name"].startswith("turn ")]
+    assert [r["name"] for r in turns] == ["turn 1 ann", "turn 2 bob", "turn 3 ann"]
+    # One trace per turn, named in the transcript.
+    assert [e.trace_id for e in result.utterances] == [r["trace_id"] for r in turns]
+    for root in turns:
+        assert root["attributes"]["gen_ai.conversation.id"] == result.dialogue
         trace = [r for r in everything if r["trace_id"] == root["trace_id"]]
         chain = sorted(trace, key=lambda r: r["start"])
         names = [r["name"] for r in chain]
         assert names == [
+            root["name"],
             "ask llmos.agents.Turn",
             "handle llmos.agents.Turn",
             "ask llmos.model.Generate",
@@ -303,16 +302,18 @@ def test_a_two_node_dialogue_is_one_trace_per_turn(
         ]
         for child, parent in zip(chain[1:], chain, strict=False):
             assert by_id[child["parent_id"]] is parent  # each hop is the child of the one before
-        assert [r["pid"] for r in chain] == [os.getpid()] * 3 + [proc.pid] * 2
-        assert chain[1]["attributes"]["gen_ai.agent.name"] == root["attributes"]["llmos.actor"]
+        assert [r["pid"] for r in chain] == [os.getpid()] * 4 + [proc.pid] * 2
+        speaker = root["attributes"]["gen_ai.agent.name"]
+        assert chain[1]["attributes"]["llmos.actor"] == speaker
+        assert chain[2]["attributes"]["gen_ai.agent.name"] == speaker
         model_span = chain[-1]["attributes"]
-        assert model_span["gen_ai.agent.name"] == root["attributes"]["llmos.actor"]
+        assert model_span["gen_ai.agent.name"] == speaker
         assert model_span["gen_ai.conversation.id"] == result.dialogue
         assert model_span["gen_ai.usage.input_tokens"] > 0
         assert model_span["gen_ai.usage.output_tokens"] > 0
         assert model_span["llmos.model.batch_size"] == 1
     # Every span the model node recorded belongs to one of the turns.
-    assert {r["trace_id"] for r in remote} == {r["trace_id"] for r in roots}
+    assert {r["trace_id"] for r in remote} == {r["trace_id"] for r in turns}
 
 
 def test_otlp_sends_the_spans_to_a_collector_over_http(monkeypatch: pytest.MonkeyPatch) -> None:
