@@ -86,14 +86,19 @@ def _start_local_ray() -> None:
 
 def run_cluster(args: argparse.Namespace) -> int:
     """Run one ``llmos cluster`` verb; returns the exit code."""
+    import ray
+
     from llmos.cluster import BootActor, Cluster, ClusterError
 
     logging.getLogger("ray").setLevel(logging.WARNING)
     address = args.address or "auto"
     options = {"namespace": args.namespace, "bind_host": args.bind_host, "timeout": args.timeout}
     try:
-        cluster = Cluster.connect(address, **options)
+        cluster = Cluster.connect(address, create=args.verb == "up", **options)
     except ClusterError:
+        if ray.is_initialized():  # Ray answered: this namespace has no llmos cluster
+            print(f"no llmos cluster in Ray namespace {args.namespace!r}: nothing to show or stop")
+            return 0
         if args.verb != "up" or args.address is not None:
             raise
         _start_local_ray()  # up without --address: a local Ray head that outlives this command

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from llmos.actors import ActorDeadError, ActorRef
 from llmos.kernel import KERNEL_NAME, NodeStatus
@@ -23,13 +23,11 @@ from llmos.transport import KeyPair, Node
 from ._errors import ClusterError
 from ._host import BootActor, NodeHost, Registry
 from ._info import NodeInfo, fits
+from ._placement import Strategy, place, release_groups
 from ._ray import NODE_PREFIX, REGISTRY, import_ray
 from ._replicas import Replicas
 
-__all__ = ["Cluster", "Strategy"]
-
-Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
-"""How a group of nodes is placed over the Ray nodes (Ray's placement group strategies)."""
+__all__ = ["Cluster"]
 
 
 class Cluster:
@@ -80,6 +78,7 @@ class Cluster:
         bind_host: str | None = None,
         heartbeat: float = 3.0,
         timeout: float = 60.0,
+        create: bool = True,
     ) -> Cluster:
         """Join (or start) the cluster of ``namespace`` on the Ray cluster at ``address``.
 
@@ -87,8 +86,13 @@ class Cluster:
         cluster, else a new one). The first driver of a namespace makes its key pair; later
         ones fetch it from the namespace's registry actor.
 
+        Args:
+            create: make the namespace's registry when there is none (False: raise instead;
+                this process then stays connected to Ray).
+
         Raises:
-            ClusterError: Ray is not installed or cannot be reached.
+            ClusterError: Ray is not installed or cannot be reached, or ``create`` is False
+                and the namespace has no llmos cluster.
         """
         ray: Any = import_ray()
         owns = False
@@ -103,6 +107,11 @@ class Cluster:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ClusterError(f"cannot connect to Ray at {address or 'auto'}: {exc}") from exc
             owns = True
+        if not create:
+            try:
+                ray.get_actor(REGISTRY, namespace=namespace)
+            except ValueError as exc:
+                raise ClusterError(f"no llmos cluster in Ray namespace {namespace!r}") from exc
         fresh = KeyPair.generate()
         here = ray.get_runtime_context().get_node_id()
         registry = (
@@ -184,33 +193,12 @@ class Cluster:
             ClusterError: a name is taken, or the resources were not found in time.
         """
         ray = self.ray
+        taken = sorted(set(names) & set(self.node_names()))
+        if taken or len(set(names)) != len(names):
+            raise ClusterError(f"node names must be new and distinct; taken: {taken or names}")
         bundle = {"CPU": float(num_cpus), "GPU": float(num_gpus), **(resources or {})}
         bundle = {key: amount for key, amount in bundle.items() if amount > 0}
-        strategies: list[Any] = []
-        if placement_group:
-            group = ray.util.placement_group(
-                [bundle] * len(names),
-                strategy=strategy,
-                name=f"llmos:{self.namespace}:{','.join(names)}",
-                lifetime="detached",
-            )
-            try:
-                ray.get(group.ready(), timeout=timeout)
-            except Exception as exc:
-                ray.util.remove_placement_group(group)
-                raise ClusterError(
-                    f"Ray found no room for {len(names)} x {bundle} ({strategy}) within "
-                    f"{timeout:.3g} s; add Ray nodes or ask for less"
-                ) from exc
-            strategies = [
-                ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy(
-                    group, placement_group_bundle_index=i
-                )
-                for i in range(len(names))
-            ]
-        else:
-            spread = "SPREAD" if strategy.endswith("SPREAD") else "DEFAULT"
-            strategies = [spread] * len(names)
+        strategies = place(ray, self.namespace, names, bundle, strategy, placement_group, timeout)
         hosts = []
         for name, where in zip(names, strategies, strict=True):
             options: dict[str, Any] = {
@@ -371,26 +359,36 @@ class Cluster:
 
     # -- stopping ---------------------------------------------------------------------------------
 
+    def stop_nodes(self, names: Sequence[str], timeout: float = 15.0) -> list[str]:
+        """Stop these nodes for good: each closes its sockets and stops its actors (waited
+        for up to ``timeout`` in all), then its Ray actor is killed and not restarted.
+        Returns the names stopped. A placement group goes with the last of its nodes.
+
+        Raises:
+            ClusterError: no node of one of these names.
+        """
+        ray = self.ray
+        hosts = [self.host(name) for name in names]
+        remaining = set(self.node_names()) - set(names)
+        closing = [host.shutdown.remote() for host in hosts]
+        if closing:
+            ray.wait(closing, num_returns=len(closing), timeout=timeout)
+        for host in hosts:
+            ray.kill(host, no_restart=True)
+        release_groups(ray, self.namespace, remaining)
+        return list(names)
+
     def down(self, timeout: float = 15.0) -> list[str]:
         """Stop every node of the namespace, its Ray actor, its placement groups and the
         registry; close this driver's node first (it would only report the nodes going).
         Returns the names of the nodes stopped."""
         ray = self.ray
         self.local.close()
-        names = self.node_names()
-        hosts = [self.host(name) for name in names]
-        closing = [host.shutdown.remote() for host in hosts]
-        ray.wait(closing, num_returns=len(closing), timeout=timeout)
-        for host in hosts:
-            ray.kill(host, no_restart=True)
+        names = self.stop_nodes(self.node_names(), timeout)
         try:
             ray.kill(ray.get_actor(REGISTRY, namespace=self.namespace), no_restart=True)
         except ValueError:
             pass
-        prefix = f"llmos:{self.namespace}:"
-        for group in ray.util.placement_group_table().values():
-            if str(group.get("name", "")).startswith(prefix) and group.get("state") != "REMOVED":
-                ray.util.remove_placement_group(ray.util.get_placement_group(group["name"]))
         return names
 
     def _machines(self) -> dict[str, dict[str, float]]:

@@ -22,7 +22,7 @@ import ray
 from ray.cluster_utils import Cluster as RayCluster
 
 from llmos.agents import ChatAgent, MaxTurns, run_chat, spawn
-from llmos.cluster import BootActor, Cluster
+from llmos.cluster import BootActor, Cluster, ClusterError
 from llmos.models import Completion, Generate
 from llmos.transport import NodeUnreachable
 
@@ -92,6 +92,22 @@ def test_nodes_land_apart_are_found_by_name_and_host_a_group_chat(
         assert [i.name for i in infos] == NODES
         assert infos[0].ray_node != infos[1].ray_node  # one per worker raylet
         assert {i.ray_node for i in infos} == {raylets["gpu"].node_id, raylets["plain"].node_id}
+
+        # Resource requests and a strict placement: two nodes that each want half a GPU
+        # share the one Ray node that has a GPU.
+        packed = cluster.start_nodes(
+            ["p1", "p2"], num_cpus=0.5, num_gpus=0.5, strategy="STRICT_PACK"
+        )
+        assert {p.ray_node for p in packed} == {raylets["gpu"].node_id}
+        assert all(p.assigned.get("GPU") == 0.5 for p in packed)
+        assert cluster.stop_nodes(["p1", "p2"]) == ["p1", "p2"]
+        with pytest.raises(ClusterError, match="no room"):  # three apart on two raylets
+            cluster.start_nodes(
+                ["x1", "x2", "x3"], num_cpus=0.1, strategy="STRICT_SPREAD", timeout=2
+            )
+        with pytest.raises(ClusterError, match="taken: \\['m1'\\]"):
+            cluster.start_nodes(["m1"])
+        assert cluster.node_names() == NODES
 
         # A fresh driver (another process) finds the nodes and their actors by name.
         out = llmos_cli("status", "--address", raylets["address"], "--bind-host", "127.0.0.1")
@@ -182,10 +198,14 @@ def test_cluster_down_leaves_no_process_socket_or_ray_actor(raylets: dict[str, A
         assert [i.name for i in infos] == NODES
     out = llmos_cli("down", "--address", raylets["address"], "--bind-host", "127.0.0.1")
     assert "stopped 2 llmos nodes: m1, m2" in out
+    again = llmos_cli("status", "--address", raylets["address"], "--bind-host", "127.0.0.1")
+    assert "no llmos cluster in Ray namespace 'llmos-test'" in again
     left = [
         a for a in ray.util.list_named_actors(all_namespaces=True) if a["namespace"] == NAMESPACE
     ]
     assert left == []
+    groups = ray.util.placement_group_table().values()
+    assert all(g["state"] == "REMOVED" for g in groups if g["name"].startswith("llmos:"))
     for info in infos:
         assert_process_ends(info.pid, timeout=30)
         host, port = info.address.removeprefix("tcp://").rsplit(":", 1)

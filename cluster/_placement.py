@@ -1,0 +1,68 @@
+"""Placement: a group of nodes as one Ray placement group, or each node scheduled alone."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from ._errors import ClusterError
+
+__all__ = ["Strategy", "place", "release_groups"]
+
+Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
+"""How a group of nodes is placed over the Ray nodes (Ray's placement group strategies)."""
+
+
+def place(
+    ray: Any,
+    namespace: str,
+    names: Sequence[str],
+    bundle: dict[str, float],
+    strategy: Strategy,
+    placement_group: bool,
+    timeout: float,
+) -> list[Any]:
+    """One Ray scheduling strategy per node name.
+
+    With ``placement_group`` the nodes' bundles are reserved first as one detached placement
+    group named ``llmos:<namespace>:<names>`` (so a restarted node gets its bundle back, and
+    :func:`release_groups` finds it); otherwise Ray's ``SPREAD`` or default scheduling.
+
+    Raises:
+        ClusterError: the placement group found no room within ``timeout`` (it is removed).
+    """
+    if not placement_group:
+        spread = "SPREAD" if strategy.endswith("SPREAD") else "DEFAULT"
+        return [spread] * len(names)
+    group = ray.util.placement_group(
+        [bundle] * len(names),
+        strategy=strategy,
+        name=f"llmos:{namespace}:{','.join(names)}",
+        lifetime="detached",
+    )
+    try:
+        ray.get(group.ready(), timeout=timeout)
+    except Exception as exc:
+        ray.util.remove_placement_group(group)
+        raise ClusterError(
+            f"Ray found no room for {len(names)} x {bundle} ({strategy}) within "
+            f"{timeout:.3g} s; add Ray nodes or ask for less"
+        ) from exc
+    return [
+        ray.util.scheduling_strategies.PlacementGroupSchedulingStrategy(
+            group, placement_group_bundle_index=i
+        )
+        for i in range(len(names))
+    ]
+
+
+def release_groups(ray: Any, namespace: str, remaining: set[str]) -> None:
+    """Remove the namespace's placement groups none of whose nodes is in ``remaining`` (they
+    would hold their resources for nothing)."""
+    prefix = f"llmos:{namespace}:"
+    for group in ray.util.placement_group_table().values():
+        name = str(group.get("name", ""))
+        if not name.startswith(prefix) or group.get("state") == "REMOVED":
+            continue
+        if not remaining & set(name[len(prefix) :].split(",")):
+            ray.util.remove_placement_group(ray.util.get_placement_group(name))
