@@ -3,7 +3,8 @@ placed apart, found by name from a fresh driver, a group chat over model replica
 Ray node (in-flight asks fail with NodeUnreachable, the pool routes around it, Ray restarts the
 node, the pool uses it again), and ``llmos cluster down`` leaving nothing behind.
 
-The tests share one Ray cluster and run in file order (each opens its own driver node)."""
+The tests share one Ray cluster and its two model nodes (module fixtures), each opening its own
+driver node; the removal test moves one node to the other raylet, the down test stops them."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import ray
 from ray.cluster_utils import Cluster as RayCluster
 
 from llmos.agents import ChatAgent, MaxTurns, run_chat, spawn
-from llmos.cluster import BootActor, Cluster, ClusterError
+from llmos.cluster import BootActor, Cluster, ClusterError, NodeInfo
 from llmos.models import Completion, Generate
 from llmos.transport import NodeUnreachable
 
@@ -66,6 +67,20 @@ def connect() -> Cluster:
     return Cluster.connect(namespace=NAMESPACE, bind_host="127.0.0.1", heartbeat=2.0)
 
 
+@pytest.fixture(scope="module")
+def nodes(raylets: dict[str, Any]) -> Iterator[list[NodeInfo]]:
+    """Two model nodes, spread over the workers; whatever is left is stopped at the end."""
+    with connect() as cluster:
+        infos = cluster.start_nodes(
+            NODES, actors=[MODEL], allow_spawn=["llmos.models:FakeModel"], strategy="SPREAD"
+        )
+    try:
+        yield infos
+    finally:
+        with connect() as cluster:
+            cluster.down()
+
+
 def llmos_cli(*args: str) -> str:
     done = subprocess.run(
         [sys.executable, "-m", "llmos.cli", "cluster", *args, "--namespace", NAMESPACE],
@@ -83,12 +98,10 @@ def ask_text(ref: Any, text: str, timeout: float = 30.0) -> Any:
 
 
 def test_nodes_land_apart_are_found_by_name_and_host_a_group_chat(
-    raylets: dict[str, Any],
+    raylets: dict[str, Any], nodes: list[NodeInfo]
 ) -> None:
+    infos = nodes
     with connect() as cluster:
-        infos = cluster.start_nodes(
-            NODES, actors=[MODEL], allow_spawn=["llmos.models:FakeModel"], strategy="SPREAD"
-        )
         assert [i.name for i in infos] == NODES
         assert infos[0].ray_node != infos[1].ray_node  # one per worker raylet
         assert {i.ray_node for i in infos} == {raylets["gpu"].node_id, raylets["plain"].node_id}
@@ -148,7 +161,7 @@ def test_nodes_land_apart_are_found_by_name_and_host_a_group_chat(
 
 
 def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
-    raylets: dict[str, Any],
+    raylets: dict[str, Any], nodes: list[NodeInfo]
 ) -> None:
     with connect() as cluster:
         model = cluster.replicas("model", NODES)
@@ -192,7 +205,9 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
             model.stop()
 
 
-def test_cluster_down_leaves_no_process_socket_or_ray_actor(raylets: dict[str, Any]) -> None:
+def test_cluster_down_leaves_no_process_socket_or_ray_actor(
+    raylets: dict[str, Any], nodes: list[NodeInfo]
+) -> None:
     with connect() as cluster:
         infos = cluster.nodes()
         assert [i.name for i in infos] == NODES
