@@ -113,8 +113,16 @@ class TurnTaking:
             reasons = "; ".join(f"{n}: {why}" for n, why in self.out.items())
             self._end(f"no participant can speak any more ({reasons})", "no_speakers")
             return
-        speaker = self._select(candidates)
-        self._ask(speaker, self.turns + 1, attempt=1)
+        turn = self.turns + 1
+        rec = self.recording
+        logged = rec.selected(turn, candidates) if rec is not None else None
+        if logged is not None:  # resumed or replayed: the selector's recorded pick
+            speaker = logged
+        else:
+            speaker = self._select(candidates)
+            if rec is not None and self.selector is not round_robin:  # (that one replays itself)
+                rec.select(self.actor_name, turn, self.cause, speaker)
+        self._ask(speaker, turn, attempt=1)
 
     def _select(self, candidates: tuple[str, ...]) -> str:
         ctx = SelectionContext(

@@ -137,6 +137,7 @@ class Recording:
         self.writes = mode in ("record", "resume")
         self.logged: dict[tuple[str, int, int], tuple[Any, ...]] = {}
         self.logged_entries: dict[int, dict[str, Any]] = {}
+        self.logged_selections: dict[int, str] = {}
         if mode != "record":
             for call in store.calls(run_id):
                 self.logged[(call["agent"], call["turn"], call["seq"])] = (
@@ -144,6 +145,7 @@ class Recording:
                     call["reply"],
                 )
             self.logged_entries = {e["index"]: e for e in store.entries(run_id)}
+            self.logged_selections = store.selections(run_id)
         self.served = 0
         self.divergence: Divergence | None = None
         self._effects: EffectJournal | None = None
@@ -198,6 +200,18 @@ class Recording:
         self._row(
             "messages", (self.run_id, key, cause, time.time(), sender, receiver, kind, pack(msg))
         )
+
+    def selected(self, turn: int, candidates: tuple[str, ...]) -> str | None:
+        """The speaker the log says was picked for ``turn`` (resume and replay; a live replay
+        asks its selector again), if still a candidate."""
+        if self.mode not in ("resume", "replay"):
+            return None
+        name = self.logged_selections.get(turn)
+        return name if name in candidates else None
+
+    def select(self, chat: str, turn: int, cause: str, speaker: str) -> None:
+        """Record the selector's pick for ``turn`` (a message from the chat to itself)."""
+        self.message(f"select/{turn}", cause, chat, chat, speaker)
 
     def entry(self, entry: Entry) -> Entry:
         """Record a transcript entry; one the log holds already comes back with its recorded

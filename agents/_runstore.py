@@ -348,6 +348,18 @@ class RunStore:
         )
         return [dict(zip(keys, r, strict=True)) for r in rows]
 
+    def selections(self, run_id: str) -> dict[int, str]:
+        """The speaker the chat's selector picked for each turn, as recorded."""
+        rows = self.query(
+            "SELECT key, payload FROM messages WHERE run_id=? AND key LIKE 'select/%'", (run_id,)
+        )
+        out: dict[int, str] = {}
+        for key, payload in rows:
+            name = unpack(payload)
+            if isinstance(name, str):
+                out[int(key.split("/")[1])] = name
+        return out
+
     def size(self, run_id: str) -> int:
         """Bytes of the run's recorded rows (payloads, texts and keys)."""
         total = 0

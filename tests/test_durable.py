@@ -9,19 +9,24 @@ import threading
 from pathlib import Path
 
 import pytest
-from durable_run import setup
+from durable_run import reply_for, setup
 from durable_support import TURNS, Child, check_run, reference_transcript, resume_until_done
 
+from llmos.actors import get as actors_get
 from llmos.actors import stop_all
 from llmos.agents import (
+    ChatAgent,
     ChatSetup,
+    GroupChat,
+    MaxTurns,
+    ModelSelector,
     RunLogError,
     RunStore,
     replay_chat,
     run_chat,
     transcript_text,
 )
-from llmos.models import FakeModel
+from llmos.models import FakeModel, GetModelStats
 
 
 @pytest.fixture(scope="module")
@@ -130,8 +135,6 @@ def test_replay_is_byte_identical_and_live_reports_the_divergence(tmp_path: Path
     stop_all(timeout=10)
     outputs = iter(["Tea please.", "Coffee please.", "Milk please, and sugar too."])
     model = FakeModel.start(lambda _m: next(outputs, "More."), name="model")
-    from llmos.agents import ChatAgent
-
     ann = ChatAgent.start(model, "You are Ann.", name="ann")
     bob = ChatAgent.start(model, "You are Bob.", name="bob")
     changed = ChatSetup([ann, bob], other.task, other.chat_class, other.options)
@@ -162,3 +165,28 @@ def test_a_damaged_log_gives_one_clear_error_and_is_left_alone(tmp_path: Path) -
     with pytest.raises(RunLogError, match=str(garbage)):
         RunStore(garbage)
     assert sqlite3.sqlite_version  # (the stdlib sqlite3, nothing else)
+
+
+def _trio(picks: list[str]) -> ChatSetup:
+    model = FakeModel.start(reply_for, name="model")
+    picker = FakeModel.start(picks, cycle=True, name="picker")
+    agents = [ChatAgent.start(model, f"You are {n}.", name=n) for n in ("ann", "bob", "cy")]
+    options = {
+        "selector": ModelSelector(picker, max_wait=5),
+        "termination": MaxTurns(6),
+        "printer": None,
+    }
+    return ChatSetup(agents, "Tea or coffee?", GroupChat, options)
+
+
+def test_a_group_chat_replays_its_selector_picks_from_the_log(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    s = _trio(["cy", "bob", "cy", "ann", "bob", "ann"])
+    result = run_chat(s.participants, s.task, chat_class=s.chat_class, record=db, **s.options)
+    assert result.speakers == ["cy", "bob", "cy", "ann", "bob", "ann"]
+    stop_all(timeout=10)
+    s = _trio(["ann"])  # a picker that would choose otherwise: the log's picks are served
+    replay = replay_chat(db, result.run_id, setup=s)
+    assert replay.identical and replay.result.speakers == result.speakers
+    stats = actors_get("picker").ask(GetModelStats(), timeout=5).get()
+    assert stats.requests == 0
