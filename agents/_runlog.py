@@ -18,6 +18,7 @@ run goes on live after the last one; a replay answers every call from the log.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -227,15 +228,8 @@ class Recording:
             self._row("trim_entries", (self.run_id, entry.index))
             self.logged_entries = {}
         if old is not None and same:
-            entry = Entry(
-                entry.index,
-                entry.kind,
-                entry.speaker,
-                entry.text,
-                entry.turn,
-                old["at"],
-                old["tokens"],
-                old["seconds"],
+            entry = dataclasses.replace(
+                entry, at=old["at"], tokens=old["tokens"], seconds=old["seconds"]
             )
         e = entry
         self._row(
