@@ -91,6 +91,11 @@ def run_cluster(args: argparse.Namespace) -> int:
     from llmos.cluster import BootActor, Cluster, ClusterError
 
     logging.getLogger("ray").setLevel(logging.WARNING)
+    # Ray warns that a placement group's removal kills its restartable actors: llmos removes
+    # a group only once its nodes are stopped for good, so the warning says nothing here.
+    logging.getLogger("ray.actor").addFilter(
+        lambda record: "detached actor with a placement group" not in record.getMessage()
+    )
     address = args.address or "auto"
     options = {"namespace": args.namespace, "bind_host": args.bind_host, "timeout": args.timeout}
     try:
