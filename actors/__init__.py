@@ -34,6 +34,7 @@ from llmos.actors._messages import (
     wire_name,
 )
 from llmos.actors._records import (
+    ASK_LATENCY_BOUNDS,
     ActorStats,
     DeadLetter,
     dead_letter_count,
@@ -44,6 +45,7 @@ from llmos.actors._reply import Reply, Returns, late_replies
 from llmos.actors._system import find, get, running, stop_all
 
 __all__ = [
+    "ASK_LATENCY_BOUNDS",
     "UNHANDLED",
     "Actor",
     "ActorDeadError",

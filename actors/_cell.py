@@ -28,6 +28,7 @@ the mailbox goes to the new instance.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import logging
 import queue
@@ -41,7 +42,7 @@ from llmos.actors._errors import ActorDeadError, ActorError, LlmosError
 from llmos.actors._local_ref import LocalRef
 from llmos.actors._mailbox import HALT, Envelope, Mailbox, envelope
 from llmos.actors._messages import Terminated
-from llmos.actors._records import ActorStats, record_dead_letter
+from llmos.actors._records import ASK_LATENCY_BOUNDS, ActorStats, record_dead_letter
 from llmos.actors._reply import Deferred, set_current_cell
 from llmos.actors._trace import handle as _traced
 
@@ -55,6 +56,7 @@ __all__ = ["UNHANDLED", "Cell", "CellSupervisor", "Instance", "binding", "bound_
 log = logging.getLogger("llmos.actors")
 _perf = time.perf_counter
 _monotonic = time.monotonic
+_bucket = bisect.bisect_left  # latency <= bound: the bucket of that bound
 
 
 class _Unhandled:
@@ -168,6 +170,8 @@ class Cell:
         self.busy = 0.0
         self.last_latency = 0.0
         self.total_latency = 0.0
+        self.ask_latency = [0] * (len(ASK_LATENCY_BOUNDS) + 1)  # asks by latency bucket
+        self.ask_seconds = 0.0
         self.ref: LocalRef = LocalRef(self)
 
     def __repr__(self) -> str:
@@ -366,6 +370,8 @@ class Cell:
             mean_latency=self.total_latency / processed if processed else 0.0,
             class_name=self.class_name,
             deferred=self.deferred.count,
+            ask_latency_counts=tuple(self.ask_latency),
+            ask_latency_sum=self.ask_seconds,
         )
 
     # -- the actor loop (runs in the actor's thread) ----------------------------------------
@@ -451,6 +457,8 @@ class Cell:
                 self._account(sent_at, start)
                 self.failed += 1
                 if reply is not None:
+                    self.ask_latency[_bucket(ASK_LATENCY_BOUNDS, self.last_latency)] += 1
+                    self.ask_seconds += self.last_latency
                     if isinstance(exc, Exception):
                         reply.set_exception(exc)
                     else:
@@ -473,6 +481,9 @@ class Cell:
             latency = monotonic() - sent_at
             self.last_latency = latency
             self.total_latency += latency
+            if reply is not None:
+                self.ask_latency[_bucket(ASK_LATENCY_BOUNDS, latency)] += 1
+                self.ask_seconds += latency
             if result is UNHANDLED:
                 self._unhandled(msg, reply)
             elif reply is not None and self.current_reply is not None:

@@ -8,7 +8,21 @@ import threading
 import time
 from typing import Any
 
-__all__ = ["ActorStats", "DeadLetter", "dead_letter_count", "dead_letters", "record_dead_letter"]
+__all__ = [
+    "ASK_LATENCY_BOUNDS",
+    "ActorStats",
+    "DeadLetter",
+    "dead_letter_count",
+    "dead_letters",
+    "record_dead_letter",
+]
+
+
+ASK_LATENCY_BOUNDS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the buckets of ``ActorStats.ask_latency_counts``."""
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -28,6 +42,10 @@ class ActorStats:
         mean_latency: mean of that over all handled messages.
         class_name: the actor's class.
         deferred: asks it took over with ``actor_defer_reply`` and has not answered yet.
+        ask_latency_counts: asks handled (or failed), by their send-to-handled latency: one
+            count per bucket of :data:`ASK_LATENCY_BOUNDS` (latency <= that bound, above the
+            previous one), then one for longer; a histogram, not cumulative.
+        ask_latency_sum: the summed send-to-handled latency of those asks, in seconds.
     """
 
     name: str
@@ -42,6 +60,8 @@ class ActorStats:
     mean_latency: float
     class_name: str = ""
     deferred: int = 0
+    ask_latency_counts: tuple[int, ...] = ()
+    ask_latency_sum: float = 0.0
 
     @property
     def load(self) -> int:

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import LlmosError
+from llmos.actors import ASK_LATENCY_BOUNDS, LlmosError
 from llmos.transport import Node
 
 from ._observe import node_snapshot
@@ -88,6 +88,17 @@ class SnapshotCollector:
                 [row["name"]], row["processed"], row["mean_latency"] * row["processed"]
             )
         yield latency
+
+        asks = core.HistogramMetricFamily(
+            "llmos_actor_ask_latency_seconds",
+            "Asks by seconds from send to handled, per actor (actors that were asked)",
+            labels=["actor"],
+        )
+        for row in actors:
+            counts = row.get("ask_latency") or []
+            if sum(counts):
+                asks.add_metric([row["name"]], _cumulative(counts), row["ask_seconds"])
+        yield asks
 
         k = snap["kernel"]
         for name, doc, key in (
@@ -216,6 +227,16 @@ class SnapshotCollector:
             yield used
             if kind == "agents":
                 yield budget
+
+
+def _cumulative(counts: list[int]) -> list[tuple[str, float]]:
+    """Per-bucket counts (``ASK_LATENCY_BOUNDS``, then overflow) as Prometheus buckets."""
+    buckets, total = [], 0
+    for bound, count in zip(ASK_LATENCY_BOUNDS, counts, strict=False):
+        total += count
+        buckets.append((str(float(bound)), float(total)))
+    buckets.append(("+Inf", float(sum(counts))))
+    return buckets
 
 
 def parse_host_port(text: str, flag: str) -> tuple[str, int]:

@@ -84,6 +84,8 @@ def _actor_row(cell: Cell, parent: str, depth: int) -> dict[str, Any]:
         "load": stats.load,
         "mean_latency": stats.mean_latency,
         "last_latency": stats.last_latency,
+        "ask_latency": list(stats.ask_latency_counts),
+        "ask_seconds": stats.ask_latency_sum,
     }
 
 
@@ -133,6 +135,8 @@ def _tree() -> tuple[list[dict[str, Any]], list[tuple[str, ActorRef]]]:
                     "load": stats.load,
                     "mean_latency": stats.mean_latency,
                     "last_latency": stats.last_latency,
+                    "ask_latency": list(stats.ask_latency_counts),
+                    "ask_seconds": stats.ask_latency_sum,
                 }
             )
     return rows, found

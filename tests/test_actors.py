@@ -306,6 +306,9 @@ def test_statistics_record() -> None:
     assert stats.load == 0
     with pytest.raises(AttributeError):
         stats.processed = 0  # type: ignore[misc]
+    # Only the ask is in the ask latency histogram: one count, in one bucket, its seconds summed.
+    assert len(stats.ask_latency_counts) == len(actors.ASK_LATENCY_BOUNDS) + 1
+    assert sum(stats.ask_latency_counts) == 1 and 0 < stats.ask_latency_sum < 2
 
 
 def test_death_watch_delivers_terminated() -> None:

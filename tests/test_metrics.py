@@ -132,6 +132,12 @@ def test_serve_metrics_in_process() -> None:
         first = scrape(server.url)
         assert value(first, "llmos_actor_processed_total", **labels) == 1
         assert value(first, "llmos_actor_latency_seconds_count", actor="flaky") == 1
+        asked = {"actor": "flaky"}
+        assert value(first, "llmos_actor_ask_latency_seconds_count", **asked) == 1
+        assert value(first, "llmos_actor_ask_latency_seconds_bucket", le="10.0", **asked) == 1
+        assert value(first, "llmos_actor_ask_latency_seconds_bucket", le="+Inf", **asked) == 1
+        fast = value(first, "llmos_actor_ask_latency_seconds_bucket", le="0.0001", **asked)
+        assert fast is not None and fast <= 1
         assert value(first, "llmos_pool_size", pool="flakes") == 2
         member = {"actor": "flakes-1", "class": "Flaky", "parent": "flakes"}
         assert value(first, "llmos_actor_restarts_total", **member) == 0
