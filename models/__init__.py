@@ -3,7 +3,8 @@
 #   _messages                 Generate, TokenChunk, Completion, Cancel, Score, Scores,
 #                             GetModelStats, GetLedger, Pause, Resume
 #   _sched                    Scheduler (FIFO or round-robin per requester), budgets, byte cap
-#   _actor, _serve            ModelActor: one model, a running batch requests join and leave
+#   _actor, _serve, _tally    ModelActor: one model, a running batch requests join and leave,
+#                             and what it counts (ModelStats)
 #   _engine, _engine_batch    ModelEngine (transformers + torch), BatchSession (continuous batching)
 #   _engine_load, _engine_params, _engine_text
 #                             loading (embedded GGUF, Hugging Face ids), GenerateParams, text

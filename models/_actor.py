@@ -40,8 +40,9 @@ from ._messages import (
     Score,
     Scores,
 )
-from ._sched import Pending, Policy, Scheduler, check_prompt_size
+from ._sched import Pending, Policy, Scheduler, check_prompt_size, request_params
 from ._serve import RunningBatch
+from ._tally import Tally
 from ._tracing import end_model_span, start_model_span
 
 __all__ = ["ModelActor", "shared_model"]
@@ -126,10 +127,7 @@ class ModelActor(Actor):
         self.paused = False
         self._step_queued = False
         self._live: dict[str, Pending] = {}  # request id -> request, waiting or running
-        self._counts = {"requests": 0, "completed": 0, "refused": 0, "tokens": 0}
-        self._generation_seconds = 0.0
-        self._batch_sizes: dict[int, int] = {}  # completed requests by the batch they ran in
-        self._queue_seconds = 0.0  # summed waits of completed requests
+        self.tally = Tally()
 
     # -- life cycle ---------------------------------------------------------------------------
 
@@ -152,9 +150,7 @@ class ModelActor(Actor):
         return {
             "pending": self.scheduler.drain(),
             "scheduler": self.scheduler,
-            "counts": self._counts,
-            "seconds": self._generation_seconds,
-            "shape": (self._batch_sizes, self._queue_seconds),
+            "tally": self.tally,
             "ledger": self.ledger,
         }
 
@@ -162,9 +158,7 @@ class ModelActor(Actor):
         self._load(reload=isinstance(error, ModelOutOfMemory))
         if state:
             self.scheduler = state["scheduler"]
-            self._counts = state["counts"]
-            self._generation_seconds = state["seconds"]
-            self._batch_sizes, self._queue_seconds = state["shape"]
+            self.tally = state["tally"]
             self.ledger.close()
             self.ledger = state["ledger"]
             for pending in state["pending"]:
@@ -197,7 +191,7 @@ class ModelActor(Actor):
         A refused request raises to its asker; told (with a ``stream_to``), it is logged
         instead, so bad input sent with tell never fails the model actor.
         """
-        self._counts["requests"] += 1
+        self.tally.requests += 1
         reply: Reply | None
         try:
             reply = self.actor_defer_reply()  # answered when the request finishes
@@ -211,11 +205,11 @@ class ModelActor(Actor):
                     "answer; use ask, or name a stream_to ref"
                 )
             check_prompt_size(request, self.max_prompt_bytes)
-            params = self._params(request)
+            params = request_params(request, self.max_new_tokens_cap)
             # finish_sentence may run past max_new_tokens: reserve for it too.
             self.scheduler.admit(requester, params.max_new_tokens + params.finish_sentence)
         except ModelError as exc:
-            self._counts["refused"] += 1
+            self.tally.refused += 1
             if reply is not None:
                 reply.set_exception(exc)
             else:
@@ -240,26 +234,6 @@ class ModelActor(Actor):
         self.scheduler.push(pending)
         self._kick()
         return None
-
-    def _params(self, request: Generate) -> GenerateParams:
-        max_new = request.max_new_tokens
-        if isinstance(max_new, int) and not isinstance(max_new, bool):
-            max_new = min(max_new, self.max_new_tokens_cap)
-        return GenerateParams(
-            messages=request.messages,
-            prompt=request.prompt,
-            max_new_tokens=max_new,
-            temperature=request.temperature,
-            top_p=request.top_p,
-            stop=tuple(request.stop) if isinstance(request.stop, list | tuple) else request.stop,
-            seed=request.seed,
-            truncate=request.truncate,
-            repetition_penalty=request.repetition_penalty,
-            no_repeat_ngram=request.no_repeat_ngram,
-            avoid=tuple(request.avoid) if isinstance(request.avoid, list) else request.avoid,
-            finish_sentence=request.finish_sentence,
-            json_schema=request.json_schema,
-        )
 
     @handler(Cancel)
     def cancel(self, msg: Cancel) -> bool:
@@ -316,22 +290,8 @@ class ModelActor(Actor):
 
     @handler(GetModelStats)
     def stats(self, _msg: GetModelStats) -> ModelStats:
-        c, running = self._counts, self.running
-        steps = running.steps if running is not None else 0
-        return ModelStats(
-            model=self.engine.loaded.name if self.engine else "",
-            requests=c["requests"],
-            completed=c["completed"],
-            refused=c["refused"],
-            batches=running.groups if running is not None else 0,
-            mean_batch_size=running.row_steps / steps if running is not None and steps else 0.0,
-            tokens_generated=c["tokens"],
-            generation_seconds=self._generation_seconds,
-            queued=len(self.scheduler),
-            tokens_by_requester=dict(self.scheduler.used),
-            batch_sizes=dict(self._batch_sizes),
-            queue_seconds=self._queue_seconds,
-        )
+        name = self.engine.loaded.name if self.engine else ""
+        return self.tally.stats(name, self.running, self.scheduler)
 
     @handler(GetLedger)
     def get_ledger(self, _msg: GetLedger) -> Ledger:
@@ -366,7 +326,7 @@ class ModelActor(Actor):
                     self._fail(p, error)
                 raise
             finally:
-                self._generation_seconds += time.monotonic() - started
+                self.tally.generation_seconds += time.monotonic() - started
             for p, result in finished:
                 self._answer(p, result)
         self._kick()
@@ -378,7 +338,7 @@ class ModelActor(Actor):
             self._close(p, 0)
             span, p.span = p.span, None
             end_model_span(span, error=ModelError("the ask timed out before the request ran"))
-            self._counts["refused"] += 1
+            self.tally.refused += 1
             return False
         if p.cancel:
             self._answer(p, GenerateResult("", "cancelled", 0, 0, 0.0))
@@ -399,12 +359,10 @@ class ModelActor(Actor):
 
     def _answer(self, p: Pending, result: GenerateResult | ModelError) -> None:
         if isinstance(result, ModelError):
-            self._counts["refused"] += 1
+            self.tally.refused += 1
             self._fail(p, result)
             return
         self._close(p, result.completion_tokens)
-        self._counts["completed"] += 1
-        self._counts["tokens"] += result.completion_tokens
         assert self.engine is not None
         self.ledger.charge(
             p.requester,
@@ -415,8 +373,7 @@ class ModelActor(Actor):
         )
         started = p.started_at if p.started_at is not None else time.monotonic()
         size = max(p.peak, 1)
-        self._batch_sizes[size] = self._batch_sizes.get(size, 0) + 1
-        self._queue_seconds += max(started - p.sent_at, 0.0)
+        self.tally.complete(result.completion_tokens, size, max(started - p.sent_at, 0.0))
         completion = Completion(
             text=result.text,
             finish_reason=result.finish_reason,

@@ -1,4 +1,5 @@
-"""Scheduling of model requests across requesters: FIFO or round-robin, with token budgets.
+"""Scheduling of model requests across requesters: FIFO or round-robin, with token budgets;
+what is checked of a request on arrival (the prompt's byte cap, its engine parameters).
 
 A plain class, no threads: the model actor owns one and calls it from its own thread.
 """
@@ -9,6 +10,7 @@ import collections
 import dataclasses
 from typing import Any, Literal
 
+from ._engine_params import GenerateParams
 from ._errors import ModelError
 
 __all__ = [
@@ -18,6 +20,7 @@ __all__ = [
     "PromptTooLarge",
     "Scheduler",
     "check_prompt_size",
+    "request_params",
 ]
 
 Policy = Literal["fifo", "round_robin"]
@@ -63,6 +66,33 @@ def check_prompt_size(request: Any, cap: int | None) -> None:
                 f"{cap:,} (max_prompt_bytes); it was refused before tokenizing. Shorten the "
                 "prompt, or start the model actor with a larger max_prompt_bytes"
             )
+
+
+def request_params(request: Any, max_new_tokens_cap: int) -> GenerateParams:
+    """The engine's parameters for a :class:`~llmos.models.Generate` (its ``max_new_tokens``
+    held to ``max_new_tokens_cap``); checked when built.
+
+    Raises:
+        ModelError: a malformed request (the message says which field).
+    """
+    max_new = request.max_new_tokens
+    if isinstance(max_new, int) and not isinstance(max_new, bool):
+        max_new = min(max_new, max_new_tokens_cap)
+    return GenerateParams(
+        messages=request.messages,
+        prompt=request.prompt,
+        max_new_tokens=max_new,
+        temperature=request.temperature,
+        top_p=request.top_p,
+        stop=tuple(request.stop) if isinstance(request.stop, list | tuple) else request.stop,
+        seed=request.seed,
+        truncate=request.truncate,
+        repetition_penalty=request.repetition_penalty,
+        no_repeat_ngram=request.no_repeat_ngram,
+        avoid=tuple(request.avoid) if isinstance(request.avoid, list) else request.avoid,
+        finish_sentence=request.finish_sentence,
+        json_schema=request.json_schema,
+    )
 
 
 @dataclasses.dataclass(eq=False)
