@@ -348,6 +348,12 @@ class Cluster:
             target.address, path, *args, name=name, timeout=timeout, **kwargs
         )
 
+    def ref(self, actor: str, node: str) -> Replicas:
+        """A ref to the actor named ``actor`` on node ``node`` that outlives the node's
+        restarts: an ask there fails with NodeUnreachable while the node is down, and goes to
+        its new address once Ray has restarted it (a :class:`Replicas` of one, no retry)."""
+        return Replicas(self.local, actor, {node: self.host(node)}, retries=0)
+
     def replicas(self, actor: str, nodes: Sequence[str] | None = None) -> Replicas:
         """One ref over the actors named ``actor`` on ``nodes`` (default: every node that
         starts one at boot), routed by least load; see :class:`Replicas`."""

@@ -164,9 +164,10 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
     raylets: dict[str, Any], nodes: list[NodeInfo]
 ) -> None:
     with connect() as cluster:
+        victim = next(i for i in cluster.nodes() if i.ray_node == raylets["plain"].node_id)
         model = cluster.replicas("model", NODES)
+        named = cluster.ref("model", victim.name)  # by name: follows the node's restarts
         try:
-            victim = next(i for i in cluster.nodes() if i.ray_node == raylets["plain"].node_id)
             direct = cluster.lookup("model", node=victim.name)
             # Three asks straight to the victim's model, then four through the pool (two of
             # them queue behind those three): all are in flight when its raylet goes.
@@ -201,8 +202,13 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
             assert isinstance(
                 ask_text(cluster.lookup("model", node=victim.name), "hi").get(), Completion
             )
+            named.wait_up(timeout=30)
+            assert isinstance(ask_text(named, "by name").get(), Completion)
+            with pytest.raises(NodeUnreachable):  # the ref taken before is bound to the old node
+                ask_text(direct, "old address", timeout=5).get()
         finally:
             model.stop()
+            named.stop()
 
 
 def test_cluster_down_leaves_no_process_socket_or_ray_actor(
