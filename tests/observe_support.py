@@ -75,7 +75,9 @@ class LiveNode:
 
 
 @contextmanager
-def live_node(tmp: Path, *flags: str) -> Iterator[LiveNode]:
+def live_node(
+    tmp: Path, *flags: str, extra_env: dict[str, str] | None = None
+) -> Iterator[LiveNode]:
     """``llmos node --allow-spawn observe_node:* FLAGS`` and a client; both closed after."""
     stderr = tmp / "node.stderr"
     with stderr.open("w") as err:
@@ -85,7 +87,7 @@ def live_node(tmp: Path, *flags: str) -> Iterator[LiveNode]:
             stderr=err,
             stdin=subprocess.DEVNULL,
             text=True,
-            env=env(),
+            env={**env(), **(extra_env or {})},
         )
     client: Node | None = None
     try:

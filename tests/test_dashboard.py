@@ -4,6 +4,7 @@ A screenshot is saved under build/artifacts/."""
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,8 @@ RESTARTS = """return document.querySelector('tr[data-actor="crasher"] td[data-fi
     ?.textContent ?? null"""
 UTTERANCES = """return Array.from(document.querySelectorAll('[data-chat="chat"] .turn.utterance'))
     .map((e) => e.querySelector('.speaker').textContent)"""
+TRACES = """return Array.from(document.querySelectorAll('[data-chat="chat"] .turn.utterance'))
+    .map((e) => e.getAttribute('data-trace'))"""
 CHAT_TITLE = "return document.querySelector('[data-chat=\"chat\"] h3')?.textContent ?? ''"
 
 
@@ -73,7 +76,9 @@ def until(driver: webdriver.Chrome, what: str, script: str, check: Any, timeout:
 def test_dashboard_in_chromium_tree_restarts_and_turns(
     tmp_path: Path, browser: webdriver.Chrome
 ) -> None:
-    with live_node(tmp_path) as node:
+    # Traced (spans to a file): each turn shows the id of its trace.
+    tracing = {"LLMOS_TRACING": f"jsonl:{tmp_path / 'spans.jsonl'}"}
+    with live_node(tmp_path, extra_env=tracing) as node:
         node.spawn("observe_node:CrashFarm", "farm")
         node.spawn("observe_node:Stage", "stage")
         served = subprocess.Popen(
@@ -119,6 +124,9 @@ def test_dashboard_in_chromium_tree_restarts_and_turns(
             assert "running" in browser.execute_script(CHAT_TITLE)
             gate.tell("next")
             until(browser, "turn 2", UTTERANCES, lambda s: s == ["ada", "rex"], 10)
+            traces = browser.execute_script(TRACES)
+            assert len(traces) == 2 and traces[0] != traces[1], traces
+            assert all(re.fullmatch(r"[0-9a-f]{32}", t) for t in traces), traces
             models = browser.execute_script(
                 'return document.querySelector(\'tr[data-model="model"] '
                 'td[data-field="requests"]\')?.textContent'

@@ -108,7 +108,9 @@ function drawChats(chats) {
     const turns = c.entries.map((e) => {
       const meta = "turn " + e.turn + (e.tokens ? ", " + e.tokens + " tokens" : "") +
         (e.seconds ? ", " + e.seconds.toFixed(2) + " s" : "") + (e.trace_id ? ", trace " + e.trace_id : "");
-      return el("div", { class: "turn " + e.kind, "data-index": e.index, "data-turn": e.turn }, [
+      const attrs = { class: "turn " + e.kind, "data-index": e.index, "data-turn": e.turn };
+      if (e.trace_id) attrs["data-trace"] = e.trace_id;
+      return el("div", attrs, [
         el("span", { class: "speaker", text: e.speaker || "note" }),
         el("span", { class: "text", text: e.text }),
         el("span", { class: "meta", text: meta }),
