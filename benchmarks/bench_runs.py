@@ -15,7 +15,13 @@ so both sides see the same machine. Figures:
 
 The load average is printed beside the figures: on a shared machine, read them with it.
 
-Run: ``python benchmarks/bench_runs.py [--turns 1000] [--rounds 5] [--json FILE]``
+``--live-batching`` instead runs the case a live replay is for, on the real default model:
+``--dialogues`` dialogues recorded at once through one model actor (their requests batched),
+then the first one replayed live alone (batch size 1); it prints where the live run first
+diverges from the recording (turn and whitespace token), or that it never does.
+
+Run: ``python benchmarks/bench_runs.py [--turns 1000] [--rounds 5] [--json FILE]`` or
+``python benchmarks/bench_runs.py --live-batching [--dialogues 3] [--turns 4]``
 """
 
 from __future__ import annotations
@@ -99,6 +105,66 @@ def resume_once(db: Path, run_id: str, turns: int) -> float:
     return seconds
 
 
+def real_setup(index: int, turns: int, model: Any) -> ChatSetup:
+    ada = ChatAgent.start(model, "You are Ada, a cheerful baker.", name=f"ada{index}")
+    rex = ChatAgent.start(model, "You are Rex, a grumpy farmer.", name=f"rex{index}")
+    options: dict[str, Any] = {"termination": MaxTurns(turns), "printer": None}
+    return ChatSetup([ada, rex], f"Bread or cake? (table {index})", Dialogue, options)
+
+
+def live_batching(dialogues: int, turns: int) -> int:
+    """Record dialogues batched together, replay the first live alone, report divergence."""
+    import threading
+
+    from llmos.agents import replay_chat
+    from llmos.models import GetModelStats, ModelActor
+
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "runs.db"
+        model = ModelActor.start(name="model")
+        setups = [real_setup(i, turns, model) for i in range(dialogues)]
+        run_ids: list[str] = [""] * dialogues
+
+        def one(i: int) -> None:
+            s = setups[i]
+            result = run_chat(
+                s.participants,
+                s.task,
+                chat_class=s.chat_class,
+                record=db,
+                timeout=900,
+                **s.options,
+            )
+            run_ids[i] = result.run_id
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(dialogues)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stats = model.ask(GetModelStats(), timeout=10).get()
+        actors.stop_all(timeout=10)
+        model = ModelActor.start(name="model")
+        replay = replay_chat(db, run_ids[0], live=True, setup=real_setup(0, turns, model))
+        alone = model.ask(GetModelStats(), timeout=10).get()
+        actors.stop_all(timeout=10)
+    print(
+        f"recorded {dialogues} dialogues of {turns} turns at once: mean batch size "
+        f"{stats.mean_batch_size:.2f}; live replay of the first alone: mean batch size "
+        f"{alone.mean_batch_size:.2f}"
+    )
+    d = replay.divergence
+    if d is None:
+        print("live replay: the model gave the recorded output at every call")
+    else:
+        print(
+            f"live replay: first divergence at turn {d.turn} ({d.agent}), token {d.token}: "
+            f"logged {d.logged!r}, live {d.live!r}"
+        )
+    print(f"transcript identical: {replay.identical}; load average: {os.getloadavg()}")
+    return 0
+
+
 def spread(values: list[float]) -> str:
     return (
         f"min {min(values):.3f} s, median {statistics.median(values):.3f} s, "
@@ -111,7 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--turns", type=int, default=1000)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--live-batching", action="store_true")
+    parser.add_argument("--dialogues", type=int, default=3)
     args = parser.parse_args(argv)
+    if args.live_batching:
+        return live_batching(args.dialogues, args.turns)
     off: list[float] = []
     on: list[float] = []
     off_cpu: list[float] = []
