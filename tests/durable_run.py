@@ -3,8 +3,11 @@
 ``python tests/durable_run.py record DB RUN_ID [--turns N] [--slow-at K]`` records a dialogue
 of two ChatAgents on a stateless fake model; ``resume DB RUN_ID`` resumes it through its
 recipe, :func:`setup`. It prints ``gen K`` (flushed) as the model starts its K-th call, and
-each transcript entry as it is added; with ``--slow-at K`` the K-th call hangs, so a test can
-kill the process during a generation.
+each transcript entry as it is added. For the tests that kill it at a chosen point, the
+environment may say: ``DURABLE_SLOW_AT=K`` (the K-th model call hangs: a kill during a
+generation), ``DURABLE_DELAY=S`` (each model call takes S seconds), ``DURABLE_STALL_WRITE=K``
+(the K-th batch the log actor writes stops inside its transaction, its rows inserted and not
+committed, after printing ``writing K``: a kill during a write).
 """
 
 from __future__ import annotations
@@ -19,10 +22,26 @@ import zlib
 from typing import Any
 
 from llmos.actors import stop_all
-from llmos.agents import ChatAgent, ChatSetup, ConsolePrinter, Dialogue, MaxTurns, run_chat
+from llmos.agents import (
+    ChatAgent,
+    ChatSetup,
+    ConsolePrinter,
+    Dialogue,
+    MaxTurns,
+    RunStore,
+    run_chat,
+)
 from llmos.agents import resume_chat as resume
 from llmos.models import FakeModel
 
+INSERTS = {
+    "messages": "INSERT INTO messages (run_id, key, cause, at, sender, receiver, wire_type, "
+    "payload) VALUES (?,?,?,?,?,?,?,?)",
+    "calls": "INSERT INTO calls (run_id, agent, turn, seq, cause, target, at, seconds, "
+    "request_type, request, reply_type, reply) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+    "entries": "INSERT INTO entries (run_id, idx, kind, speaker, text, turn, at, tokens, "
+    "seconds) VALUES (?,?,?,?,?,?,?,?,?)",
+}
 WORDS = "tea coffee water milk sugar cup pot morning bitter sweet strong warm".split()
 _calls = 0
 _lock = threading.Lock()
@@ -37,9 +56,32 @@ def reply_for(messages: list[dict[str, Any]]) -> str:
     print(f"gen {n}", flush=True)
     if str(n) == os.environ.get("DURABLE_SLOW_AT"):
         time.sleep(60)
+    time.sleep(float(os.environ.get("DURABLE_DELAY", "0")))
     h = zlib.crc32(json.dumps(messages, sort_keys=True).encode())
     words = [WORDS[(h >> (3 * i)) % len(WORDS)] for i in range(6)]
     return " ".join(words).capitalize() + "."
+
+
+_batches = 0
+_write_rows = RunStore.write_rows
+
+
+def _stalling_write_rows(store: RunStore, rows: Any) -> None:
+    """RunStore.write_rows, except that the chosen batch stops before its commit."""
+    global _batches
+    _batches += 1
+    if str(_batches) != os.environ.get("DURABLE_STALL_WRITE"):
+        _write_rows(store, rows)
+        return
+    with store.transaction() as db:
+        for table, row in rows:
+            db.execute(INSERTS[table], row)
+        print(f"writing {_batches}", flush=True)
+        time.sleep(60)
+
+
+if os.environ.get("DURABLE_STALL_WRITE"):
+    RunStore.write_rows = _stalling_write_rows  # type: ignore[method-assign]
 
 
 def setup(turns: int = 8, printer: bool = False) -> ChatSetup:

@@ -24,13 +24,14 @@ TURNS = 8
 class Child:
     """A durable_run.py subprocess whose stdout lines are read in a thread."""
 
-    def __init__(self, *args: str, slow_at: int | None = None) -> None:
+    def __init__(self, *args: str, slow_at: int | None = None, **env_vars: str) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
         }
         if slow_at is not None:
             env["DURABLE_SLOW_AT"] = str(slow_at)
+        env.update(env_vars)
         self.proc = subprocess.Popen(
             [sys.executable, str(TESTS / "durable_run.py"), *args],
             stdout=subprocess.PIPE,

@@ -81,6 +81,31 @@ def test_kill_between_turns_then_resume(tmp_path: Path, reference: bytes) -> Non
     check_run(db, "between", reference)
 
 
+def test_kill_during_a_write_then_resume(tmp_path: Path, reference: bytes) -> None:
+    """Killed with a batch's rows inserted and not committed: the log keeps the batches
+    before it, and the resumed run takes the lost turns again."""
+    db = tmp_path / "runs.db"
+    child = Child(
+        "record",
+        str(db),
+        "write",
+        "--turns",
+        str(TURNS),
+        DURABLE_DELAY="0.03",
+        DURABLE_STALL_WRITE="2",
+    )
+    child.wait_for(lambda ln: ln == "writing 2")
+    child.kill()
+    store = RunStore(db, create=False)
+    try:
+        kept = [e["turn"] for e in store.entries("write") if e["kind"] == "utterance"]
+    finally:
+        store.close()
+    assert 0 < len(kept) < TURNS and kept == list(range(1, len(kept) + 1))
+    resume_until_done(db, "write")
+    check_run(db, "write", reference)
+
+
 def test_kill_at_random_points_including_writes(tmp_path: Path, reference: bytes) -> None:
     """Kills at random moments (mid-batch commits among them), the resumes killed too."""
     rng = random.Random(17)
