@@ -124,7 +124,8 @@ class BatchSession:
             ids = self._engine._prepare(index, params)
             constraint = None
             if params.json_schema is not None:
-                constraint = self._engine.grammars().constraint(params.json_schema)
+                budget = params.max_new_tokens + params.finish_sentence
+                constraint = self._engine.grammars().constraint(params.json_schema, budget)
         except ModelError as exc:
             self._done.append((index, exc))
             return index

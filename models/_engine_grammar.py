@@ -10,7 +10,10 @@ A small model loops where a schema leaves room to (``"population": 100000000000.
 bounds keep every value finite: the JSON is written compactly (no free whitespace), and a
 number that reached ``MAX_NUMBER_CHARS`` characters (ending on a digit) may not take another
 number character; a string that reached ``MAX_STRING_CHARS`` is closed at the next token when
-the grammar allows it.
+the grammar allows it. When a request's token budget is nearly spent (``CLOSE_MARGIN`` tokens
+left), what is open is closed: a string at the next closing quote, a number at once, an array
+or object at the next ``]`` or ``}`` the grammar allows; so an answer that would otherwise run
+out of tokens mid-value still ends as whole JSON (when its schema lets it end there).
 
 Where the grammar leaves no choice (a key's name, the punctuation after it), the forced text is
 written in the tokenizer's own tokens (xgrammar's jump-forward string, tokenized): left to
@@ -32,12 +35,14 @@ import torch
 from ._engine_params import check_json_schema
 from ._errors import ModelError
 
-__all__ = ["MAX_NUMBER_CHARS", "MAX_STRING_CHARS", "Constraint", "Grammars"]
+__all__ = ["CLOSE_MARGIN", "MAX_NUMBER_CHARS", "MAX_STRING_CHARS", "Constraint", "Grammars"]
 
 #: The longest number written under a constraint (sign, digits, point and exponent).
 MAX_NUMBER_CHARS = 10
 #: The longest string written under a constraint, unless its schema's maxLength is smaller.
 MAX_STRING_CHARS = 256
+#: Tokens left to a request when its constraint starts closing what is open.
+CLOSE_MARGIN = 12
 _NUMBER_BYTES = frozenset(b"0123456789.eE+-")
 
 
@@ -84,6 +89,7 @@ class Grammars:
         # Tokens that would extend a number, and those that start by closing a string.
         self.numeric = torch.tensor([bool(t) and t[0] in _NUMBER_BYTES for t in self.token_bytes])
         self.closing = torch.tensor([t[:1] == b'"' for t in self.token_bytes])
+        self.ending = torch.tensor([t[:1] in (b"]", b"}") for t in self.token_bytes])
         self._cache: OrderedDict[str, Any] = OrderedDict()
         self._cache_size = cache_size
         # Loaded weights (and so an engine's grammars) may be shared by model actors in one
@@ -117,15 +123,16 @@ class Grammars:
                 self._cache.popitem(last=False)
         return compiled
 
-    def constraint(self, schema: str) -> Constraint:
-        """A fresh constraint for one request (a matcher at the start of the schema)."""
-        return Constraint(self, self.xgr.GrammarMatcher(self.compile(schema)))
+    def constraint(self, schema: str, budget: int = 1 << 30) -> Constraint:
+        """A fresh constraint for one request (a matcher at the start of the schema) that
+        may generate ``budget`` tokens."""
+        return Constraint(self, self.xgr.GrammarMatcher(self.compile(schema)), budget)
 
 
 class Constraint:
     """Keeps one request's tokens inside its grammar (made by :meth:`Grammars.constraint`)."""
 
-    def __init__(self, grammars: Grammars, matcher: Any) -> None:
+    def __init__(self, grammars: Grammars, matcher: Any, budget: int = 1 << 30) -> None:
         self._grammars = grammars
         self._xgr = grammars.xgr
         self._matcher = matcher
@@ -136,6 +143,7 @@ class Constraint:
         self._run = 0
         self._last = 0
         self._forced: list[int] = []
+        self._left = budget
 
     def mask(self, logits: torch.Tensor) -> torch.Tensor:
         """Return a copy of a 1-D logits row with every token the grammar forbids at -inf
@@ -150,10 +158,14 @@ class Constraint:
             only = torch.full_like(out, float("-inf"))
             only[forced] = out[forced]
             return only
-        if self._in_string and self._run >= MAX_STRING_CHARS:
+        closing = self._left <= CLOSE_MARGIN
+        number = not self._in_string and self._run > 0 and chr(self._last).isdigit()
+        if self._in_string and (closing or self._run >= MAX_STRING_CHARS):
             bounded = out.masked_fill(~g.closing.to(out.device), float("-inf"))
-        elif not self._in_string and self._run >= MAX_NUMBER_CHARS and chr(self._last).isdigit():
+        elif number and (closing or self._run >= MAX_NUMBER_CHARS):
             bounded = out.masked_fill(g.numeric.to(out.device), float("-inf"))
+        elif closing and not self._in_string:
+            bounded = out.masked_fill(~g.ending.to(out.device), float("-inf"))
         else:
             return out
         # Never leave no token at all (a pattern the bound cannot close): the grammar wins.
@@ -174,6 +186,7 @@ class Constraint:
 
     def accept(self, token: int) -> bool:
         """Advance past a chosen token; False when the grammar does not allow it."""
+        self._left -= 1
         if self._forced:
             self._forced = self._forced[1:] if token == self._forced[0] else []
         if not self._matcher.accept_token(token):
