@@ -354,6 +354,7 @@ class ChatAgent(Agent):
             self.prompt_messages(),
             self.agent_name,
             ask=lambda ref, msg, timeout: self.ask_agent(ref, msg, timeout=timeout),
+            effect=self.agent_effect,
         )
         self.tool_calls = {
             "calls": [c.as_dict() for c in done.calls],

@@ -246,9 +246,9 @@ def tool(
         fn: the function; every parameter needs a type hint (pydantic types it).
         name: the tool's name (default: the function's).
         description: what it does (default: the docstring's first paragraph).
-        side_effects: it changes the world. Such a call goes through
-            :class:`~llmos.agents.ToolActor`'s ``effects`` seam, where a durable run records
-            it once and replays the recorded result instead of calling it again.
+        side_effects: it changes the world. A ChatAgent's call of it goes through the run's
+            effect journal (``Agent.agent_effect``): in a recorded run it is performed once,
+            and a resumed run gets the recorded result instead of calling it again.
         timeout: seconds a call may run before the caller gets a timeout observation.
         concurrency: how many calls may run at once in its tool actor.
 

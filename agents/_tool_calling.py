@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llmos.actors import ActorRef, AskTimeout, LlmosError
+from llmos.actors import ActorRef, AskTimeout, LlmosError, message_fields
 from llmos.agents._tool import Tool, ToolError
 from llmos.agents._tool_actor import (
     CallTool,
@@ -48,6 +48,10 @@ from llmos.models import Completion, Generate
 __all__ = ["ToolBox", "ToolCallRecord", "ToolLoop", "ToolLoopResult", "call_schema", "tools_prompt"]
 
 NONE = "none"
+
+#: ``effect(name, args, fn)``: performs ``fn(args, key)`` at most once per run (see
+#: ``Agent.agent_effect``) and returns its (recorded) result.
+EffectRunner = Callable[[str, Mapping[str, Any], Callable[[dict[str, Any], str], Any]], Any]
 
 
 class ToolBox:
@@ -275,6 +279,7 @@ class ToolLoop:
         messages: list[dict[str, str]],
         requester: str = "",
         ask: Callable[[ActorRef, Generate, float], Any] | None = None,
+        effect: EffectRunner | None = None,
     ) -> ToolLoopResult:
         """Let the model decide and call tools until it says none, or a bound is reached.
 
@@ -284,6 +289,10 @@ class ToolLoop:
                 is added to its system message.
             requester: who asks the model (for its fairness and budgets).
             ask: how to ask the model (default: ``ref.ask(msg, timeout).get()``).
+            effect: how a call of a ``side_effects`` tool is performed exactly once (an
+                agent passes its ``agent_effect``: in a recorded run the call goes through the
+                run's effect journal, keyed by run, agent, turn and arguments, and a resumed
+                run gets the recorded result instead of calling again). None: called directly.
 
         Raises:
             ModelError, AskTimeout: the model failed or did not answer in time.
@@ -334,13 +343,25 @@ class ToolLoop:
                 out.stopped_by = "repeat"
                 return out
             seen.add(key)
-            result = self.box.call(name, arguments, call_id=f"call-{len(out.calls) + 1}")
+            result = self._call(name, arguments, f"call-{len(out.calls) + 1}", effect)
             out.calls.append(ToolCallRecord(name, arguments, result, done.text))
             chat = [
                 *chat,
                 {"role": "assistant", "content": done.text},
                 {"role": "user", "content": f"Result of {result.observation()}"},
             ]
+
+    def _call(
+        self, name: str, arguments: dict[str, Any], call_id: str, effect: EffectRunner | None
+    ) -> ToolResult:
+        spec = next((s for s in self.box.specs() if s.name == name), None)
+        if effect is None or spec is None or not spec.side_effects:
+            return self.box.call(name, arguments, call_id=call_id)
+
+        def perform(args: dict[str, Any], key: str) -> dict[str, Any]:
+            return message_fields(self.box.call(name, args, call_id=call_id, effect_key=key))
+
+        return ToolResult(**effect(f"tool:{name}", arguments, perform))
 
 
 def _with_tools(messages: list[dict[str, str]], prompt: str) -> list[dict[str, str]]:

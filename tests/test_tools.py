@@ -7,7 +7,7 @@ import json
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pytest
 from transport_support import PeerProcess
@@ -15,6 +15,7 @@ from transport_support import PeerProcess
 from llmos.actors import Actor, handler
 from llmos.agents import (
     CallTool,
+    EffectJournal,
     ListTools,
     ToolArgumentsError,
     ToolBox,
@@ -217,3 +218,41 @@ def test_the_tool_loop_stops_on_a_repeated_call_and_on_its_bounds() -> None:
     assert capped.stopped_by == "max_calls" and len(capped.calls) == 2
     stop = ScriptedModel.start(['{"tool": "none"}'], [])
     assert ToolLoop(ToolBox([convert])).run(stop, []).stopped_by == "none"
+
+
+def test_a_side_effecting_tool_runs_once_per_recorded_run_through_the_effect_journal(
+    tmp_path: Path,
+) -> None:
+    paid: list[float] = []
+
+    @tool(side_effects=True)
+    def pay(amount: float) -> str:
+        """Pay an amount."""
+        paid.append(amount)
+        return f"paid {amount}"
+
+    journal = EffectJournal(tmp_path / "run.db", "run-1")
+    keys: list[str] = []
+
+    def effect(name: str, args: Any, fn: Any) -> Any:
+        def keyed(plain: dict[str, Any], key: str) -> Any:
+            keys.append(key)
+            return fn(plain, key)
+
+        return journal.perform("ada", 1, name, args, keyed)
+
+    call = '{"tool": "pay", "arguments": {"amount": 5}}'
+    for _attempt in range(2):  # the second run is a resumed one: same run, agent, turn, call
+        model = ScriptedModel.start([call, '{"tool": "none"}'], [])
+        done = ToolLoop(ToolBox([pay]), tool_choice="required").run(
+            model, [{"role": "user", "content": "pay 5"}], effect=effect
+        )
+        assert done.calls[0].result is not None and done.calls[0].result.content == "paid 5.0"
+        model.stop()
+    assert paid == [5.0] and len(keys) == 1  # performed once, then answered from the journal
+    plain = ToolLoop(ToolBox([convert])).run(
+        ScriptedModel.start(['{"tool": "convert", "arguments": {"value": 1}}'] * 2, []),
+        [{"role": "user", "content": "1 km?"}],
+        effect=effect,
+    )
+    assert plain.calls[0].result is not None and len(keys) == 1  # no effects: called directly
