@@ -3,6 +3,7 @@ whose actor crashes and is restarted while the view is open; ``q`` quits."""
 
 from __future__ import annotations
 
+import io
 import os
 import shlex
 import shutil
@@ -15,8 +16,13 @@ from typing import Any
 
 import pytest
 from observe_support import LLMOS, TESTS, live_node, read_line, wait_for
+from rich.console import Console
 
+from llmos.actors import Actor
+from llmos.cli import node_snapshot
 from llmos.cli._top import Rates, render
+from llmos.kernel import kernel
+from llmos.models import FakeModel, Generate
 
 
 class Tmux:
@@ -140,6 +146,25 @@ def test_render_without_a_transport_or_models() -> None:
         "tokens": {"agents": {}},
     }
     assert render("tcp://x", snap, Rates().tokens_per_second(snap)) is not None
+
+
+class Echo(Actor):
+    def on_receive(self, message: object) -> object:
+        return message
+
+
+def test_render_a_pool_a_model_and_tokens_per_agent() -> None:
+    kernel().spawn_pool(Echo, size=2, name="echoes")
+    model = kernel().spawn(FakeModel, name="fake-model")
+    done = model.ask(Generate(prompt="hello there", requester="ada"), timeout=10).get()
+    assert done.completion_tokens > 0
+    snap = node_snapshot()
+    console = Console(record=True, width=120, file=io.StringIO())
+    console.print(render("in-process", snap, Rates().tokens_per_second(snap)))
+    text = console.export_text()
+    assert "echoes" in text and "round_robin" in text and "2 (2-2)" in text
+    assert "model actors" in text and "fake-model" in text
+    assert "tokens per agent" in text and "ada" in text
 
 
 def test_top_of_a_node_that_is_not_there_is_one_line() -> None:
