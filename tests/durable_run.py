@@ -81,7 +81,7 @@ def _stalling_write_rows(store: RunStore, rows: Any) -> None:
 
 
 if os.environ.get("DURABLE_STALL_WRITE"):
-    RunStore.write_rows = _stalling_write_rows  # type: ignore[method-assign]
+    RunStore.write_rows = _stalling_write_rows  # type: ignore[method-assign, assignment]
 
 
 def setup(turns: int = 8, printer: bool = False) -> ChatSetup:
