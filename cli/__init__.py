@@ -7,6 +7,7 @@
 #   _observe    node_snapshot, the Observer actor (llmos.observer), NodeWatcher (its client)
 #   _metrics    Prometheus metrics read from the snapshot at each scrape (serve_metrics)
 #   _top        ``llmos top ADDRESS`` (a live terminal view, rich)
+#   _views      the ``top`` and ``dashboard`` subcommands (parsers; each imports its view)
 #   _dashboard  ``llmos dashboard ADDRESS`` (a live web page, Starlette + server-sent events;
 #               its page and plain JavaScript live in static/)
 # Imports point one way: cli -> agents -> models -> kernel -> transport -> actors. Each command

@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ._cluster import add_cluster_parser
+from ._views import add_view_parsers, client_flags
+from ._views import needs as _needs
 
 __all__ = ["build_parser", "flag_names", "main"]
 
@@ -166,61 +168,6 @@ def _status(args: argparse.Namespace) -> int:
     )
 
 
-def _needs(module: str, extra: str) -> None:
-    import importlib.util
-
-    if importlib.util.find_spec(module) is None:
-        raise ImportError(f"this command needs {module}: pip install 'llmos[{extra}]'")
-
-
-def _top(args: argparse.Namespace) -> int:
-    _needs("rich", "top")
-    from ._top import run_top
-
-    return run_top(
-        args.address,
-        interval=args.interval,
-        timeout=args.timeout,
-        keys=args.keys,
-        server_key=args.server_key,
-        once=args.once,
-    )
-
-
-def _dashboard(args: argparse.Namespace) -> int:
-    _needs("starlette", "dashboard")
-    _needs("uvicorn", "dashboard")
-    from ._dashboard import run_dashboard
-
-    return run_dashboard(
-        args.address,
-        bind=args.bind,
-        port=args.port,
-        token=args.token,
-        interval=args.interval,
-        timeout=args.timeout,
-        keys=args.keys,
-        server_key=args.server_key,
-    )
-
-
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535 (0: a free port), got {value}")
-    return value
-
-
-def _client_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("address", help="the node's address, e.g. tcp://127.0.0.1:5555")
-    parser.add_argument("--timeout", type=_positive, default=5.0, help="seconds to wait (5)")
-    parser.add_argument("--keys", default=None, help="this client's CURVE key pair file")
-    parser.add_argument("--server-key", default=None, help="the node's public CURVE key")
-
-
 def _mcp_serve(args: argparse.Namespace) -> int:
     _needs("mcp", "tools")
     from ._mcp import run_mcp_serve
@@ -296,28 +243,10 @@ def build_parser() -> argparse.ArgumentParser:
     node.add_argument("node_args", nargs=argparse.REMAINDER)
 
     status = sub.add_parser("status", help="a table of a running node's actors")
-    _client_flags(status)
+    client_flags(status, _positive)
     status.set_defaults(run=_status)
 
-    top = sub.add_parser("top", help="a live view of a running node (q quits)")
-    _client_flags(top)
-    top.add_argument(
-        "--interval", type=_positive, default=1.0, help="seconds between refreshes (1)"
-    )
-    top.add_argument("--once", action="store_true", help="print one view and end")
-    top.set_defaults(run=_top)
-
-    dashboard = sub.add_parser("dashboard", help="a live web page of a running node")
-    _client_flags(dashboard)
-    dashboard.add_argument(
-        "--bind", default="127.0.0.1", help="host to serve on (127.0.0.1; others need --token)"
-    )
-    dashboard.add_argument("--port", type=_port, default=8765, help="port (8765; 0: a free one)")
-    dashboard.add_argument("--token", default=None, help="required in every request's ?token=")
-    dashboard.add_argument(
-        "--interval", type=_positive, default=0.5, help="seconds between snapshots (0.5)"
-    )
-    dashboard.set_defaults(run=_dashboard)
+    add_view_parsers(sub, _positive)
     _run_commands(sub)
     add_cluster_parser(sub)
     mcp = sub.add_parser("mcp", help="MCP: serve llmos agents to MCP hosts")
