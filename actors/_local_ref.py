@@ -12,7 +12,7 @@ from llmos.actors._mailbox import Mailbox
 from llmos.actors._messages import check_message
 from llmos.actors._records import ActorStats
 from llmos.actors._ref import ActorRef, check_timeout
-from llmos.actors._reply import AsyncReply, Reply, Returns
+from llmos.actors._reply import AsyncReply, Reply, Returns, current_cell
 from llmos.actors._trace import on_switch
 from llmos.actors._trace import state as _tracing
 
@@ -87,6 +87,7 @@ class LocalRef(ActorRef):
         check_message(message)
         cell = self._live_cell()
         reply = Reply(_monotonic() + span, cell, span)
+        reply.asker = current_cell()  # an answerer may drop the ask once its asker is gone
         hook = _tracing.hook
         trace = None if hook is None else hook.ask(message, self.name, reply)
         try:

@@ -79,6 +79,7 @@ class Reply(Generic[T]):
         "_ready",
         "_then",
         "_value",
+        "asker",
         "deadline",
         "span",
         "target",
@@ -95,6 +96,7 @@ class Reply(Generic[T]):
         self._value: T | None = None
         self._error: BaseException | None = None
         self._then: list[Callable[[Reply[T]], object]] | None = None  # add_done_callback's
+        self.asker: Any = None  # the cell of the local actor that asked (None: no actor)
 
     def done(self) -> bool:
         """True once the reply holds a value or an error."""
@@ -106,6 +108,17 @@ class Reply(Generic[T]):
         Never waits: read it from a done callback, or once ``done()`` is True.
         """
         return self._error if self._done else None
+
+    def abandoned(self) -> bool:
+        """True when the local actor that asked has stopped for good while the ask is pending
+        (its supervisor stopped it mid-ask, say): nobody will read the answer. Always False
+        for an ask made outside any actor or from another node.
+
+        A long-running answerer can check it to drop such a request early (the model actor
+        does, between decoding steps).
+        """
+        asker = self.asker
+        return asker is not None and bool(asker.stopped)
 
     def expired(self) -> bool:
         """True when the ask's deadline has passed; such a request need not be handled."""

@@ -81,9 +81,10 @@ class ModelActor(Actor):
         progress: show a progress bar while loading (in a terminal).
 
     Generate is meant to be asked: the answer is a :class:`Completion`. A request leaves the
-    running batch at the next step when its ask times out, its stream target is gone, or a
-    :class:`Cancel` names it; a stream target that fails fails that request alone. Every
-    request's token reservation is settled however it ends.
+    running batch at the next step when its ask times out, the local actor that asked has
+    stopped, its stream target is gone, or a :class:`Cancel` names it; a stream target that
+    fails fails that request alone. Every request's token reservation is settled however it
+    ends.
     """
 
     def __init__(
@@ -340,7 +341,7 @@ class ModelActor(Actor):
             end_model_span(span, error=ModelError("the ask timed out before the request ran"))
             self.tally.refused += 1
             return False
-        if p.cancel:
+        if p.cancel or (p.reply is not None and p.reply.abandoned()):
             self._answer(p, GenerateResult("", "cancelled", 0, 0, 0.0))
             return False
         return True

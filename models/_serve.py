@@ -30,7 +30,8 @@ class RunningBatch:
         max_batch_size: the most requests in the batch at once.
 
     A request leaves the batch (``finish_reason`` "cancelled") at the next step once its ask
-    has timed out or been answered, once its stream target is gone or failed, or once
+    has timed out or been answered, once the local actor that asked has stopped (see
+    ``Reply.abandoned``), once its stream target is gone or failed, or once
     :meth:`cancel` named it. A stream target that fails with anything other than
     :class:`~llmos.actors.ActorDeadError` fails that request alone (its result is the error).
     """
@@ -131,6 +132,9 @@ class RunningBatch:
 
     def _should_cancel(self, index: int) -> bool:
         p = self.rows[index]
-        if not p.cancel and p.reply is not None and (p.reply.done() or p.reply.expired()):
-            p.cancel = "its ask timed out"
+        if not p.cancel and p.reply is not None:
+            if p.reply.done() or p.reply.expired():
+                p.cancel = "its ask timed out"
+            elif p.reply.abandoned():
+                p.cancel = "its asker stopped"
         return bool(p.cancel)

@@ -21,9 +21,11 @@ from llmos.actors import (
     WhenFull,
     handler,
 )
+from llmos.kernel import Supervisor, kernel
 from llmos.models import (
     Cancel,
     Completion,
+    Generate,
     GenerateParams,
     GenerateResult,
     GetModelStats,
@@ -268,3 +270,50 @@ def test_a_request_arriving_mid_batch_joins_the_running_batch() -> None:
         ModelActor.start(name="alone"), chat("What is the capital of France?", max_new_tokens=8)
     )
     assert late.text == alone.text  # greedy: the same text as alone, whenever it joined
+
+
+class Notify(Actor):
+    """A stream target that sets ``first`` on the first token."""
+
+    def __init__(self, first: threading.Event) -> None:
+        super().__init__()
+        self.first = first
+
+    @handler(TokenChunk)
+    def chunk(self, _msg: TokenChunk) -> None:
+        self.first.set()
+
+    @handler(Completion)
+    def done(self, _msg: Completion) -> None:
+        pass
+
+
+class Asker(Actor):
+    """Forwards a Generate to the model and waits for its answer, as a ChatAgent does."""
+
+    def __init__(self, model: ActorRef) -> None:
+        super().__init__()
+        self.model = model
+
+    @handler(Generate)
+    def forward(self, request: Generate) -> None:
+        self.model.ask(request, timeout=600).get()
+
+
+def test_a_request_whose_asker_stopped_leaves_the_batch_at_the_next_step() -> None:
+    model = ModelActor.start(name="model")
+    sup = kernel().spawn(Supervisor, name="asker-sup", shutdown_timeout=0.2)
+    asker = kernel().spawn(Asker, model, name="asker", supervisor=sup)
+    first = threading.Event()
+    sink = Notify.start(first)
+    asker.tell(chat("Count to five hundred.", max_new_tokens=500, requester="gone", stream_to=sink))
+    assert first.wait(120)  # generating
+    sup.stop(timeout=30)  # the asker, blocked in its ask, is stopped after 0.2 s
+    stopped = time.monotonic()
+    assert asker.statistics().state == "stopped"
+    after = ask(model, chat("Say yes.", max_new_tokens=4, requester="next"))
+    assert after.completion_tokens > 0
+    stats = ask(model, GetModelStats())
+    assert stats.tokens_by_requester["gone"] < 100  # left long before its 500 tokens
+    assert time.monotonic() - stopped < 30
+    sink.stop(timeout=10)
