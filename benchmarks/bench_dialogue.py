@@ -504,9 +504,15 @@ def main(argv: list[str] | None = None) -> int:
         figures, selectors, wall = run_all(model, args)
         stats = model.ask(GetModelStats(), timeout=30).get()
         load_after = os.getloadavg()
+        kinds = " and ".join(
+            k
+            for k, chosen in (("two-agent", "dialogue"), ("three-agent", "group"))
+            if chosen in args.kinds
+        )
+        wait = "" if args.max_wait is None else f"; selector max_wait {args.max_wait}"
         print(
-            f"model: {stats.model}; {args.topics} topics x {args.turns} turns, two-agent and "
-            f"three-agent; {args.tokens} tokens a turn at most; seed {args.seed}"
+            f"model: {stats.model}; {args.topics} topics x {args.turns} turns, {kinds}; "
+            f"{args.tokens} tokens a turn at most; seed {args.seed}{wait}"
         )
         print(
             f"load average before {load_before[0]:.2f} {load_before[1]:.2f}, after "
