@@ -57,8 +57,27 @@ def _size(n: float) -> str:
     return str(n)
 
 
+def _table(title: str) -> Table:
+    # One space between columns, none at the edges: the tables fit 80 columns.
+    return Table(
+        title=title, title_justify="left", expand=True, box=None, collapse_padding=True,
+        pad_edge=False,
+    )  # fmt: skip
+
+
+def _column(table: Table, title: str, text: bool) -> None:
+    """A text column (left, shortened with an ellipsis when narrow) or a number column (right,
+    never narrower than its title, never wrapped)."""
+    if text:
+        widest = {"CLASS": 14, "MODEL": 20}.get(title)
+        table.add_column(title, justify="left", no_wrap=True, overflow="ellipsis", max_width=widest)
+    else:
+        width = max(len(line) for line in title.split("\n"))
+        table.add_column(title, justify="right", no_wrap=True, min_width=width)
+
+
 def _actors_table(snap: dict[str, Any]) -> Table:
-    table = Table(title="supervision tree", title_justify="left", expand=True, box=None)
+    table = _table("supervision tree")
     for title, justify in (
         ("ACTOR", "left"),
         ("CLASS", "left"),
@@ -69,7 +88,7 @@ def _actors_table(snap: dict[str, Any]) -> Table:
         ("RESTARTS", "right"),
         ("LOAD", "right"),
     ):
-        table.add_column(title, justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        _column(table, title, justify == "left")
     for row in snap["actors"]:
         indent = "  " * row["depth"] + ("└ " if row["depth"] else "")
         name = Text(indent + row["name"], style="bold" if row["kind"] != "actor" else "")
@@ -91,9 +110,9 @@ def _actors_table(snap: dict[str, Any]) -> Table:
 def _pools_table(snap: dict[str, Any]) -> Table | None:
     if not snap["pools"]:
         return None
-    table = Table(title="pools", title_justify="left", expand=True, box=None)
+    table = _table("pools")
     for title in ("POOL", "ROUTER", "SIZE", "MAILBOX", "PROCESSED", "RESTARTS", "UTIL"):
-        table.add_column(title, justify="left" if title in ("POOL", "ROUTER") else "right")
+        _column(table, title, title in ("POOL", "ROUTER"))
     for p in snap["pools"]:
         util = "-" if p["utilisation"] is None else f"{100 * p['utilisation']:.0f}%"
         table.add_row(
@@ -132,20 +151,20 @@ def _peers_text(snap: dict[str, Any]) -> Text:
 def _models_table(snap: dict[str, Any], rates: dict[str, float]) -> Table | None:
     if not snap["models"]:
         return None
-    table = Table(title="model actors", title_justify="left", expand=True, box=None)
+    table = _table("model actors")
     for title in (
         "ACTOR",
         "MODEL",
         "QUEUED",
-        "REQUESTS",
+        "REQS",
         "BATCHES",
-        "MEAN BATCH",
+        "AVG\nBATCH",
         "TOKENS",
-        "TOK/S NOW",
-        "TOK/S GEN",
-        "MEAN QUEUE",
+        "TOK/S\nNOW",
+        "TOK/S\nGEN",
+        "AVG\nWAIT",
     ):
-        table.add_column(title, justify="left" if title in ("ACTOR", "MODEL") else "right")
+        _column(table, title, title in ("ACTOR", "MODEL"))
     for m in snap["models"]:
         wait = m.get("queue_seconds", 0.0) / m["completed"] if m["completed"] else 0.0
         now = rates.get(m["actor"])
@@ -168,9 +187,9 @@ def _tokens_table(snap: dict[str, Any]) -> Table | None:
     agents = snap["tokens"].get("agents", {})
     if not agents:
         return None
-    table = Table(title="tokens per agent", title_justify="left", expand=True, box=None)
+    table = _table("tokens per agent")
     for title in ("AGENT", "REQUESTS", "IN", "OUT", "BUDGET"):
-        table.add_column(title, justify="left" if title == "AGENT" else "right")
+        _column(table, title, title == "AGENT")
     for name, usage in sorted(agents.items()):
         budget = usage.get("budget")
         table.add_row(
@@ -246,12 +265,17 @@ def _wait_for_q(fd: int | None, seconds: float) -> bool:
     return False
 
 
+def _console() -> Console:
+    # A file or a pipe has no width of its own: 120 columns fit every table.
+    return Console() if sys.stdout.isatty() else Console(width=120)
+
+
 def _batch(
     watcher: NodeWatcher, address: str, snap: dict[str, Any], rates: Rates, interval: float
 ) -> int:
     """Not a terminal (a file, a pipe): one view per refresh, one after the other, until
     Ctrl+C or a closed pipe."""
-    console = Console()
+    console = _console()
     while True:
         console.print(render(address, snap, rates.tokens_per_second(snap)))
         console.print()
@@ -284,7 +308,7 @@ def run_top(
     with NodeWatcher(address, timeout=timeout, keys=keys, server_key=server_key) as watcher:
         snap = watcher.snapshot()
         if once:
-            Console().print(render(address, snap, rates.tokens_per_second(snap)))
+            _console().print(render(address, snap, rates.tokens_per_second(snap)))
             return 0
         if not sys.stdout.isatty():
             return _batch(watcher, address, snap, rates, interval)
