@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from typing import Any
 
 from llmos.actors import ActorRef, stop_all
 from llmos.agents import ChatAgent, serve_mcp, spawn
@@ -36,7 +37,7 @@ def run_mcp_serve(
     device: str,
     fake: bool,
     max_tokens: int,
-    temperature: float,
+    temperature: float | None,
     seed: int | None,
 ) -> int:
     """Start a model and the agents, then serve them over MCP until the host leaves."""
@@ -52,16 +53,14 @@ def run_mcp_serve(
             print("loading the model ...", file=sys.stderr, flush=True)
             shared_model(model, device=device)
             model_ref = ModelActor.start(model, device=device, name="model")
+        # Unset flags keep ChatAgent's own defaults.
+        options: dict[str, Any] = {"max_new_tokens": max_tokens}
+        if temperature is not None:
+            options["temperature"] = temperature
+        if seed is not None:
+            options["seed"] = seed
         refs = {
-            name: spawn(
-                ChatAgent,
-                model_ref,
-                persona,
-                max_new_tokens=max_tokens,
-                temperature=temperature,
-                seed=seed,
-                name=name,
-            )
+            name: spawn(ChatAgent, model_ref, persona, name=name, **options)
             for name, persona in specs
         }
         where = "stdio" if transport == "stdio" else f"http://{host}:{port}/mcp"

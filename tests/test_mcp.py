@@ -112,17 +112,17 @@ def test_an_mcp_client_asks_an_llmos_agent_served_by_llmos_mcp_serve() -> None:
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
 
-    async def session() -> tuple[list[str], str, bool]:
+    async def session() -> tuple[list[str], str, bool, bool]:
         async with Client(params) as client:
             tools = sorted(t.name for t in (await client.list_tools()).tools)
             answer = await client.call_tool("ask_echo", {"question": "Are tools actors?"})
             text = "".join(getattr(c, "text", "") for c in answer.content)
             bad = await client.call_tool("ask_echo", {})
-            return tools, text, bad.is_error
+            return tools, text, answer.is_error, bad.is_error
 
-    tools, text, refused = asyncio.run(asyncio.wait_for(session(), 90))
+    tools, text, failed, refused = asyncio.run(asyncio.wait_for(session(), 90))
     assert tools == ["ask_echo", "ask_sage"]
-    assert text  # the fake model's answer, through a ChatAgent
+    assert not failed and text and "Error" not in text  # the agent's answer (fake model)
     assert refused  # a call without its question is an MCP error, not a crash
 
 
@@ -141,3 +141,32 @@ def test_bad_mcp_targets_are_refused_with_a_typed_error(case: str) -> None:
     else:
         with pytest.raises(McpError, match="exactly one"):
             kernel().spawn(McpTools, command=["x"], url="http://127.0.0.1:1/mcp")
+
+
+def test_llmos_mcp_serve_over_http_reached_by_the_llmos_mcp_client() -> None:
+    port = free_port()
+    command = ["mcp", "serve", "--fake", "--transport", "http", "--port", str(port)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "llmos.cli", *command, "--agent", "echo=You repeat what you hear."],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:  # bounded wait for the port to accept connections
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, "no llmos server"
+                time.sleep(0.05)
+        ref = kernel().spawn(McpTools, url=f"http://127.0.0.1:{port}/mcp", name="mcp.llmos")
+        box = ToolBox([ref], timeout=60)
+        assert [s.name for s in box.specs()] == ["ask_echo"]
+        answer = box.call("ask_echo", {"question": "Do actors call tools?"})
+        assert answer.ok and answer.content
+    finally:
+        proc.kill()
+        proc.wait(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
