@@ -111,6 +111,10 @@ def _scene_echo(me: str, participants: Sequence[str]) -> re.Pattern[str]:
         r"^\W*the question\s*:",
         rf"^\W*(?:you are|i am|i'm)\s+{me_shown}\b",
         r"\b(?:talking|speaking) (?:with|to)\s+(?:" + (names or "$^") + r")\b",
+        # the scene's own instructions, said back ("I'll answer in one or two sentences.")
+        r"\bone or two sentences\b",
+        r"\b(?:give|giving) (?:your|my) own view\b",
+        r"\bspeak(?:ing)? to the others by name\b",
     ]
     return re.compile("|".join(parts), re.IGNORECASE)
 
@@ -146,7 +150,7 @@ def tidy_reply(
       someone else (see :func:`~llmos.agents.strip_labels`);
     - sentences copied from the system message (the persona, the scene) are dropped, and so
       are sentences that restate the scene ("The question: ...", "You are Rex, ...", "I'm
-      Rex, talking with Ada.");
+      Rex, talking with Ada.") or its instructions ("I'll say it in one or two sentences.");
     - stage directions opening a sentence ("(laughs)", "*smiles*") are dropped;
     - addressing the agent's own name ("Rex, I think", "I agree, Rex." said by Rex) is turned
       into the name of the one it answers (or dropped when that is unknown);

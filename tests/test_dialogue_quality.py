@@ -139,6 +139,13 @@ def test_the_scene_names_the_others_and_the_history_is_bounded() -> None:
         ("(Sitting down with Ada)", False, ""),
         ("*smiles* Fine.", False, "Fine."),
         ("A zero-emission vehicle (ZEV) hub.", False, "A zero-emission vehicle (ZEV) hub."),
+        ("Here is my view in one or two sentences: cars are loud.", False, ""),
+        ("Cars are loud. I'll give my own view, in one or two sentences.", False, "Cars are loud."),
+        (
+            "Two sentences are enough. One or two cars.",
+            False,
+            "Two sentences are enough. One or two cars.",
+        ),
     ],
 )
 def test_tidy_reply(raw: str, cut_short: bool, tidy: str) -> None:
