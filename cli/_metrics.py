@@ -8,10 +8,14 @@ statistics) into metric families at each scrape. Needs ``prometheus-client``
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
+import socket
+import socketserver
 import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from llmos.actors import ASK_LATENCY_BOUNDS, LlmosError
 from llmos.transport import Node
@@ -288,26 +292,75 @@ def serve_metrics(
     address: str = "127.0.0.1:9464",
     node: Node | None = None,
     snapshot: Callable[[], Snapshot] | None = None,
+    token: str | None = None,
 ) -> MetricsServer:
     """Serve this process's Prometheus metrics over HTTP at ``address`` (``HOST:PORT``).
+
+    The metrics name every actor, agent and model of the node, so a bind off loopback needs a
+    ``token``: every scrape must then send ``Authorization: Bearer TOKEN`` (Prometheus:
+    ``authorization: {credentials: TOKEN}`` in the scrape config), or it gets 401.
 
     Args:
         address: where to listen; port 0 picks a free one (see ``MetricsServer.port``).
         node: the transport node whose peers and counters to include.
         snapshot: what to report instead (default: :func:`node_snapshot` of ``node``).
+        token: the bearer token scrapes must send (needed off loopback; optional on it).
 
     Returns:
         The running server; call ``close()`` to stop it.
 
     Raises:
-        LlmosError: a malformed address, or prometheus-client is missing.
+        LlmosError: a malformed address, a bind off loopback without a token, or
+            prometheus-client is missing.
         OSError: the address cannot be bound.
     """
     host, port = parse_host_port(address, "--metrics")
+    if not is_loopback(host) and not token:
+        raise LlmosError(
+            f"--metrics {address} is not a loopback address: anyone who reaches it would read "
+            "the node's actors, agents and token counts; give --metrics-token TOKEN (a long "
+            "random string that scrapes send as a bearer token), or bind 127.0.0.1"
+        )
     _prometheus()
-    from prometheus_client import CollectorRegistry, start_http_server
+    from prometheus_client import CollectorRegistry, make_wsgi_app
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(SnapshotCollector(snapshot or (lambda: node_snapshot(node))))
-    server, thread = start_http_server(port, addr=host, registry=registry)
+    app = make_wsgi_app(registry)
+    if token:
+        app = _bearer_only(app, token)
+    server_class = _ThreadingServer6 if ":" in host else _ThreadingServer
+    server = make_server(host, port, app, server_class, _QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, name="llmos:metrics", daemon=True)
+    thread.start()
     return MetricsServer(server, thread)
+
+
+class _ThreadingServer(socketserver.ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _ThreadingServer6(_ThreadingServer):
+    address_family = socket.AF_INET6
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes are not logged (one a second would fill stderr)."""
+
+
+def _bearer_only(app: Any, token: str) -> Any:
+    """``app`` answering only requests that carry ``Authorization: Bearer TOKEN``."""
+    expected = f"Bearer {token}".encode()
+
+    def guarded(environ: dict[str, Any], start_response: Any) -> Any:
+        sent = str(environ.get("HTTP_AUTHORIZATION", "")).encode("latin-1", "replace")
+        if not hmac.compare_digest(sent, expected):
+            start_response(
+                "401 Unauthorized",
+                [("Content-Type", "text/plain"), ("WWW-Authenticate", "Bearer")],
+            )
+            return [b"these metrics need Authorization: Bearer TOKEN\n"]
+        return app(environ, start_response)
+
+    return guarded

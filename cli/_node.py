@@ -17,6 +17,13 @@ def _flags(parser: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT",
         help="serve Prometheus metrics at http://HOST:PORT/metrics (needs llmos[metrics])",
     )
+    parser.add_argument(
+        "--metrics-token",
+        metavar="TOKEN",
+        default=None,
+        help="scrapes must send 'Authorization: Bearer TOKEN' (needed when --metrics is not "
+        "on loopback)",
+    )
 
 
 def _services(node: Node, args: argparse.Namespace) -> Callable[[], None]:
@@ -28,7 +35,7 @@ def _services(node: Node, args: argparse.Namespace) -> Callable[[], None]:
         return lambda: None
     from ._metrics import serve_metrics
 
-    server = serve_metrics(args.metrics, node=node)
+    server = serve_metrics(args.metrics, node=node, token=args.metrics_token)
     print(f"llmos node: metrics at {server.url}", file=sys.stderr, flush=True)
     return server.close
 

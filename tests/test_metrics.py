@@ -4,6 +4,7 @@ process whose actors crash and restart, and from ``serve_metrics`` in this proce
 from __future__ import annotations
 
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -12,7 +13,7 @@ import pytest
 from observe_support import LLMOS, env, live_node, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmos.actors import Actor
+from llmos.actors import Actor, LlmosError
 from llmos.agents import StartChat
 from llmos.cli import Observer, serve_metrics
 from llmos.kernel import kernel
@@ -118,6 +119,29 @@ class Flaky(Actor):
         if message == "crash":
             raise RuntimeError("crash on request")
         return message
+
+
+def test_metrics_off_loopback_need_a_token_and_a_token_guards_every_scrape() -> None:
+    with pytest.raises(LlmosError, match="--metrics-token"):
+        serve_metrics("0.0.0.0:0", snapshot=lambda: {})  # refused before anything binds
+    node = Node(name="metrics-token")
+    server = serve_metrics("127.0.0.1:0", node=node, token="s3cret-token")
+    try:
+        for sent in [None, "Bearer wrong", "s3cret-token"]:
+            request = urllib.request.Request(server.url)
+            if sent is not None:
+                request.add_header("Authorization", sent)
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(request, timeout=10)
+            assert refused.value.code == 401
+        request = urllib.request.Request(server.url)
+        request.add_header("Authorization", "Bearer s3cret-token")
+        with urllib.request.urlopen(request, timeout=10) as answer:
+            assert answer.status == 200
+            assert "llmos_actors" in answer.read().decode()
+    finally:
+        server.close()
+        node.close()
 
 
 def test_serve_metrics_in_process() -> None:
