@@ -71,13 +71,17 @@ UNHANDLED: Any = _Unhandled()
 actor then refuses it (an ask fails with ActorError, a tell goes to dead letters)."""
 
 
-_binding = threading.local()
+class _Binding(threading.local):
+    cell: Cell | None = None  # a class default: reading it never raises
+
+
+_binding = _Binding()
 
 
 @contextlib.contextmanager
 def binding(cell: Cell) -> Iterator[None]:
     """Make ``cell`` the one an Actor constructed in this thread attaches to."""
-    previous = getattr(_binding, "cell", None)
+    previous = _binding.cell
     _binding.cell = cell
     try:
         yield
@@ -87,8 +91,7 @@ def binding(cell: Cell) -> Iterator[None]:
 
 def bound_cell() -> Cell | None:
     """The cell an Actor constructed now in this thread belongs to (None outside a start)."""
-    cell: Cell | None = getattr(_binding, "cell", None)
-    return cell
+    return _binding.cell
 
 
 class Instance(Protocol):

@@ -28,7 +28,15 @@ log = logging.getLogger("llmos.actors")
 _allocate_lock = threading.Lock
 _callbacks_lock = threading.Lock()  # only to create a reply's callback list, once
 _monotonic = time.monotonic
-_local = threading.local()
+
+
+class _Current(threading.local):
+    # A class default, so a thread that never ran an actor reads None without the
+    # AttributeError (and its formatted message) that getattr(..., None) costs on a miss.
+    cell: Any = None
+
+
+_local = _Current()
 _late = [0]
 
 
@@ -39,7 +47,7 @@ def late_replies() -> int:
 
 def current_cell() -> Any:
     """The actor cell whose thread is running now, or None outside any actor."""
-    return getattr(_local, "cell", None)
+    return _local.cell
 
 
 def set_current_cell(cell: Any) -> None:
@@ -223,7 +231,7 @@ class Reply(Generic[T]):
             Exception: whatever the handler raised, or ActorDeadError.
         """
         if not self._done:
-            cell = getattr(_local, "cell", None)
+            cell = _local.cell
             if cell is not None and cell is self.target:
                 raise DeadlockError(
                     f"{cell!r} waits on an ask to itself, which it can never answer; "
