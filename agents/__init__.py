@@ -40,7 +40,7 @@ from llmos.agents._effects import (
     EffectRecord,
     effect_key,
 )
-from llmos.agents._errors import AgentError, ChatTimeout
+from llmos.agents._errors import AgentError
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
 from llmos.agents._mcp import McpError, McpTools
@@ -98,7 +98,13 @@ from llmos.agents._tool_calling import (
     call_schema,
     tools_prompt,
 )
-from llmos.agents._transcript import ChatResult, ConsolePrinter, Entry, TranscriptWriter
+from llmos.agents._transcript import (
+    ChatResult,
+    ChatTimeout,
+    ConsolePrinter,
+    Entry,
+    TranscriptWriter,
+)
 
 __all__ = [
     "Agent",

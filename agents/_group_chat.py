@@ -30,7 +30,7 @@ from llmos.actors import ActorError, ActorRef, AskTimeout, Reply, handler, messa
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import AgentInfo, Describe
 from llmos.agents._chat_turns import TurnTaking, _InFlight, _NextTurn, _TurnReady
-from llmos.agents._errors import AgentError, ChatTimeout
+from llmos.agents._errors import AgentError
 from llmos.agents._replies import most_similar, normalize
 from llmos.agents._runlog import Recording, register
 from llmos.agents._runstore import RunLogError
@@ -38,6 +38,7 @@ from llmos.agents._selection import Selector, resolve_selector
 from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Repetition, Termination
 from llmos.agents._transcript import (
     ChatResult,
+    ChatTimeout,
     ConsolePrinter,
     Entry,
     Printer,

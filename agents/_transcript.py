@@ -21,6 +21,7 @@ from llmos.kernel import Ledger
 
 __all__ = [
     "ChatResult",
+    "ChatTimeout",
     "ConsolePrinter",
     "Entry",
     "Printer",
@@ -119,6 +120,22 @@ class ChatResult:
     def ended_normally(self) -> bool:
         """True if a termination condition or a participant ended it (not a stop or failure)."""
         return self.stopped_by not in ("", "stopped", "error", "no_speakers")
+
+
+class ChatTimeout(AgentError, TimeoutError):
+    """Raised by :func:`run_chat` when the chat has not ended within ``timeout``.
+
+    The chat is stopped first; what was said so far is in ``result`` (``stopped_by``
+    "stopped"). Unlike a :class:`~llmos.agents.TimeLimit` condition, which ends a chat normally,
+    this means the caller's bound ran out: raise it, or add a TimeLimit condition.
+
+    Attributes:
+        result: the chat up to the moment it was stopped.
+    """
+
+    def __init__(self, text: str, result: ChatResult | None) -> None:
+        super().__init__(text)
+        self.result = result
 
 
 def to_markdown(result: ChatResult) -> str:

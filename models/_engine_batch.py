@@ -13,20 +13,41 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 
-from ._engine_grammar import Constraint
+from ._engine_grammar import Constraint, Grammars
+from ._engine_load import LoadedModel
 from ._engine_params import FinishReason, GenerateParams, GenerateResult
 from ._engine_shaping import RepetitionControl
 from ._engine_text import TextStream, ends_sentence
 from ._errors import ModelError
 
-if TYPE_CHECKING:
-    from ._engine import ModelEngine
+__all__ = ["BatchSession", "EngineParts"]
 
-__all__ = ["BatchSession"]
+
+class EngineParts(Protocol):
+    """What a batch session and scoring use of :class:`~llmos.models.ModelEngine` (which has
+    each of these): the loaded model, its special token ids and its forward step."""
+
+    loaded: LoadedModel
+    _pad_id: int
+    _eos_ids: frozenset[int]
+    _cache_kw: str
+    _logits_kw: dict[str, Any]
+
+    @property
+    def context_window(self) -> int: ...
+
+    def grammars(self) -> Grammars: ...
+
+    def _prepare(self, index: int, params: GenerateParams) -> list[int]: ...
+
+    def _forward(
+        self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache: Any
+    ) -> torch.Tensor: ...
+
 
 OnToken = Callable[[int, str], None]
 ShouldCancel = Callable[[int], bool]
@@ -78,7 +99,7 @@ class BatchSession:
 
     def __init__(
         self,
-        engine: ModelEngine,
+        engine: EngineParts,
         on_token: OnToken | None = None,
         should_cancel: ShouldCancel | None = None,
     ) -> None:

@@ -9,16 +9,13 @@ candidates' tokens run together in one more forward pass.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
 import torch
 
+from ._engine_batch import EngineParts
 from ._engine_load import _is_oom
 from ._engine_params import ModelOutOfMemory
 from ._errors import ModelError
-
-if TYPE_CHECKING:
-    from ._engine import ModelEngine
 
 __all__ = ["MAX_CANDIDATES", "score_candidates"]
 
@@ -28,7 +25,7 @@ MAX_CANDIDATES = 64
 MAX_CANDIDATE_TOKENS = 32
 
 
-def _candidate_ids(engine: ModelEngine, candidates: Sequence[str]) -> list[list[int]]:
+def _candidate_ids(engine: EngineParts, candidates: Sequence[str]) -> list[list[int]]:
     if not candidates or len(candidates) > MAX_CANDIDATES:
         raise ModelError(
             f"a scoring request needs 1..{MAX_CANDIDATES} candidates, got {len(candidates)}"
@@ -48,7 +45,7 @@ def _candidate_ids(engine: ModelEngine, candidates: Sequence[str]) -> list[list[
 
 
 def score_candidates(
-    engine: ModelEngine, prompt_ids: list[int], candidates: Sequence[str]
+    engine: EngineParts, prompt_ids: list[int], candidates: Sequence[str]
 ) -> list[float]:
     """The summed log-probability of each candidate's tokens right after ``prompt_ids``.
 

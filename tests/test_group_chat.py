@@ -13,12 +13,11 @@ import pytest
 from test_agent_support import Blocking, Flaky, Scripted, start_supervised
 
 from llmos.actors import ActorRef, handler
-from llmos.agents import AgentError
+from llmos.agents import AgentError, ChatTimeout
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Turn
 from llmos.agents._chat_agent import ChatAgent, GetMemory
 from llmos.agents._dialogue import Dialogue, run_chat
-from llmos.agents._errors import ChatTimeout
 from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
 from llmos.agents._human import HumanAgent
 from llmos.agents._selection import ModelSelector, SelectionContext

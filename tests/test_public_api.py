@@ -121,7 +121,9 @@ def test_no_import_cycle_inside_a_package(pkg: str) -> None:
     _no_cycle(pkg, typing=False)
 
 
-@pytest.mark.parametrize("pkg", ["actors", "transport", "kernel", "cluster", "cli"])
+@pytest.mark.parametrize(
+    "pkg", ["actors", "transport", "kernel", "models", "agents", "cluster", "cli"]
+)
 def test_no_import_cycle_even_through_type_checking_imports(pkg: str) -> None:
     _no_cycle(pkg, typing=True)
 
