@@ -358,8 +358,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(argv: Sequence[str] | None) -> int:
     console = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
-    if hasattr(signal, "SIGPIPE") and argv[:1] != ["node"]:
+    if console and hasattr(signal, "SIGPIPE") and argv[:1] != ["node"]:
         # ``llmos demo | head -1``: a closed pipe ends the process quietly, as for any tool.
+        # Only as the command: ``main([...])`` called from a program must not change how that
+        # whole process takes a broken pipe (it would die writing to any closed pipe later).
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     if argv[:1] == ["node"]:
         from ._node import run_node

@@ -32,6 +32,12 @@ def test_version_and_help() -> None:
     assert main([]) == 0
 
 
+def test_main_called_from_a_program_leaves_its_broken_pipe_handling_alone() -> None:
+    before = signal.getsignal(signal.SIGPIPE)
+    assert main([]) == 0  # the help
+    assert signal.getsignal(signal.SIGPIPE) == before  # a program keeps its own handling
+
+
 def test_demo_with_fake_model_streams_a_dialogue(tmp_path: Path) -> None:
     done = run_llmos("demo", "--fake", "--turns", "3", "--save", str(tmp_path))
     assert done.returncode == 0, done.stderr
