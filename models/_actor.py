@@ -363,15 +363,15 @@ class ModelActor(Actor):
             self.tally.refused += 1
             self._fail(p, result)
             return
-        self._close(p, result.completion_tokens)
         assert self.engine is not None
-        self.ledger.charge(
+        self.ledger.charge(  # before the tally: a scrape that sees it completed sees it charged
             p.requester,
             p.request.dialogue if isinstance(p.request.dialogue, str) else "",
             self.engine.loaded.name,
             result.prompt_tokens,
             result.completion_tokens,
         )
+        self._close(p, result.completion_tokens)
         started = p.started_at if p.started_at is not None else time.monotonic()
         size = max(p.peak, 1)
         self.tally.complete(result.completion_tokens, size, max(started - p.sent_at, 0.0))

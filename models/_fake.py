@@ -127,12 +127,13 @@ class FakeModel(Actor):
             model=self.name_tag,
             request_id=request_id,
         )
-        self.counts["completed"] += 1
-        self.counts["tokens"] += tokens
         who = request.requester or "anonymous"
-        self.tokens_by_requester[who] = self.tokens_by_requester.get(who, 0) + tokens
         dialogue = request.dialogue if isinstance(request.dialogue, str) else ""
+        # The ledger first: a scrape that sees the request completed sees its tokens charged.
         self.ledger.charge(who, dialogue, self.name_tag, completion.prompt_tokens, tokens)
+        self.tokens_by_requester[who] = self.tokens_by_requester.get(who, 0) + tokens
+        self.counts["tokens"] += tokens
+        self.counts["completed"] += 1
         end_model_span(span, completion)
         if request.stream_to is not None:
             try:

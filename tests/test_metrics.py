@@ -86,8 +86,14 @@ def test_node_metrics_follow_crashes_restarts_and_a_dialogue(tmp_path: Path) -> 
         model = {"actor": "model", "model": "fake"}
         done = scrape_until(
             url,
-            "two completed requests in the model's metrics",
-            lambda s: value(s, "llmos_model_completed_total", **model) == 2,
+            "two completed requests in the model's metrics, charged to both agents",
+            lambda s: (
+                value(s, "llmos_model_completed_total", **model) == 2
+                and value(s, "llmos_agent_tokens_total", agent="rex", direction="output")
+                is not None
+                and value(s, "llmos_agent_tokens_total", agent="ada", direction="output")
+                is not None
+            ),
         )
         assert value(done, "llmos_model_batch_size_count", **model) == 2
         assert value(done, "llmos_model_batch_size_bucket", le="1.0", **model) == 2
