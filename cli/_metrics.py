@@ -138,6 +138,14 @@ class SnapshotCollector:
         peers.add_metric(["up"], len(t["peers_up"]))
         peers.add_metric(["down"], len(t["peers_down"]))
         yield peers
+        clients = core.GaugeMetricFamily(
+            "llmos_clients",
+            "Peers connected to this node, by whether they were heard within the heartbeat",
+            labels=["state"],
+        )
+        clients.add_metric(["up"], t.get("clients_up", 0))
+        clients.add_metric(["silent"], t.get("clients_silent", 0))
+        yield clients
         frames = core.CounterMetricFamily(
             "llmos_transport_frames", "Frames received and sent", labels=["direction"]
         )

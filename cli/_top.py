@@ -139,6 +139,9 @@ def _peers_text(snap: dict[str, Any]) -> Text:
         text.append(f"  {address}", style="green")
     for address in t["peers_down"]:
         text.append(f"  {address} (down)", style="red")
+    silent = t.get("clients_silent", 0)
+    text.append(f"\nconnected here: {t.get('clients_up', 0)} up, ")
+    text.append(f"{silent} silent", style="yellow" if silent else "")
     text.append(
         f"\nframes in {t['frames_in']} / out {t['frames_out']}"
         f"   bytes in {_size(t.get('bytes_in', 0))} / out {_size(t.get('bytes_out', 0))}"

@@ -76,6 +76,8 @@ def test_node_metrics_follow_crashes_restarts_and_a_dialogue(tmp_path: Path) -> 
         assert bytes_in is not None and bytes_in > 0
         assert value(after, "llmos_transport_bad_frames_total") == 0
         assert value(after, "llmos_peers", state="up") is not None
+        clients_up = value(after, "llmos_clients", state="up")  # this test's own node
+        assert clients_up is not None and clients_up >= 1
 
         # A dialogue on the fake model: batch sizes, tokens per agent and per model.
         node.spawn("observe_node:Stage", "stage")

@@ -577,3 +577,24 @@ def test_closed_node_refuses_to_send(pair: tuple[Node, Node]) -> None:
         echo.ask("x", timeout=5)
     with pytest.raises(NodeUnreachable):
         a.ref(f"echo@{b.address}x").ask("x", timeout=5)
+
+
+def test_peers_connected_here_are_counted_up_then_silent() -> None:
+    """A node counts the peers that send to it (``clients_up``) as well as those it sends to,
+    and one that goes away turns ``clients_silent`` once it misses a heartbeat timeout."""
+    with Node(name="server", heartbeat=0.5) as server:
+        Echo.start(name="echo")
+        assert server.statistics().clients_up == 0
+        client = Node(name="client", heartbeat=0.5)
+        try:
+            assert client.ref(f"echo@{server.address}").ask("hi", timeout=5).get() == "hi"
+            stats = server.statistics()
+            assert (stats.clients_up, stats.clients_silent) == (1, 0)
+            assert server.peer_state(client.address) is None  # it never sent to the client
+        finally:
+            client.close()
+        deadline = time.monotonic() + 10
+        while server.statistics().clients_silent != 1:
+            assert time.monotonic() < deadline, server.statistics()
+            threading.Event().wait(0.05)
+        assert server.statistics().clients_up == 0

@@ -382,6 +382,8 @@ class Node:
         c = self.counters
         peers = list(self.peers.values())
         zap = self.zap_handler
+        heard = _monotonic() - self.heartbeat
+        clients = [a.last_seen >= heard for a in list(self.server.accounts.values())]
         return NodeStats(
             address=self.address,
             name=self.name,
@@ -409,6 +411,8 @@ class Node:
             peers_reaped=c.peers_reaped,
             peers_evicted=c.peers_evicted,
             bad_traces=c.bad_traces,
+            clients_up=sum(clients),
+            clients_silent=len(clients) - sum(clients),
         )
 
     def close(self, timeout: float = 5.0) -> None:

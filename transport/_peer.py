@@ -213,6 +213,10 @@ class NodeStats:
         bad_traces: trace contexts from peers dropped as malformed (the messages carrying
             them were delivered without one).
         bytes_in: bytes of valid frames received. bytes_out: bytes of frames sent.
+        clients_up: peers connected to this node (nodes and drivers that send to it; a CURVE
+            key on a keyed node) heard from within the heartbeat timeout: a peer pings the nodes
+            it sends to several times per heartbeat. clients_silent: such peers known to this
+            node but not heard from for longer (gone, or cut off; forgotten once idle).
     """
 
     address: str
@@ -241,3 +245,5 @@ class NodeStats:
     bad_traces: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    clients_up: int = 0
+    clients_silent: int = 0
