@@ -17,7 +17,14 @@ message, variant / reference; 1.00 = the same, 1.02 = 2% slower): ``off/base`` (
 is <= 1.02) and ``on/off`` (the overhead of tracing). Summaries are min / median / max over
 the blocks, with the load average at start and end: on a shared machine, compare the medians.
 
+Wall and CPU time on a shared machine vary by tens of percent from block to block, too much to
+show a 2% change. ``--instructions`` counts instead: each path runs under valgrind
+(``cachegrind``, no cache simulation) with ``N`` and ``3N`` messages in one process (the remote
+paths between two nodes in that process, so both ends are counted), and the difference, divided
+by ``2N``, is the instructions per message, which does not depend on the machine's load.
+
 Run: ``python benchmarks/bench_tracing.py [--baseline COMMIT] [--blocks 5] [--runs 20]``
+or ``python benchmarks/bench_tracing.py --instructions [--baseline COMMIT] [--measured COMMIT]``
 (COMMIT: the commit to compare with, by default the one before this checkout's, ``HEAD~1``;
 name the last commit before tracing, or any other, to compare with it).
 """
@@ -157,6 +164,72 @@ def measure(on: bool, tells: int, asks: int, runs: int) -> dict[str, float]:
         peer.wait(30)
 
 
+def count_worker(path_name: str, n: int) -> None:
+    """Send ``n`` messages down one path (run under valgrind by ``instructions``)."""
+    from llmos.actors import Actor, stop_all
+    from llmos.transport import Node
+
+    class Counter(Actor):
+        def __init__(self) -> None:
+            super().__init__()
+            self.count = 0
+
+        def on_receive(self, message: Any) -> Any:
+            if message == "count":
+                return self.count
+            self.count += 1
+            return message
+
+    Counter.start(name="counter")
+    with Node() as server, Node() as client:
+        ref: Any = Counter.start()
+        if path_name.startswith("remote"):
+            ref = client.ref(f"counter@{server.address}")
+        ref.ask("count", timeout=600).get()  # connected and warm before the count starts
+        if path_name.endswith("tell"):
+            for i in range(n):
+                ref.tell(i)
+        else:
+            for i in range(n):
+                ref.ask(i, timeout=600).get()
+        ref.ask("count", timeout=600).get()
+    stop_all()
+
+
+def instructions_of(path: Path, path_name: str, n: int) -> int:
+    """Instructions executed by a worker process sending ``n`` messages down ``path_name``."""
+    env = {**os.environ, "PYTHONPATH": str(path), "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    command = ["valgrind", "--tool=cachegrind", "--cache-sim=no"]
+    command += ["--cachegrind-out-file=/dev/null", sys.executable, str(Path(__file__).resolve())]
+    command += ["--count-worker", path_name, "--tells", str(n)]
+    done = subprocess.run(
+        command, env=env, capture_output=True, text=True, timeout=3600, check=True, cwd="/"
+    )
+    for line in done.stderr.splitlines():
+        if "I   refs:" in line or "I refs:" in line:
+            return int(line.rsplit(":", 1)[1].replace(",", "").strip())
+    raise RuntimeError(f"no instruction count in valgrind's output:\n{done.stderr[-2000:]}")
+
+
+def count_instructions(paths: dict[str, Path], rounds: int) -> None:
+    """Print instructions per message, base vs new, for each path, ``rounds`` times."""
+    sizes = {"local_tell": 4000, "local_ask": 1000, "remote_tell": 1000, "remote_ask": 300}
+    for name, n in sizes.items():
+        per: dict[str, list[float]] = {"base": [], "new": []}
+        for _ in range(rounds):
+            for variant in ("base", "new"):
+                low = instructions_of(paths[variant], name, n)
+                high = instructions_of(paths[variant], name, 3 * n)
+                per[variant].append((high - low) / (2 * n))
+        base, new = statistics.median(per["base"]), statistics.median(per["new"])
+        print(
+            f"  {name:<12} base {', '.join(f'{v:,.0f}' for v in per['base'])}"
+            f"  new {', '.join(f'{v:,.0f}' for v in per['new'])}"
+            f"  new/base (medians) {new / base:.4f}",
+            flush=True,
+        )
+
+
 def tree(root: Path, into: Path) -> Path:
     """A folder whose ``llmos`` maps each package to ``root``'s (put first on PYTHONPATH)."""
     (into / "llmos").mkdir(parents=True)
@@ -195,11 +268,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tells", type=int, default=2_000, help="tells per run")
     parser.add_argument("--asks", type=int, default=200, help="asks per run")
     parser.add_argument("--runs", type=int, default=20, help="runs per figure (least kept)")
+    parser.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count instructions per message under valgrind instead of timing (tracing off)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--count-worker", help=argparse.SUPPRESS)
     parser.add_argument("--on", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure(args.on, args.tells, args.asks, args.runs)))
+        return 0
+    if args.count_worker:
+        count_worker(args.count_worker, args.tells)
         return 0
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
     print("per block and variant, µs per message: " + ", ".join(FIGURES))
@@ -228,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     made.append(source)
                 paths[name] = tree(source, Path(tmp) / f"{name}-tree")
+            if args.instructions:
+                print("instructions per message (tracing off), per round; base vs new:")
+                count_instructions(paths, max(args.blocks // 2, 1))
+                return 0
             variants = [("base", False), ("off", False), ("on", True)]
             ratios: dict[str, list[float]] = {}
             for block in range(args.blocks):
