@@ -21,10 +21,11 @@ from llmos.kernel import KERNEL_NAME, NodeStatus
 from llmos.transport import KeyPair, Node
 
 from ._errors import ClusterError
-from ._host import BootActor, NodeHost, Registry
+from ._host import BootActor, NodeHost, cluster_keys
 from ._info import NodeInfo, fits
 from ._placement import Strategy, place, release_groups
 from ._ray import NODE_PREFIX, REGISTRY, import_ray
+from ._ref import ClusterRef
 from ._replicas import Replicas
 
 __all__ = ["Cluster"]
@@ -42,6 +43,8 @@ class Cluster:
         keys: the cluster's key pair (every node and driver shares it).
         bind_host: the IP the driver's node binds (default: this Ray node's IP).
         heartbeat: the heartbeat timeout of the driver's node and of nodes started here.
+        local: a node to carry the messages instead of a new one (kept open by :meth:`close`;
+            how :func:`current` uses the node it runs on).
     """
 
     def __init__(
@@ -52,6 +55,7 @@ class Cluster:
         bind_host: str | None = None,
         heartbeat: float = 3.0,
         owns_ray: bool = False,
+        local: Node | None = None,
     ) -> None:
         self.ray: Any = import_ray()
         self.namespace = namespace
@@ -59,6 +63,10 @@ class Cluster:
         self.bind_host = bind_host
         self.heartbeat = heartbeat
         self.owns_ray = owns_ray
+        self.owns_local = local is None
+        if local is not None:
+            self.local = local
+            return
         host = bind_host or self.ray.util.get_node_ip_address()
         self.local = Node(
             f"tcp://{host}:0",
@@ -107,35 +115,10 @@ class Cluster:
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 raise ClusterError(f"cannot connect to Ray at {address or 'auto'}: {exc}") from exc
             owns = True
-        if not create:
-            try:
-                ray.get_actor(REGISTRY, namespace=namespace)
-            except ValueError as exc:
-                raise ClusterError(f"no llmos cluster in Ray namespace {namespace!r}") from exc
-        fresh = KeyPair.generate()
-        here = ray.get_runtime_context().get_node_id()
-        registry = (
-            ray.remote(Registry)
-            .options(
-                name=REGISTRY,
-                namespace=namespace,
-                lifetime="detached",
-                get_if_exists=True,
-                num_cpus=0,
-                max_restarts=-1,
-                scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
-                    here, soft=True
-                ),
-            )
-            .remote(fresh.public, fresh.secret)
-        )
-        try:
-            public, secret = ray.get(registry.keys.remote(), timeout=timeout)
-        except Exception as exc:
-            raise ClusterError(f"the cluster registry of {namespace!r} did not answer") from exc
+        keys = cluster_keys(ray, namespace, create=create, timeout=timeout)
         return cls(
             namespace,
-            KeyPair(public, secret),
+            keys,
             bind_host=bind_host,
             heartbeat=heartbeat,
             owns_ray=owns,
@@ -152,7 +135,8 @@ class Cluster:
 
         The cluster's nodes keep running; :meth:`down` stops them.
         """
-        self.local.close()
+        if self.owns_local:
+            self.local.close()
         if self.owns_ray and self.ray.is_initialized():
             self.ray.shutdown()
 
@@ -221,6 +205,7 @@ class Cluster:
                         name,
                         self.keys.public,
                         self.keys.secret,
+                        namespace=self.namespace,
                         bind_host=self.bind_host,
                         allow_spawn=tuple(allow_spawn),
                         actors=tuple(actors),
@@ -294,7 +279,8 @@ class Cluster:
 
     def lookup(self, actor: str, node: str | None = None, timeout: float = 10.0) -> ActorRef:
         """The ref of the actor named ``actor`` on node ``node`` (default: the first node,
-        by name, that runs one). Asked over the llmos transport.
+        by name, that runs one), asked over the llmos transport: a :class:`ClusterRef`,
+        which follows the node across Ray's restarts (a local ref on the node this runs on).
 
         Raises:
             ActorDeadError: no such actor there (or on any node). ClusterError: no such node.
@@ -302,9 +288,12 @@ class Cluster:
         infos = [self.node(node, timeout)] if node else self.nodes(timeout)
         for info in infos:
             try:
-                return self.local.lookup(actor, node=info.address, timeout=timeout)
+                found = self.local.lookup(actor, node=info.address, timeout=timeout)
             except ActorDeadError:
                 continue
+            if info.address == self.local.address:
+                return found
+            return ClusterRef(self.local, actor, info.name, self.host(info.name), info.address)
         where = f"node {node!r}" if node else f"any node of {self.namespace!r}"
         raise ActorDeadError(f"no actor {actor!r} runs on {where}")
 
@@ -348,11 +337,17 @@ class Cluster:
             target.address, path, *args, name=name, timeout=timeout, **kwargs
         )
 
-    def ref(self, actor: str, node: str) -> Replicas:
-        """A ref to the actor named ``actor`` on node ``node`` that outlives the node's
-        restarts: an ask there fails with NodeUnreachable while the node is down, and goes to
-        its new address once Ray has restarted it (a :class:`Replicas` of one, no retry)."""
-        return Replicas(self.local, actor, {node: self.host(node)}, retries=0)
+    def ref(self, actor: str, node: str, timeout: float = 10.0) -> ClusterRef:
+        """A ref to the actor named ``actor`` on node ``node``, by name: it follows the node
+        across Ray's restarts (see :class:`ClusterRef`). No round trip to the actor, which may
+        not run yet.
+
+        Raises:
+            ClusterError: no such node, or it did not answer within ``timeout``.
+        """
+        return ClusterRef(
+            self.local, actor, node, self.host(node), self.node(node, timeout).address
+        )
 
     def replicas(self, actor: str, nodes: Sequence[str] | None = None) -> Replicas:
         """One ref over the actors named ``actor`` on ``nodes`` (default: every node that
@@ -387,8 +382,14 @@ class Cluster:
     def down(self, timeout: float = 15.0) -> list[str]:
         """Stop every node of the namespace, its Ray actor, its placement groups and the
         registry; close this driver's node first (it would only report the nodes going).
-        Returns the names of the nodes stopped."""
+        Returns the names of the nodes stopped.
+
+        Raises:
+            ClusterError: called from inside a node (:func:`current`), which it would stop.
+        """
         ray = self.ray
+        if not self.owns_local:
+            raise ClusterError("down() from inside an llmos node would stop that node too")
         self.local.close()
         names = self.stop_nodes(self.node_names(), timeout)
         try:

@@ -20,9 +20,12 @@ from llmos.actors import Actor, LlmosError, stop_all
 from llmos.kernel import kernel
 from llmos.transport import KeyPair, Node
 
-from ._ray import import_ray
+from ._errors import ClusterError
+from ._ray import REGISTRY, import_ray
 
-__all__ = ["BootActor", "NodeHost", "Registry", "import_actor_class"]
+__all__ = ["BootActor", "NodeHost", "Registry", "cluster_keys", "hosted", "import_actor_class"]
+
+_hosted: NodeHost | None = None  # the node this Ray worker process runs, once it listens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +66,7 @@ class NodeHost:
         name: the node's name (its Ray actor is ``llmos-node:<name>``).
         public, secret: the cluster's CURVE key pair; the node lets in only that key and
             reaches every other node with it.
+        namespace: the cluster's Ray namespace (how actors here find the other nodes).
         bind_host: the IP to bind (default: the Ray node's IP, as Ray reports it).
         allow_spawn: classes peers may spawn here (see :class:`llmos.transport.Node`).
         actors: started under the kernel at every start, so a restarted node serves them again.
@@ -75,6 +79,7 @@ class NodeHost:
         public: bytes,
         secret: bytes,
         *,
+        namespace: str = "llmos",
         bind_host: str | None = None,
         allow_spawn: tuple[str, ...] = (),
         actors: tuple[BootActor, ...] = (),
@@ -83,16 +88,21 @@ class NodeHost:
         ray: Any = import_ray()
         host = bind_host or ray.util.get_node_ip_address()
         root = kernel()
+        self.namespace = namespace
+        self.keys = KeyPair(public, secret)
+        self.heartbeat = heartbeat
         self.node = Node(
             f"tcp://{host}:0",
             name=name,
-            keys=KeyPair(public, secret),
+            keys=self.keys,
             allow_keys=[public],
             default_peer_key=public,
             allow_spawn=allow_spawn,
             spawner=root.spawner,
             heartbeat=heartbeat,
         )
+        global _hosted
+        _hosted = self  # before the boot actors start: they may look for the cluster at once
         try:
             for boot in actors:
                 root.spawn(import_actor_class(boot.path), *boot.args, name=boot.name, **boot.kwargs)
@@ -123,12 +133,20 @@ class NodeHost:
 
     def shutdown(self) -> bool:
         """Close the node's sockets and stop every actor here; True if all stopped in time."""
+        global _hosted
+        if _hosted is self:
+            _hosted = None
         self.node.close()
         try:
             stop_all(timeout=10.0)
         except LlmosError:
             return False
         return True
+
+
+def hosted() -> NodeHost | None:
+    """The llmos node this process runs as a Ray actor (None in a driver or elsewhere)."""
+    return _hosted
 
 
 class Registry:
@@ -140,3 +158,40 @@ class Registry:
     def keys(self) -> tuple[bytes, bytes]:
         """The cluster's key pair (public, secret), both Z85."""
         return self.pair
+
+
+def cluster_keys(ray: Any, namespace: str, *, create: bool, timeout: float) -> KeyPair:
+    """The key pair of the cluster of ``namespace``, from its registry actor; with ``create``
+    a first driver makes the registry (detached, on its own Ray node if it can) and the keys.
+
+    Raises:
+        ClusterError: ``create`` is False and the namespace has no llmos cluster, or the
+            registry did not answer within ``timeout``.
+    """
+    if not create:
+        try:
+            ray.get_actor(REGISTRY, namespace=namespace)
+        except ValueError as exc:
+            raise ClusterError(f"no llmos cluster in Ray namespace {namespace!r}") from exc
+    fresh = KeyPair.generate()
+    here = ray.get_runtime_context().get_node_id()
+    registry = (
+        ray.remote(Registry)
+        .options(
+            name=REGISTRY,
+            namespace=namespace,
+            lifetime="detached",
+            get_if_exists=True,
+            num_cpus=0,
+            max_restarts=-1,
+            scheduling_strategy=ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy(
+                here, soft=True
+            ),
+        )
+        .remote(fresh.public, fresh.secret)
+    )
+    try:
+        public, secret = ray.get(registry.keys.remote(), timeout=timeout)
+    except Exception as exc:
+        raise ClusterError(f"the cluster registry of {namespace!r} did not answer") from exc
+    return KeyPair(public, secret)

@@ -23,7 +23,7 @@ import ray
 from ray.cluster_utils import Cluster as RayCluster
 
 from llmos.agents import ChatAgent, MaxTurns, run_chat, spawn
-from llmos.cluster import BootActor, Cluster, ClusterError, NodeInfo
+from llmos.cluster import BootActor, Cluster, ClusterError, ClusterRef, NodeInfo, current
 from llmos.models import Completion, Generate
 from llmos.transport import NodeUnreachable
 
@@ -34,6 +34,8 @@ STORE = 80 * 1024 * 1024
 # Each request takes 1 s, so asks queued on a node are still in flight when it is removed.
 MODEL = BootActor("llmos.models:FakeModel", "model", kwargs={"delay": 1.0})
 NODES = ["m1", "m2"]
+FINDER = BootActor("cluster_support:Finder", "finder")
+HERE = str(Path(__file__).resolve().parent)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,14 @@ def raylets() -> Iterator[dict[str, Any]]:
         gpu = head.add_node(num_cpus=2, num_gpus=1, object_store_memory=STORE)
         plain = head.add_node(num_cpus=2, object_store_memory=STORE)
         head.wait_for_nodes()
-        ray.init(address=head.address, namespace=NAMESPACE, log_to_driver=False)
+        # The nodes' processes import the tests' own actors (cluster_support) from here.
+        path = os.pathsep.join(p for p in (HERE, os.environ.get("PYTHONPATH")) if p)
+        ray.init(
+            address=head.address,
+            namespace=NAMESPACE,
+            log_to_driver=False,
+            runtime_env={"env_vars": {"PYTHONPATH": path}},
+        )
         yield {"head": head, "gpu": gpu, "plain": plain, "address": head.address}
     finally:
         ray.shutdown()
@@ -109,10 +118,18 @@ def test_nodes_land_apart_are_found_by_name_and_host_a_group_chat(
         # Resource requests and a strict placement: two nodes that each want half a GPU
         # share the one Ray node that has a GPU.
         packed = cluster.start_nodes(
-            ["p1", "p2"], num_cpus=0.5, num_gpus=0.5, strategy="STRICT_PACK"
+            ["p1", "p2"], num_cpus=0.5, num_gpus=0.5, strategy="STRICT_PACK", actors=[FINDER]
         )
         assert {p.ray_node for p in packed} == {raylets["gpu"].node_id}
         assert all(p.assigned.get("GPU") == 0.5 for p in packed)
+        # Discovery from inside a node: an actor on p1 lists the nodes, finds m2's model by
+        # name through llmos.cluster.current() and asks it, over p1's own llmos node.
+        seen = cluster.lookup("finder", node="p1").ask(["m2", "model", "hi"], timeout=60).get()
+        assert seen["nodes"] == ["m1", "m2", "p1", "p2"]
+        assert seen["ref"] == "ClusterRef" and seen["address"] == infos[1].address
+        assert seen["text"]
+        with pytest.raises(ClusterError, match="inside an llmos node"):
+            current()  # this driver is no node
         assert cluster.stop_nodes(["p1", "p2"]) == ["p1", "p2"]
         with pytest.raises(ClusterError, match="no room"):  # three apart on two raylets
             cluster.start_nodes(
@@ -166,10 +183,12 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
     with connect() as cluster:
         victim = next(i for i in cluster.nodes() if i.ray_node == raylets["plain"].node_id)
         model = cluster.replicas("model", NODES)
-        named = cluster.ref("model", victim.name)  # by name: follows the node's restarts
+        named = cluster.ref("model", victim.name)  # refs by name follow the node's restarts
         try:
             direct = cluster.lookup("model", node=victim.name)
-            # Three asks straight to the victim's model, then four through the pool (two of
+            assert isinstance(direct, ClusterRef) and direct == named
+            pinned = cluster.local.remote_ref("model", victim.address)  # bound to one address
+            # Three asks to the victim's model by name, then four through the pool (two of
             # them queue behind those three): all are in flight when its raylet goes.
             direct_replies = [ask_text(direct, f"direct {i}") for i in range(3)]
             pool_replies = [ask_text(model, f"pooled {i}") for i in range(4)]
@@ -181,7 +200,8 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
                     assert isinstance(reply.get(), Completion)
                 except NodeUnreachable:
                     lost += 1
-            assert lost >= 1  # what was in flight there fails, typed
+            assert lost >= 1  # what was in flight there fails, typed, and is not resent
+            assert direct.followed == 0
             for reply in pool_replies:
                 assert isinstance(reply.get(), Completion)  # retried once on the other node
             assert model.retried >= 1
@@ -202,13 +222,16 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
             assert isinstance(
                 ask_text(cluster.lookup("model", node=victim.name), "hi").get(), Completion
             )
-            named.wait_up(timeout=30)
+            # The refs by name taken before the restart follow the node to its new address:
+            # the old one is known down, so the ask never leaves for it and Ray is asked.
+            assert isinstance(ask_text(direct, "by name").get(), Completion)
+            assert direct.followed == 1 and direct.node == back.address
+            assert named.wait_up(timeout=30) == back.address
             assert isinstance(ask_text(named, "by name").get(), Completion)
-            with pytest.raises(NodeUnreachable):  # the ref taken before is bound to the old node
-                ask_text(direct, "old address", timeout=5).get()
+            with pytest.raises(NodeUnreachable):  # a plain remote ref stays with the old node
+                ask_text(pinned, "old address", timeout=5).get()
         finally:
             model.stop()
-            named.stop()
 
 
 def test_cluster_down_leaves_no_process_socket_or_ray_actor(
