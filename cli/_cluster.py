@@ -2,13 +2,16 @@
 
 Ray places the node processes and restarts them; llmos carries the messages. ``--address``
 names an existing Ray cluster (``ray start --head`` on one machine, a KubeRay head service on
-Kubernetes); without it ``up`` starts a local Ray head (``ray start --head``) unless one runs.
+Kubernetes); without it the command uses ``RAY_ADDRESS``, else the Ray cluster that ``ray start``
+runs on this machine, and ``up`` starts one (``ray start --head``, which outlives the command;
+``ray stop`` ends it) when there is none. Never another program's private Ray instance.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import subprocess
 import sys
@@ -71,6 +74,20 @@ def add_cluster_parser(sub: Any) -> None:
     up.add_argument("--allow-spawn", action="append", default=[], metavar="PKG.MOD:CLASS")
 
 
+def _local_ray_address() -> str | None:
+    """RAY_ADDRESS, else the address ``ray start`` records on this machine until ``ray stop``
+    (``ray_current_cluster`` in Ray's temporary folder), else None."""
+    if os.environ.get("RAY_ADDRESS"):
+        return os.environ["RAY_ADDRESS"]
+    linux_tmp = os.environ.get("TMPDIR") if sys.platform.startswith("linux") else None
+    root = os.environ.get("RAY_TMPDIR") or linux_tmp or "/tmp"
+    try:
+        recorded = Path(root, "ray", "ray_current_cluster").read_text().strip()
+    except OSError:
+        return None
+    return recorded or None
+
+
 def _start_local_ray() -> None:
     ray_command = shutil.which("ray") or str(Path(sys.executable).parent / "ray")
     done = subprocess.run(
@@ -96,22 +113,35 @@ def run_cluster(args: argparse.Namespace) -> int:
     logging.getLogger("ray.actor").addFilter(
         lambda record: "detached actor with a placement group" not in record.getMessage()
     )
-    address = args.address or "auto"
+    address = args.address or _local_ray_address()
+    if address is None:
+        if args.verb != "up":
+            print(
+                "no Ray cluster runs on this machine (none started with `ray start`, no "
+                "RAY_ADDRESS): nothing to show or stop; name another one with --address"
+            )
+            return 0
+        _start_local_ray()
+        address = _local_ray_address() or "auto"
+        print(f"started a local Ray head at {address} (it outlives this command: `ray stop`)")
     options = {"namespace": args.namespace, "bind_host": args.bind_host, "timeout": args.timeout}
     try:
         cluster = Cluster.connect(address, create=args.verb == "up", **options)
     except ClusterError:
-        if ray.is_initialized():  # Ray answered: this namespace has no llmos cluster
-            print(f"no llmos cluster in Ray namespace {args.namespace!r}: nothing to show or stop")
-            return 0
-        if args.verb != "up" or args.address is not None:
+        if not ray.is_initialized():
             raise
-        _start_local_ray()  # up without --address: a local Ray head that outlives this command
-        cluster = Cluster.connect("auto", **options)
+        # Ray answered: this namespace has no llmos cluster.
+        print(f"no llmos cluster in Ray namespace {args.namespace!r}: nothing to show or stop")
+        return 0
     with cluster:
         if args.verb == "up":
             names = [f"{args.prefix}-{i}" for i in range(1, args.nodes + 1)]
             actors = [BootActor(_MODELS[args.model], "model")] if args.model != "none" else []
+            print(
+                f"starting {', '.join(names)} (waiting up to {args.timeout:g} s for Ray to "
+                "place them; Ctrl+C stops them)",
+                flush=True,
+            )
             infos = cluster.start_nodes(
                 names,
                 num_cpus=args.num_cpus,
@@ -125,7 +155,12 @@ def run_cluster(args: argparse.Namespace) -> int:
             )
             print(f"started {len(infos)} llmos nodes in Ray namespace {args.namespace!r}")
             _print_nodes(cluster, infos)
-            print(f"stop them with: llmos cluster down --address {address}")
+            where = "".join(
+                f" --{flag} {value}"
+                for flag, value in (("address", args.address), ("namespace", args.namespace))
+                if value is not None and (flag, value) != ("namespace", "llmos")
+            )
+            print(f"stop them with: llmos cluster down{where}")
         elif args.verb == "status":
             names = cluster.node_names()
             infos = cluster.nodes(timeout=min(args.timeout, 10.0))

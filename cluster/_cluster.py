@@ -24,7 +24,7 @@ from ._errors import ClusterError
 from ._host import BootActor, NodeHost, cluster_keys
 from ._info import NodeInfo, fits
 from ._placement import Strategy, place, release_groups
-from ._ray import NODE_PREFIX, REGISTRY, import_ray
+from ._ray import NODE_PREFIX, REGISTRY, import_ray, is_timeout, last_line
 from ._ref import ClusterRef
 from ._replicas import Replicas
 
@@ -183,25 +183,24 @@ class Cluster:
         bundle = {"CPU": float(num_cpus), "GPU": float(num_gpus), **(resources or {})}
         bundle = {key: amount for key, amount in bundle.items() if amount > 0}
         strategies = place(ray, self.namespace, names, bundle, strategy, placement_group, timeout)
-        hosts = []
-        for name, where in zip(names, strategies, strict=True):
-            options: dict[str, Any] = {
-                "name": NODE_PREFIX + name,
-                "namespace": self.namespace,
-                "lifetime": "detached",
-                "max_restarts": max_restarts,
-                "max_task_retries": -1,
-                "num_cpus": num_cpus,
-                "num_gpus": num_gpus,
-                "scheduling_strategy": where,
-            }
-            if resources:
-                options["resources"] = dict(resources)
-            try:
-                host = (
-                    ray.remote(NodeHost)
-                    .options(**options)
-                    .remote(
+        hosts: list[Any] = []
+        try:
+            for name, where in zip(names, strategies, strict=True):
+                options: dict[str, Any] = {
+                    "name": NODE_PREFIX + name,
+                    "namespace": self.namespace,
+                    "lifetime": "detached",
+                    "max_restarts": max_restarts,
+                    "max_task_retries": -1,
+                    "num_cpus": num_cpus,
+                    "num_gpus": num_gpus,
+                    "scheduling_strategy": where,
+                }
+                if resources:
+                    options["resources"] = dict(resources)
+                host = ray.remote(NodeHost).options(**options)
+                hosts.append(
+                    host.remote(
                         name,
                         self.keys.public,
                         self.keys.secret,
@@ -212,13 +211,16 @@ class Cluster:
                         heartbeat=self.heartbeat,
                     )
                 )
-            except ValueError as exc:
-                raise ClusterError(f"cannot start node {name!r}: {exc}") from exc
-            hosts.append(host)
-        try:
             facts = ray.get([host.info.remote() for host in hosts], timeout=timeout)
-        except Exception as exc:
-            raise ClusterError(f"nodes {list(names)} did not start within {timeout:.3g} s") from exc
+        except BaseException as exc:
+            # Nothing half-started stays (a boot actor that failed, a timeout, Ctrl+C).
+            for host in hosts:
+                ray.kill(host, no_restart=True)
+            release_groups(ray, self.namespace, set(self.node_names()) - set(names))
+            if not isinstance(exc, Exception):
+                raise
+            why = f"within {timeout:.3g} s" if is_timeout(exc) else f"({last_line(exc)})"
+            raise ClusterError(f"nodes {list(names)} did not start {why}") from exc
         machines = self._machines()
         return [NodeInfo.from_facts(f, machines.get(f["ray_node"], {})) for f in facts]
 

@@ -42,8 +42,10 @@ def place(
     )
     try:
         ray.get(group.ready(), timeout=timeout)
-    except Exception as exc:
+    except BaseException as exc:  # a timeout, or Ctrl+C: the group must not stay pending
         ray.util.remove_placement_group(group)
+        if not isinstance(exc, Exception):
+            raise
         raise ClusterError(
             f"Ray found no room for {len(names)} x {bundle} ({strategy}) within "
             f"{timeout:.3g} s; add Ray nodes or ask for less"

@@ -7,7 +7,7 @@ from typing import Any
 
 from ._errors import ClusterError
 
-__all__ = ["NODE_PREFIX", "REGISTRY", "import_ray", "is_dead_actor", "is_timeout"]
+__all__ = ["NODE_PREFIX", "REGISTRY", "import_ray", "is_dead_actor", "is_timeout", "last_line"]
 
 NODE_PREFIX = "llmos-node:"
 """Ray actor names of llmos nodes: ``llmos-node:<node name>``, in the cluster's namespace."""
@@ -37,3 +37,9 @@ def is_dead_actor(exc: BaseException) -> bool:
     ray: Any = import_ray()
     errors = ray.exceptions
     return isinstance(exc, errors.RayActorError | errors.ActorUnavailableError)
+
+
+def last_line(exc: BaseException) -> str:
+    """The last line of a Ray error (its cause, below Ray's traceback), at most 300 chars."""
+    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:300]
