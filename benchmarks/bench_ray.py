@@ -6,14 +6,17 @@ Run: ``python benchmarks/bench_ray.py [--asks 300] [--rounds 5] [--kills 2]``.
 A local Ray cluster (``ray.cluster_utils.Cluster``: a head and two worker raylets) runs a
 ``llmos.cluster`` node with a ``FakeModel``; beside it, ``llmos node`` is started by hand as a
 subprocess with the same CURVE key pair and the same FakeModel spawned on it. This process's
-node asks each a small ``Generate`` in alternating blocks (both over tcp on 127.0.0.1 with
-CURVE), so both see the same background load; the message plane is the same, so the ratio
-should be about 1. The table prints min / median / max of each block's mean round trip and of
-the per-round ratios, and the load average.
+node asks each a small ``Generate`` in interleaved blocks (all over tcp on 127.0.0.1 with
+CURVE), so all see the same background load; the message plane is the same, so the ratio
+should be about 1. The Ray-started node is asked through a bare remote ref and through the
+ref by name that ``Cluster.lookup`` gives (a ``ClusterRef``, which follows restarts). The
+table prints min / median / max of each block's mean round trip and of the per-round ratios,
+and the load average.
 
-Recovery: ``--kills`` times, SIGKILL the Ray-started node's process and time until the
-replicas ref has it back (Ray restarted it, its model runs again) and an ask there succeeds;
-then once, remove the raylet it runs on (a lost machine) and time the same. Not a test.
+Recovery: ``--kills`` times for each kind of ref (a Replicas of one and a ClusterRef), SIGKILL
+the Ray-started node's process and time until Ray runs it in a new process and an ask through
+the ref is answered there; then once, remove the raylet it runs on (a lost machine) and time
+the same through the Replicas. Not a test.
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         cluster = Cluster.connect(namespace=NAMESPACE, bind_host="127.0.0.1")
         model = BootActor("llmos.models:FakeModel", "model")
         cluster.start_nodes(["r1"], actors=[model], placement_group=False)
-        by_ray = cluster.lookup("model", node="r1")
+        by_name = cluster.lookup("model", node="r1")  # a ClusterRef: follows r1's restarts
+        by_ray = cluster.local.remote_ref("model", by_name.node or "")  # the bare message plane
         with tempfile.TemporaryDirectory() as keys_dir:
             # The hand-started node gets the cluster's own key pair: the same CURVE set-up.
             secret_file = os.path.join(keys_dir, "node.key_secret")
@@ -122,36 +126,43 @@ def main(argv: list[str] | None = None) -> int:
         by_hand = cluster.local.spawn_remote(
             address, "llmos.models:FakeModel", name="model", timeout=10
         )
-        block(by_ray, 50), block(by_hand, 50)  # warm both connections
-        times: dict[str, list[float]] = {"ray": [], "hand": []}
-        ratios = []
+        refs: dict[str, ActorRef] = {"ray": by_ray, "name": by_name, "hand": by_hand}
+        for ref in refs.values():
+            block(ref, 50)  # warm the connections
+        times: dict[str, list[float]] = {variant: [] for variant in refs}
+        ratios: dict[str, list[float]] = {"ray": [], "name": []}
+        variants = list(refs)
         for i in range(args.rounds):
-            order = ["ray", "hand"] if i % 2 == 0 else ["hand", "ray"]
-            got = {}
-            for variant in order:
-                got[variant] = block(by_ray if variant == "ray" else by_hand, args.asks)
-                times[variant].append(got[variant])
-            ratios.append(got["ray"] / got["hand"])
+            order = variants[i % 3 :] + variants[: i % 3]  # each variant first in turn
+            got = {variant: block(refs[variant], args.asks) for variant in order}
+            for variant, seconds in got.items():
+                times[variant].append(seconds)
+            ratios["ray"].append(got["ray"] / got["hand"])
+            ratios["name"].append(got["name"] / got["hand"])
         print(f"ask round trip, {args.rounds} rounds x {args.asks} asks  (min / median / max)")
         print(f"  node started by Ray    {summary(times['ray'], 1e6, 'us')}")
+        print(f"    by name (ClusterRef) {summary(times['name'], 1e6, 'us')}")
         print(f"  node started by hand   {summary(times['hand'], 1e6, 'us')}")
-        print(f"  ratio Ray / hand       {summary(ratios, 1, 'x')}")
+        print(f"  ratio Ray / hand       {summary(ratios['ray'], 1, 'x')}")
+        print(f"  ratio by name / hand   {summary(ratios['name'], 1, 'x')}")
         print(f"  load average {os.getloadavg()}")
 
         replicas = cluster.replicas("model", ["r1"])
-        recover: list[float] = []
-        for _ in range(args.kills):
-            pid = cluster.node("r1").pid
-            start = time.perf_counter()
-            os.kill(pid, signal.SIGKILL)
-            recover.append(until_back(replicas, start))
-        print(f"recovery after the node process is killed ({args.kills} kills)")
-        print(f"  until an ask succeeds  {summary(recover, 1, 's')}")
-        where = cluster.node("r1").ray_node
-        lost = next(w for w in workers if w.node_id == where)
+        recover: dict[str, list[float]] = {"replicas": [], "name": []}
+        for ref, times_back in ((replicas, recover["replicas"]), (by_name, recover["name"])):
+            for _ in range(args.kills):
+                pid = cluster.node("r1").pid
+                start = time.perf_counter()
+                os.kill(pid, signal.SIGKILL)
+                times_back.append(until_back(cluster, ref, start, pid))
+        print(f"recovery after the node process is killed ({args.kills} kills each)")
+        print(f"  until a Replicas ask succeeds   {summary(recover['replicas'], 1, 's')}")
+        print(f"  until a ClusterRef ask succeeds {summary(recover['name'], 1, 's')}")
+        before = cluster.node("r1")
+        lost = next(w for w in workers if w.node_id == before.ray_node)
         start = time.perf_counter()
         head.remove_node(lost, allow_graceful=False)
-        seconds = until_back(replicas, start)
+        seconds = until_back(cluster, replicas, start, before.pid)
         print(f"recovery after its raylet is removed: {seconds:.2f} s (one run)")
         print(f"  load average {os.getloadavg()}")
         replicas.stop()
@@ -170,16 +181,22 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def until_back(replicas: Any, start: float) -> float:
-    """Seconds from ``start`` until the replica is lost, back, and answers an ask."""
+def until_back(cluster: Cluster, ref: Any, start: float, old_pid: int) -> float:
+    """Seconds from ``start`` until Ray runs node r1 in a new process (not ``old_pid``) and
+    ``ref`` (Replicas or ClusterRef) has an ask answered there."""
+    deadline = start + 120
+    while cluster.node("r1", timeout=60).pid == old_pid:  # the old process still answers
+        if time.perf_counter() > deadline:
+            raise SystemExit("Ray did not restart node r1 within 120 s")
+        time.sleep(0.01)
     while True:
         try:
-            replicas.ask(REQUEST, timeout=10).get()
-        except Exception:  # lost: wait for Ray to bring it back
-            break
-    replicas.wait_up(timeout=120)
-    replicas.ask(REQUEST, timeout=10).get()
-    return time.perf_counter() - start
+            ref.ask(REQUEST, timeout=10).get()
+            return time.perf_counter() - start
+        except Exception:  # sent to the old address before it was known down: wait for the ref
+            if time.perf_counter() > deadline:
+                raise
+            ref.wait_up(timeout=max(deadline - time.perf_counter(), 1.0))
 
 
 if __name__ == "__main__":

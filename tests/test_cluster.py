@@ -8,6 +8,7 @@ driver node; the removal test moves one node to the other raylet, the down test 
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import os
 import select
@@ -188,6 +189,7 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
             direct = cluster.lookup("model", node=victim.name)
             assert isinstance(direct, ClusterRef) and direct == named
             pinned = cluster.local.remote_ref("model", victim.address)  # bound to one address
+            from_loop = cluster.lookup("model", node=victim.name)  # asked from asyncio after
             # Three asks to the victim's model by name, then four through the pool (two of
             # them queue behind those three): all are in flight when its raylet goes.
             direct_replies = [ask_text(direct, f"direct {i}") for i in range(3)]
@@ -226,6 +228,9 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
             # the old one is known down, so the ask never leaves for it and Ray is asked.
             assert isinstance(ask_text(direct, "by name").get(), Completion)
             assert direct.followed == 1 and direct.node == back.address
+            request = Generate(messages=[{"role": "user", "content": "from asyncio"}])
+            answer = asyncio.run(from_loop.ask_async(request, timeout=30))
+            assert isinstance(answer, Completion) and from_loop.node == back.address
             assert named.wait_up(timeout=30) == back.address
             assert isinstance(ask_text(named, "by name").get(), Completion)
             with pytest.raises(NodeUnreachable):  # a plain remote ref stays with the old node
