@@ -329,7 +329,9 @@ class Cluster:
         **kwargs: Any,
     ) -> ActorRef:
         """Spawn ``path`` on node ``node``, or on the node :meth:`pick` chooses for
-        ``resources``; the node's kernel supervises it (it must allow ``path``).
+        ``resources``; the node's kernel supervises it (it must allow ``path``). Such an actor
+        ends with its node's process (a restarted node runs its boot actors only), so the ref
+        is bound to the node's address.
 
         Raises:
             ClusterError: no such node or none fits. SpawnRefused: the node does not allow it.
