@@ -23,7 +23,7 @@ from llmos.transport import KeyPair, Node
 from ._errors import ClusterError
 from ._host import BootActor, NodeHost, cluster_keys
 from ._info import NodeInfo, fits
-from ._placement import Strategy, place, release_groups
+from ._placement import Strategy, host_options, place, release_groups
 from ._ray import NODE_PREFIX, REGISTRY, import_ray, is_timeout, last_line
 from ._ref import ClusterRef
 from ._replicas import Replicas
@@ -186,18 +186,9 @@ class Cluster:
         hosts: list[Any] = []
         try:
             for name, where in zip(names, strategies, strict=True):
-                options: dict[str, Any] = {
-                    "name": NODE_PREFIX + name,
-                    "namespace": self.namespace,
-                    "lifetime": "detached",
-                    "max_restarts": max_restarts,
-                    "max_task_retries": -1,
-                    "num_cpus": num_cpus,
-                    "num_gpus": num_gpus,
-                    "scheduling_strategy": where,
-                }
-                if resources:
-                    options["resources"] = dict(resources)
+                options = host_options(
+                    NODE_PREFIX + name, self.namespace, where, bundle, max_restarts
+                )
                 host = ray.remote(NodeHost).options(**options)
                 hosts.append(
                     host.remote(

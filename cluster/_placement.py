@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from ._errors import ClusterError
 
-__all__ = ["Strategy", "place", "release_groups"]
+__all__ = ["Strategy", "host_options", "place", "release_groups"]
 
 Strategy = Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"]
 """How a group of nodes is placed over the Ray nodes (Ray's placement group strategies)."""
@@ -56,6 +56,27 @@ def place(
         )
         for i in range(len(names))
     ]
+
+
+def host_options(
+    name: str, namespace: str, where: Any, bundle: dict[str, float], max_restarts: int
+) -> dict[str, Any]:
+    """Ray's options for a node's actor: detached and named, restarted up to ``max_restarts``
+    times with its method calls retried, reserving ``bundle`` where ``where`` says."""
+    extra = {key: amount for key, amount in bundle.items() if key not in ("CPU", "GPU")}
+    options: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "lifetime": "detached",
+        "max_restarts": max_restarts,
+        "max_task_retries": -1,
+        "num_cpus": bundle.get("CPU", 0.0),
+        "num_gpus": bundle.get("GPU", 0.0),
+        "scheduling_strategy": where,
+    }
+    if extra:
+        options["resources"] = extra
+    return options
 
 
 def release_groups(ray: Any, namespace: str, remaining: set[str]) -> None:
