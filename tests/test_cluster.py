@@ -190,6 +190,7 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
             assert isinstance(direct, ClusterRef) and direct == named
             pinned = cluster.local.remote_ref("model", victim.address)  # bound to one address
             from_loop = cluster.lookup("model", node=victim.name)  # asked from asyncio after
+            counted = cluster.lookup("model", node=victim.name)  # asked for its statistics
             # Three asks to the victim's model by name, then four through the pool (two of
             # them queue behind those three): all are in flight when its raylet goes.
             direct_replies = [ask_text(direct, f"direct {i}") for i in range(3)]
@@ -231,6 +232,7 @@ def test_removed_node_fails_in_flight_asks_and_the_pool_routes_around_and_back(
             request = Generate(messages=[{"role": "user", "content": "from asyncio"}])
             answer = asyncio.run(from_loop.ask_async(request, timeout=30))
             assert isinstance(answer, Completion) and from_loop.node == back.address
+            assert counted.statistics().processed >= 1 and counted.node == back.address
             assert named.wait_up(timeout=30) == back.address
             assert isinstance(ask_text(named, "by name").get(), Completion)
             with pytest.raises(NodeUnreachable):  # a plain remote ref stays with the old node
@@ -245,8 +247,12 @@ def test_cluster_down_leaves_no_process_socket_or_ray_actor(
     with connect() as cluster:
         infos = cluster.nodes()
         assert [i.name for i in infos] == NODES
-    out = llmos_cli("down", "--address", raylets["address"], "--bind-host", "127.0.0.1")
-    assert "stopped 2 llmos nodes: m1, m2" in out
+        kept = cluster.ref("model", "m1")
+        assert isinstance(ask_text(kept, "before").get(), Completion)
+        out = llmos_cli("down", "--address", raylets["address"], "--bind-host", "127.0.0.1")
+        assert "stopped 2 llmos nodes: m1, m2" in out
+        with pytest.raises(NodeUnreachable):  # stopped for good: Ray has no new address
+            ask_text(kept, "after", timeout=10).get()
     again = llmos_cli("status", "--address", raylets["address"], "--bind-host", "127.0.0.1")
     assert "no llmos cluster in Ray namespace 'llmos-test'" in again
     left = [
