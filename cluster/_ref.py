@@ -109,6 +109,11 @@ class ClusterRef(ActorRef):
         A question to Ray stays pending while Ray restarts the node; a later call reads its
         answer.
         """
+        return self._follow(wait, wait)
+
+    def _follow(self, wait: float, wait_pending: float) -> bool:
+        """:meth:`follow`, waiting ``wait`` for a new question to Ray and ``wait_pending`` for
+        one asked before (an ask waits once, then fails fast while Ray restarts the node)."""
         with self._lock:
             current = self._ref
             if self.local.peer_state(current.node or "") not in _UNSURE:
@@ -116,7 +121,7 @@ class ClusterRef(ActorRef):
             fresh = self._probe is None
             if fresh:
                 self._probe = self.host.address.remote()
-            ready, _ = self.ray.wait([self._probe], timeout=wait if fresh else 0)
+            ready, _ = self.ray.wait([self._probe], timeout=wait if fresh else wait_pending)
             if not ready:
                 return False
             probe, self._probe = self._probe, None
@@ -159,7 +164,7 @@ class ClusterRef(ActorRef):
         try:
             return call(self._ref)
         except NodeUnreachable:
-            if not self.follow(self.resolve_wait):
+            if not self._follow(self.resolve_wait, 0.0):
                 raise
         return call(self._ref)
 
@@ -168,7 +173,7 @@ class ClusterRef(ActorRef):
     def tell(self, message: Any) -> None:
         """Send to the node's current address (following it first if the old one is down); a
         tell that finds the node down goes to dead letters, as with a RemoteRef."""
-        self.follow(self.resolve_wait)
+        self._follow(self.resolve_wait, 0.0)
         self._ref.tell(message)
 
     def ask(self, message: Any, timeout: float | None = None) -> Reply[Any]:
@@ -180,11 +185,11 @@ class ClusterRef(ActorRef):
         span = default_ask_timeout() if timeout is None else timeout
         started = time.monotonic()
         if self.local.peer_state(self._ref.node or "") in _UNSURE:
-            self.follow(self.resolve_wait)
+            self._follow(self.resolve_wait, 0.0)
         try:
             return self._ref.ask(message, span)
         except NodeUnreachable:  # raised before anything left: safe to send to a new address
-            if not self.follow(self.resolve_wait):
+            if not self._follow(self.resolve_wait, 0.0):
                 raise
         return self._ref.ask(message, max(span - (time.monotonic() - started), 1e-3))
 
@@ -192,12 +197,12 @@ class ClusterRef(ActorRef):
         """:meth:`ask` for asyncio; asking Ray for a new address happens off the event loop."""
         if self.local.peer_state(self._ref.node or "") in _UNSURE:
             loop = asyncio.get_running_loop()
-            await loop.run_in_executor(None, self.follow, self.resolve_wait)
+            await loop.run_in_executor(None, self._follow, self.resolve_wait, 0.0)
         return await self._ref.ask_async(message, timeout)
 
     def is_alive(self) -> bool:
         """True when the actor runs at the node's current address (following it first)."""
-        self.follow(self.resolve_wait)
+        self._follow(self.resolve_wait, 0.0)
         return self._ref.is_alive()
 
     def stop(self, timeout: float | None = None) -> bool:

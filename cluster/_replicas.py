@@ -17,6 +17,7 @@ from llmos.transport import Node, NodeUnreachable
 
 from ._errors import ClusterError
 from ._ray import import_ray
+from ._ref import ClusterRef
 
 __all__ = ["ReplicaStats", "Replicas"]
 
@@ -41,28 +42,26 @@ class ReplicaStats:
 
 
 class _Replica:
-    __slots__ = (
-        "address",
-        "host",
-        "in_flight",
-        "lost",
-        "node",
-        "probe",
-        "ref",
-        "revived",
-        "served",
-        "up",
-    )
+    __slots__ = ("in_flight", "lost", "ref", "revived", "served", "up")
 
-    def __init__(self, node: str, host: Any, address: str, ref: ActorRef) -> None:
-        self.node, self.host, self.address, self.ref = node, host, address, ref
+    def __init__(self, ref: ClusterRef) -> None:
+        self.ref = ref  # finds the node's new address through Ray, never waiting for it
         self.up = True
         self.in_flight = self.served = self.lost = self.revived = 0
-        self.probe: Any = None  # a Ray ObjectRef for the node's new address while it is down
+
+    @property
+    def node(self) -> str:
+        return self.ref.node_name
 
     def stats(self) -> ReplicaStats:
         return ReplicaStats(
-            self.node, self.address, self.up, self.in_flight, self.served, self.lost, self.revived
+            self.node,
+            self.ref.node or "",
+            self.up,
+            self.in_flight,
+            self.served,
+            self.lost,
+            self.revived,
         )
 
 
@@ -76,9 +75,10 @@ class Replicas(ActorRef):
     down. **Retry:** such an ask is sent once more, to another replica, within the same
     deadline; so a request whose node died after handling it but before answering runs twice
     (at least once, never silently lost). A second NodeUnreachable goes back to the asker, as
-    does every other error (the pool never retries a handler's own error). While a replica is
-    down the pool asks Ray for its node's address; Ray answers once it has restarted the node
-    (its boot actors are then running again), and the replica rejoins at its new address.
+    does every other error (the pool never retries a handler's own error). Each replica is a
+    :class:`ClusterRef`: while it is down the pool asks Ray for its node's address; Ray
+    answers once it has restarted the node (its boot actors are then running again), and the
+    replica rejoins at its new address (or at its old one, if the node answers there again).
 
     ``stop()`` closes this ref only: the actors belong to their nodes (``Cluster.down``).
 
@@ -111,7 +111,7 @@ class Replicas(ActorRef):
         names = list(hosts)
         addresses = self.ray.get([hosts[n].address.remote() for n in names], timeout=timeout)
         self._replicas = [
-            _Replica(n, hosts[n], a, local.remote_ref(actor, a))
+            _Replica(ClusterRef(local, actor, n, hosts[n], a, resolve_wait=0.0))
             for n, a in zip(names, addresses, strict=True)
         ]
 
@@ -121,30 +121,22 @@ class Replicas(ActorRef):
     # -- routing ---------------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """Take down replicas whose node the heartbeats lost; bring back the ones Ray restarted.
+        """Take down replicas whose node the heartbeats lost; bring back the ones Ray restarted
+        (or whose node answers heartbeats again at its address).
 
-        Never blocks: it reads the answers of Ray probes that have arrived.
+        Never blocks: it reads the answers of questions to Ray that have arrived.
         """
         for replica in self._replicas:
-            if replica.up and self.local.peer_state(replica.address) == "down":
-                self._lost(replica)
-            if replica.up:
-                continue
-            if replica.probe is None:
-                replica.probe = replica.host.address.remote()
-                continue
-            ready, _ = self.ray.wait([replica.probe], timeout=0)
-            if not ready:
-                continue
-            try:
-                address = self.ray.get(replica.probe)
-            except Exception:  # the node died for good or again: ask again later
-                replica.probe = None
-                continue
+            self._check(replica)
+
+    def _check(self, replica: _Replica) -> None:
+        if replica.up and self.local.peer_state(replica.ref.node or "") == "down":
+            self._lost(replica)
+        if replica.up:
+            return
+        moved = replica.ref.follow(0.0)  # reads Ray's answer once it has come
+        if moved or self.local.peer_state(replica.ref.node or "") == "up":
             with self._lock:
-                replica.probe = None
-                replica.address = address
-                replica.ref = self.local.remote_ref(self.name, address)
                 replica.revived += 1
                 replica.up = True
 
@@ -164,16 +156,17 @@ class Replicas(ActorRef):
                 return up
             if left <= 0:
                 raise ClusterError(f"only {up} of {want} replicas of {self.name!r} up")
-            probes = [r.probe for r in self._replicas if r.probe is not None]
-            if probes:
-                self.ray.wait(probes, num_returns=1, timeout=min(left, 1.0))
+            down = next(r for r in self._replicas if not r.up)
+            try:  # follow its node through Ray and wait for its heartbeats, a second at most
+                down.ref.wait_up(timeout=min(left, 1.0))
+            except ClusterError:
+                continue
 
     def _lost(self, replica: _Replica) -> None:
         with self._lock:
             if replica.up:
                 replica.up = False
                 replica.lost += 1
-                replica.probe = None
 
     def _pick(self, avoid: _Replica | None) -> _Replica:
         self.refresh()
