@@ -19,7 +19,7 @@ from typing_extensions import TypeVar
 
 from llmos.actors._errors import AskTimeout, DeadlockError
 
-__all__ = ["AsyncReply", "Deferred", "Reply", "Returns", "late_replies"]
+__all__ = ["AsyncReply", "Deferred", "Reply", "Returns", "current_actor_name", "late_replies"]
 
 T = TypeVar("T", default=Any)  # a bare ``Reply`` is ``Reply[Any]``
 A = TypeVar("A")
@@ -48,6 +48,12 @@ def late_replies() -> int:
 def current_cell() -> Any:
     """The actor cell whose thread is running now, or None outside any actor."""
     return _local.cell
+
+
+def current_actor_name() -> str | None:
+    """The name of the actor whose thread runs now (None outside any actor)."""
+    cell = _local.cell
+    return None if cell is None else str(cell.name)
 
 
 def set_current_cell(cell: Any) -> None:

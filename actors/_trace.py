@@ -2,21 +2,27 @@
 
 Every envelope holds a fourth element, the W3C ``traceparent`` of the span it was sent from
 (None when tracing is off or no span was current). :data:`state` holds the active
-:class:`TraceHook` (None while off); only :mod:`llmos.actors.tracing` sets it, and only the
-hook knows OpenTelemetry: nothing here imports it.
+:class:`TraceHook` (None while off): the OpenTelemetry one :mod:`llmos.actors.tracing` installs,
+or another installed through :func:`llmos.actors.lowlevel.install_trace_hook` (a run recorder
+that stamps every message and sees every delivery). One hook at a time; nothing here imports
+OpenTelemetry.
 """
 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable
 from typing import Any, Protocol
+
+from llmos.actors._errors import LlmosError
 
 __all__ = [
     "TRACEPARENT_LENGTH",
     "TraceHook",
     "handle",
     "install",
+    "install_trace_hook",
     "on_switch",
     "outgoing",
     "parse_traceparent",
@@ -36,6 +42,10 @@ class TraceHook(Protocol):
     def ask(self, message: Any, target: str, reply: Any) -> str | None:
         """Start the span of an ask (ended when ``reply`` settles); its traceparent."""
 
+    def incoming(self, message: Any) -> str | None:
+        """The context a message that came from another node without one carries (None:
+        none); called by the transport on the node's I/O thread."""
+
     def handle(
         self, dispatch: Callable[[Any], Any], message: Any, trace: str, actor: str, asked: bool
     ) -> Any:
@@ -50,6 +60,7 @@ class _State:
 
 
 state = _State()
+_install_lock = threading.Lock()
 _switches: list[Callable[[bool], None]] = []
 
 
@@ -64,6 +75,32 @@ def install(hook: TraceHook | None) -> None:
     state.hook = hook
     for fn in _switches:
         fn(hook is not None)
+
+
+def install_trace_hook(hook: TraceHook | None, *, replace: TraceHook | None = None) -> None:
+    """Make ``hook`` the active trace hook, or remove it (None).
+
+    While a hook is installed, every tell and ask asks it for the context the message carries
+    and every message that carries one is handled through its ``handle``; while none is, a
+    tell makes no check at all.
+
+    Args:
+        hook: the hook, or None to have none.
+        replace: the hook expected in place now (None: none); another one there is an error,
+            so two layers never take the slot from each other unawares.
+
+    Raises:
+        LlmosError: the hook in place is not ``replace`` (tracing is on, or another
+            recorder runs).
+    """
+    with _install_lock:
+        if state.hook is not replace:
+            raise LlmosError(
+                f"another trace hook is in place ({type(state.hook).__name__}): tracing "
+                "and a run recorder take the same slot; turn tracing off (tracing.disable()) "
+                "or close the other recorder first"
+            )
+        install(hook)
 
 
 def outgoing(message: Any) -> str | None:

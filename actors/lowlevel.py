@@ -14,15 +14,20 @@ What each layer above uses (all documented, all stable like the rest of the publ
 - a transport carries trace contexts: ``trace_state.hook`` is the active :class:`TraceHook`
   (None while tracing is off, the one check a send makes); it asks the hook for the
   traceparent of a tell (``outgoing``) or an ask (``ask``), checks one from a peer with
-  :func:`llmos.actors.tracing.check_traceparent`, and passes it to ``LocalRef.post``.
+  :func:`llmos.actors.tracing.check_traceparent`, and passes it to ``LocalRef.post``; a
+  message from a peer that carries none gets what the hook's ``incoming`` gives it;
+- a layer that must see every message sent and every delivery (a run recorder, in
+  ``llmos.agents``) installs its own :class:`TraceHook` with :func:`install_trace_hook`, in
+  place of tracing (one hook at a time), parses the contexts it made with
+  :func:`parse_traceparent` and names the sending actor with :func:`current_actor_name`.
 """
 
 from llmos.actors._cell import Cell, CellSupervisor
 from llmos.actors._mailbox import Envelope, Mailbox, envelope
 from llmos.actors._messages import MAX_DEPTH, check_message, message_class
 from llmos.actors._records import record_dead_letter
-from llmos.actors._reply import AsyncReply
-from llmos.actors._trace import TraceHook
+from llmos.actors._reply import AsyncReply, current_actor_name
+from llmos.actors._trace import TraceHook, install_trace_hook, parse_traceparent
 from llmos.actors._trace import state as trace_state
 
 __all__ = [
@@ -34,8 +39,11 @@ __all__ = [
     "Mailbox",
     "TraceHook",
     "check_message",
+    "current_actor_name",
     "envelope",
+    "install_trace_hook",
     "message_class",
+    "parse_traceparent",
     "record_dead_letter",
     "trace_state",
 ]

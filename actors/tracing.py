@@ -117,6 +117,9 @@ class _OtelHook:
         ctx = span.get_span_context()
         return _format(ctx.trace_id, ctx.span_id, int(ctx.trace_flags))
 
+    def incoming(self, message: Any) -> str | None:
+        return None  # a peer that sent no context: the message starts no span
+
     def _end_ask(self, span: Any, reply: Any) -> None:
         error = reply.exception()
         if error is not None:
@@ -185,6 +188,11 @@ def enable(
             "opentelemetry-sdk and the OTLP exporter)"
         ) from exc
     with _lock:
+        if state.hook is not None and not isinstance(state.hook, _OtelHook):
+            raise LlmosError(
+                f"a run recorder ({type(state.hook).__name__}) holds the trace hook; close it "
+                "before turning tracing on"
+            )
         _shutdown_owned()
         if provider is None:
             name = service_name or os.environ.get("OTEL_SERVICE_NAME") or "llmos"
@@ -233,7 +241,8 @@ def _shutdown_owned() -> None:
 def disable() -> None:
     """Turn tracing off; a provider :func:`enable` made is flushed and shut down."""
     with _lock:
-        install(None)
+        if state.hook is None or isinstance(state.hook, _OtelHook):
+            install(None)
         _shutdown_owned()
 
 

@@ -6,10 +6,10 @@
 #                                      GroupChat / Dialogue actors, speaker selection,
 #                                      termination conditions, JSONL + Markdown transcripts
 #   _human                             HumanAgent: a person at the terminal
-#   _runstore, _runlog, _effects, _durable
+#   _runstore, _runlog, _effects, _durable, _actor_runs
 #                                      durable runs: the SQLite run log, the log actor and
 #                                      the per-run recording, exactly-once effects, resume
-#                                      and replay
+#                                      and replay, runs of any marked actors (record_actors)
 #   _replies                           text hygiene: sentence ends, echoed labels, similarity
 #   _tool, _tool_actor                 @tool (schema from type hints via pydantic), ToolActor
 #                                      (kernel-supervised: timeout, concurrency, typed errors)
@@ -21,6 +21,7 @@
 # their messages live in ``llmos.models``; the ``llmos`` command in ``llmos.cli``.
 from __future__ import annotations
 
+from llmos.agents._actor_runs import ActorRun, record_actors
 from llmos.agents._agent import Agent, check_input, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
 from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory, GetToolCalls
@@ -107,6 +108,7 @@ from llmos.agents._transcript import (
 )
 
 __all__ = [
+    "ActorRun",
     "Agent",
     "AgentError",
     "AgentInfo",
@@ -188,6 +190,7 @@ __all__ = [
     "mcp_server",
     "most_similar",
     "parse_as",
+    "record_actors",
     "replay_chat",
     "resume_chat",
     "round_robin",

@@ -293,8 +293,15 @@ class Agent(Actor):
         )
 
     def tell_agent(self, target: ActorRef | str, msg: Any) -> None:
-        """Send a message to another agent (by ref or name) without waiting."""
+        """Send a message to another agent (by ref or name) without waiting.
+
+        In a turn of a recorded chat the message is recorded too (key
+        ``<turn's key>/tell/<n>``, caused by the turn).
+        """
         ref = self.lookup(target) if isinstance(target, str) else target
+        run = self._agent_run
+        if run is not None:
+            run.told(self.agent_name, ref, msg)
         ref.tell(msg)
 
     def lookup(self, name: str) -> ActorRef:

@@ -195,9 +195,13 @@ class Recording:
                 "run %s: the log actor is gone, %d rows lost: %s", self.run_id, len(rows), exc
             )
 
-    def message(self, key: str, cause: str, sender: str, receiver: str, msg: Any) -> None:
-        """Record one message between the run's actors."""
-        kind = wire_name(type(msg)) or type(msg).__name__
+    def message(
+        self, key: str, cause: str, sender: str, receiver: str, msg: Any, kind: str | None = None
+    ) -> None:
+        """Record one message between the run's actors (``kind``: its wire type, by default
+        the message's wire name or class name)."""
+        if kind is None:
+            kind = wire_name(type(msg)) or type(msg).__name__
         self._row(
             "messages", (self.run_id, key, cause, time.time(), sender, receiver, kind, pack(msg))
         )
@@ -343,12 +347,19 @@ class RunTurn:
         self.turn = turn
         self.cause = cause
         self.calls = 0
+        self.tells = 0
         self.effects = 0
 
     def call(self, agent: str, target: ActorRef, msg: Any, ask: Callable[[], Any]) -> Any:
         """Answer a request of ``agent`` (see :meth:`Recording.call`)."""
         self.calls += 1
         return self.recording.call(agent, self.turn, self.calls, self.cause, target, msg, ask)
+
+    def told(self, agent: str, target: ActorRef, msg: Any) -> None:
+        """Record a message ``agent`` tells ``target`` during the turn."""
+        self.tells += 1
+        key = f"{self.cause}/tell/{self.tells}"
+        self.recording.message(key, self.cause, agent, target.name, msg)
 
 
 _active: dict[str, Recording] = {}

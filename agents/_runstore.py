@@ -277,8 +277,16 @@ class RunStore:
                     (now, run_id),
                 )
 
-    def end_run(self, run_id: str, *, reason: str, stopped_by: str, turns: int) -> None:
-        """Record how the run ended."""
+    def end_run(
+        self,
+        run_id: str,
+        *,
+        reason: str,
+        stopped_by: str,
+        turns: int,
+        participants: Sequence[str] | None = None,
+    ) -> None:
+        """Record how the run ended (and, if given, who took part)."""
         status = "stopped" if stopped_by in ("stopped", "error", "effect") else "ended"
         with self.transaction() as db:
             db.execute(
@@ -286,6 +294,11 @@ class RunStore:
                 "WHERE run_id=?",
                 (status, reason, stopped_by, turns, time.time(), run_id),
             )
+            if participants is not None:
+                db.execute(
+                    "UPDATE runs SET participants=? WHERE run_id=?",
+                    (json.dumps(list(participants)), run_id),
+                )
 
     # -- reads -----------------------------------------------------------------------------
 

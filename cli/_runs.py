@@ -64,8 +64,11 @@ def print_show(path: Path, run_id: str) -> int:
         entries = store.entries(run_id)
         calls = store.calls(run_id)
         size = store.size(run_id)
+        messages = store.messages(run_id) if run["kind"] == "actors" else []
     finally:
         store.close()
+    if run["kind"] == "actors":
+        return _show_messages(run, messages, size)
     per_turn: dict[tuple[str, int], list[float]] = {}  # calls, prompt tokens, model seconds
     for call in calls:
         figures = per_turn.setdefault((call["agent"], call["turn"]), [0, 0, 0.0])
@@ -94,6 +97,26 @@ def print_show(path: Path, run_id: str) -> int:
             f"{e['turn']:>4} {e['speaker']:10} {e['tokens']:>6} {int(prompt):>6} "
             f"{int(calls_n):>5} {model_s:>7.2f} {e['seconds']:>6.2f}  {e['text']}"
         )
+    return 0
+
+
+def _show_messages(run: dict[str, Any], messages: list[dict[str, Any]], size: int) -> int:
+    """A run of marked actors: its messages in order, each with its cause."""
+    print(f"run {run['run_id']}: actors ({', '.join(run['participants'])})")
+    if run["task"]:
+        print(f"task: {run['task']}")
+    print(f"status: {run['status']}; {len(messages)} messages; {size} bytes recorded")
+    print(f"{'#':>4} {'AT (UTC)':12} {'KEY':22} {'SENDER':16} {'RECEIVER':16} {'TYPE':24} CAUSE")
+    for i, m in enumerate(messages, 1):
+        at = time.strftime("%H:%M:%S", time.gmtime(m["at"])) + f".{int(m['at'] % 1 * 1000):03d}"
+        payload = json.dumps(
+            msgpack.unpackb(m["payload"], raw=False), ensure_ascii=False, default=str
+        )
+        print(
+            f"{i:>4} {at:12} {m['key']:22} {m['sender']:16} {m['receiver']:16} "
+            f"{m['wire_type']:24} {m['cause'] or '-'}"
+        )
+        print(f"{'':>4} {payload if len(payload) <= 100 else payload[:99] + '…'}")
     return 0
 
 

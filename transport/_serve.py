@@ -30,7 +30,7 @@ from llmos.actors import (
     Terminated,
     find,
 )
-from llmos.actors.lowlevel import record_dead_letter
+from llmos.actors.lowlevel import record_dead_letter, trace_state
 from llmos.actors.tracing import check_traceparent
 from llmos.transport._capabilities import Account, Capabilities, Quotas
 from llmos.transport._control import Control, Spawner, no_actor, serve_reply
@@ -378,6 +378,8 @@ class Server:
         if local is None:
             self._undelivered(target, msg, "no such actor on this node")
             return
+        if trace is None and trace_state.hook is not None:  # a recorder sees it delivered
+            trace = trace_state.hook.incoming(msg)
         try:
             # Never waits; a stopped actor's go to dead letters.
             local.post(msg, sent_at=arrived, trace=trace)
@@ -415,6 +417,8 @@ class Server:
             return
         msg = self.codec.decode(payload)
         reply = serve_reply(deadline, target, span, self.answer, ident, rid, account)
+        if trace is None and trace_state.hook is not None:
+            trace = trace_state.hook.incoming(msg)
         try:
             local.post(msg, reply, trace=trace)  # never waits
         except (MailboxFull, ActorDeadError) as exc:
