@@ -6,7 +6,7 @@
 #                                      GroupChat / Dialogue actors, speaker selection,
 #                                      termination conditions, JSONL + Markdown transcripts
 #   _human                             HumanAgent: a person at the terminal
-#   _runstore, _runlog, _effects, _durable, _actor_runs
+#   _runstore, _runlog, _divergence, _effects, _durable, _actor_runs
 #                                      durable runs: the SQLite run log, the log actor and
 #                                      the per-run recording, exactly-once effects, resume
 #                                      and replay, runs of any marked actors (record_actors)
@@ -26,6 +26,7 @@ from llmos.agents._agent import Agent, check_input, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
 from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory, GetToolCalls
 from llmos.agents._dialogue import Dialogue, run_chat
+from llmos.agents._divergence import Divergence
 from llmos.agents._durable import (
     ChatSetup,
     Replay,
@@ -55,7 +56,7 @@ from llmos.agents._replies import (
     strip_labels,
     trim_to_sentence,
 )
-from llmos.agents._runlog import Divergence, Recording, RunLogger
+from llmos.agents._runlog import Recording, RunLogger
 from llmos.agents._runstore import RunLogError, RunStore
 from llmos.agents._selection import ModelSelector, SelectionContext, round_robin
 from llmos.agents._structured import (

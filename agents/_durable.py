@@ -27,9 +27,10 @@ from typing import Any
 
 from llmos.actors import ActorRef
 from llmos.agents._dialogue import run_chat
+from llmos.agents._divergence import Divergence
 from llmos.agents._errors import AgentError
 from llmos.agents._group_chat import GroupChat
-from llmos.agents._runlog import Divergence, Recording, RunLogger
+from llmos.agents._runlog import Recording, RunLogger
 from llmos.agents._runstore import RunLogError, RunStore
 from llmos.agents._transcript import ChatResult, Entry
 

@@ -28,12 +28,13 @@ from typing import Any, Literal
 import msgpack
 
 from llmos.actors import Actor, ActorError, ActorRef, AskTimeout, handler, message, wire_name
+from llmos.agents._divergence import Divergence, find_divergence
 from llmos.agents._effects import EffectJournal
 from llmos.agents._runstore import RunLogError, RunStore, pack, unpack_message
 from llmos.agents._transcript import Entry
 from llmos.kernel import TimerHandle, default_timer
 
-__all__ = ["Divergence", "Mode", "Recording", "RunLogger", "RunTurn", "recording_for"]
+__all__ = ["Mode", "Recording", "RunLogger", "RunTurn", "recording_for"]
 
 log = logging.getLogger("llmos.agents.runs")
 
@@ -90,32 +91,6 @@ class RunLogger(Actor):
         if self.failure is not None:
             raise self.failure
         return self.written
-
-
-class Divergence:
-    """Where a live replay first differs from the log.
-
-    Attributes:
-        turn: the turn of the call.
-        agent: the agent that made it.
-        token: the index of the first differing whitespace-separated token of the text.
-        logged: the logged text.
-        live: the text the model gives now.
-    """
-
-    def __init__(self, turn: int, agent: str, token: int, logged: str, live: str) -> None:
-        self.turn, self.agent, self.token, self.logged, self.live = turn, agent, token, logged, live
-
-    def __repr__(self) -> str:
-        return f"Divergence(turn={self.turn}, agent={self.agent!r}, token={self.token})"
-
-
-def _first_difference(a: str, b: str) -> int:
-    wa, wb = a.split(), b.split()
-    for i, (x, y) in enumerate(zip(wa, wb, strict=False)):
-        if x != y:
-            return i
-    return min(len(wa), len(wb))
 
 
 class Recording:
@@ -310,7 +285,8 @@ class Recording:
         seconds = time.perf_counter() - started
         if self.mode == "live":
             if logged is not None and self.divergence is None:
-                self._compare(agent, turn, unpack_message(logged[1]), reply)
+                logged_reply = unpack_message(logged[1])
+                self.divergence = find_divergence(turn, agent, logged_reply, reply, target)
             return reply
         self._row(
             "calls",
@@ -330,12 +306,6 @@ class Recording:
             ),
         )
         return reply
-
-    def _compare(self, agent: str, turn: int, logged: Any, reply: Any) -> None:
-        old = str(getattr(logged, "text", logged))
-        new = str(getattr(reply, "text", reply))
-        if old != new:
-            self.divergence = Divergence(turn, agent, _first_difference(old, new), old, new)
 
 
 class RunTurn:

@@ -158,7 +158,9 @@ def live_batching(dialogues: int, turns: int) -> int:
         print("live replay: the model gave the recorded output at every call")
     else:
         print(
-            f"live replay: first divergence at turn {d.turn} ({d.agent}), token {d.token}: "
+            f"live replay: first divergence at turn {d.turn} ({d.agent}), token {d.token} "
+            f"(word {d.word}; tokens from there: logged {d.logged_tokens!r}, live "
+            f"{d.live_tokens!r}): "
             f"logged {d.logged!r}, live {d.live!r}"
         )
     print(f"transcript identical: {replay.identical}; load average: {os.getloadavg()}")

@@ -149,10 +149,11 @@ def print_replay(path: Path, run_id: str, live: bool, timeout: float) -> int:
         if d is None:
             print("live: the model gave the recorded output at every call")
         else:
-            print(
-                f"live: first divergence at turn {d.turn} ({d.agent}), token {d.token}: "
-                f"logged {d.logged!r}, live {d.live!r}"
-            )
+            where = f"token {d.token} (word {d.word})" if d.token is not None else f"word {d.word}"
+            print(f"live: first divergence at turn {d.turn} ({d.agent}), {where}")
+            if d.token is not None:
+                print(f"  tokens from there: logged {d.logged_tokens!r}, live {d.live_tokens!r}")
+            print(f"  logged {d.logged!r}\n  live   {d.live!r}")
     return 0 if replay.identical else 1
 
 

@@ -1,7 +1,7 @@
 # llmos.models: model actors. A transformers model served to many agents at once, its messages,
 # scheduling and streaming, and a deterministic fake for tests.
 #   _messages                 Generate, TokenChunk, Completion, Cancel, Score, Scores,
-#                             GetModelStats, GetLedger, Pause, Resume
+#                             Tokenize, Tokens, GetModelStats, GetLedger, Pause, Resume
 #   _sched                    Scheduler (FIFO or round-robin per requester), budgets, byte cap
 #   _actor, _serve, _tally    ModelActor: one model, a running batch requests join and leave,
 #                             and what it counts (ModelStats)
@@ -36,6 +36,8 @@ from ._messages import (
     Score,
     Scores,
     TokenChunk,
+    Tokenize,
+    Tokens,
 )
 from ._sched import BudgetExceeded, PromptTooLarge
 from ._streaming import ModelStream, StreamStalled
@@ -104,6 +106,8 @@ __all__ = [
     "Scores",
     "StreamStalled",
     "TokenChunk",
+    "Tokenize",
+    "Tokens",
     "default_cache_dir",
     "default_model_file",
     "ends_sentence",

@@ -39,8 +39,17 @@ from ._messages import (
     Resume,
     Score,
     Scores,
+    Tokenize,
+    Tokens,
 )
-from ._sched import Pending, Policy, Scheduler, check_prompt_size, request_params
+from ._sched import (
+    Pending,
+    Policy,
+    Scheduler,
+    check_prompt_size,
+    check_tokenize,
+    request_params,
+)
 from ._serve import RunningBatch
 from ._tally import Tally
 from ._tracing import end_model_span, start_model_span
@@ -277,6 +286,15 @@ class ModelActor(Actor):
             raise ModelError(f"candidates must be a list of str, got {candidates!r}")
         logprobs = self.engine.score(params, list(candidates))
         return Scores(logprobs=logprobs, model=self.engine.loaded.name)
+
+    @handler(Tokenize)
+    def tokenize(self, request: Tokenize) -> Tokens:
+        """Tokenize texts with the model's tokenizer, between decoding steps (ModelError: not
+        loaded yet, or a malformed request)."""
+        if self.engine is None:
+            raise ModelError("the model is not loaded yet; ask again once the actor started")
+        split = [self.engine.tokenize(t) for t in check_tokenize(request, self.max_prompt_bytes)]
+        return Tokens([i for i, _ in split], [p for _, p in split], self.engine.loaded.name)
 
     @handler(Pause)
     def pause(self, _msg: Pause) -> bool:

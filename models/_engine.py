@@ -190,6 +190,12 @@ class ModelEngine:
         """
         return score_candidates(self, self._prepare(0, params), candidates)
 
+    def tokenize(self, text: str) -> tuple[list[int], list[str]]:
+        """How the tokenizer splits ``text`` as generated text (no special tokens): its token
+        ids and the decoded text of each."""
+        ids = [int(i) for i in self._tokenizer.encode(text, add_special_tokens=False)]
+        return ids, [str(self._tokenizer.decode([i])) for i in ids]
+
     # -- generation --------------------------------------------------------------------------
 
     def session(

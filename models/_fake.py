@@ -12,6 +12,7 @@ import itertools
 import logging
 import re
 import time
+import zlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -30,8 +31,10 @@ from ._messages import (
     Score,
     Scores,
     TokenChunk,
+    Tokenize,
+    Tokens,
 )
-from ._sched import check_prompt_size
+from ._sched import check_prompt_size, check_tokenize
 from ._tracing import end_model_span, start_model_span
 
 __all__ = ["FakeModel", "count_words"]
@@ -162,6 +165,13 @@ class FakeModel(Actor):
         if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be an int >= 1, got {request.max_new_tokens!r}")
         return messages
+
+    @handler(Tokenize)
+    def tokenize(self, request: Tokenize) -> Tokens:
+        """The fake's tokens are whitespace-separated words; a word's id is its CRC-32."""
+        words = [t.split() for t in check_tokenize(request, self.max_prompt_bytes)]
+        ids = [[zlib.crc32(w.encode()) for w in ws] for ws in words]
+        return Tokens(ids, words, self.name_tag)
 
     @handler(Cancel)
     def cancel(self, _msg: Cancel) -> bool:

@@ -27,6 +27,8 @@ __all__ = [
     "Score",
     "Scores",
     "TokenChunk",
+    "Tokenize",
+    "Tokens",
 ]
 
 
@@ -126,6 +128,34 @@ class Scores:
                 "candidates that were scored"
             )
         return candidates[max(range(len(candidates)), key=lambda i: self.logprobs[i])]
+
+
+@message("llmos.model.Tokenize")
+class Tokenize:
+    """Ask a model actor how its tokenizer splits texts (no generation; answered between
+    decoding steps). The answer is a :class:`Tokens`.
+
+    Attributes:
+        texts: the texts (at most 16), tokenized as generated text (no special tokens).
+    """
+
+    texts: tuple[str, ...]
+
+
+@message("llmos.model.Tokens")
+class Tokens:
+    """The answer to :class:`Tokenize`: for each text, its token ids and the text of each
+    token (a piece of a multi-byte character may read as a replacement character).
+
+    Attributes:
+        ids: the token ids of each text, in order.
+        pieces: the decoded text of each of those tokens.
+        model: the model's name.
+    """
+
+    ids: list[list[int]]
+    pieces: list[list[str]]
+    model: str = ""
 
 
 @message("llmos.model.TokenChunk")

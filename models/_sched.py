@@ -20,6 +20,7 @@ __all__ = [
     "PromptTooLarge",
     "Scheduler",
     "check_prompt_size",
+    "check_tokenize",
     "request_params",
 ]
 
@@ -66,6 +67,28 @@ def check_prompt_size(request: Any, cap: int | None) -> None:
                 f"{cap:,} (max_prompt_bytes); it was refused before tokenizing. Shorten the "
                 "prompt, or start the model actor with a larger max_prompt_bytes"
             )
+
+
+def check_tokenize(request: Any, cap: int | None) -> list[str]:
+    """The texts of a Tokenize request, checked: a list of at most 16 str, within ``cap``
+    UTF-8 bytes together (None: no cap).
+
+    Raises:
+        ModelError: not a list of str, or too many.
+        PromptTooLarge: over the cap.
+    """
+    texts = request.texts
+    if isinstance(texts, str) or not isinstance(texts, list | tuple) or len(texts) > 16:
+        raise ModelError(f"Tokenize.texts must be a list of at most 16 str, got {texts!r:.200}")
+    if not all(isinstance(t, str) for t in texts):
+        raise ModelError("Tokenize.texts must hold only str")
+    size = sum(len(t.encode("utf-8", "replace")) for t in texts)
+    if cap is not None and size > cap:
+        raise PromptTooLarge(
+            f"the texts to tokenize are {size:,} bytes, more than this model actor's cap of "
+            f"{cap:,} (max_prompt_bytes)"
+        )
+    return list(texts)
 
 
 def request_params(request: Any, max_new_tokens_cap: int) -> GenerateParams:

@@ -7,6 +7,7 @@ import random
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from durable_run import reply_for, setup
@@ -167,6 +168,29 @@ def test_replay_is_byte_identical_and_live_reports_the_divergence(tmp_path: Path
     assert not live.identical and live.first_difference is not None
     assert live.divergence is not None and live.divergence.turn == 1
     assert live.divergence.agent == "ann" and live.divergence.token == 0
+    assert live.divergence.word == 0 and live.divergence.live_tokens[0] == "Tea"
+
+
+def test_live_replay_names_the_first_differing_token(tmp_path: Path) -> None:
+    db = tmp_path / "runs.db"
+    s = setup(2)
+    result = run_chat(s.participants, s.task, chat_class=s.chat_class, record=db, **s.options)
+    stop_all(timeout=10)
+
+    def parting(messages: list[dict[str, Any]]) -> str:  # the log's first 3 words, then not
+        return " ".join([*reply_for(messages).split()[:3], "otherwise", "entirely."])
+
+    model = FakeModel.start(parting, name="model")
+    ann = ChatAgent.start(model, "You are Ann.", name="ann")
+    bob = ChatAgent.start(model, "You are Bob.", name="bob")
+    live = replay_chat(
+        db, result.run_id, live=True, setup=ChatSetup([ann, bob], s.task, s.chat_class, s.options)
+    )
+    d = live.divergence
+    assert d is not None and (d.turn, d.agent, d.token, d.word) == (1, "ann", 3, 3)
+    logged = d.logged.split()
+    assert d.live_tokens == ("otherwise", "entirely.")
+    assert d.logged_tokens == tuple(logged[3:]) and d.live.split()[:3] == logged[:3]
 
 
 def test_a_damaged_log_gives_one_clear_error_and_is_left_alone(tmp_path: Path) -> None:

@@ -22,10 +22,11 @@ def weights() -> Iterator[Any]:
     yield shared_model()  # loaded once; each ModelActor below shares it
 
 
-def _setup() -> ChatSetup:
+def _setup(max_new_tokens: int = 8, finish_sentence: int = 16) -> ChatSetup:
     model = ModelActor.start(name="model")
-    ada = ChatAgent.start(model, "You are Ada, a cheerful baker.", max_new_tokens=8, name="ada")
-    rex = ChatAgent.start(model, "You are Rex, a grumpy farmer.", max_new_tokens=8, name="rex")
+    limits: dict[str, Any] = {"max_new_tokens": max_new_tokens, "finish_sentence": finish_sentence}
+    ada = ChatAgent.start(model, "You are Ada, a cheerful baker.", name="ada", **limits)
+    rex = ChatAgent.start(model, "You are Rex, a grumpy farmer.", name="rex", **limits)
     options = {"termination": MaxTurns(2), "printer": None}
     return ChatSetup([ada, rex], "Bread or cake?", Dialogue, options)
 
@@ -56,3 +57,15 @@ def test_replay_from_the_log_and_live_on_the_real_model(weights: Any, tmp_path: 
     assert _requests() >= 2
     assert live.divergence is None, live.divergence  # seeded sampling, one request at a time
     assert live.identical
+    stop_all(timeout=10)
+
+    # Cut at 4 tokens with no sentence end: the same first 4 tokens (the same seeds), then
+    # the live answer ends where the logged one went on.
+    short = replay_chat(
+        db, result.run_id, live=True, setup=_setup(4, finish_sentence=0), timeout=300
+    )
+    d = short.divergence
+    assert d is not None and (d.turn, d.agent) == (1, "ada"), d
+    assert d.logged.startswith(d.live) and d.logged != d.live, d
+    assert d.token == 4 and d.live_tokens == () and d.logged_tokens, d
+    assert "".join(d.logged_tokens).strip() and d.word <= 4, d
