@@ -334,18 +334,22 @@ class GroupChat(TurnTaking, Agent):
                 )
             except OSError as exc:
                 log.error("%s: could not save the transcript: %s", self.actor_name, exc)
+        log_error = self._finish_recording(result)
+        if log_error:
+            result = dataclasses.replace(result, run_log_error=log_error)
         self.result = result
-        self._finish_recording(result)
         self._print("end", result)
         waiters, self.waiters = self.waiters, []
         for reply in waiters:
             reply.set_result(result)
 
-    def _finish_recording(self, result: ChatResult) -> None:
+    def _finish_recording(self, result: ChatResult) -> str:
+        """Commit the run's last rows and its end; the log's first failure ("" if none)."""
         rec = self.recording
         if rec is None:
-            return
+            return ""
         register(self.actor_name, None)
+        error = ""
         try:
             if rec.writes:
                 rec.flush()
@@ -357,8 +361,11 @@ class GroupChat(TurnTaking, Agent):
                 )
         except RunLogError as exc:
             log.error("%s: %s", self.actor_name, exc)
+            error = str(exc)
+        error = rec.lost or error
         if self.owns_recording:
             rec.close()
+        return error
 
     def _snapshot(self, reason: str, stopped_by: str) -> ChatResult:
         elapsed = time.monotonic() - self.started_at if self.started_at is not None else 0.0

@@ -131,6 +131,7 @@ class Recording:
         self._pending: list[tuple[str, tuple[Any, ...]]] = []
         self._pending_lock = threading.Lock()
         self._timer: TimerHandle | None = None
+        self.lost = ""  # why rows could not even be handed to the log actor ("" if never)
 
     @classmethod
     def open(cls, path: Any, run_id: str, mode: Mode = "record") -> Recording:
@@ -169,6 +170,11 @@ class Recording:
             log.error(
                 "run %s: the log actor is gone, %d rows lost: %s", self.run_id, len(rows), exc
             )
+            if not self.lost:
+                self.lost = (
+                    f"run log {str(self.store.path)!r}: its log actor is gone ({exc}); rows "
+                    "were not written from then on"
+                )
 
     def message(
         self, key: str, cause: str, sender: str, receiver: str, msg: Any, kind: str | None = None

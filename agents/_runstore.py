@@ -198,10 +198,14 @@ class RunStore:
 
     def error(self, what: str, exc: BaseException) -> RunLogError:
         """A RunLogError naming the file, for a failed SQLite operation."""
-        return RunLogError(
-            f"{what} run log {str(self.path)!r}: {exc} (the file may be corrupted or "
-            "truncated; it was left as it is)"
-        )
+        if what.startswith("cannot write"):
+            why = (
+                "a full disk, a file size limit, a read-only or removed folder, or a damaged "
+                "file; it keeps what was committed before"
+            )
+        else:
+            why = "the file may be corrupted or truncated; it was left as it is"
+        return RunLogError(f"{what} run log {str(self.path)!r}: {exc} ({why})")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:

@@ -85,6 +85,11 @@ class ChatResult:
         ledger: the model tokens in and out its turns spent, per agent and per model (None
             when unknown); saved with the transcript.
         run_id: the recorded run's id ("" when the chat was not recorded).
+        run_log_error: why the run log failed during the chat (a full disk, a file over a size
+            limit, a removed folder, a damaged file: the first failure, naming the file), or
+            "" when every row was committed or the chat was not recorded. The chat itself
+            goes on to its end; the log keeps what was committed before the failure (its run
+            stays ``running``, so ``llmos resume`` can take it up again elsewhere).
     """
 
     dialogue: str
@@ -100,6 +105,7 @@ class ChatResult:
     markdown_path: str = ""
     ledger: Ledger | None = None
     run_id: str = ""
+    run_log_error: str = ""
 
     @property
     def utterances(self) -> list[Entry]:

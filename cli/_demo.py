@@ -182,6 +182,8 @@ def run_demo(
             print(f"[transcript: {result.jsonl_path} and {result.markdown_path}]")
         if result.run_id:
             print(f"[recorded: run {result.run_id} in {record}]")
+            if result.run_log_error:
+                print(f"[the run log failed: {result.run_log_error}]", file=sys.stderr)
         return 0 if result.ended_normally else 1
     finally:
         _shut_down()

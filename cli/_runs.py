@@ -5,6 +5,7 @@ command line (the run log is a SQLite file written by ``run_chat(..., record=FIL
 from __future__ import annotations
 
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -127,6 +128,9 @@ def print_resume(path: Path, run_id: str, timeout: float) -> int:
     finally:
         actors.stop_all(timeout=10)
     print(f"resumed run {run_id}: {result.turns} turns; ended: {result.reason}")
+    if result.run_log_error:
+        print(f"the run log failed: {result.run_log_error}", file=sys.stderr)
+        return 1
     return 0 if result.ended_normally else 1
 
 

@@ -7,7 +7,8 @@ each transcript entry as it is added. For the tests that kill it at a chosen poi
 environment may say: ``DURABLE_SLOW_AT=K`` (the K-th model call hangs: a kill during a
 generation), ``DURABLE_DELAY=S`` (each model call takes S seconds), ``DURABLE_STALL_WRITE=K``
 (the K-th batch the log actor writes stops inside its transaction, its rows inserted and not
-committed, after printing ``writing K``: a kill during a write).
+committed, after printing ``writing K``: a kill during a write), ``DURABLE_FILE_LIMIT_AT=K``
+(from the K-th model call on, the process may not grow a file: the log's writes fail).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
+import signal
 import sys
 import threading
 import time
@@ -54,12 +57,24 @@ def reply_for(messages: list[dict[str, Any]]) -> str:
         _calls += 1
         n = _calls
     print(f"gen {n}", flush=True)
+    if str(n) == os.environ.get("DURABLE_FILE_LIMIT_AT"):
+        _limit_files()
     if str(n) == os.environ.get("DURABLE_SLOW_AT"):
         time.sleep(60)
     time.sleep(float(os.environ.get("DURABLE_DELAY", "0")))
     h = zlib.crc32(json.dumps(messages, sort_keys=True).encode())
     words = [WORDS[(h >> (3 * i)) % len(WORDS)] for i in range(6)]
     return " ".join(words).capitalize() + "."
+
+
+def _limit_files() -> None:
+    """From now on this process may not write a file past the size of the run log's WAL
+    file now (RLIMIT_FSIZE; SIGXFSZ ignored, so a write past it fails with EFBIG, as a full
+    disk fails one): the next commit of the log fails, for real, mid-run."""
+    wal = os.environ["DURABLE_DB"] + "-wal"
+    size = os.path.getsize(wal)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (size, size))
+    print(f"file limit {size}", flush=True)
 
 
 _batches = 0
@@ -103,6 +118,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("run_id")
     parser.add_argument("--turns", type=int, default=8)
     args = parser.parse_args(argv)
+    if os.environ.get("DURABLE_FILE_LIMIT_AT"):
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails instead
+        os.environ["DURABLE_DB"] = args.db
     try:
         if args.command == "record":
             s = setup(args.turns, printer=True)
@@ -120,6 +138,7 @@ def main(argv: list[str]) -> int:
         else:
             result = resume(args.db, args.run_id, timeout=60)
         print(f"done {result.turns} {result.stopped_by}", flush=True)
+        print(f"log error: {result.run_log_error}", flush=True)
         return 0
     finally:
         stop_all(timeout=10)

@@ -239,3 +239,31 @@ def test_a_group_chat_replays_its_selector_picks_from_the_log(tmp_path: Path) ->
     assert replay.identical and replay.result.speakers == result.speakers
     stats = actors_get("picker").ask(GetModelStats(), timeout=5).get()
     assert stats.requests == 0
+
+
+def test_a_log_that_fails_mid_run_is_reported_in_the_result(tmp_path: Path) -> None:
+    """From the 3rd model call on the process may not grow a file (RLIMIT_FSIZE, as a full
+    disk): the log's next commit fails for real; the chat ends all the same and says so."""
+    db = tmp_path / "runs.db"
+    child = Child("record", str(db), "full", "--turns", "6", DURABLE_FILE_LIMIT_AT="3")
+    done = child.finish()
+    assert done == "done 6 MaxTurns"
+    error = child.wait_for(lambda ln: ln.startswith("log error: "), timeout=5)[len("log error: ") :]
+    assert str(db) in error and "cannot write to run log" in error, error
+    assert "file limit" in " ".join(child.seen)
+    store = RunStore(db, create=False)  # what was committed before the failure is intact
+    try:
+        run = store.run("full")
+        turns = [e["turn"] for e in store.entries("full") if e["kind"] == "utterance"]
+    finally:
+        store.close()
+    assert run["status"] == "running"  # its end could not be written either: resumable
+    assert turns == list(range(1, len(turns) + 1)) and len(turns) < 6, turns
+
+
+def test_a_run_log_that_took_every_row_reports_no_error(tmp_path: Path) -> None:
+    s = setup(2)
+    result = run_chat(
+        s.participants, s.task, chat_class=s.chat_class, record=tmp_path / "r.db", **s.options
+    )
+    assert result.run_id and result.run_log_error == ""
