@@ -175,8 +175,9 @@ def enable(
         The provider spans are recorded with.
 
     Raises:
-        LlmosError: OpenTelemetry is not installed (``pip install 'llmos[otel]'``), or the
-            exporter is not one of the above.
+        LlmosError: OpenTelemetry is not installed (``pip install 'llmos[otel]'``), the
+            exporter is not one of the above, or a run recorder
+            (:func:`llmos.agents.record_actors`) holds the trace hook.
     """
     try:
         from opentelemetry.sdk.resources import Resource
@@ -247,8 +248,8 @@ def disable() -> None:
 
 
 def enabled() -> bool:
-    """True while tracing is on."""
-    return state.hook is not None
+    """True while tracing is on (a run recorder holding the trace hook is not tracing)."""
+    return isinstance(state.hook, _OtelHook)
 
 
 def enable_from_env(environ: Mapping[str, str] | None = None) -> bool:
@@ -275,7 +276,7 @@ def check_traceparent(value: Any) -> str | None:
 def current_traceparent() -> str | None:
     """The traceparent of the span current in this thread or task (None: none, or off)."""
     hook = state.hook
-    return hook.outgoing(None) if hook is not None else None
+    return hook.outgoing(None) if isinstance(hook, _OtelHook) else None
 
 
 def start_span(
@@ -329,7 +330,7 @@ def trace_id(span: Span | None) -> str:
 
 def set_attributes(attributes: Mapping[str, Any]) -> None:
     """Set attributes on the current span (nothing while off or outside a span)."""
-    if state.hook is None:
+    if not isinstance(state.hook, _OtelHook):
         return
     from opentelemetry import trace
 

@@ -30,7 +30,9 @@ a process keeps to itself (``local_only``) are not recorded.
 
 from __future__ import annotations
 
+import functools
 import os
+import random
 import threading
 import uuid
 from collections.abc import Callable
@@ -51,6 +53,7 @@ _ORIGIN = 0x6C6C6D6F7372756E  # the high half of a trace id this recorder made (
 _LOW = (1 << 64) - 1
 _ASK_CAUSE = 0x02  # a flag bit of the context: the cause was an ask
 _SENDERS_KEPT = 65_536  # contexts made and not delivered yet (dropped messages age out)
+_random_id = functools.partial(random.Random().getrandbits, 64)  # unique across nodes too
 
 
 class _Tap:
@@ -65,7 +68,7 @@ class _Tap:
     def _stamp(self, message: Any, sender: str) -> tuple[str | None, int]:
         if getattr(type(message), "__llmos_local_only__", False):
             return None, 0
-        mid = (uuid.uuid4().int & _LOW) or 1
+        mid = _random_id() or 1
         cause: tuple[int, bool] | None = getattr(self.local, "cause", None)
         cause_id, cause_ask = cause if cause is not None else (0, False)
         with self.lock:

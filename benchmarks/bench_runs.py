@@ -18,10 +18,17 @@ The load average is printed beside the figures: on a shared machine, read them w
 ``--live-batching`` instead runs the case a live replay is for, on the real default model:
 ``--dialogues`` dialogues recorded at once through one model actor (their requests batched),
 then the first one replayed live alone (batch size 1); it prints where the live run first
-diverges from the recording (turn and whitespace token), or that it never does.
+diverges from the recording (turn, model token and word), or that it never does.
 
-Run: ``python benchmarks/bench_runs.py [--turns 1000] [--rounds 5] [--json FILE]`` or
-``python benchmarks/bench_runs.py --live-batching [--dialogues 3] [--turns 4]``
+``--actors`` instead measures a run of marked plain actors (``record_actors``): ``--turns``
+deposits, each an ask from outside to a teller, its ask to a ledger and its tell to an audit
+(3 messages delivered, 2 answers), with no recorder, with a recorder open and nothing marked
+(every message carries a context), and with all three actors marked (every message recorded):
+wall time min / median / max and the ratios of the medians, in alternating blocks.
+
+Run: ``python benchmarks/bench_runs.py [--turns 1000] [--rounds 5] [--json FILE]``,
+``python benchmarks/bench_runs.py --live-batching [--dialogues 3] [--turns 4]`` or
+``python benchmarks/bench_runs.py --actors [--turns 2000] [--rounds 5]``
 """
 
 from __future__ import annotations
@@ -37,12 +44,14 @@ from pathlib import Path
 from typing import Any
 
 import llmos.actors as actors
+from llmos.actors import Actor, ActorRef, handler, message
 from llmos.agents import (
     ChatAgent,
     ChatSetup,
     Dialogue,
     MaxTurns,
     RunStore,
+    record_actors,
     resume_chat,
     run_chat,
 )
@@ -167,6 +176,89 @@ def live_batching(dialogues: int, turns: int) -> int:
     return 0
 
 
+@message("bench.runs.Deposit")
+class Deposit:
+    amount: int
+
+
+@message("bench.runs.Post")
+class Post:
+    amount: int
+
+
+class Ledger(Actor):
+    def __init__(self) -> None:
+        super().__init__()
+        self.total = 0
+
+    @handler(Post)
+    def post(self, msg: Post) -> int:
+        self.total += msg.amount
+        return self.total
+
+    def on_receive(self, message: object) -> object:
+        return self.total  # the audit's tells and the final count
+
+
+class Teller(Actor):
+    def __init__(self, ledger: ActorRef, audit: ActorRef) -> None:
+        super().__init__()
+        self.ledger, self.audit = ledger, audit
+
+    @handler(Deposit)
+    def deposit(self, msg: Deposit) -> int:
+        total: int = self.ledger.ask(Post(msg.amount), timeout=30).get()
+        self.audit.tell(total)
+        return total
+
+
+def actor_round(deposits: int, mode: str, folder: Path, i: int) -> float:
+    """Seconds for ``deposits`` deposits: mode "off", "open" (nothing marked) or "marked"."""
+    ledger = Ledger.start(name="ledger")
+    audit = Ledger.start(name="audit")
+    teller = Teller.start(ledger, audit, name="teller")
+    run = record_actors(folder / f"actors{i}-{mode}.db") if mode != "off" else None
+    try:
+        if run is not None and mode == "marked":
+            run.mark(ledger, audit, teller)
+        start = time.perf_counter()
+        for n in range(deposits):
+            teller.ask(Deposit(n), timeout=30).get()
+        audit.ask("count", timeout=30).get()  # after the audit's tells
+        seconds = time.perf_counter() - start
+    finally:
+        if run is not None:
+            run.close()
+        actors.stop_all(timeout=10)
+    return seconds
+
+
+def actors_bench(deposits: int, rounds: int) -> int:
+    times: dict[str, list[float]] = {"off": [], "open": [], "marked": []}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        actor_round(100, "marked", Path(tmp), -1)  # warm up
+        for i in range(rounds):
+            modes = list(times) if i % 2 == 0 else list(reversed(times))
+            for mode in modes:
+                times[mode].append(actor_round(deposits, mode, Path(tmp), i))
+    load = os.getloadavg()
+    base = statistics.median(times["off"])
+    print(f"{deposits} deposits (3 messages delivered, 2 answers each), {rounds} rounds")
+    for mode, values in times.items():
+        ratio = statistics.median(values) / base
+        per = statistics.median(values) / deposits * 1e6
+        print(f"  {mode:7} {spread(values)}; {per:.1f} us per deposit; {ratio:.2f} x off")
+    print(
+        "load average before: "
+        + " ".join(f"{x:.2f}" for x in load_before)
+        + "; after: "
+        + " ".join(f"{x:.2f}" for x in load)
+        + f" ({os.cpu_count()} cpus)"
+    )
+    return 0
+
+
 def spread(values: list[float]) -> str:
     return (
         f"min {min(values):.3f} s, median {statistics.median(values):.3f} s, "
@@ -181,9 +273,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--live-batching", action="store_true")
     parser.add_argument("--dialogues", type=int, default=3)
+    parser.add_argument("--actors", action="store_true")
     args = parser.parse_args(argv)
     if args.live_batching:
         return live_batching(args.dialogues, args.turns)
+    if args.actors:
+        return actors_bench(args.turns, args.rounds)
     off: list[float] = []
     on: list[float] = []
     off_cpu: list[float] = []

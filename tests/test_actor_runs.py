@@ -201,6 +201,7 @@ def test_unmarked_actors_record_nothing_and_the_slot_is_exclusive(tmp_path: Path
             record_actors(tmp_path / "other.db")
         with pytest.raises(LlmosError, match="run recorder"):
             tracing.enable(exporter="console")
+        assert not tracing.enabled()  # what holds the hook is no tracer
         assert ledger.ask(Post(1), timeout=10).get() == 1
         run.mark(ledger)
         assert ledger.ask(Post(2), timeout=10).get() == 3
