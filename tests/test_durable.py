@@ -27,7 +27,8 @@ from llmos.agents import (
     run_chat,
     transcript_text,
 )
-from llmos.models import FakeModel, GetModelStats
+from llmos.agents._divergence import find_divergence
+from llmos.models import FakeModel, GetModelStats, ModelError, Tokenize
 
 
 @pytest.fixture(scope="module")
@@ -267,3 +268,15 @@ def test_a_run_log_that_took_every_row_reports_no_error(tmp_path: Path) -> None:
         s.participants, s.task, chat_class=s.chat_class, record=tmp_path / "r.db", **s.options
     )
     assert result.run_id and result.run_log_error == ""
+
+
+def test_a_model_tokenizes_texts_and_a_non_model_leaves_the_word(tmp_path: Path) -> None:
+    model = FakeModel.start(lambda _m: "Fine.", name="model")
+    tokens = model.ask(Tokenize(("tea with milk", "")), timeout=10).get()
+    assert tokens.pieces == [["tea", "with", "milk"], []] and len(tokens.ids[0]) == 3
+    with pytest.raises(ModelError, match=r"Tokenize\.texts"):
+        model.ask(Tokenize("not a tuple"), timeout=10).get()  # type: ignore[arg-type]
+    ann = ChatAgent.start(model, "You are Ann.", name="ann")  # an agent cannot tokenize
+    d = find_divergence(2, "bob", "tea with milk", "tea with lemon", ann)
+    assert d is not None and (d.turn, d.agent, d.token, d.word) == (2, "bob", None, 2)
+    assert find_divergence(2, "bob", "same", "same", model) is None
