@@ -249,7 +249,8 @@ def disable() -> None:
 
 def enabled() -> bool:
     """True while tracing is on (a run recorder holding the trace hook is not tracing)."""
-    return isinstance(state.hook, _OtelHook)
+    hook = state.hook  # the None test first: while off, one check as before
+    return hook is not None and isinstance(hook, _OtelHook)
 
 
 def enable_from_env(environ: Mapping[str, str] | None = None) -> bool:
@@ -330,7 +331,8 @@ def trace_id(span: Span | None) -> str:
 
 def set_attributes(attributes: Mapping[str, Any]) -> None:
     """Set attributes on the current span (nothing while off or outside a span)."""
-    if not isinstance(state.hook, _OtelHook):
+    hook = state.hook
+    if hook is None or not isinstance(hook, _OtelHook):
         return
     from opentelemetry import trace
 
