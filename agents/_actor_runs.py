@@ -158,17 +158,21 @@ class ActorRun:
         self.count = 0
         self._lock = threading.Lock()
         self.recording = Recording.open(path, self.run_id)
-        self._tap: _Tap | None = _Tap(self)
+        tap = _Tap(self)
+        try:
+            install_trace_hook(tap)
+        except LlmosError as exc:
+            self.recording.close()
+            raise AgentError(f"cannot record a run of actors now: {exc}") from exc
         try:
             self.recording.store.begin_run(
                 self.run_id, chat="", kind="actors", task=task, participants=(), recipe=None
             )
-            install_trace_hook(self._tap)
-        except LlmosError as exc:
+        except BaseException:
+            install_trace_hook(None, replace=tap)
             self.recording.close()
-            if isinstance(exc, AgentError):
-                raise
-            raise AgentError(f"cannot record a run of actors now: {exc}") from exc
+            raise
+        self._tap: _Tap | None = tap
 
     def mark(self, *actors: ActorRef | str) -> None:
         """Record every message delivered to these actors from now on (refs or names of

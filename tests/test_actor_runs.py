@@ -198,7 +198,12 @@ def test_unmarked_actors_record_nothing_and_the_slot_is_exclusive(tmp_path: Path
     ledger = Ledger.start(name="ledger")
     with record_actors(tmp_path / "runs.db", "r") as run:
         with pytest.raises(AgentError, match="another trace hook is in place"):
-            record_actors(tmp_path / "other.db")
+            record_actors(tmp_path / "other.db", "other")
+        other = RunStore(tmp_path / "other.db")
+        try:
+            assert other.runs() == []  # refused before it began a run
+        finally:
+            other.close()
         with pytest.raises(LlmosError, match="run recorder"):
             tracing.enable(exporter="console")
         assert not tracing.enabled()  # what holds the hook is no tracer
