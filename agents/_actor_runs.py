@@ -112,8 +112,8 @@ class _Tap:
         self, dispatch: Callable[[Any], Any], message: Any, trace: str, actor: str, asked: bool
     ) -> Any:
         parsed = parse_traceparent(trace)
-        if parsed is None or parsed[0] >> 64 != _ORIGIN:  # not ours (a peer's tracing)
-            return dispatch(message)
+        if parsed is None or parsed[0] >> 64 != _ORIGIN:  # a peer's own trace context
+            parsed = (_ORIGIN << 64, _random_id() or 1, 0x01)
         trace_id, mid, flags = parsed
         marked = actor in self.run.marked_names
         with self.lock:

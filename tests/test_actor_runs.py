@@ -4,6 +4,7 @@ from any sender, with its causal link; read back through RunStore and ``llmos sh
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from transport_peer import CallBack, TellBack
 from transport_support import peer_process
 
-from llmos.actors import Actor, ActorRef, LlmosError, handler, message, tracing
+from llmos.actors import Actor, ActorRef, LlmosError, Reply, handler, message, tracing
 from llmos.actors.lowlevel import trace_state
 from llmos.agents import (
     Agent,
@@ -210,12 +211,17 @@ def test_unmarked_actors_record_nothing_and_the_slot_is_exclusive(tmp_path: Path
         assert ledger.ask(Post(1), timeout=10).get() == 1
         run.mark(ledger)
         assert ledger.ask(Post(2), timeout=10).get() == 3
+        peer_trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"  # a peer tracing
+        posted: Reply[Any] = Reply(time.monotonic() + 10)
+        ledger.post(Post(0), posted, trace=peer_trace)  # as the transport delivers it
+        assert posted.get() == 3
         run.unmark("ledger")
         assert ledger.ask(Post(3), timeout=10).get() == 6
     rows = _rows(tmp_path / "runs.db", "r")
-    assert [(r["key"][:4], r["payload"]) for r in rows] == [
-        ("ask/", {"amount": 2, "@": "tests.actor_runs.Post"}),
-        ("repl", 3),
+    assert [(r["key"][:4], r["sender"], r["payload"]) for r in rows] == [
+        ("ask/", "outside:MainThread", {"amount": 2, "@": "tests.actor_runs.Post"}),
+        ("repl", "ledger", 3),
+        ("ask/", "(another node)", {"amount": 0, "@": "tests.actor_runs.Post"}),
     ]
 
 
