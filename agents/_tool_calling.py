@@ -361,7 +361,24 @@ class ToolLoop:
         def perform(args: dict[str, Any], key: str) -> dict[str, Any]:
             return message_fields(self.box.call(name, args, call_id=call_id, effect_key=key))
 
-        return ToolResult(**effect(f"tool:{name}", arguments, perform))
+        return _recorded(name, effect(f"tool:{name}", arguments, perform), call_id)
+
+
+def _recorded(name: str, value: Any, call_id: str) -> ToolResult:
+    """The ToolResult of a journaled call: as recorded, or, for an effect in doubt that was
+    decided by hand (``llmos effects ... --done KEY [--result JSON]``), a success whose
+    content is the given result (or says that none was given)."""
+    if isinstance(value, Mapping):
+        try:
+            return ToolResult(**value)
+        except TypeError:
+            pass
+    text = (
+        "done (recorded by hand, no result given)"
+        if value is None
+        else json.dumps(value, default=str)
+    )
+    return ToolResult(name, True, text, value, "", call_id)
 
 
 def _with_tools(messages: list[dict[str, str]], prompt: str) -> list[dict[str, str]]:

@@ -22,9 +22,16 @@ TURNS = 8
 
 
 class Child:
-    """A durable_run.py subprocess whose stdout lines are read in a thread."""
+    """A durable_run.py (or another test script's) subprocess whose stdout lines are read in
+    a thread."""
 
-    def __init__(self, *args: str, slow_at: int | None = None, **env_vars: str) -> None:
+    def __init__(
+        self,
+        *args: str,
+        slow_at: int | None = None,
+        script: str = "durable_run.py",
+        **env_vars: str,
+    ) -> None:
         env = {
             **os.environ,
             "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
@@ -33,7 +40,7 @@ class Child:
             env["DURABLE_SLOW_AT"] = str(slow_at)
         env.update(env_vars)
         self.proc = subprocess.Popen(
-            [sys.executable, str(TESTS / "durable_run.py"), *args],
+            [sys.executable, str(TESTS / script), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
