@@ -1,7 +1,9 @@
 # llmos.models: model actors. A transformers model served to many agents at once, its messages,
 # scheduling and streaming, and a deterministic fake for tests.
 #   _messages                 Generate, TokenChunk, Completion, Cancel, Score, Scores,
-#                             Tokenize, Tokens, GetModelStats, GetLedger, Pause, Resume
+#                             Tokenize, Tokens, GetModelStats, GetModelInfo, ModelInfo,
+#                             GetLedger, Pause, Resume
+#   _chat_tools               what a chat template renders (tools, tool calls, tool messages)
 #   _sched                    Scheduler (FIFO or round-robin per requester), budgets, byte cap
 #   _actor, _serve, _tally    ModelActor: one model, a running batch requests join and leave,
 #                             and what it counts (ModelStats)
@@ -29,7 +31,9 @@ from ._messages import (
     Completion,
     Generate,
     GetLedger,
+    GetModelInfo,
     GetModelStats,
+    ModelInfo,
     ModelStats,
     Pause,
     Resume,
@@ -91,11 +95,13 @@ __all__ = [
     "GenerateParams",
     "GenerateResult",
     "GetLedger",
+    "GetModelInfo",
     "GetModelStats",
     "LoadedModel",
     "ModelActor",
     "ModelEngine",
     "ModelError",
+    "ModelInfo",
     "ModelOutOfMemory",
     "ModelStats",
     "ModelStream",

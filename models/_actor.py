@@ -33,7 +33,9 @@ from ._messages import (
     Completion,
     Generate,
     GetLedger,
+    GetModelInfo,
     GetModelStats,
+    ModelInfo,
     ModelStats,
     Pause,
     Resume,
@@ -88,6 +90,8 @@ class ModelActor(Actor):
             :class:`PromptTooLarge` on arrival, before tokenizing (default: 16 bytes per token
             of the context window).
         progress: show a progress bar while loading (in a terminal).
+        chat_template: a Jinja chat template used instead of the model's own (one with tool
+            support, for a model whose template has none); see :class:`GetModelInfo`.
 
     Generate is meant to be asked: the answer is a :class:`Completion`. A request leaves the
     running batch at the next step when its ask times out, the local actor that asked has
@@ -111,6 +115,7 @@ class ModelActor(Actor):
         cache_dir: str | None = None,
         batch_window: float = 0.005,
         max_prompt_bytes: int | None = None,
+        chat_template: str | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(max_batch_size, int) or max_batch_size < 1:
@@ -130,6 +135,9 @@ class ModelActor(Actor):
         self.share_weights = share_weights
         self.progress = progress
         self.max_prompt_bytes = max_prompt_bytes
+        if chat_template is not None and (not isinstance(chat_template, str) or not chat_template):
+            raise ModelError("chat_template must be the text of a Jinja chat template, or None")
+        self.chat_template = chat_template
         self.scheduler = Scheduler(schedule, budgets, default_budget)
         self.ledger = TokenLedger(self.scheduler.budgets, default_budget, register=True)
         self.engine: ModelEngine | None = None
@@ -150,7 +158,7 @@ class ModelActor(Actor):
             loaded = shared_model(model, device, dtype, cache_dir, self.progress, reload)
         else:
             loaded = load_model(model, device, dtype, cache_dir, self.progress)
-        self.engine = ModelEngine(loaded)
+        self.engine = ModelEngine(loaded, self.chat_template)
         self.running = RunningBatch(self.engine, self.max_batch_size)
         if self.max_prompt_bytes is None:
             self.max_prompt_bytes = 16 * self.engine.context_window
@@ -311,6 +319,12 @@ class ModelActor(Actor):
     def stats(self, _msg: GetModelStats) -> ModelStats:
         name = self.engine.loaded.name if self.engine else ""
         return self.tally.stats(name, self.running, self.scheduler)
+
+    @handler(GetModelInfo)
+    def info(self, _msg: GetModelInfo) -> ModelInfo:
+        """The model's name, context window and what its chat template renders (tools)."""
+        assert self.engine is not None
+        return self.engine.info()
 
     @handler(GetLedger)
     def get_ledger(self, _msg: GetLedger) -> Ledger:

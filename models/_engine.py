@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from ._chat_tools import ChatFeatures, chat_features
 from ._engine_batch import BatchSession, OnToken, ShouldCancel
 from ._engine_grammar import Grammars
 from ._engine_load import (
@@ -38,6 +39,7 @@ from ._engine_params import (
 )
 from ._engine_score import score_candidates
 from ._errors import ModelError
+from ._messages import ModelInfo
 
 __all__ = [
     "DEFAULT_MODEL_PACKAGE",
@@ -62,10 +64,14 @@ class ModelEngine:
 
     Args:
         loaded: the model, from :func:`load_model`.
+        chat_template: a Jinja chat template to format ``messages`` with instead of the
+            tokenizer's own (one with tool support, say); the shared tokenizer is left as is.
     """
 
-    def __init__(self, loaded: LoadedModel) -> None:
+    def __init__(self, loaded: LoadedModel, chat_template: str | None = None) -> None:
         self.loaded = loaded
+        self.chat_template = chat_template
+        self._features: ChatFeatures | None = None
         self._tokenizer = loaded.tokenizer
         self._model = loaded.model
         self._pad_id: int = loaded.tokenizer.pad_token_id
@@ -97,6 +103,20 @@ class ModelEngine:
         return self._grammars
 
     @property
+    def features(self) -> ChatFeatures:
+        """What the chat template renders: tools, tool calls, tool messages (found once)."""
+        if self._features is None:
+            self._features = chat_features(self._tokenizer, self.chat_template)
+        return self._features
+
+    def info(self) -> ModelInfo:
+        """The model's name, context window and what its chat template renders."""
+        f = self.features
+        return ModelInfo(
+            self.loaded.name, self.context_window, f.template, f.tools, f.tool_calls, f.tool_role
+        )
+
+    @property
     def context_window(self) -> int:
         """The most tokens (prompt plus generated) one request may use."""
         window: int = self.loaded.context_window
@@ -118,21 +138,62 @@ class ModelEngine:
 
     # -- preparing requests ------------------------------------------------------------------
 
-    def _encode_messages(self, index: int, messages: list[dict[str, str]]) -> list[int]:
-        if not getattr(self._tokenizer, "chat_template", None):
+    def prompt_text(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]] | None = None,
+        index: int = 0,
+    ) -> str:
+        """The text a chat is given to the model as: ``messages`` (and ``tools``) formatted
+        by the chat template, an assistant turn opened for the reply.
+
+        Raises:
+            ModelError: no chat template; tools, tool calls or tool messages that the
+                template does not render; or the template rejected the messages.
+        """
+        features = self.features
+        name = self.loaded.name
+        if not features.template:
             raise ModelError(
-                f"request {index}: model {self.loaded.name} has no chat template; "
+                f"request {index}: model {name} has no chat template; "
                 "pass prompt= (raw text) instead of messages="
             )
+        unsupported = [
+            what
+            for what, given, ok in (
+                ("tools", bool(tools), features.tools),
+                ("tool_calls", any("tool_calls" in m for m in messages), features.tool_calls),
+                ("tool messages", any(m["role"] == "tool" for m in messages), features.tool_role),
+            )
+            if given and not ok
+        ]
+        if unsupported:
+            raise ModelError(
+                f"request {index}: the chat template of {name} does not render "
+                f"{' or '.join(unsupported)} (ModelInfo says what it renders); describe the "
+                "tools in the prompt and send calls and results as plain turns, or start the "
+                "model with a chat_template that supports tools"
+            )
+        extra: dict[str, Any] = {"tools": tools} if tools else {}
         try:
-            text = self._tokenizer.apply_chat_template(
-                messages, tokenize=False, add_generation_prompt=True
+            text: str = self._tokenizer.apply_chat_template(
+                messages,
+                tokenize=False,
+                add_generation_prompt=True,
+                chat_template=self.chat_template,
+                **extra,
             )
         except Exception as exc:
             raise ModelError(
-                f"request {index}: the chat template of {self.loaded.name} rejected the "
+                f"request {index}: the chat template of {name} rejected the "
                 f"messages ({type(exc).__name__}: {exc}); check the order of roles it expects"
             ) from exc
+        return text
+
+    def _encode_messages(
+        self, index: int, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None
+    ) -> list[int]:
+        text = self.prompt_text(messages, tools, index)
         # The template already writes any BOS token; adding special tokens would double it.
         ids: list[int] = self._tokenizer(text, add_special_tokens=False)["input_ids"]
         return ids
@@ -156,9 +217,9 @@ class ModelEngine:
         else:
             assert params.messages is not None
             messages = list(params.messages)
-            ids = self._encode_messages(index, messages)
+            ids = self._encode_messages(index, messages, params.tools)
             while len(ids) > budget and params.truncate and _drop_oldest_turn(messages):
-                ids = self._encode_messages(index, messages)
+                ids = self._encode_messages(index, messages, params.tools)
         if len(ids) > budget:
             raise ModelError(
                 f"request {index}: prompt of {len(ids)} tokens + max_new_tokens="
@@ -297,17 +358,19 @@ class ModelEngine:
         return logits
 
 
-def _drop_oldest_turn(messages: list[dict[str, str]]) -> bool:
+def _drop_oldest_turn(messages: list[dict[str, Any]]) -> bool:
     """Drop the oldest non-system message (never the last); False when none can go.
 
-    When that leaves an assistant message first, it goes too, so the chat still opens with a
-    user turn (some chat templates insist on it).
+    When that leaves an assistant or tool message first, it goes too (and so on), so the
+    chat still opens with a user turn (some chat templates insist on it) and no tool result
+    is left without its call.
     """
     turns = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
     if not turns:
         return False
     del messages[turns[0]]
-    rest = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
-    if rest and messages[rest[0]]["role"] == "assistant":
+    while True:
+        rest = [i for i, m in enumerate(messages[:-1]) if m["role"] != "system"]
+        if not rest or messages[rest[0]]["role"] not in ("assistant", "tool"):
+            return True
         del messages[rest[0]]
-    return True

@@ -13,6 +13,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._chat_tools import check_tool_fields, check_tools
 from ._errors import ModelError
 
 __all__ = [
@@ -30,7 +31,8 @@ MAX_REPETITION_PENALTY = 10.0
 #: The most characters ``avoid`` may hold in all.
 MAX_AVOID_CHARS = 20_000
 
-_ROLES = ("system", "user", "assistant")
+_ROLES = ("system", "user", "assistant", "tool")
+_TOOL_KEYS = {"assistant": ("tool_calls",), "tool": ("name",)}
 
 #: The longest schema text accepted.
 MAX_SCHEMA_CHARS = 64_000
@@ -66,33 +68,39 @@ class ModelOutOfMemory(ModelError):
     """
 
 
-def _check_messages(messages: Any) -> list[dict[str, str]]:
+def _check_messages(messages: Any) -> list[dict[str, Any]]:
     if not isinstance(messages, list | tuple) or not messages:
         raise ModelError(
             f"messages must be a non-empty list of {{'role': ..., 'content': ...}} dicts, "
             f"got {type(messages).__name__}{'' if messages else ' (empty)'}; "
             f"pass at least one user message"
         )
-    copied: list[dict[str, str]] = []
+    copied: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
             raise ModelError(
                 f"messages[{i}] must be a dict with 'role' and 'content', "
                 f"got {type(message).__name__}"
             )
-        extra = set(message) - {"role", "content"}
+        role = message.get("role")
+        extra = set(message) - {
+            "role",
+            "content",
+            *(_TOOL_KEYS.get(role, ()) if isinstance(role, str) else ()),
+        }
         if extra:
             raise ModelError(
                 f"messages[{i}] has unknown keys {sorted(map(str, extra))}; "
-                f"only 'role' and 'content' are allowed"
+                f"only 'role' and 'content' are allowed (and 'tool_calls' in an assistant "
+                f"message, 'name' in a tool message)"
             )
-        role = message.get("role")
         content = message.get("content")
         if role not in _ROLES:
             raise ModelError(f"messages[{i}] has role {role!r}; use one of {', '.join(_ROLES)}")
         if not isinstance(content, str):
             raise ModelError(f"messages[{i}] content must be a str, got {type(content).__name__}")
         copied.append({"role": role, "content": content})
+        check_tool_fields(i, message, copied[-1])
     return copied
 
 
@@ -116,8 +124,10 @@ class GenerateParams:
     """One generation request. Exactly one of ``messages`` and ``prompt`` is given.
 
     Args:
-        messages: a chat, ``[{"role": "system"|"user"|"assistant", "content": str}, ...]``,
-            formatted with the model's chat template and an assistant turn opened for the reply.
+        messages: a chat, ``[{"role": "system"|"user"|"assistant"|"tool", "content": str},
+            ...]``, formatted with the model's chat template and an assistant turn opened for
+            the reply; an assistant message may carry ``tool_calls``, a tool message ``name``
+            (see ``llmos.models._chat_tools``; only for a template that renders them).
         prompt: raw text fed to the model as is (no chat template).
         max_new_tokens: at most this many tokens are generated (1..``MAX_NEW_TOKENS_CAP``; the
             prompt plus this must also fit the model's context window).
@@ -142,12 +152,15 @@ class GenerateParams:
         json_schema: the JSON text of a JSON schema: the answer is generated under
             constrained decoding, so it is compact JSON valid against the schema (unless it
             runs out of tokens first: finish reason ``"length"``). None generates freely.
+        tools: tool definitions the chat template renders (``[{"type": "function",
+            "function": {"name", "description", "parameters"}}]``); only with ``messages``,
+            and only for a model whose template supports tools (``ModelInfo.tools``).
 
     Raises:
         ModelError: a field has the wrong type or is out of range; the message names it.
     """
 
-    messages: list[dict[str, str]] | None = None
+    messages: list[dict[str, Any]] | None = None
     prompt: str | None = None
     max_new_tokens: int = 128
     temperature: float = 0.0
@@ -160,6 +173,7 @@ class GenerateParams:
     avoid: tuple[str, ...] = field(default=())
     finish_sentence: int = 0
     json_schema: str | None = None
+    tools: list[dict[str, Any]] | None = None
 
     def __post_init__(self) -> None:
         if (self.messages is None) == (self.prompt is None):
@@ -199,6 +213,10 @@ class GenerateParams:
         self._check_repetition()
         if self.json_schema is not None:
             check_json_schema(self.json_schema)
+        if self.tools is not None:
+            if self.messages is None:
+                raise ModelError("tools are rendered by the chat template: give messages=")
+            object.__setattr__(self, "tools", check_tools(self.tools))
 
     def _check_repetition(self) -> None:
         penalty = _check_float("repetition_penalty", self.repetition_penalty)

@@ -26,7 +26,9 @@ from ._messages import (
     Completion,
     Generate,
     GetLedger,
+    GetModelInfo,
     GetModelStats,
+    ModelInfo,
     ModelStats,
     Score,
     Scores,
@@ -62,6 +64,9 @@ class FakeModel(Actor):
         delay: seconds to wait before answering each request (to look like a slow model).
         max_prompt_bytes: requests with a longer prompt text are refused with
             :class:`PromptTooLarge`, as a ModelActor refuses them.
+        tool_template: act as a model whose chat template renders tools, tool calls and
+            tool messages (:class:`ModelInfo`); without it, a request with ``tools`` is
+            refused, as a ModelActor whose template has no tool support refuses it.
 
     Without a script each reply is ``"<requester> #<n>: <first 12 words of the last user
     line>"`` (speaker prefixes dropped), with ``n`` counted per requester, so a dialogue
@@ -76,6 +81,7 @@ class FakeModel(Actor):
         name_tag: str = "fake",
         delay: float = 0.0,
         max_prompt_bytes: int | None = 1 << 17,
+        tool_template: bool = False,
     ) -> None:
         super().__init__()
         if script is not None and not callable(script) and not isinstance(script, Sequence):
@@ -87,6 +93,7 @@ class FakeModel(Actor):
         self.name_tag = name_tag
         self.delay = delay
         self.max_prompt_bytes = max_prompt_bytes
+        self.tool_template = tool_template
         self.position = 0
         self.per_requester: dict[str, int] = {}
         self.counts = {"requests": 0, "completed": 0, "refused": 0, "tokens": 0}
@@ -162,6 +169,11 @@ class FakeModel(Actor):
             )
         check_prompt_size(request, self.max_prompt_bytes)
         messages = self._messages(request)
+        if request.tools is not None and not self.tool_template:
+            raise ModelError(
+                f"the chat template of {self.name_tag} does not render tools (ModelInfo says "
+                "what it renders); describe the tools in the prompt"
+            )
         if not isinstance(request.max_new_tokens, int) or request.max_new_tokens < 1:
             raise ModelError(f"max_new_tokens must be an int >= 1, got {request.max_new_tokens!r}")
         return messages
@@ -195,6 +207,12 @@ class FakeModel(Actor):
             tokens_by_requester=dict(self.tokens_by_requester),
             batch_sizes={1: c["completed"]} if c["completed"] else {},
         )
+
+    @handler(GetModelInfo)
+    def info(self, _msg: GetModelInfo) -> ModelInfo:
+        """What a model with (``tool_template``) or without tool support answers."""
+        t = self.tool_template
+        return ModelInfo(self.name_tag, 0, True, t, t, t)
 
     @handler(GetLedger)
     def get_ledger(self, _msg: GetLedger) -> Ledger:

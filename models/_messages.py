@@ -20,7 +20,9 @@ __all__ = [
     "Completion",
     "Generate",
     "GetLedger",
+    "GetModelInfo",
     "GetModelStats",
+    "ModelInfo",
     "ModelStats",
     "Pause",
     "Resume",
@@ -40,7 +42,10 @@ class Generate:
     ``prompt`` (raw text) is given.
 
     Attributes:
-        messages: chat turns, each ``{"role": "system"|"user"|"assistant", "content": str}``.
+        messages: chat turns, each ``{"role": "system"|"user"|"assistant", "content": str}``;
+            with a template that supports tools (:class:`ModelInfo`), also ``{"role":
+            "tool", "content": str, "name": str}`` and assistant turns with ``tool_calls``
+            (``[{"type": "function", "function": {"name": str, "arguments": {...}}}]``).
         prompt: raw text to continue, instead of ``messages``.
         max_new_tokens: the most tokens to generate (capped by the model actor).
         temperature: 0 for greedy decoding (deterministic), else sampling temperature.
@@ -64,6 +69,10 @@ class Generate:
             constrained decoding and is compact JSON valid against it (finish reason "stop";
             "length" when it ran out of tokens first). Such requests share a batch with free
             ones.
+        tools: tool definitions (``[{"type": "function", "function": {"name": str,
+            "description": str, "parameters": {JSON schema}}}]``) rendered by the model's
+            chat template; refused (ModelError) by a model whose template does not support
+            tools (see :class:`ModelInfo`).
     """
 
     messages: list[dict[str, Any]] | None = None
@@ -83,6 +92,34 @@ class Generate:
     finish_sentence: int = 0
     dialogue: str = ""
     json_schema: str | None = None
+    tools: list[dict[str, Any]] | None = None
+
+
+@message("llmos.model.GetModelInfo")
+class GetModelInfo:
+    """Ask a model actor for its :class:`ModelInfo`."""
+
+
+@message("llmos.model.ModelInfo")
+class ModelInfo:
+    """What a model is and what its chat template renders.
+
+    Attributes:
+        model: the model's name.
+        context_window: the most tokens (prompt plus generated) one request may use (0:
+            not known).
+        chat_template: ``messages`` can be given (the model has a chat template).
+        tools: the template renders ``Generate.tools`` (its own tool-calling format).
+        tool_calls: it renders an assistant message's ``tool_calls``.
+        tool_role: it renders ``{"role": "tool", ...}`` messages (tool results).
+    """
+
+    model: str
+    context_window: int = 0
+    chat_template: bool = True
+    tools: bool = False
+    tool_calls: bool = False
+    tool_role: bool = False
 
 
 @message("llmos.model.Score")

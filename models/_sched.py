@@ -115,6 +115,7 @@ def request_params(request: Any, max_new_tokens_cap: int) -> GenerateParams:
         avoid=tuple(request.avoid) if isinstance(request.avoid, list) else request.avoid,
         finish_sentence=request.finish_sentence,
         json_schema=request.json_schema,
+        tools=getattr(request, "tools", None),
     )
 
 
