@@ -14,6 +14,8 @@
 #   _tool, _tool_actor                 @tool (schema from type hints via pydantic), ToolActor
 #                                      (kernel-supervised: timeout, concurrency, typed errors)
 #   _tool_calling                      ToolBox, ToolLoop: tool calls under constrained decoding
+#   _tool_prompt                       how tools are shown: the chat template's tool support,
+#                                      else a documented prompt format
 #   _structured                        typed answers (pydantic) from a model or a ChatAgent
 #   _mcp, _mcp_serve                   McpTools (an MCP server's tools as a tool actor, stdio or
 #                                      HTTP), mcp_server/serve_mcp (agents served over MCP)
@@ -97,9 +99,8 @@ from llmos.agents._tool_calling import (
     ToolCallRecord,
     ToolLoop,
     ToolLoopResult,
-    call_schema,
-    tools_prompt,
 )
+from llmos.agents._tool_prompt import call_schema, tools_prompt
 from llmos.agents._transcript import (
     ChatResult,
     ChatTimeout,

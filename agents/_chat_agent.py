@@ -105,9 +105,11 @@ class ChatAgent(Agent):
         model_timeout: how long to wait for the model.
         oplog: a JSONL file for the operation log.
         tools: tools it may call before it answers: ``@tool`` functions (started under the
-            kernel), tool actors' refs (local, pooled, remote) or names. Each call is chosen
-            under constrained decoding (see ``llmos.agents._tool_calling``), and the results
-            are shown to the model with the latest turn.
+            kernel), tool actors' refs (local, pooled, remote) or names. They are shown to
+            the model through its chat template's tool support where it has one, else in a
+            documented prompt format (see ``llmos.agents._tool_prompt``); each call is chosen
+            under constrained decoding, and the results are shown to the model with the
+            latest turn.
         max_tool_calls: the most tool calls before one answer.
         tool_seconds: the wall-clock budget of the tool calls before one answer.
         tool_choice: "auto" (the model may call none) or "required" (at least one call

@@ -4,22 +4,13 @@
 calls them; whatever goes wrong comes back as a :class:`~llmos.agents.ToolResult` with
 ``ok=False``, never as an exception.
 
-:class:`ToolLoop` lets a model call tools before it answers. The model is shown the tools in a
-documented prompt format (below; the default model's chat template has no tool support) and
-each decision is generated under constrained decoding against a schema that admits exactly one
-of: a call ``{"tool": NAME, "arguments": {...}}`` whose arguments fit that tool's schema, or
-``{"tool": "none"}`` (done). So every call parses and validates, even from a 135M model. The
-loop is bounded by a number of calls and a wall-clock budget, and a call repeated with the
-same arguments ends it (the model is looping).
-
-The prompt format, appended to the system message::
-
-    You can use tools. Answer with one JSON object: {"tool": NAME, "arguments": {...}} to
-    call a tool, or {"tool": "none"} when no tool is needed or you have the result.
-    Tools:
-    - NAME: DESCRIPTION Arguments: {"field": type, ...}
-
-Each result is then shown as a user message ``Result of NAME: TEXT``.
+:class:`ToolLoop` lets a model call tools before it answers. The model is shown the tools
+through its chat template's tool support where it has one, otherwise in a documented prompt
+format (both in ``llmos.agents._tool_prompt``), and each decision is generated under
+constrained decoding against a schema that admits exactly one of: a call of one of the tools
+whose arguments fit that tool's schema, or "none" (done). So every call parses and validates,
+even from a 135M model. The loop is bounded by a number of calls and a wall-clock budget, and
+a call repeated with the same arguments ends it (the model is looping).
 """
 
 from __future__ import annotations
@@ -30,7 +21,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llmos.actors import ActorRef, AskTimeout, LlmosError, message_fields
+from llmos.actors import (
+    ActorDeadError,
+    ActorError,
+    ActorRef,
+    AskTimeout,
+    LlmosError,
+    message_fields,
+)
 from llmos.agents._tool import Tool, ToolError
 from llmos.agents._tool_actor import (
     CallTool,
@@ -42,12 +40,11 @@ from llmos.agents._tool_actor import (
     failed,
     start_tools,
 )
+from llmos.agents._tool_prompt import NONE, ToolFormat, tool_format
 from llmos.kernel import kernel
-from llmos.models import Completion, Generate
+from llmos.models import Completion, Generate, GetModelInfo, ModelInfo
 
-__all__ = ["ToolBox", "ToolCallRecord", "ToolLoop", "ToolLoopResult", "call_schema", "tools_prompt"]
-
-NONE = "none"
+__all__ = ["ToolBox", "ToolCallRecord", "ToolLoop", "ToolLoopResult"]
 
 #: ``effect(name, args, fn)``: performs ``fn(args, key)`` at most once per run (see
 #: ``Agent.agent_effect``) and returns its (recorded) result.
@@ -145,60 +142,6 @@ class ToolBox:
         return answer
 
 
-def _type_text(schema: dict[str, Any]) -> str:
-    if "enum" in schema:
-        return "|".join(json.dumps(v) for v in schema["enum"])
-    if "const" in schema:
-        return json.dumps(schema["const"])
-    if "anyOf" in schema:
-        return "|".join(_type_text(s) for s in schema["anyOf"])
-    return str(schema.get("type", "value"))
-
-
-def tools_prompt(specs: Sequence[ToolSpec]) -> str:
-    """The tools in the documented prompt format (see the module docstring)."""
-    lines = [
-        'You can use tools. Answer with one JSON object: {"tool": NAME, "arguments": {...}} '
-        'to call a tool, or {"tool": "none"} when no tool is needed or you have the result.',
-        "Tools:",
-    ]
-    for spec in specs:
-        props = spec.parameters.get("properties", {})
-        args = ", ".join(f'"{k}": {_type_text(v)}' for k, v in props.items())
-        lines.append(f"- {spec.name}: {spec.description} Arguments: {{{args}}}")
-    return "\n".join(lines)
-
-
-def call_schema(specs: Sequence[ToolSpec], allow_none: bool = True) -> dict[str, Any]:
-    """The JSON schema of one decision: a call of one of the tools, or (optionally) none."""
-    options: list[dict[str, Any]] = []
-    defs: dict[str, Any] = {}
-    for spec in specs:
-        params = dict(spec.parameters)
-        defs.update(params.pop("$defs", {}))
-        options.append(
-            {
-                "type": "object",
-                "properties": {"tool": {"const": spec.name}, "arguments": params},
-                "required": ["tool", "arguments"],
-                "additionalProperties": False,
-            }
-        )
-    if allow_none:
-        options.append(
-            {
-                "type": "object",
-                "properties": {"tool": {"const": NONE}},
-                "required": ["tool"],
-                "additionalProperties": False,
-            }
-        )
-    schema: dict[str, Any] = {"anyOf": options} if len(options) > 1 else options[0]
-    if defs:
-        schema["$defs"] = defs
-    return schema
-
-
 @dataclass(frozen=True)
 class ToolCallRecord:
     """One decision of the loop and what came of it.
@@ -251,6 +194,10 @@ class ToolLoop:
         model_timeout: how long to wait for each decision.
         tool_choice: "auto" (the model may decide to call nothing) or "required" (the first
             decision must be a call: for a small model that would otherwise not call tools).
+        prompt_format: "auto" (the model's chat template shows the tools where it supports
+            them, asked of the model with :class:`~llmos.models.GetModelInfo`; a model actor
+            that does not answer that gets the documented format) or "prompt" (always the
+            documented prompt format).
     """
 
     def __init__(
@@ -261,7 +208,11 @@ class ToolLoop:
         max_new_tokens: int = 96,
         model_timeout: float = 120.0,
         tool_choice: Literal["auto", "required"] = "auto",
+        prompt_format: Literal["auto", "prompt"] = "auto",
     ) -> None:
+        if prompt_format not in ("auto", "prompt"):
+            raise ToolError(f"prompt_format must be 'auto' or 'prompt', got {prompt_format!r}")
+        self.prompt_format = prompt_format
         if tool_choice not in ("auto", "required"):
             raise ToolError(f"tool_choice must be 'auto' or 'required', got {tool_choice!r}")
         self.tool_choice = tool_choice
@@ -276,9 +227,9 @@ class ToolLoop:
     def run(
         self,
         model: ActorRef,
-        messages: list[dict[str, str]],
+        messages: list[dict[str, Any]],
         requester: str = "",
-        ask: Callable[[ActorRef, Generate, float], Any] | None = None,
+        ask: Callable[[ActorRef, Any, float], Any] | None = None,
         effect: EffectRunner | None = None,
     ) -> ToolLoopResult:
         """Let the model decide and call tools until it says none, or a bound is reached.
@@ -286,9 +237,11 @@ class ToolLoop:
         Args:
             model: the model actor.
             messages: the conversation (a system message first, if any); the tools' prompt
-                is added to its system message.
+                (or, through the chat template, the "none" hint) is added to its system
+                message.
             requester: who asks the model (for its fairness and budgets).
-            ask: how to ask the model (default: ``ref.ask(msg, timeout).get()``).
+            ask: how to ask the model (default: ``ref.ask(msg, timeout).get()``): its
+                :class:`~llmos.models.GetModelInfo`, then each decision.
             effect: how a call of a ``side_effects`` tool is performed exactly once (an
                 agent passes its ``agent_effect``: in a recorded run the call goes through the
                 run's effect journal, keyed by run, agent, turn and arguments, and a resumed
@@ -302,12 +255,14 @@ class ToolLoop:
         if not specs:
             out.stopped_by = "none"
             return out
-        schema = json.dumps(call_schema(specs))
-        first = json.dumps(call_schema(specs, allow_none=self.tool_choice == "auto"))
-        chat = _with_tools(messages, tools_prompt(specs))
         started = time.monotonic()
-        seen: set[str] = set()
         asker = ask or (lambda ref, msg, timeout: ref.ask(msg, timeout=timeout).get())
+        fmt = self._format(model, asker)
+        schema = fmt.schema(specs, allow_none=True)
+        first = fmt.schema(specs, allow_none=self.tool_choice == "auto")
+        tools = fmt.definitions(specs)
+        chat = fmt.prompt(messages, specs)
+        seen: set[str] = set()
         while True:
             if len(out.calls) >= self.max_calls:
                 out.stopped_by = "max_calls"
@@ -323,6 +278,7 @@ class ToolLoop:
                 truncate=True,
                 requester=requester,
                 json_schema=first if not out.calls else schema,
+                tools=tools,
             )
             done = asker(model, request, min(self.model_timeout, left))
             if not isinstance(done, Completion):
@@ -332,7 +288,7 @@ class ToolLoop:
             except ValueError:  # out of tokens mid-object: the only way it cannot parse
                 out.stopped_by = "model"
                 return out
-            name = decision.get("tool", NONE)
+            name = decision.get(fmt.key, NONE)
             arguments = decision.get("arguments", {})
             if name == NONE:
                 out.stopped_by = "none"
@@ -345,11 +301,19 @@ class ToolLoop:
             seen.add(key)
             result = self._call(name, arguments, f"call-{len(out.calls) + 1}", effect)
             out.calls.append(ToolCallRecord(name, arguments, result, done.text))
-            chat = [
-                *chat,
-                {"role": "assistant", "content": done.text},
-                {"role": "user", "content": f"Result of {result.observation()}"},
-            ]
+            chat = fmt.after_call(chat, done.text, name, arguments, result)
+
+    def _format(self, model: ActorRef, asker: Callable[[ActorRef, Any, float], Any]) -> ToolFormat:
+        """How this model is shown tools: through its chat template when it supports them."""
+        if self.prompt_format == "prompt":
+            return ToolFormat()
+        try:
+            info = asker(model, GetModelInfo(), min(self.model_timeout, 30.0))
+        except (AskTimeout, ActorDeadError):
+            raise
+        except ActorError:  # a model actor that has no handler for GetModelInfo
+            return ToolFormat()
+        return tool_format(info if isinstance(info, ModelInfo) else None)
 
     def _call(
         self, name: str, arguments: dict[str, Any], call_id: str, effect: EffectRunner | None
@@ -379,10 +343,3 @@ def _recorded(name: str, value: Any, call_id: str) -> ToolResult:
         else json.dumps(value, default=str)
     )
     return ToolResult(name, True, text, value, "", call_id)
-
-
-def _with_tools(messages: list[dict[str, str]], prompt: str) -> list[dict[str, str]]:
-    if messages and messages[0]["role"] == "system":
-        system = f"{messages[0]['content']}\n\n{prompt}".strip()
-        return [{"role": "system", "content": system}, *messages[1:]]
-    return [{"role": "system", "content": prompt}, *messages]
