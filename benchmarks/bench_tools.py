@@ -17,7 +17,12 @@
 The prompts are sent 8 at a time, so they share the model's running batch. Prints each figure
 with min / median / max where repeated, and the load average.
 
-Run: ``python benchmarks/bench_tools.py [--prompts 50] [--rounds 3] [--batch 8]``
+``--chat-template FILE`` serves the model with that Jinja chat template (one with tool support,
+e.g. ``tests/chat_templates/hermes_tools.jinja``): the tools then go through the template, and
+decisions name the tool in ``"name"`` instead of ``"tool"``.
+
+Run: ``python benchmarks/bench_tools.py [--prompts 50] [--rounds 3] [--batch 8]
+[--chat-template FILE]``
 """
 
 from __future__ import annotations
@@ -165,10 +170,11 @@ def bench_tool_calls(model: ActorRef, n: int, batch: int) -> None:
         call = done.calls[0]
         try:
             decision = json.loads(call.text)
-            jsonschema.validate(decision["arguments"], specs[decision["tool"]].parameters)
+            name = decision["tool" if "tool" in decision else "name"]
+            jsonschema.validate(decision["arguments"], specs[name].parameters)
         except (ValueError, KeyError, jsonschema.ValidationError) as exc:
             return False, False, f"invalid: {call.text!r} ({exc})"
-        ok = same_call(decision["tool"], decision["arguments"], want_tool, want)
+        ok = same_call(name, decision["arguments"], want_tool, want)
         return True, ok, call.text
 
     started = time.perf_counter()
@@ -277,11 +283,17 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--tokens", type=int, default=48)
     parser.add_argument("--skip", default="", help="comma list of: tools, structured, speed")
+    parser.add_argument("--chat-template", default=None, help="a Jinja chat template file")
     args = parser.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "2")))
     loaded = shared_model(progress=True)
     print(f"model: {loaded.name} on {loaded.device} ({loaded.dtype}), from {loaded.source}")
-    model = ModelActor.start(max_batch_size=args.batch, batch_window=0.05, name="model")
+    template = open(args.chat_template).read() if args.chat_template else None
+    model = ModelActor.start(
+        max_batch_size=args.batch, batch_window=0.05, name="model", chat_template=template
+    )
+    if template is not None:
+        print(f"chat template: {args.chat_template}")
     skip = set(args.skip.split(","))
     try:
         if "tools" not in skip:
