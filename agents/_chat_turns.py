@@ -133,6 +133,7 @@ class TurnTaking:
             transcript=tuple(e for e in self.entries if e.kind == "utterance"),
             last_speaker=self.last_speaker,
             task=self.task,
+            dialogue=self.actor_name,
         )
         try:
             name = self.selector(ctx)

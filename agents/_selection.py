@@ -37,6 +37,7 @@ class SelectionContext:
         transcript: the utterances so far, oldest first.
         last_speaker: who spoke last (None before the first turn).
         task: the chat's topic or question.
+        dialogue: the chat's name ("" when unknown), so a model that picks is charged to it.
     """
 
     turn: int
@@ -46,6 +47,7 @@ class SelectionContext:
     transcript: Sequence[Entry]
     last_speaker: str | None
     task: str
+    dialogue: str = ""
 
 
 Selector = Callable[[SelectionContext], str]
@@ -75,7 +77,8 @@ class ModelSelector:
     the most likely name wins. No free text is parsed, so the pick is always one of the allowed
     names. A model that cannot score (an error, a timeout) makes the selector raise, and the
     chat falls back to round robin for that turn with a note. The chat actor waits for the
-    answer (at most ``timeout``) before it asks the next speaker.
+    answer (at most ``timeout``) before it asks the next speaker. The model's token ledger
+    charges each scoring to the requester "selector" and to the chat's dialogue.
 
     Fairness: a model tends to pick names it has already seen in the conversation, so left
     alone it may never give the word to a quiet agent. Two rules keep every agent in:
@@ -171,6 +174,7 @@ class ModelSelector:
             messages=self.prompt(ctx, names),
             truncate=True,
             requester="selector",
+            dialogue=ctx.dialogue,
         )
         answer = self.model.ask(request, timeout=self.timeout).get()
         if not isinstance(answer, Scores):

@@ -1,6 +1,7 @@
 """The token ledger: tokens in and out per agent, per dialogue and per model, with budgets.
 
-A model actor keeps a :class:`TokenLedger` and charges it once per answered request; asked
+A model actor keeps a :class:`TokenLedger` and charges it once per request served (answered
+or cancelled, and each scoring); asked
 ``GetLedger`` (in :mod:`llmos.models`) it answers the :class:`Ledger` snapshot, and
 ``kernel().stats().tokens`` merges the ledgers of every model actor running in the process. A
 dialogue keeps one too, charged from its utterances, and saves it with its transcript.
@@ -28,9 +29,10 @@ class TokenUsage:
     """What one agent, dialogue or model spent.
 
     Attributes:
-        input_tokens: prompt tokens of its answered requests.
-        output_tokens: tokens generated for them.
-        requests: requests answered (cancelled ones included, refused ones not).
+        input_tokens: prompt tokens of its requests, and the tokens its scorings read.
+        output_tokens: tokens generated for them (none for a scoring).
+        requests: requests served: answered (cancelled ones included) and scorings;
+            refused ones are not counted.
         budget: its token budget beside the figures (None: none set). For an agent this is
             the model actor's completion-token budget for that requester, the one it enforces
             on admission; compare it with ``output_tokens``.
@@ -57,9 +59,10 @@ class Ledger:
     """A snapshot of token use, by agent (the requester), by dialogue and by model.
 
     Attributes:
-        agents: usage per requester name (``Generate.requester``; "anonymous" when unnamed).
-        dialogues: usage per dialogue name (``Generate.dialogue``; requests outside any
-            dialogue are not in this table).
+        agents: usage per requester name (``Generate.requester``, ``Score.requester``;
+            "anonymous" when unnamed).
+        dialogues: usage per dialogue name (``Generate.dialogue``, ``Score.dialogue``;
+            requests outside any dialogue are not in this table).
         models: usage per model name.
     """
 
@@ -137,7 +140,7 @@ class TokenLedger:
     def charge(
         self, agent: str, dialogue: str, model: str, input_tokens: int, output_tokens: int
     ) -> None:
-        """Count one answered request (an empty ``dialogue`` counts it outside any)."""
+        """Count one request served (an empty ``dialogue`` counts it outside any)."""
         with self._lock:
             for kind, name in (("agents", agent or "anonymous"), ("dialogues", dialogue)):
                 if kind == "dialogues" and not name:

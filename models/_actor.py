@@ -20,7 +20,6 @@ from llmos.actors import Actor, ActorDeadError, ActorError, Reply, handler, mess
 from llmos.kernel import Ledger, TokenLedger
 
 from ._engine import (
-    GenerateParams,
     GenerateResult,
     ModelEngine,
     ModelOutOfMemory,
@@ -30,7 +29,6 @@ from ._engine import (
 from ._errors import ModelError
 from ._messages import (
     Cancel,
-    Completion,
     Generate,
     GetLedger,
     GetModelInfo,
@@ -44,15 +42,9 @@ from ._messages import (
     Tokenize,
     Tokens,
 )
-from ._sched import (
-    Pending,
-    Policy,
-    Scheduler,
-    check_prompt_size,
-    check_tokenize,
-    request_params,
-)
-from ._serve import RunningBatch
+from ._queries import answer_score, answer_tokenize, loaded
+from ._sched import Pending, Policy, Scheduler, check_prompt_size, request_params
+from ._serve import RunningBatch, completion_of
 from ._tally import Tally
 from ._tracing import end_model_span, start_model_span
 
@@ -97,7 +89,8 @@ class ModelActor(Actor):
     running batch at the next step when its ask times out, the local actor that asked has
     stopped, its stream target is gone, or a :class:`Cancel` names it; a stream target that
     fails fails that request alone. Every request's token reservation is settled however it
-    ends.
+    ends. A :class:`Score` is charged the tokens it read; never refused over a budget, as
+    budgets are of generated tokens.
     """
 
     def __init__(
@@ -274,35 +267,15 @@ class ModelActor(Actor):
 
     @handler(Score)
     def score(self, request: Score) -> Scores:
-        """Score candidates at once, between decoding steps (one short forward pass, not
-        queued and not counted in the generation statistics).
-
-        Raises:
-            ModelError: a malformed request, a prompt that does not fit, or a bad candidate.
-        """
-        if self.engine is None:
-            raise ModelError("the model is not loaded yet; ask again once the actor started")
-        check_prompt_size(request, self.max_prompt_bytes)
-        params = GenerateParams(
-            messages=request.messages,
-            prompt=request.prompt,
-            max_new_tokens=1,
-            truncate=request.truncate,
-        )
-        candidates = request.candidates
-        if isinstance(candidates, str) or not isinstance(candidates, list | tuple):
-            raise ModelError(f"candidates must be a list of str, got {candidates!r}")
-        logprobs = self.engine.score(params, list(candidates))
-        return Scores(logprobs=logprobs, model=self.engine.loaded.name)
+        """Score candidates, charging the tokens read to the requester (see
+        :mod:`._queries`; ModelError: a malformed request, a prompt that does not fit, or a
+        bad candidate)."""
+        return answer_score(self.engine, request, self.max_prompt_bytes, self.ledger)
 
     @handler(Tokenize)
     def tokenize(self, request: Tokenize) -> Tokens:
-        """Tokenize texts with the model's tokenizer, between decoding steps (ModelError: not
-        loaded yet, or a malformed request)."""
-        if self.engine is None:
-            raise ModelError("the model is not loaded yet; ask again once the actor started")
-        split = [self.engine.tokenize(t) for t in check_tokenize(request, self.max_prompt_bytes)]
-        return Tokens([i for i, _ in split], [p for _, p in split], self.engine.loaded.name)
+        """Tokenize texts with the model's tokenizer (ModelError: a malformed request)."""
+        return answer_tokenize(self.engine, request, self.max_prompt_bytes)
 
     @handler(Pause)
     def pause(self, _msg: Pause) -> bool:
@@ -323,8 +296,7 @@ class ModelActor(Actor):
     @handler(GetModelInfo)
     def info(self, _msg: GetModelInfo) -> ModelInfo:
         """The model's name, context window and what its chat template renders (tools)."""
-        assert self.engine is not None
-        return self.engine.info()
+        return loaded(self.engine).info()
 
     @handler(GetLedger)
     def get_ledger(self, _msg: GetLedger) -> Ledger:
@@ -390,34 +362,23 @@ class ModelActor(Actor):
         if p.reply is not None:
             p.reply.set_exception(error)
 
+    def _charge(self, p: Pending, prompt_tokens: int, completion_tokens: int) -> None:
+        dialogue = p.request.dialogue if isinstance(p.request.dialogue, str) else ""
+        model = self.engine.loaded.name if self.engine is not None else ""
+        self.ledger.charge(p.requester, dialogue, model, prompt_tokens, completion_tokens)
+
     def _answer(self, p: Pending, result: GenerateResult | ModelError) -> None:
         if isinstance(result, ModelError):
             self.tally.refused += 1
             self._fail(p, result)
             return
         assert self.engine is not None
-        self.ledger.charge(  # before the tally: a scrape that sees it completed sees it charged
-            p.requester,
-            p.request.dialogue if isinstance(p.request.dialogue, str) else "",
-            self.engine.loaded.name,
-            result.prompt_tokens,
-            result.completion_tokens,
-        )
+        # The ledger before the tally: a scrape that sees it completed sees it charged.
+        self._charge(p, result.prompt_tokens, result.completion_tokens)
         self._close(p, result.completion_tokens)
-        started = p.started_at if p.started_at is not None else time.monotonic()
-        size = max(p.peak, 1)
-        self.tally.complete(result.completion_tokens, size, max(started - p.sent_at, 0.0))
-        completion = Completion(
-            text=result.text,
-            finish_reason=result.finish_reason,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=result.completion_tokens,
-            queue_seconds=max(started - p.sent_at, 0.0),
-            generation_seconds=result.generation_seconds,
-            model=self.engine.loaded.name,
-            request_id=p.request_id,
-            batch=p.batch,
-            batch_size=size,
+        completion = completion_of(p, result, self.engine.loaded.name)
+        self.tally.complete(
+            result.completion_tokens, completion.batch_size, completion.queue_seconds
         )
         span, p.span = p.span, None
         end_model_span(span, completion)

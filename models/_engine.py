@@ -241,14 +241,20 @@ class ModelEngine:
         """The model's log-probability of each candidate as the start of its answer.
 
         ``params`` gives the prompt (``messages``, formatted with the assistant turn opened,
-        or ``prompt``) and ``truncate``; its decoding fields are not used. See
-        :func:`~llmos.models.score_candidates`.
+        or ``prompt``) and ``truncate``; its decoding fields are not used.
 
         Raises:
             ModelError: the prompt does not fit, a candidate is empty or too long, or the
                 forward pass failed.
             ModelOutOfMemory: the device ran out of memory.
         """
+        return self.score_counted(params, candidates)[0]
+
+    def score_counted(
+        self, params: GenerateParams, candidates: Sequence[str]
+    ) -> tuple[list[float], int]:
+        """:meth:`score`, with the input tokens its forward passes read: the prompt's, plus
+        each candidate's but its last (scored, never fed). Raises as :meth:`score` does."""
         return score_candidates(self, self._prepare(0, params), candidates)
 
     def tokenize(self, text: str) -> tuple[list[int], list[str]]:

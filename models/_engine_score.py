@@ -46,8 +46,9 @@ def _candidate_ids(engine: EngineParts, candidates: Sequence[str]) -> list[list[
 
 def score_candidates(
     engine: EngineParts, prompt_ids: list[int], candidates: Sequence[str]
-) -> list[float]:
-    """The summed log-probability of each candidate's tokens right after ``prompt_ids``.
+) -> tuple[list[float], int]:
+    """The summed log-probability of each candidate's tokens right after ``prompt_ids``, and
+    the input tokens the forward passes read.
 
     Args:
         engine: the engine whose model scores.
@@ -55,7 +56,8 @@ def score_candidates(
         candidates: the texts to score (1..``MAX_CANDIDATES``, each 1..32 tokens).
 
     Returns:
-        One log-probability (<= 0) per candidate, in order.
+        One log-probability (<= 0) per candidate, in order; and the tokens fed to the model:
+        the prompt's, plus each candidate's but its last (which is scored, never fed).
 
     Raises:
         ModelError: a bad candidate, or the model failed a forward pass.
@@ -73,6 +75,7 @@ def score_candidates(
     device = engine.loaded.device
     model = engine.loaded.model
     n, width, start = len(ids), max(map(len, ids)), len(prompt_ids)
+    fed = start + sum(len(c) - 1 for c in ids)
     try:
         with torch.inference_mode():
             cache = DynamicCache()
@@ -87,7 +90,7 @@ def score_candidates(
             first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             scores = [float(first[c[0]]) for c in ids]
             if width == 1:
-                return scores
+                return scores, fed
             # Each row feeds its candidate's tokens but the last; the logits after token j
             # score token j + 1. Rows are padded on the right, so padding never precedes a
             # real token.
@@ -110,7 +113,7 @@ def score_candidates(
             for b, c in enumerate(ids):
                 for j in range(1, len(c)):
                     scores[b] += float(logp[b, j - 1, c[j]])
-            return scores
+            return scores, fed
     except ModelError:
         raise
     except Exception as exc:

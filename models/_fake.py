@@ -37,7 +37,7 @@ from ._messages import (
     Tokens,
 )
 from ._sched import check_prompt_size, check_tokenize
-from ._tracing import end_model_span, start_model_span
+from ._tracing import end_model_span, end_score_span, start_model_span, start_score_span
 
 __all__ = ["FakeModel", "count_words"]
 
@@ -269,15 +269,24 @@ class FakeModel(Actor):
     def score(self, request: Score) -> Scores:
         """Score candidates from the reply the fake would give: the candidates it names come
         first (earliest mention best), the others follow in their order. So a script of
-        names picks those names, and a reply naming none picks the first candidate."""
+        names picks those names, and a reply naming none picks the first candidate. The
+        words read are charged to the requester as input tokens, as a ModelActor does."""
         messages = self._messages(request)
         candidates = list(request.candidates)
         if not candidates or not all(isinstance(c, str) and c for c in candidates):
             raise ModelError(f"candidates must be non-empty strings, got {candidates!r}")
+        span = start_score_span(request, self.name_tag)
         reply = self._reply(messages, request.requester).lower()
         found = [reply.find(c.lower()) for c in candidates]
         order = sorted(range(len(candidates)), key=lambda i: (found[i] < 0, found[i]))
         logprobs = [0.0] * len(candidates)
         for rank, i in enumerate(order):
             logprobs[i] = -float(rank)
-        return Scores(logprobs=logprobs, model=self.name_tag)
+        # Read as a ModelActor reads them: the prompt, and each candidate but its last word.
+        read = sum(count_words(str(m.get("content", ""))) for m in messages)
+        read += sum(max(count_words(c) - 1, 0) for c in candidates)
+        dialogue = request.dialogue if isinstance(request.dialogue, str) else ""
+        self.ledger.charge(request.requester, dialogue, self.name_tag, read, 0)
+        scores = Scores(logprobs=logprobs, model=self.name_tag, input_tokens=read)
+        end_score_span(span, scores)
+        return scores

@@ -135,7 +135,10 @@ class Score:
         messages: chat turns; the candidates are scored as the opening of the reply.
         prompt: raw text to continue, instead of ``messages``.
         truncate: drop the oldest non-system turns when the prompt is too long.
-        requester: who asks (for the logs).
+        requester: who asks: the token ledger charges it the input tokens the scoring read.
+            Budgets are of generated tokens and scoring generates none, so a requester over
+            its budget can still score.
+        dialogue: the dialogue the request serves ("" outside any), for the token ledger.
     """
 
     candidates: tuple[str, ...]
@@ -143,6 +146,7 @@ class Score:
     prompt: str | None = None
     truncate: bool = True
     requester: str = ""
+    dialogue: str = ""
 
 
 @message("llmos.model.Scores")
@@ -152,10 +156,13 @@ class Scores:
     Attributes:
         logprobs: the summed log-probability of each candidate's tokens, in order (<= 0).
         model: the model's name.
+        input_tokens: the tokens the model read to score them (the prompt's, plus each
+            candidate's but its last, which is scored, not fed), as charged in the ledger.
     """
 
     logprobs: list[float]
     model: str = ""
+    input_tokens: int = 0
 
     def best(self, candidates: Sequence[str]) -> str:
         """The candidate with the highest log-probability (the first of equals)."""

@@ -14,10 +14,10 @@ from llmos.actors import ActorDeadError
 
 from ._engine import BatchSession, GenerateResult, ModelEngine
 from ._errors import ModelError
-from ._messages import TokenChunk
+from ._messages import Completion, TokenChunk
 from ._sched import Pending
 
-__all__ = ["RunningBatch"]
+__all__ = ["RunningBatch", "completion_of"]
 
 log = logging.getLogger("llmos.models")
 
@@ -138,3 +138,21 @@ class RunningBatch:
             elif p.reply.abandoned():
                 p.cancel = "its asker stopped"
         return bool(p.cancel)
+
+
+def completion_of(p: Pending, result: GenerateResult, model: str) -> Completion:
+    """The answer to a request that finished in the batch: its result, how long it waited
+    (from when it was sent) and the batch it ran in."""
+    started = p.started_at if p.started_at is not None else time.monotonic()
+    return Completion(
+        text=result.text,
+        finish_reason=result.finish_reason,
+        prompt_tokens=result.prompt_tokens,
+        completion_tokens=result.completion_tokens,
+        queue_seconds=max(started - p.sent_at, 0.0),
+        generation_seconds=result.generation_seconds,
+        model=model,
+        request_id=p.request_id,
+        batch=p.batch,
+        batch_size=max(p.peak, 1),
+    )

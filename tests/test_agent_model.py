@@ -14,13 +14,16 @@ from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._replies import similarity
 from llmos.agents._selection import ModelSelector
 from llmos.agents._termination import MaxTurns
+from llmos.kernel import TokenUsage
 from llmos.models import (
     Completion,
     Generate,
     GenerateParams,
+    GetLedger,
     ModelEngine,
     Score,
     Scores,
+    Tokenize,
     ends_sentence,
 )
 from llmos.models._actor import ModelActor, shared_model
@@ -77,10 +80,19 @@ def test_group_chat_end_to_end_with_a_model_selector(model: ActorRef) -> None:
 def test_scoring_reads_the_models_own_choice(model: ActorRef) -> None:
     ask = [{"role": "user", "content": "What is the capital of France? Answer in one word."}]
     candidates = ("Berlin", "Paris", "Madrid")
-    scores = model.ask(Score(candidates, messages=ask), timeout=120).get()
+    request = Score(candidates, messages=ask, requester="judge", dialogue="quiz")
+    scores = model.ask(request, timeout=120).get()
     assert isinstance(scores, Scores) and len(scores.logprobs) == 3
     assert all(lp <= 0 for lp in scores.logprobs)
     assert scores.best(candidates) == "Paris"
+    # It read the prompt (as a Generate of the same messages feeds it) and each candidate's
+    # tokens but the last: charged to its requester and dialogue, with no output.
+    prompt = model.ask(Generate(messages=ask, max_new_tokens=1), timeout=120).get().prompt_tokens
+    split = model.ask(Tokenize(candidates), timeout=120).get()
+    assert scores.input_tokens == prompt + sum(len(ids) - 1 for ids in split.ids)
+    ledger = model.ask(GetLedger(), timeout=120).get()
+    assert ledger.agents["judge"] == TokenUsage(scores.input_tokens, 0, 1, None)
+    assert ledger.dialogues == {"quiz": TokenUsage(scores.input_tokens, 0, 1)}
 
 
 def test_a_reply_finishes_its_sentence_within_the_overshoot(model: ActorRef) -> None:

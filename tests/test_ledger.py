@@ -3,13 +3,14 @@ saved with each transcript, and carried across nodes."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 from llmos.actors import message_fields
-from llmos.agents import ChatAgent, MaxTurns, run_chat
+from llmos.agents import ChatAgent, MaxTurns, ModelSelector, run_chat
 from llmos.kernel import Ledger, TokenLedger, TokenUsage, kernel, live_ledgers, merge_ledgers
-from llmos.models import FakeModel, Generate, GetLedger
+from llmos.models import FakeModel, Generate, GetLedger, Score, Scores
 from llmos.transport import Node
 
 T = 10.0
@@ -94,3 +95,46 @@ def test_the_ledger_is_read_from_another_node() -> None:
             "requests": 1,
             "budget": None,
         }
+
+
+def test_a_score_is_charged_the_tokens_it_read() -> None:
+    fake = FakeModel.start(["bob lee"], name="fake")
+    # The fake reads words as a ModelActor reads tokens: the prompt (4 words), and each
+    # candidate but its last word ("ann": 0, "bob lee": 1, "cy de la": 2).
+    request = Score(
+        ("ann", "bob lee", "cy de la"),
+        prompt="who speaks next now",
+        requester="sel",
+        dialogue="d1",
+    )
+    scores = fake.ask(request, timeout=T).get()
+    assert isinstance(scores, Scores) and scores.best(request.candidates) == "bob lee"
+    assert scores.input_tokens == 4 + 0 + 1 + 2
+    fake.ask(Score(("yes",), messages=[{"role": "user", "content": "a b"}]), timeout=T).get()
+    ledger = fake.ask(GetLedger(), timeout=T).get()
+    assert ledger.agents["sel"] == TokenUsage(7, 0, 1, None)
+    assert ledger.agents["anonymous"] == TokenUsage(2, 0, 1, None)  # no requester, no dialogue
+    assert ledger.dialogues == {"d1": TokenUsage(7, 0, 1)}
+    assert ledger.models["fake"] == TokenUsage(9, 0, 2)
+    assert kernel().stats().tokens.agents["sel"] == ledger.agents["sel"]
+
+
+def test_a_model_selector_is_charged_to_its_chat() -> None:
+    fake = FakeModel.start(name="fake")
+    picker = FakeModel.start(["bob", "cy", "ann"], cycle=True, name="picker")
+    team = [
+        ChatAgent.start(fake, f"You are {n}.", avoid_repeats=1.0, name=n)
+        for n in ("ann", "bob", "cy")
+    ]
+    result = run_chat(
+        team, "Tea?", selector=ModelSelector(picker), termination=MaxTurns(4), printer=None
+    )
+    assert result.turns == 4 and not result.notes
+    ledger = picker.ask(GetLedger(), timeout=T).get()
+    picks = ledger.agents["selector"]
+    # Turn 1 has three candidates and the model picks; later a candidate may be overdue and
+    # picked without the model, so between 1 and 4 picks were scored, each reading the prompt.
+    assert 1 <= picks.requests <= 4 and picks.output_tokens == 0
+    assert picks.input_tokens > 20 * picks.requests  # the prompt shows task and participants
+    assert ledger.dialogues == {result.dialogue: dataclasses.replace(picks, budget=None)}
+    assert list(ledger.agents) == ["selector"]

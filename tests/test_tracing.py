@@ -25,7 +25,7 @@ from transport_support import ask_item
 
 from llmos.actors import Actor, LlmosError, handler, message, tracing
 from llmos.agents import ChatAgent, Dialogue, MaxTurns, run_chat
-from llmos.models import FakeModel, Generate
+from llmos.models import FakeModel, Generate, Score
 from llmos.transport import Node
 from llmos.transport._frames import REPLY, TELL, pack_frame
 
@@ -222,6 +222,28 @@ def test_enable_refuses_an_unknown_exporter_and_reads_the_environment(tmp_path: 
     assert model["attributes"]["gen_ai.usage.output_tokens"] == 4
     assert model["attributes"]["gen_ai.response.finish_reasons"] == ["stop"]
     assert model["pid"] == os.getpid()
+
+
+def test_a_score_gets_a_genai_span_with_the_tokens_it_read(spans: InMemorySpanExporter) -> None:
+    fake = FakeModel.start(["bob"], name="fake")
+    request = Score(("ann", "bob"), prompt="who speaks next", requester="sel", dialogue="d1")
+    scores = fake.ask(request, timeout=T).get()
+    fake.stop()
+    finished = by_name(spans.get_finished_spans())
+    span = finished["score fake"]
+    assert dict(span.attributes or {}) == {
+        "gen_ai.operation.name": "score",
+        "gen_ai.provider.name": "llmos",
+        "gen_ai.request.model": "fake",
+        "gen_ai.response.model": "fake",
+        "gen_ai.agent.name": "sel",
+        "gen_ai.conversation.id": "d1",
+        "gen_ai.usage.input_tokens": scores.input_tokens,
+        "gen_ai.usage.output_tokens": 0,
+        "llmos.model.candidates": 2,
+    }
+    assert scores.input_tokens == 3
+    assert parent_of(span) == finished["handle llmos.model.Score"].context.span_id
 
 
 # -- two processes -------------------------------------------------------------------------------
