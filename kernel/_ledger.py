@@ -1,7 +1,7 @@
 """The token ledger: tokens in and out per agent, per dialogue and per model, with budgets.
 
-A model actor keeps a :class:`TokenLedger` and charges it once per request served (answered
-or cancelled, and each scoring); asked
+A model actor keeps a :class:`TokenLedger` and charges it once per request served (answered,
+cancelled, or failed after it reached the model, with what it had spent; and each scoring); asked
 ``GetLedger`` (in :mod:`llmos.models`) it answers the :class:`Ledger` snapshot, and
 ``kernel().stats().tokens`` merges the ledgers of every model actor running in the process. A
 dialogue keeps one too, charged from its utterances, and saves it with its transcript.
@@ -31,8 +31,8 @@ class TokenUsage:
     Attributes:
         input_tokens: prompt tokens of its requests, and the tokens its scorings read.
         output_tokens: tokens generated for them (none for a scoring).
-        requests: requests served: answered (cancelled ones included) and scorings;
-            refused ones are not counted.
+        requests: requests served: answered, cancelled, failed after they reached the model
+            (charged what they had spent), and scorings; refused ones are not counted.
         budget: its token budget beside the figures (None: none set). For an agent this is
             the model actor's completion-token budget for that requester, the one it enforces
             on admission; compare it with ``output_tokens``.

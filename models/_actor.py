@@ -89,8 +89,10 @@ class ModelActor(Actor):
     running batch at the next step when its ask times out, the local actor that asked has
     stopped, its stream target is gone, or a :class:`Cancel` names it; a stream target that
     fails fails that request alone. Every request's token reservation is settled however it
-    ends. A :class:`Score` is charged the tokens it read; never refused over a budget, as
-    budgets are of generated tokens.
+    ends, and what it spent is charged to the ledger and to its requester's budget: one that
+    leaves cancelled, abandoned or failed after it reached the model is charged its prompt and
+    the tokens generated so far. A :class:`Score` is charged the tokens it read; never refused
+    over a budget, as budgets are of generated tokens.
     """
 
     def __init__(
@@ -356,7 +358,9 @@ class ModelActor(Actor):
             del self._live[p.request_id]
 
     def _fail(self, p: Pending, error: BaseException) -> None:
-        self._close(p, 0)
+        if p.prompt_tokens or p.completion_tokens:  # it ran: what it spent is charged
+            self._charge(p, p.prompt_tokens, p.completion_tokens)
+        self._close(p, p.completion_tokens)
         span, p.span = p.span, None
         end_model_span(span, error=error)
         if p.reply is not None:

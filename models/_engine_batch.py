@@ -122,6 +122,17 @@ class BatchSession:
         """True while :meth:`step` still has results to hand out."""
         return bool(self.running or self._done)
 
+    def usage(self, index: int) -> tuple[int, int] | None:
+        """The prompt tokens fed and tokens generated so far for request ``index`` (None when
+        it never reached the model: waiting to join, refused, or unknown). Still readable
+        after a failed :meth:`step`, for the requests it lost."""
+        for i, result in self._done:
+            if i == index and isinstance(result, GenerateResult):
+                return result.prompt_tokens, result.completion_tokens
+        rows = self._batch.rows if self._batch is not None else []
+        row = next((r for r in rows if r.index == index), None)
+        return None if row is None else (len(row.prompt_ids), row.completion_tokens)
+
     def add(self, params: GenerateParams) -> int:
         """Queue a request to join the batch at the next step; return its index.
 

@@ -132,6 +132,10 @@ class Pending:
         error: the error it is to fail with once it leaves the batch (a failed stream target).
         settled: its token reservation was settled (exactly once, on every path).
         span: its GenAI trace span while tracing is on (ended when it is answered or fails).
+        prompt_tokens: the prompt tokens fed to the model, and
+        completion_tokens: the tokens generated, for a request that left the batch with an
+            error instead of a result (both 0 until then, and when it never reached the
+            model): what the ledger and its budget are charged.
     """
 
     request: Any
@@ -150,6 +154,8 @@ class Pending:
     error: ModelError | None = None
     settled: bool = False
     span: Any = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 class Scheduler:

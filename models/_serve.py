@@ -87,19 +87,33 @@ class RunningBatch:
         try:
             done = self.session.step()
         except BaseException:
+            self._record_usage()  # the tokens the lost requests had spent
             self.session = self._new_session()  # the failed one lost its state
             raise
         finished: list[tuple[Pending, GenerateResult | ModelError]] = []
         for index, result in done:
             p = self.rows.pop(index)
+            if p.error is not None and isinstance(result, GenerateResult):
+                p.prompt_tokens, p.completion_tokens = (
+                    result.prompt_tokens,
+                    result.completion_tokens,
+                )
             finished.append((p, p.error if p.error is not None else result))
         return finished
 
     def abandon(self) -> list[Pending]:
-        """Take every request out of the batch (after a failed step)."""
+        """Take every request out of the batch (after a failed step, or when the actor stops),
+        each with the tokens it had spent (``prompt_tokens``, ``completion_tokens``)."""
+        self._record_usage()
         rows = list(self.rows.values())
         self.rows.clear()
         return rows
+
+    def _record_usage(self) -> None:
+        for index, p in self.rows.items():
+            used = self.session.usage(index)
+            if used is not None:
+                p.prompt_tokens, p.completion_tokens = used
 
     def cancel(self, request_id: str, why: str) -> bool:
         """Mark the running request ``request_id`` to leave at the next step."""

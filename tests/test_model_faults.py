@@ -28,6 +28,7 @@ from llmos.models import (
     Generate,
     GenerateParams,
     GenerateResult,
+    GetLedger,
     GetModelStats,
     ModelActor,
     ModelEngine,
@@ -202,6 +203,9 @@ def test_a_failing_stream_target_fails_only_its_request_and_settles_its_budget()
         gate.set()
     used = ask(model, GetModelStats()).tokens_by_requester["r"]
     assert used < 50
+    # What it generated before it failed is charged, to the ledger and to the budget alike.
+    spent = ask(model, GetLedger()).agents["r"]
+    assert spent.requests == 1 and spent.output_tokens == used and spent.input_tokens > 5
     # The failed request's reservation of 50 was released: the rest of the budget is there.
     assert ask(model, chat("Hi", max_new_tokens=60 - used, requester="r")).text is not None
 
@@ -317,3 +321,30 @@ def test_a_request_whose_asker_stopped_leaves_the_batch_at_the_next_step() -> No
     assert stats.tokens_by_requester["gone"] < 100  # left long before its 500 tokens
     assert time.monotonic() - stopped < 30
     sink.stop(timeout=10)
+
+
+def test_a_request_lost_to_a_failed_step_is_charged_what_it_spent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from llmos.models import BatchSession
+
+    real = BatchSession.step
+    calls = {"n": 0}
+
+    def failing_third(self: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the prefill and two tokens
+            raise ModelError("the forward pass failed (simulated)")
+        return real(self)
+
+    monkeypatch.setattr(BatchSession, "step", failing_third)
+    ref = kernel().spawn(ModelActor, name="failing-model")
+    request = chat("Count from one to ten.", max_new_tokens=20, requester="r", dialogue="d")
+    with pytest.raises(ModelError, match="simulated"):
+        ask(ref, request)
+    # The kernel restarted the actor with its ledger: the lost request is in it.
+    ledger = ask(ref, GetLedger())
+    spent = ledger.agents["r"]
+    assert (spent.output_tokens, spent.requests) == (2, 1) and spent.input_tokens > 5
+    assert ledger.dialogues["d"] == spent
+    assert ask(ref, GetModelStats()).tokens_by_requester["r"] == 2  # and its budget
