@@ -302,11 +302,13 @@ class ChatAgent(Agent):
         """
         self._fit_memory()
         context = self.gather_context(incoming)
-        if self.tool_loop is not None:
-            context = "\n\n".join(c for c in (context, self._call_tools()) if c)
+        results = self._call_tools() if self.tool_loop is not None else ""
+        context = "\n\n".join(c for c in (context, results) if c)
         messages = self.prompt_messages(context)
         limit = min(max_tokens, self.max_new_tokens) if max_tokens else self.max_new_tokens
-        recent = self._recent_texts()
+        # An answer built on tool results restates the question and the results ("12 times 7
+        # is 84"): it steers clear of its own earlier answers only, not of what it was asked.
+        recent = self._recent_texts(own_only=bool(results))
         best: tuple[float, str, Completion] | None = None
         spent = [0, 0]  # input, output tokens over the attempts
         for attempt in range(2 if self.avoid_repeats < 1.0 else 1):
@@ -364,10 +366,13 @@ class ChatAgent(Agent):
         }
         return done.context()
 
-    def _recent_texts(self) -> list[str]:
-        """The texts of the latest turns (the others' without their labels), oldest first."""
+    def _recent_texts(self, own_only: bool = False) -> list[str]:
+        """The texts of the latest turns (the others' without their labels), oldest first;
+        with ``own_only``, of this agent's own answers only."""
         texts: list[str] = []
         for turn in self.memory.turns[-self.history :]:
+            if own_only and turn["role"] != "assistant":
+                continue
             for line in turn["content"].split("\n"):
                 texts.append(split_speaker(line, self.participants)[1])
         return [t for t in texts if t.strip()]

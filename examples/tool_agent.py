@@ -91,9 +91,12 @@ def main() -> int:
             calls = agent.ask(GetToolCalls(), timeout=10).get()
             print(f"you: {question}")
             for call in calls["calls"]:
-                outcome = (
-                    call["content"] if call["ok"] else f"{call['error_type']}: {call['content']}"
-                )
+                if call["ok"] is None:
+                    outcome = "(the same call again: not run, the loop stops)"
+                elif call["ok"]:
+                    outcome = call["content"]
+                else:
+                    outcome = f"{call['error_type']}: {call['content']}"
                 print(f"  tool {call['tool']}({json.dumps(call['arguments'])}) -> {outcome}")
             print(f"  (tool loop stopped by: {calls['stopped_by']})")
             print(f"helper: {reply.text}")

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from llmos.actors import Actor, ActorRef, handler
-from llmos.agents import ToolBox, ToolLoop, tool
+from llmos.agents import ChatAgent, Prompt, ToolBox, ToolLoop, spawn, tool
 from llmos.models import Completion, FakeModel, Generate, GetModelInfo, ModelError, ModelInfo
 
 HERMES = (Path(__file__).parent / "chat_templates" / "hermes_tools.jinja").read_text()
@@ -98,6 +98,30 @@ def test_a_model_with_tool_support_gets_tools_calls_and_results_in_its_template_
     assert seen[1].messages is not None
     assert seen[1].messages[-2] == {"role": "assistant", "content": call}
     assert seen[1].messages[-1] == {"role": "user", "content": "Result of multiply -> 42.0"}
+
+
+def test_an_answer_on_tool_results_may_restate_the_question_but_not_its_own_answers() -> None:
+    """Between agents, an answer is kept from copying the turns it heard; an answer built on
+    tool results must say "6 times 7 is 42", so it avoids only the agent's own earlier ones."""
+    seen: list[Generate] = []
+    call = '{"tool": "multiply", "arguments": {"a": 6, "b": 7}}'
+    again = '{"tool": "multiply", "arguments": {"a": 7, "b": 7}}'
+    texts = [call, '{"tool": "none"}', "6 times 7 is 42.", again, '{"tool": "none"}', "49."]
+    model = TemplateModel.start(texts, seen, ModelInfo("t"))
+    agent = spawn(ChatAgent, model, "Be brief.", tools=[multiply], name="calc")
+    assert agent.ask(Prompt("What is 6 times 7?"), timeout=10).get().text == "6 times 7 is 42."
+    answer = seen[2]
+    assert answer.json_schema is None and answer.messages is not None
+    assert "multiply -> 42.0" in answer.messages[-1]["content"]
+    assert answer.avoid == ()  # nothing of its own yet, and the question is not banned
+    agent.ask(Prompt("And 7 times 7?"), timeout=10).get()
+    assert seen[5].avoid == ("6 times 7 is 42.",)
+    # Without tools the same agent steers clear of what it heard.
+    plain = spawn(ChatAgent, model, "Be brief.", name="plain")
+    seen.clear()
+    texts.append("Forty-two.")
+    plain.ask(Prompt("What is 6 times 7?"), timeout=10).get()
+    assert seen[-1].avoid == ("What is 6 times 7?",)
 
 
 def test_a_model_without_tool_support_gets_the_documented_prompt_format() -> None:
