@@ -1,5 +1,6 @@
 # llmos.agents: what users touch. Agents, chat agents, dialogues, group chats, termination.
-#   _agent, _agent_messages, _oplog    Agent (subclass it): validated input, operation log
+#   _agent, _agent_messages, _oplog,   Agent (subclass it): validated input, operation log
+#   _validation                        (check_input: field types and sizes)
 #   _chat_agent, _chat_prompt, _memory ChatAgent: persona, model ref, bounded memory; how it
 #                                      shows a conversation to a small model and tidies replies
 #   _group_chat, _chat_turns, _dialogue, _selection, _termination, _transcript
@@ -24,7 +25,7 @@
 from __future__ import annotations
 
 from llmos.agents._actor_runs import ActorRun, record_actors
-from llmos.agents._agent import Agent, check_input, spawn
+from llmos.agents._agent import Agent, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
 from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory, GetToolCalls
 from llmos.agents._dialogue import Dialogue, run_chat
@@ -108,6 +109,7 @@ from llmos.agents._transcript import (
     Entry,
     TranscriptWriter,
 )
+from llmos.agents._validation import check_input
 
 __all__ = [
     "ActorRun",

@@ -13,7 +13,7 @@ from test_agent_support import start_supervised
 import llmos.actors as actors
 from llmos.actors import ActorRef, DeadlockError, handler, message
 from llmos.agents import AgentError
-from llmos.agents._agent import Agent, check_input, spawn
+from llmos.agents._agent import Agent, spawn
 from llmos.agents._agent_messages import (
     AgentInfo,
     Describe,
@@ -25,6 +25,7 @@ from llmos.agents._agent_messages import (
 from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory
 from llmos.agents._human import HumanAgent
 from llmos.agents._oplog import OpLog, OpRecord
+from llmos.agents._validation import check_input
 from llmos.kernel import kernel
 from llmos.models._fake import FakeModel
 from llmos.models._messages import Completion, Generate, GetModelStats, TokenChunk
