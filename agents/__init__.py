@@ -3,9 +3,10 @@
 #   _validation                        (check_input: field types and sizes)
 #   _chat_agent, _chat_prompt, _memory ChatAgent: persona, model ref, bounded memory; how it
 #                                      shows a conversation to a small model and tidies replies
-#   _group_chat, _chat_turns, _dialogue, _selection, _termination, _transcript
-#                                      GroupChat / Dialogue actors, speaker selection,
-#                                      termination conditions, JSONL + Markdown transcripts
+#   _group_chat, _chat_turns, _chat_control, _chat_recording, _dialogue, _selection,
+#   _termination, _transcript          GroupChat / Dialogue actors, their control messages and
+#                                      run-log ends, speaker selection, termination
+#                                      conditions, JSONL + Markdown transcripts
 #   _human                             HumanAgent: a person at the terminal
 #   _runstore, _runlog, _divergence, _effects, _durable, _actor_runs
 #                                      durable runs: the SQLite run log, the log actor and
@@ -28,6 +29,7 @@ from llmos.agents._actor_runs import ActorRun, record_actors
 from llmos.agents._agent import Agent, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
 from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory, GetToolCalls
+from llmos.agents._chat_control import GetResult, GetStatus, StartChat, StopChat
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._divergence import Divergence
 from llmos.agents._durable import (
@@ -46,7 +48,7 @@ from llmos.agents._effects import (
     effect_key,
 )
 from llmos.agents._errors import AgentError
-from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
+from llmos.agents._group_chat import GroupChat
 from llmos.agents._human import HumanAgent
 from llmos.agents._mcp import McpError, McpTools
 from llmos.agents._mcp_serve import mcp_server, serve_mcp

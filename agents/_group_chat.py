@@ -20,20 +20,20 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import secrets
 import time
 from collections.abc import Sequence
 from typing import Any
 
 import llmos.actors as actors
-from llmos.actors import ActorError, ActorRef, AskTimeout, Reply, handler, message
+from llmos.actors import ActorError, ActorRef, AskTimeout, Reply, handler
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import AgentInfo, Describe
+from llmos.agents._chat_control import GetResult, GetStatus, StartChat, StopChat
+from llmos.agents._chat_recording import begin_recording, finish_recording, open_recording
 from llmos.agents._chat_turns import TurnTaking, _InFlight, _NextTurn, _TurnReady
 from llmos.agents._errors import AgentError
 from llmos.agents._replies import most_similar, normalize
-from llmos.agents._runlog import Recording, register
-from llmos.agents._runstore import RunLogError
+from llmos.agents._runlog import Recording
 from llmos.agents._selection import Selector, resolve_selector
 from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Repetition, Termination
 from llmos.agents._transcript import (
@@ -47,33 +47,11 @@ from llmos.agents._transcript import (
 from llmos.kernel import TimerHandle, TokenLedger
 from llmos.models import Completion, TokenChunk
 
-__all__ = ["GetResult", "GetStatus", "GroupChat", "StartChat", "StopChat"]
+__all__ = ["GroupChat"]
 
 log = logging.getLogger("llmos.agents.chat")
 
 _REPEAT_WINDOW = 6  # how many earlier utterances a new one is compared with, for the notes
-
-
-@message("llmos.agents.StartChat")
-class StartChat:
-    """Start the chat (answers True, or False if it had already started)."""
-
-
-@message("llmos.agents.StopChat")
-class StopChat:
-    """End the chat now with ``reason``; answers the :class:`ChatResult`."""
-
-    reason: str = "stopped on request"
-
-
-@message("llmos.agents.GetResult")
-class GetResult:
-    """Answered with the :class:`ChatResult` once the chat has ended (ask with a timeout)."""
-
-
-@message("llmos.agents.GetStatus")
-class GetStatus:
-    """Answered at once with the chat so far, as a ChatResult (``stopped_by`` "" if running)."""
 
 
 class GroupChat(TurnTaking, Agent):
@@ -191,12 +169,7 @@ class GroupChat(TurnTaking, Agent):
         self.recipe = recipe
         self.cause = "start"  # the key of the last recorded answer: what the next Turn follows
         self.owns_recording = not isinstance(record, Recording)
-        self.recording: Recording | None = None
-        if isinstance(record, Recording):
-            self.recording = record
-        elif record is not None:
-            new_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3)
-            self.recording = Recording.open(record, new_id)
+        self.recording: Recording | None = open_recording(record, run_id)
 
     @classmethod
     def run(
@@ -260,18 +233,15 @@ class GroupChat(TurnTaking, Agent):
                 self.descriptions[name] = info.description
                 if info.turn_timeout > 0:
                     self.timeouts[name] = info.turn_timeout
-        rec = self.recording
-        if rec is not None:
-            if rec.writes:
-                rec.store.begin_run(
-                    rec.run_id,
-                    chat=self.actor_name,
-                    kind=type(self).__name__,
-                    task=self.task,
-                    participants=self.names,
-                    recipe=self.recipe,
-                )
-            register(self.actor_name, rec)
+        if self.recording is not None:
+            begin_recording(
+                self.recording,
+                self.actor_name,
+                type(self).__name__,
+                self.task,
+                self.names,
+                self.recipe,
+            )
         self.started_at = time.monotonic()
         self.termination.start()
         self.actor_ref.tell(_NextTurn())
@@ -334,7 +304,11 @@ class GroupChat(TurnTaking, Agent):
                 )
             except OSError as exc:
                 log.error("%s: could not save the transcript: %s", self.actor_name, exc)
-        log_error = self._finish_recording(result)
+        log_error = (
+            finish_recording(self.recording, self.actor_name, result, self.owns_recording)
+            if self.recording is not None
+            else ""
+        )
         if log_error:
             result = dataclasses.replace(result, run_log_error=log_error)
         self.result = result
@@ -342,30 +316,6 @@ class GroupChat(TurnTaking, Agent):
         waiters, self.waiters = self.waiters, []
         for reply in waiters:
             reply.set_result(result)
-
-    def _finish_recording(self, result: ChatResult) -> str:
-        """Commit the run's last rows and its end; the log's first failure ("" if none)."""
-        rec = self.recording
-        if rec is None:
-            return ""
-        register(self.actor_name, None)
-        error = ""
-        try:
-            if rec.writes:
-                rec.flush()
-                rec.store.end_run(
-                    rec.run_id,
-                    reason=result.reason,
-                    stopped_by=result.stopped_by,
-                    turns=result.turns,
-                )
-        except RunLogError as exc:
-            log.error("%s: %s", self.actor_name, exc)
-            error = str(exc)
-        error = rec.lost or error
-        if self.owns_recording:
-            rec.close()
-        return error
 
     def _snapshot(self, reason: str, stopped_by: str) -> ChatResult:
         elapsed = time.monotonic() - self.started_at if self.started_at is not None else 0.0

@@ -17,8 +17,9 @@ from llmos.agents import AgentError, ChatTimeout
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Turn
 from llmos.agents._chat_agent import ChatAgent, GetMemory
+from llmos.agents._chat_control import GetResult, GetStatus, StartChat, StopChat
 from llmos.agents._dialogue import Dialogue, run_chat
-from llmos.agents._group_chat import GetResult, GetStatus, GroupChat, StartChat, StopChat
+from llmos.agents._group_chat import GroupChat
 from llmos.agents._human import HumanAgent
 from llmos.agents._selection import ModelSelector, SelectionContext
 from llmos.agents._termination import MaxTurns, TextMention
