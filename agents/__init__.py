@@ -1,8 +1,9 @@
 # llmos.agents: what users touch. Agents, chat agents, dialogues, group chats, termination.
 #   _agent, _agent_messages, _oplog,   Agent (subclass it): validated input, operation log
 #   _validation                        (check_input: field types and sizes)
-#   _chat_agent, _chat_prompt, _memory ChatAgent: persona, model ref, bounded memory; how it
-#                                      shows a conversation to a small model and tidies replies
+#   _chat_agent, _chat_agent_messages, ChatAgent: persona, model ref, bounded memory (what it
+#   _chat_prompt, _memory              hears, drops or summarises); how it shows a conversation
+#                                      to a small model and tidies replies
 #   _group_chat, _chat_turns, _chat_control, _chat_recording, _dialogue, _selection,
 #   _termination, _transcript          GroupChat / Dialogue actors, their control messages and
 #                                      run-log ends, speaker selection, termination
@@ -28,7 +29,8 @@ from __future__ import annotations
 from llmos.agents._actor_runs import ActorRun, record_actors
 from llmos.agents._agent import Agent, spawn
 from llmos.agents._agent_messages import AgentInfo, Describe, GetOpLog, Prompt, Turn, Utterance
-from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory, GetToolCalls
+from llmos.agents._chat_agent import ChatAgent
+from llmos.agents._chat_agent_messages import ClearMemory, GetMemory, GetToolCalls
 from llmos.agents._chat_control import GetResult, GetStatus, StartChat, StopChat
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._divergence import Divergence

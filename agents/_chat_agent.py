@@ -6,10 +6,11 @@ Example::
     poet = ChatAgent.start(model, persona="You are a terse poet.", name="poet")
     print(poet.ask(Prompt("Describe the sea."), timeout=60).get().text)
 
-Its memory is bounded by a token budget: when the turns outgrow it, the oldest are dropped, or
-folded into a running summary. The memory survives a restart by the kernel (it is carried from
-``pre_restart`` to ``post_restart``), so a ChatAgent that crashes mid-dialogue comes back
-remembering the conversation.
+Its memory (``llmos.agents._memory``) is bounded by a token budget: when the turns outgrow it,
+the oldest are dropped, or folded into a running summary. The memory survives a restart by the
+kernel (it is carried from ``pre_restart`` to ``post_restart``), so a ChatAgent that crashes
+mid-dialogue comes back remembering the conversation. Its own messages (GetMemory,
+GetToolCalls, ClearMemory) are in ``llmos.agents._chat_agent_messages``.
 """
 
 from __future__ import annotations
@@ -17,41 +18,30 @@ from __future__ import annotations
 import json
 import os
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
-from llmos.actors import ActorRef, handler, message
+from llmos.actors import ActorRef, handler
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Prompt, Turn, Utterance
-from llmos.agents._chat_prompt import render_prompt, scene_text, split_speaker, tidy_reply
+from llmos.agents._chat_agent_messages import ClearMemory, GetMemory, GetToolCalls
+from llmos.agents._chat_prompt import (
+    recent_texts,
+    render_prompt,
+    scene_text,
+    split_speaker,
+    summary_messages,
+    tidy_reply,
+)
 from llmos.agents._errors import AgentError
-from llmos.agents._memory import Memory
-from llmos.agents._replies import most_similar, normalize
+from llmos.agents._memory import Memory, Summarizer
+from llmos.agents._replies import least_repetitive
 from llmos.agents._structured import AskTyped, StructuredOutputError
 from llmos.agents._tool import Tool
 from llmos.agents._tool_calling import ToolBox, ToolLoop
 from llmos.models import Completion, Generate
 
-__all__ = ["ChatAgent", "ClearMemory", "GetMemory", "GetToolCalls"]
-
-Summarizer = Callable[[list[dict[str, str]], str], str]
-
-
-@message("llmos.agents.GetMemory")
-class GetMemory:
-    """Ask a ChatAgent for its memory: ``{"summary": str, "turns": [...], "tokens": int}``."""
-
-
-@message("llmos.agents.GetToolCalls")
-class GetToolCalls:
-    """Ask a ChatAgent for the tool calls of its last answer: a list of dicts (``tool``,
-    ``arguments``, ``ok``, ``content``, ``error_type``) and why its loop stopped, as
-    ``{"calls": [...], "stopped_by": str}``."""
-
-
-@message("llmos.agents.ClearMemory")
-class ClearMemory:
-    """Make a ChatAgent forget everything (the persona stays)."""
+__all__ = ["ChatAgent"]
 
 
 class ChatAgent(Agent):
@@ -209,17 +199,7 @@ class ChatAgent(Agent):
         self.participants = tuple(turn.participants)
         self.turn_key = f"{turn.task}:{turn.turn}"  # not the chat's name: a rerun replays
         self.dialogue = turn.dialogue if isinstance(turn.dialogue, str) else ""
-        incoming: list[dict[str, Any]] = []
-        seen = self.memory.seen
-        for entry in turn.new:
-            if entry["index"] <= seen.get(turn.dialogue, -1):
-                continue  # a retried turn: already remembered
-            seen[turn.dialogue] = entry["index"]
-            if entry["speaker"] == me:
-                self.memory.add("assistant", entry["text"])
-            else:
-                self.memory.add("user", f"{entry['speaker']}: {entry['text']}")
-                incoming.append(entry)
+        incoming = self.memory.hear(turn.dialogue, turn.new, me)
         if not self.memory.turns and turn.task:
             self.memory.add("user", turn.task)
         # One paragraph a turn: a new line is where a small model starts speaking for others.
@@ -308,10 +288,12 @@ class ChatAgent(Agent):
         limit = min(max_tokens, self.max_new_tokens) if max_tokens else self.max_new_tokens
         # An answer built on tool results restates the question and the results ("12 times 7
         # is 84"): it steers clear of its own earlier answers only, not of what it was asked.
-        recent = self._recent_texts(own_only=bool(results))
-        best: tuple[float, str, Completion] | None = None
-        spent = [0, 0]  # input, output tokens over the attempts
-        for attempt in range(2 if self.avoid_repeats < 1.0 else 1):
+        recent = recent_texts(
+            self.memory.turns, self.participants, self.history, own_only=bool(results)
+        )
+        dones: list[Completion] = []
+
+        def reply(attempt: int) -> str:
             request = Generate(
                 messages=messages,
                 max_new_tokens=limit,
@@ -329,24 +311,20 @@ class ChatAgent(Agent):
             done = self.ask_agent(self._model_ref(), request, timeout=self.model_timeout)
             if not isinstance(done, Completion):
                 raise AgentError(f"the model answered {type(done).__name__}, not a Completion")
-            spent[0] += done.prompt_tokens
-            spent[1] += done.completion_tokens
-            text = self.clean(done.text, cut_short=done.finish_reason == "length")
-            alike = most_similar(text, recent)[1] if normalize(text) else 1.0
-            if best is None or alike < best[0]:
-                best = (alike, text, done)
-            if alike < self.avoid_repeats:
-                break
-        assert best is not None
-        _alike, text, done = best
+            dones.append(done)
+            return self.clean(done.text, cut_short=done.finish_reason == "length")
+
+        attempts = 2 if self.avoid_repeats < 1.0 else 1
+        chosen, text = least_repetitive(reply, recent, self.avoid_repeats, attempts)
+        done = dones[chosen]
         self.memory.add("assistant", text)
         return Utterance(
             self.agent_name,
             text,
             done.completion_tokens,
             done.finish_reason,
-            input_tokens=spent[0],
-            output_tokens=spent[1],
+            input_tokens=sum(d.prompt_tokens for d in dones),
+            output_tokens=sum(d.completion_tokens for d in dones),
             model=done.model,
         )
 
@@ -365,17 +343,6 @@ class ChatAgent(Agent):
             "stopped_by": done.stopped_by,
         }
         return done.context()
-
-    def _recent_texts(self, own_only: bool = False) -> list[str]:
-        """The texts of the latest turns (the others' without their labels), oldest first;
-        with ``own_only``, of this agent's own answers only."""
-        texts: list[str] = []
-        for turn in self.memory.turns[-self.history :]:
-            if own_only and turn["role"] != "assistant":
-                continue
-            for line in turn["content"].split("\n"):
-                texts.append(split_speaker(line, self.participants)[1])
-        return [t for t in texts if t.strip()]
 
     def _turn_seed(self, attempt: int) -> int:
         base = self.seed if self.seed is not None else zlib.crc32(self.agent_name.encode())
@@ -417,34 +384,22 @@ class ChatAgent(Agent):
         return self.lookup(self.model) if isinstance(self.model, str) else self.model
 
     def _fit_memory(self) -> None:
-        dropped = self.memory.overflow()
-        if not dropped or self.summarize == "drop":
-            return
-        if callable(self.summarize):
-            summary = self.summarize(dropped, self.memory.summary)
+        summarize = self.summarize
+        if summarize == "drop":
+            self.memory.fit(None)
         else:
-            summary = self._model_summary(dropped)
-        words = str(summary).split()
-        limit = max(8, self.memory.budget // 8)  # a summary never crowds out the turns
-        self.memory.summary = " ".join(words[:limit])
-        self.memory.overflow()
+            self.memory.fit(summarize if callable(summarize) else self._model_summary)
 
-    def _model_summary(self, dropped: list[dict[str, str]]) -> str:
-        text = "\n".join(t["content"] for t in dropped)
-        if self.memory.summary:
-            text = self.memory.summary + "\n" + text
+    def _model_summary(self, dropped: list[dict[str, str]], previous: str) -> str:
         request = Generate(
-            messages=[
-                {"role": "system", "content": "Summarise the conversation in one sentence."},
-                {"role": "user", "content": text[-4000:]},
-            ],
+            messages=summary_messages(dropped, previous),
             max_new_tokens=48,
             temperature=0.0,
             requester=self.agent_name,
             dialogue=self.dialogue,
         )
         done = self.ask_agent(self._model_ref(), request, timeout=self.model_timeout)
-        return done.text.strip() if isinstance(done, Completion) else self.memory.summary
+        return done.text.strip() if isinstance(done, Completion) else previous
 
     # -- restarts -----------------------------------------------------------------------------
 

@@ -22,7 +22,14 @@ from collections.abc import Sequence
 
 from llmos.agents._replies import display_name, normalize, strip_labels, trim_to_sentence
 
-__all__ = ["render_prompt", "scene_text", "split_speaker", "tidy_reply"]
+__all__ = [
+    "recent_texts",
+    "render_prompt",
+    "scene_text",
+    "split_speaker",
+    "summary_messages",
+    "tidy_reply",
+]
 
 
 def _join(names: Sequence[str]) -> str:
@@ -97,6 +104,36 @@ def render_prompt(
     if context:
         messages[-1]["content"] += "\n\n" + context
     return messages
+
+
+def recent_texts(
+    turns: Sequence[dict[str, str]],
+    participants: Sequence[str],
+    history: int,
+    own_only: bool = False,
+) -> list[str]:
+    """The lines of the latest ``history`` turns (the others' without their labels), oldest
+    first, blank ones left out: what a new answer should not repeat; with ``own_only``, of
+    the agent's own answers only."""
+    texts: list[str] = []
+    for turn in turns[-history:]:
+        if own_only and turn["role"] != "assistant":
+            continue
+        for line in turn["content"].split("\n"):
+            texts.append(split_speaker(line, participants)[1])
+    return [t for t in texts if t.strip()]
+
+
+def summary_messages(dropped: Sequence[dict[str, str]], previous: str) -> list[dict[str, str]]:
+    """The chat messages asking the model to fold ``dropped`` turns and the ``previous``
+    summary into one sentence."""
+    text = "\n".join(t["content"] for t in dropped)
+    if previous:
+        text = previous + "\n" + text
+    return [
+        {"role": "system", "content": "Summarise the conversation in one sentence."},
+        {"role": "user", "content": text[-4000:]},
+    ]
 
 
 def _sentences(text: str) -> list[str]:

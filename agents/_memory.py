@@ -1,13 +1,17 @@
-"""Memory: the turns a ChatAgent remembers, within a token budget."""
+"""Memory: the turns a ChatAgent remembers, within a token budget: what it hears in a
+dialogue, and what it drops or folds into a running summary when the turns outgrow it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from llmos.agents._errors import AgentError
 
-__all__ = ["Memory", "approx_tokens"]
+__all__ = ["Memory", "Summarizer", "approx_tokens"]
+
+Summarizer = Callable[[list[dict[str, str]], str], str]
+"""``(dropped_turns, previous_summary) -> summary``: how overflowing turns are folded."""
 
 
 def approx_tokens(text: str) -> int:
@@ -50,6 +54,43 @@ class Memory:
             self.turns[-1] = {"role": role, "content": self.turns[-1]["content"] + "\n" + content}
         else:
             self.turns.append({"role": role, "content": content})
+
+    def hear(self, dialogue: str, new: Sequence[dict[str, Any]], me: str) -> list[dict[str, Any]]:
+        """Remember what was said in ``dialogue`` since ``me`` last spoke.
+
+        The others' words become user turns (``"name: text"``), ``me``'s own assistant turns;
+        entries a retried turn already brought (by transcript index) are skipped.
+
+        Args:
+            dialogue: the dialogue's name.
+            new: the transcript entries (``index``, ``speaker``, ``text``), oldest first.
+            me: the name of the agent remembering.
+
+        Returns:
+            The others' entries newly remembered, oldest first.
+        """
+        incoming: list[dict[str, Any]] = []
+        for entry in new:
+            if entry["index"] <= self.seen.get(dialogue, -1):
+                continue  # a retried turn: already remembered
+            self.seen[dialogue] = entry["index"]
+            if entry["speaker"] == me:
+                self.add("assistant", entry["text"])
+            else:
+                self.add("user", f"{entry['speaker']}: {entry['text']}")
+                incoming.append(entry)
+        return incoming
+
+    def fit(self, summarize: Summarizer | None) -> None:
+        """Come back within budget: drop the oldest turns, or (with ``summarize``) fold them
+        into the summary, cut to an eighth of the budget in words."""
+        dropped = self.overflow()
+        if not dropped or summarize is None:
+            return
+        words = str(summarize(dropped, self.summary)).split()
+        limit = max(8, self.budget // 8)  # a summary never crowds out the turns
+        self.summary = " ".join(words[:limit])
+        self.overflow()
 
     def overflow(self) -> list[dict[str, str]]:
         """Remove the oldest turns until within budget (the newest always stays); return them."""

@@ -1,21 +1,22 @@
 """Text hygiene for what agents say: sentence endings, echoed labels, near-repeats.
 
-Plain functions over strings, used by :class:`~llmos.agents.ChatAgent` to tidy a model's reply,
-by :class:`~llmos.agents.Repetition` to compare utterances, and by a chat to note a turn that
-repeats an earlier one.
+Plain functions over strings, used by :class:`~llmos.agents.ChatAgent` to tidy a model's reply
+(and to keep the less repetitive of two), by :class:`~llmos.agents.Repetition` to compare
+utterances, and by a chat to note a turn that repeats an earlier one.
 """
 
 from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from llmos.models import ends_sentence
 
 __all__ = [
     "display_name",
     "ends_sentence",
+    "least_repetitive",
     "most_similar",
     "normalize",
     "similarity",
@@ -63,6 +64,28 @@ def most_similar(text: str, earlier: Iterable[str]) -> tuple[int, float]:
         if score > best[1]:
             best = (i, score)
     return best
+
+
+def least_repetitive(
+    reply: Callable[[int], str], recent: Sequence[str], threshold: float, attempts: int
+) -> tuple[int, str]:
+    """Take ``reply(attempt)`` again while it is at least ``threshold`` alike to one of
+    ``recent`` (an empty reply counts as a repeat), at most ``attempts`` times.
+
+    Returns:
+        The attempt and the text of the least alike reply (the first of equals).
+    """
+    best: tuple[float, int, str] | None = None
+    for attempt in range(attempts):
+        text = reply(attempt)
+        alike = most_similar(text, recent)[1] if normalize(text) else 1.0
+        if best is None or alike < best[0]:
+            best = (alike, attempt, text)
+        if alike < threshold:
+            break
+    if best is None:
+        raise ValueError(f"attempts must be >= 1, got {attempts}")
+    return best[1], best[2]
 
 
 def trim_to_sentence(text: str) -> str:

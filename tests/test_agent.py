@@ -22,7 +22,8 @@ from llmos.agents._agent_messages import (
     Turn,
     Utterance,
 )
-from llmos.agents._chat_agent import ChatAgent, ClearMemory, GetMemory
+from llmos.agents._chat_agent import ChatAgent
+from llmos.agents._chat_agent_messages import ClearMemory, GetMemory
 from llmos.agents._human import HumanAgent
 from llmos.agents._oplog import OpLog, OpRecord
 from llmos.agents._validation import check_input

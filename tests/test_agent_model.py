@@ -9,7 +9,8 @@ import pytest
 
 from llmos.actors import ActorRef
 from llmos.agents._agent_messages import Prompt, Utterance
-from llmos.agents._chat_agent import ChatAgent, GetMemory
+from llmos.agents._chat_agent import ChatAgent
+from llmos.agents._chat_agent_messages import GetMemory
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._replies import similarity
 from llmos.agents._selection import ModelSelector

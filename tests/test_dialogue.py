@@ -12,7 +12,8 @@ from test_agent_support import Scripted, start_supervised
 
 from llmos.actors import ActorRef
 from llmos.agents._agent_messages import Describe, Utterance
-from llmos.agents._chat_agent import ChatAgent, GetMemory
+from llmos.agents._chat_agent import ChatAgent
+from llmos.agents._chat_agent_messages import GetMemory
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._termination import MaxTurns
 from llmos.agents._transcript import ChatResult, ConsolePrinter, Entry

@@ -16,7 +16,8 @@ from llmos.actors import ActorRef, handler
 from llmos.agents import AgentError, ChatTimeout
 from llmos.agents._agent import Agent
 from llmos.agents._agent_messages import Turn
-from llmos.agents._chat_agent import ChatAgent, GetMemory
+from llmos.agents._chat_agent import ChatAgent
+from llmos.agents._chat_agent_messages import GetMemory
 from llmos.agents._chat_control import GetResult, GetStatus, StartChat, StopChat
 from llmos.agents._dialogue import Dialogue, run_chat
 from llmos.agents._group_chat import GroupChat

@@ -1,10 +1,14 @@
-"""Text hygiene of replies: sentence endings, echoed labels, similarity."""
+"""Text hygiene of replies: sentence endings, echoed labels, similarity, the less repetitive of
+two."""
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import pytest
 
 from llmos.agents import most_similar, similarity, strip_labels, trim_to_sentence
+from llmos.agents._replies import least_repetitive
 from llmos.models import ends_sentence
 
 
@@ -64,3 +68,30 @@ def test_similarity_and_most_similar() -> None:
     assert similarity("Cars pollute the air.", "Shops need deliveries at dawn.") < 0.5
     assert most_similar("the answer is 42", ["hmm", "The answer is 42!"]) == (1, 1.0)
     assert most_similar("anything", []) == (-1, 0.0)
+
+
+def test_least_repetitive_tries_again_only_after_a_near_repeat_and_keeps_the_less_alike() -> None:
+    recent = ["The sea is calm today."]
+    asked: list[int] = []
+
+    def replies(*texts: str) -> Callable[[int], str]:
+        def reply(attempt: int) -> str:
+            asked.append(attempt)
+            return texts[attempt]
+
+        return reply
+
+    assert least_repetitive(replies("Storms come later."), recent, 0.8, 2) == (
+        0,
+        "Storms come later.",
+    )
+    assert asked == [0]
+    asked.clear()
+    again = replies("The sea is calm today!", "Storms come later.")
+    assert least_repetitive(again, recent, 0.8, 2) == (1, "Storms come later.")
+    assert asked == [0, 1]
+    both_repeat = replies("", "The sea is calm today.")  # empty counts as a repeat: 1.0 alike
+    assert least_repetitive(both_repeat, recent, 0.8, 2) == (0, "")
+    assert least_repetitive(replies("The sea is calm today."), recent, 0.8, 1)[0] == 0
+    with pytest.raises(ValueError, match="attempts"):
+        least_repetitive(replies("x"), recent, 0.8, 0)
