@@ -1,29 +1,31 @@
 """How a chat takes turns: ask one participant, wait for the answer through a done callback,
 retry once, or skip with a note.
 
-:class:`TurnTaking` is the part of :class:`~llmos.agents.GroupChat` that runs turns; it keeps no
-state of its own (the chat holds it) and ends the chat through the chat's ``_end``.
+:class:`TurnTaking` is the part of a :class:`~llmos.agents.GroupChat` that runs turns. The chat
+builds it with what it uses (the participants, the termination, the transcript to read, a
+function that adds an entry, the recording) and calls it from its handlers; it knows nothing of
+the chat. A step that ends the chat does not end it: it returns an :class:`Ending` and the chat
+ends itself.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
-from llmos.actors import ActorDeadError, ActorError, ActorRef, Reply, handler, message, tracing
-from llmos.agents._agent_messages import Turn, Utterance
+from llmos.actors import ActorDeadError, ActorError, ActorRef, Reply, message, tracing
+from llmos.agents._agent_messages import AgentInfo, Describe, Turn, Utterance
 from llmos.agents._effects import EffectInDoubt
 from llmos.agents._errors import AgentError
 from llmos.agents._runlog import Recording
 from llmos.agents._selection import SelectionContext, Selector, round_robin
-from llmos.agents._termination import Termination
+from llmos.agents._termination import ChatState, Termination
 from llmos.agents._transcript import Entry
 from llmos.kernel import TimerHandle, TokenLedger, default_timer
-from llmos.models import Completion, TokenChunk
 
-__all__ = ["TurnTaking"]
+__all__ = ["AddEntry", "Ending", "TurnTaking"]
 
 
 @message("llmos.agents._NextTurn", local_only=True)
@@ -34,6 +36,29 @@ class _NextTurn:
 @message("llmos.agents._TurnReady", local_only=True)
 class _TurnReady:
     token: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Ending:
+    """Why the chat ends now: its ``reason`` and what stopped it (``stopped_by``)."""
+
+    reason: str
+    stopped_by: str
+
+
+class AddEntry(Protocol):
+    """Adds an entry to the chat's transcript (and shows, saves and records it)."""
+
+    def __call__(
+        self,
+        kind: str,
+        speaker: str,
+        text: str,
+        turn: int = 0,
+        tokens: int = 0,
+        seconds: float = 0.0,
+        trace_id: str = "",
+    ) -> None: ...
 
 
 @dataclasses.dataclass
@@ -64,55 +89,120 @@ def _wake(chat: ActorRef, token: int) -> None:
 
 
 class TurnTaking:
-    """The turn protocol of a chat (a mixin of GroupChat: it uses the chat's fields)."""
+    """The turn protocol of one chat, and what it keeps: who speaks, what each has seen.
 
-    # The chat's state this part reads and writes (set in GroupChat.__init__).
-    refs: dict[str, ActorRef]
-    names: tuple[str, ...]
-    task: str
-    selector: Selector
-    termination: Termination
-    speaker_timeout: float
-    max_tokens: int
-    stream_tokens: bool
-    retries: int
-    descriptions: dict[str, str]
-    timeouts: dict[str, float]
-    entries: list[Entry]
-    cursor: dict[str, int]
-    turns: int
-    tokens: int
-    ledger: TokenLedger
-    last_speaker: str | None
-    out: dict[str, str]
-    skipped_in_row: int
-    inflight: _InFlight | None
-    _turn_timer_hold: TimerHandle | None
-    result: Any
-    recording: Recording | None
-    cause: str
-    agent_max_text_chars: int
-    _asks: int
-    actor_ref: Any
-    actor_name: str
-    _add: Callable[..., None]
-    _end: Callable[[str, str], None]
-    _check_end: Callable[[], bool]
-    _print: Callable[..., None]
+    Args:
+        chat: the chat actor's ref (told ``_NextTurn`` and ``_TurnReady``; its name is the
+            dialogue's in every Turn).
+        refs: the participants by name, in speaking order.
+        task, selector, termination, speaker_timeout, max_tokens, retries: as for GroupChat
+            (the termination is started by :meth:`start`).
+        stream_to: where speakers stream tokens (None: no streaming).
+        max_text_chars: the longest utterance accepted.
+        entries: the chat's transcript so far (read, never written here); ``add`` adds to it.
+        recording: the run's recording, or None.
+    """
+
+    def __init__(
+        self,
+        chat: ActorRef,
+        refs: Mapping[str, ActorRef],
+        task: str,
+        *,
+        selector: Selector,
+        termination: Termination,
+        speaker_timeout: float,
+        max_tokens: int,
+        stream_to: ActorRef | None,
+        retries: int,
+        max_text_chars: int,
+        entries: Sequence[Entry],
+        add: AddEntry,
+        recording: Recording | None,
+    ) -> None:
+        self.chat = chat
+        self.name = chat.name
+        self.refs = dict(refs)
+        self.names = tuple(refs)
+        self.task = task
+        self.selector = selector
+        self.termination = termination
+        self.speaker_timeout = speaker_timeout
+        self.max_tokens = max_tokens
+        self.stream_to = stream_to
+        self.retries = retries
+        self.max_text_chars = max_text_chars
+        self.entries = entries
+        self.add = add
+        self.recording = recording
+        self.descriptions: dict[str, str] = {}
+        self.timeouts: dict[str, float] = {}
+        self.cursor = dict.fromkeys(self.names, 0)  # next transcript index each one has not seen
+        self.turns = 0
+        self.tokens = 0
+        self.ledger = TokenLedger()  # the model tokens this chat's turns spent
+        self.last_speaker: str | None = None
+        self.out: dict[str, str] = {}  # participants that left, and why
+        self.skipped_in_row = 0
+        self.inflight: _InFlight | None = None
+        self.timer_hold: TimerHandle | None = None
+        self.asks = 0
+        self.cause = "start"  # the key of the last recorded answer: what the next Turn follows
+
+    # -- start and end -----------------------------------------------------------------------
+
+    def describe_participants(self) -> None:
+        """Ask each participant for its description (for the selector) and turn timeout."""
+        for name, ref in self.refs.items():
+            try:
+                info = ref.ask(Describe(), timeout=min(5.0, self.speaker_timeout)).get()
+            except Exception:  # a plain actor, or one that is slow to start: no description
+                info = None
+            if isinstance(info, AgentInfo):
+                self.descriptions[name] = info.description
+                if info.turn_timeout > 0:
+                    self.timeouts[name] = info.turn_timeout
+
+    def start(self) -> None:
+        """Start the termination's clock and take the first turn."""
+        self.termination.start()
+        self.chat.tell(_NextTurn())
+
+    def abandon(self) -> None:
+        """The chat ended: settle the turn in flight (a late answer drops), free the timer."""
+        flight, self.inflight = self.inflight, None
+        if flight is not None:  # settling it stops its deadline timer
+            flight.reply.set_exception(
+                AgentError(f"the chat ended before {flight.speaker} answered")
+            )
+        hold, self.timer_hold = self.timer_hold, None
+        if hold is not None:  # the timer's thread ends once no other deadline is pending
+            hold.cancel()
+
+    def streaming(self, request_id: str) -> str | None:
+        """The speaker whose streamed tokens carry ``request_id``, if its turn is in flight."""
+        flight = self.inflight
+        return flight.speaker if flight is not None and request_id == flight.request_id else None
+
+    def check_end(self) -> Ending | None:
+        """The termination's verdict on the chat so far (None: go on)."""
+        utterances = [e for e in self.entries if e.kind == "utterance"]
+        hit = self.termination.fired(ChatState(self.turns, self.tokens, utterances))
+        return Ending(hit[1], hit[0]) if hit is not None else None
 
     # -- turns -------------------------------------------------------------------------------
 
-    @handler(_NextTurn)
-    def next_turn(self, _msg: _NextTurn) -> None:
-        if self.result is not None or self.inflight is not None:
-            return
-        if self._check_end():
-            return
+    def next_turn(self) -> Ending | None:
+        """Pick the next speaker and ask it, unless a turn is in flight or the chat ends."""
+        if self.inflight is not None:
+            return None
+        ending = self.check_end()
+        if ending is not None:
+            return ending
         candidates = tuple(n for n in self.names if n not in self.out)
         if not candidates:
             reasons = "; ".join(f"{n}: {why}" for n, why in self.out.items())
-            self._end(f"no participant can speak any more ({reasons})", "no_speakers")
-            return
+            return Ending(f"no participant can speak any more ({reasons})", "no_speakers")
         turn = self.turns + 1
         rec = self.recording
         logged = rec.selected(turn, candidates) if rec is not None else None
@@ -121,8 +211,9 @@ class TurnTaking:
         else:
             speaker = self._select(candidates)
             if rec is not None and self.selector is not round_robin:  # (that one replays itself)
-                rec.select(self.actor_name, turn, self.cause, speaker)
+                rec.select(self.name, turn, self.cause, speaker)
         self._ask(speaker, turn, attempt=1)
+        return None
 
     def _select(self, candidates: tuple[str, ...]) -> str:
         ctx = SelectionContext(
@@ -133,7 +224,7 @@ class TurnTaking:
             transcript=tuple(e for e in self.entries if e.kind == "utterance"),
             last_speaker=self.last_speaker,
             task=self.task,
-            dialogue=self.actor_name,
+            dialogue=self.name,
         )
         try:
             name = self.selector(ctx)
@@ -143,7 +234,7 @@ class TurnTaking:
         except Exception as exc:
             problem = f"failed ({type(exc).__name__}: {exc})"
         fallback = round_robin(ctx)
-        self._add("note", "", f"the selector {problem}; round robin picks {fallback}", ctx.turn)
+        self.add("note", "", f"the selector {problem}; round robin picks {fallback}", ctx.turn)
         return fallback
 
     def _ask(self, speaker: str, turn: int, attempt: int) -> None:
@@ -153,32 +244,30 @@ class TurnTaking:
             for e in self.entries[start:]
             if e.kind == "utterance"
         ]
-        request_id = f"{self.actor_name}:{turn}:{attempt}"
+        request_id = f"{self.name}:{turn}:{attempt}"
         msg = Turn(
-            dialogue=self.actor_name,
+            dialogue=self.name,
             turn=turn,
             new=new,
             task=self.task,
             participants=self.names,
             max_tokens=self.max_tokens,
-            stream_to=self.actor_ref if self.stream_tokens else None,
+            stream_to=self.stream_to,
             request_id=request_id,
         )
         if self.recording is not None:
-            self.recording.message(
-                f"turn/{turn}/{attempt}", self.cause, self.actor_name, speaker, msg
-            )
+            self.recording.message(f"turn/{turn}/{attempt}", self.cause, self.name, speaker, msg)
         timeout = self.timeouts.get(speaker, self.speaker_timeout)
         left = self.termination.remaining()
         if left is not None:
             timeout = max(0.01, min(timeout, left))
-        self._asks += 1
-        token = self._asks
+        self.asks += 1
+        token = self.asks
         # With tracing on, each attempt at a turn is one trace, rooted here; its id goes into
         # the transcript entry.
         span = tracing.start_span(
             f"turn {turn} {speaker}",
-            {"gen_ai.conversation.id": self.actor_name, "gen_ai.agent.name": speaker},
+            {"gen_ai.conversation.id": self.name, "gen_ai.agent.name": speaker},
         )
         try:
             with tracing.use_span(span):
@@ -192,62 +281,55 @@ class TurnTaking:
         self.inflight = _InFlight(
             token, speaker, turn, attempt, now, reply, request_id, tracing.trace_id(span)
         )
-        chat = self.actor_ref
+        chat = self.chat
         if not reply.done():
             # Nobody blocks on the reply, so nothing else expires it if the speaker hangs: the
             # shared timer does, at the ask's deadline (cancelled once the reply settles).
             timer = default_timer()
-            if self._turn_timer_hold is None:
+            if self.timer_hold is None:
                 # Held until the chat ends, so the timer's thread serves every turn instead of
                 # ending between two of them and starting again.
-                self._turn_timer_hold = timer.call_later(_HOLD, _nothing)
+                self.timer_hold = timer.call_later(_HOLD, _nothing)
             deadline = timer.call_later(timeout, reply.expire)
             reply.add_done_callback(lambda _reply: deadline.cancel())
         reply.add_done_callback(lambda _reply: _wake(chat, token))
 
-    def _release_turn_timer(self) -> None:
-        """The chat ended: let the timer's thread end once no other deadline is pending."""
-        hold, self._turn_timer_hold = self._turn_timer_hold, None
-        if hold is not None:
-            hold.cancel()
-
-    @handler(_TurnReady)
-    def turn_ready(self, msg: _TurnReady) -> None:
+    def answered(self, token: int) -> Ending | None:
+        """Take the answer to ask ``token`` (a stale token is ignored): add the utterance and
+        go on, or retry, skip or end."""
         flight = self.inflight
-        if self.result is not None or flight is None or flight.token != msg.token:
-            return  # a late answer to a turn already given up on
+        if flight is None or flight.token != token:
+            return None  # a late answer to a turn already given up on
         self.inflight = None
         seconds = time.monotonic() - flight.started
         try:
             answer = flight.reply.get()
             utterance = self._as_utterance(flight.speaker, answer)
         except Exception as exc:
-            self._failed(flight, exc)
-            return
+            return self._failed(flight, exc)
         self.skipped_in_row = 0
         if self.recording is not None:
             key = f"reply/{flight.turn}/{flight.attempt}"
             cause = f"turn/{flight.turn}/{flight.attempt}"
-            self.recording.message(key, cause, flight.speaker, self.actor_name, utterance)
+            self.recording.message(key, cause, flight.speaker, self.name, utterance)
             self.cause = key
         if utterance.finish_reason == "end_chat":
             text = utterance.text or "no reason given"
-            self._add("note", "", f"{flight.speaker} ended the chat: {text}", flight.turn)
-            self._end(f"{flight.speaker} ended the chat: {text}", "speaker")
-            return
+            self.add("note", "", f"{flight.speaker} ended the chat: {text}", flight.turn)
+            return Ending(f"{flight.speaker} ended the chat: {text}", "speaker")
         tokens = utterance.tokens if utterance.tokens > 0 else len(utterance.text.split())
         self.turns = flight.turn
         self.tokens += tokens
         if utterance.model and isinstance(utterance.model, str):
             self.ledger.charge(
                 flight.speaker,
-                self.actor_name,
+                self.name,
                 utterance.model,
                 max(int(utterance.input_tokens), 0),
                 max(int(utterance.output_tokens or utterance.tokens), 0),
             )
         self.last_speaker = flight.speaker
-        self._add(
+        self.add(
             "utterance",
             flight.speaker,
             utterance.text,
@@ -257,77 +339,61 @@ class TurnTaking:
             flight.trace_id,
         )
         self.cursor[flight.speaker] = len(self.entries)
-        self._continue()
+        return self._continue()
 
     def _as_utterance(self, speaker: str, answer: Any) -> Utterance:
         if isinstance(answer, str):
             answer = Utterance(speaker, answer)
         if not isinstance(answer, Utterance) or not isinstance(answer.text, str):
             raise AgentError(f"answered {type(answer).__name__}, not an Utterance or a str")
-        if len(answer.text) > self.agent_max_text_chars:
+        if len(answer.text) > self.max_text_chars:
             raise AgentError(
                 f"answered {len(answer.text)} characters, over the chat's limit of "
-                f"{self.agent_max_text_chars}"
+                f"{self.max_text_chars}"
             )
         return answer
 
-    def _failed(self, flight: _InFlight, exc: Exception) -> None:
+    def _failed(self, flight: _InFlight, exc: Exception) -> Ending | None:
         what = f"{type(exc).__name__}: {exc}"
         if isinstance(exc, EffectInDoubt) or isinstance(exc.__cause__, EffectInDoubt):
             # The documented rule: an effect cut off mid-way stops the run for a decision.
-            self._add("note", "", f"turn {flight.turn}: {flight.speaker}: {exc}", flight.turn)
-            self._end(f"an effect is in doubt, the run stops for a decision: {exc}", "effect")
-            return
+            self.add("note", "", f"turn {flight.turn}: {flight.speaker}: {exc}", flight.turn)
+            return Ending(f"an effect is in doubt, the run stops for a decision: {exc}", "effect")
         if isinstance(exc, ActorDeadError) and not self.refs[flight.speaker].is_alive():
             self.out[flight.speaker] = what
-            self._add("note", "", f"{flight.speaker} has stopped ({what}) and leaves the chat")
-            self._skip(flight)
-            return
-        if self._check_end():  # e.g. the TimeLimit cut the turn short
-            return
+            self.add("note", "", f"{flight.speaker} has stopped ({what}) and leaves the chat")
+            return self._skip(flight)
+        ending = self.check_end()  # e.g. the TimeLimit cut the turn short
+        if ending is not None:
+            return ending
         if flight.attempt <= self.retries:
-            self._add(
-                "note",
-                "",
-                f"turn {flight.turn}: {flight.speaker} failed ({what}); retrying",
-                flight.turn,
-            )
+            note = f"turn {flight.turn}: {flight.speaker} failed ({what}); retrying"
+            self.add("note", "", note, flight.turn)
             self._ask(flight.speaker, flight.turn, flight.attempt + 1)
-            return
-        self._add(
+            return None
+        self.add(
             "note",
             "",
             f"turn {flight.turn} skipped: {flight.speaker} failed {flight.attempt} times "
             f"(last: {what})",
             flight.turn,
         )
-        self._skip(flight)
+        return self._skip(flight)
 
-    def _skip(self, flight: _InFlight) -> None:
+    def _skip(self, flight: _InFlight) -> Ending | None:
         self.turns = flight.turn
         self.last_speaker = flight.speaker
         self.skipped_in_row += 1
         if self.skipped_in_row >= len(self.names) * 2:
-            self._end(
+            return Ending(
                 f"the last {self.skipped_in_row} turns were all skipped: no participant is "
                 "answering (see the notes)",
                 "no_speakers",
             )
-            return
-        self._continue()
+        return self._continue()
 
-    def _continue(self) -> None:
-        if not self._check_end():
-            self.actor_ref.tell(_NextTurn())
-
-    # -- streaming ---------------------------------------------------------------------------
-
-    @handler(TokenChunk)
-    def on_chunk(self, chunk: TokenChunk) -> None:
-        flight = self.inflight
-        if flight is not None and chunk.request_id == flight.request_id:
-            self._print("chunk", flight.speaker, chunk.text)
-
-    @handler(Completion)
-    def on_completion(self, _msg: Completion) -> None:
-        """Streamed requests end with their Completion; the Utterance carries what counts."""
+    def _continue(self) -> Ending | None:
+        ending = self.check_end()
+        if ending is None:
+            self.chat.tell(_NextTurn())
+        return ending

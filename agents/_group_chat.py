@@ -1,9 +1,9 @@
 """GroupChat: a multi-agent conversation run as an actor that survives failing participants.
 
 The chat drives itself one turn at a time by telling itself ``_NextTurn``; each turn asks one
-participant :class:`~llmos.agents.Turn` with a timeout and waits for the answer in a small waiter
-thread, so the chat actor stays responsive (``GetStatus``, ``StopChat``, streamed tokens) while a
-participant thinks. Failure handling, turn by turn:
+participant :class:`~llmos.agents.Turn` with a timeout and hears of the answer through the
+reply's done callback, so the chat actor stays responsive (``GetStatus``, ``StopChat``, streamed
+tokens) while a participant thinks. Failure handling, turn by turn:
 
 - a participant that raises, times out or answers garbage gets the turn once more (its kernel
   restarts it in between when it crashed); failing again, its turn is skipped with a note;
@@ -13,6 +13,10 @@ participant thinks. Failure handling, turn by turn:
 The chat always ends with a recorded reason: a termination condition, a participant ending it,
 ``StopChat``, a stop of the chat actor, or a failure. ``max_turns`` is a hard cap on top of any
 condition, so a chat never runs forever.
+
+The turns themselves (who speaks, retries, skips, what each participant has seen) are run by a
+:class:`~llmos.agents._chat_turns.TurnTaking` the chat owns and calls from its handlers; the chat
+keeps the transcript, the result and the run log's ends.
 """
 
 from __future__ import annotations
@@ -27,15 +31,14 @@ from typing import Any
 import llmos.actors as actors
 from llmos.actors import ActorError, ActorRef, AskTimeout, Reply, handler
 from llmos.agents._agent import Agent
-from llmos.agents._agent_messages import AgentInfo, Describe
 from llmos.agents._chat_control import GetResult, GetStatus, StartChat, StopChat
 from llmos.agents._chat_recording import begin_recording, finish_recording, open_recording
-from llmos.agents._chat_turns import TurnTaking, _InFlight, _NextTurn, _TurnReady
+from llmos.agents._chat_turns import Ending, TurnTaking, _NextTurn, _TurnReady
 from llmos.agents._errors import AgentError
 from llmos.agents._replies import most_similar, normalize
 from llmos.agents._runlog import Recording
 from llmos.agents._selection import Selector, resolve_selector
-from llmos.agents._termination import AnyOf, ChatState, MaxTurns, Repetition, Termination
+from llmos.agents._termination import AnyOf, MaxTurns, Repetition, Termination
 from llmos.agents._transcript import (
     ChatResult,
     ChatTimeout,
@@ -44,7 +47,6 @@ from llmos.agents._transcript import (
     Printer,
     TranscriptWriter,
 )
-from llmos.kernel import TimerHandle, TokenLedger
 from llmos.models import Completion, TokenChunk
 
 __all__ = ["GroupChat"]
@@ -54,7 +56,7 @@ log = logging.getLogger("llmos.agents.chat")
 _REPEAT_WINDOW = 6  # how many earlier utterances a new one is compared with, for the notes
 
 
-class GroupChat(TurnTaking, Agent):
+class GroupChat(Agent):
     """A conversation between agents with speaker selection and termination conditions.
 
     Args:
@@ -129,47 +131,44 @@ class GroupChat(TurnTaking, Agent):
             raise AgentError(f"the task must be a str, got {task!r}")
         if speaker_timeout <= 0 or retries < 0 or max_turns < 1:
             raise AgentError("speaker_timeout must be > 0, retries >= 0 and max_turns >= 1")
-        self.refs = dict(zip(names, refs, strict=True))
         self.names = names
         self.task = task
-        self.selector = resolve_selector(selector)
+        resolved = resolve_selector(selector)
         cap = MaxTurns(max_turns)
-        self.termination: Termination = AnyOf(termination or MaxTurns(10) | Repetition(), cap)
+        ends: Termination = AnyOf(termination or MaxTurns(10) | Repetition(), cap)
         if isinstance(note_repeats, bool) or not isinstance(note_repeats, int | float):
             raise AgentError(f"note_repeats must be a number in 0..1, got {note_repeats!r}")
         if not 0 <= note_repeats <= 1:
             raise AgentError(f"note_repeats must be in 0..1 (0: no notes), got {note_repeats!r}")
         self.note_repeats = float(note_repeats)
-        self.speaker_timeout = float(speaker_timeout)
-        self.max_tokens = max_tokens
         if printer == "console":
             printer = ConsolePrinter()
         if isinstance(printer, str):
             raise AgentError(f"printer must be 'console', a Printer or None, got {printer!r}")
         self.printer: Printer | None = printer
-        self.stream_tokens = stream_tokens and printer is not None
-        self.retries = retries
         self.writer = TranscriptWriter(save_to) if save_to is not None else None
-        self.descriptions: dict[str, str] = {}
-        self.timeouts: dict[str, float] = {}
         self.entries: list[Entry] = []
-        self.cursor = dict.fromkeys(names, 0)  # next transcript index each one has not seen
-        self.turns = 0
-        self.tokens = 0
-        self.ledger = TokenLedger()  # the model tokens this chat's turns spent
-        self.last_speaker: str | None = None
-        self.out: dict[str, str] = {}  # participants that left, and why
-        self.skipped_in_row = 0
         self.started_at: float | None = None
-        self.inflight: _InFlight | None = None
-        self._turn_timer_hold: TimerHandle | None = None
         self.result: ChatResult | None = None
         self.waiters: list[Reply] = []
-        self._asks = 0
         self.recipe = recipe
-        self.cause = "start"  # the key of the last recorded answer: what the next Turn follows
         self.owns_recording = not isinstance(record, Recording)
         self.recording: Recording | None = open_recording(record, run_id)
+        self.turn_taking = TurnTaking(
+            self.actor_ref,
+            dict(zip(names, refs, strict=True)),
+            task,
+            selector=resolved,
+            termination=ends,
+            speaker_timeout=float(speaker_timeout),
+            max_tokens=max_tokens,
+            stream_to=self.actor_ref if stream_tokens and printer is not None else None,
+            retries=retries,
+            max_text_chars=self.agent_max_text_chars,
+            entries=self.entries,
+            add=self._add,
+            recording=self.recording,
+        )
 
     @classmethod
     def run(
@@ -224,15 +223,7 @@ class GroupChat(TurnTaking, Agent):
         """Describe the participants, start the clock, take the first turn."""
         if self.started_at is not None:
             return False
-        for name, ref in self.refs.items():
-            try:
-                info = ref.ask(Describe(), timeout=min(5.0, self.speaker_timeout)).get()
-            except Exception:  # a plain actor, or one that is slow to start: no description
-                info = None
-            if isinstance(info, AgentInfo):
-                self.descriptions[name] = info.description
-                if info.turn_timeout > 0:
-                    self.timeouts[name] = info.turn_timeout
+        self.turn_taking.describe_participants()
         if self.recording is not None:
             begin_recording(
                 self.recording,
@@ -243,8 +234,7 @@ class GroupChat(TurnTaking, Agent):
                 self.recipe,
             )
         self.started_at = time.monotonic()
-        self.termination.start()
-        self.actor_ref.tell(_NextTurn())
+        self.turn_taking.start()
         return True
 
     @handler(StopChat)
@@ -268,31 +258,38 @@ class GroupChat(TurnTaking, Agent):
         """The chat so far (or its result, once ended)."""
         return self.result or self._snapshot("", "")
 
+    # -- turns (run by TurnTaking) -----------------------------------------------------------
+
+    @handler(_NextTurn)
+    def next_turn(self, _msg: _NextTurn) -> None:
+        if self.result is None:
+            self._end_with(self.turn_taking.next_turn())
+
+    @handler(_TurnReady)
+    def turn_ready(self, msg: _TurnReady) -> None:
+        if self.result is None:
+            self._end_with(self.turn_taking.answered(msg.token))
+
+    @handler(TokenChunk)
+    def on_chunk(self, chunk: TokenChunk) -> None:
+        speaker = self.turn_taking.streaming(chunk.request_id)
+        if speaker is not None:
+            self._print("chunk", speaker, chunk.text)
+
+    @handler(Completion)
+    def on_completion(self, _msg: Completion) -> None:
+        """Streamed requests end with their Completion; the Utterance carries what counts."""
+
     # -- ending ------------------------------------------------------------------------------
 
-    def _state(self) -> ChatState:
-        return ChatState(
-            turns=self.turns,
-            tokens=self.tokens,
-            utterances=[e for e in self.entries if e.kind == "utterance"],
-        )
-
-    def _check_end(self) -> bool:
-        hit = self.termination.fired(self._state())
-        if hit is None:
-            return False
-        self._end(hit[1], hit[0])
-        return True
+    def _end_with(self, ending: Ending | None) -> None:
+        if ending is not None:
+            self._end(ending.reason, ending.stopped_by)
 
     def _end(self, reason: str, stopped_by: str) -> None:
         if self.result is not None:
             return
-        if self.inflight is not None:  # settle it (its deadline timer stops); a late answer drops
-            self.inflight.reply.set_exception(
-                AgentError(f"the chat ended before {self.inflight.speaker} answered")
-            )
-            self.inflight = None
-        self._release_turn_timer()
+        self.turn_taking.abandon()
         result = self._snapshot(reason, stopped_by)
         if self.writer is not None:
             try:
@@ -325,11 +322,11 @@ class GroupChat(TurnTaking, Agent):
             reason=reason,
             stopped_by=stopped_by,
             transcript=list(self.entries),
-            turns=self.turns,
-            tokens=self.tokens,
+            turns=self.turn_taking.turns,
+            tokens=self.turn_taking.tokens,
             seconds=elapsed,
             participants=list(self.names),
-            ledger=self.ledger.snapshot(),
+            ledger=self.turn_taking.ledger.snapshot(),
             run_id=self.recording.run_id if self.recording is not None else "",
         )
 
