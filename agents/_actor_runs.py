@@ -206,9 +206,7 @@ class ActorRun:
             return
         install_trace_hook(None, replace=tap)
         try:
-            self.recording.flush()
-            self.recording.store.end_run(
-                self.run_id,
+            self.recording.end_run(
                 reason=f"{self.count} messages recorded",
                 stopped_by="closed",
                 turns=self.count,

@@ -76,14 +76,7 @@ def finish_recording(rec: Recording, chat: str, result: ChatResult, owns: bool) 
     register(chat, None)
     error = ""
     try:
-        if rec.writes:
-            rec.flush()
-            rec.store.end_run(
-                rec.run_id,
-                reason=result.reason,
-                stopped_by=result.stopped_by,
-                turns=result.turns,
-            )
+        rec.end_run(reason=result.reason, stopped_by=result.stopped_by, turns=result.turns)
     except RunLogError as exc:
         log.error("%s: %s", chat, exc)
         error = str(exc)

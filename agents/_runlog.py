@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import msgpack
@@ -240,6 +240,26 @@ class Recording:
                 f"run log {str(self.store.path)!r}: the log actor did not commit within "
                 f"{timeout:g} s"
             ) from exc
+
+    def end_run(
+        self, *, reason: str, stopped_by: str, turns: int, participants: Sequence[str] | None = None
+    ) -> None:
+        """Commit every row sent so far, then record how the run ended (see
+        :meth:`RunStore.end_run`): a reader that sees the run ended sees all of its rows. A
+        recording that only reads writes nothing.
+
+        Raises:
+            RunLogError: the rows or the end could not be written.
+        """
+        if self.writes:
+            self.flush()
+            self.store.end_run(
+                self.run_id,
+                reason=reason,
+                stopped_by=stopped_by,
+                turns=turns,
+                participants=participants,
+            )
 
     def effects(self) -> EffectJournal:
         """The run's effect journal (opened on first use; it never performs an effect in a
