@@ -240,6 +240,11 @@ class Recording:
                 f"run log {str(self.store.path)!r}: the log actor did not commit within "
                 f"{timeout:g} s"
             ) from exc
+        except ActorError as exc:  # stopped or crashed for good: what it had not written is lost
+            raise RunLogError(
+                f"run log {str(self.store.path)!r}: its log actor is gone ({exc}); rows sent "
+                "to it may not be written"
+            ) from exc
 
     def end_run(
         self, *, reason: str, stopped_by: str, turns: int, participants: Sequence[str] | None = None

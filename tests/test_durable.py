@@ -21,6 +21,7 @@ from llmos.agents import (
     GroupChat,
     MaxTurns,
     ModelSelector,
+    Recording,
     RunLogError,
     RunStore,
     replay_chat,
@@ -268,6 +269,18 @@ def test_a_run_log_that_took_every_row_reports_no_error(tmp_path: Path) -> None:
         s.participants, s.task, chat_class=s.chat_class, record=tmp_path / "r.db", **s.options
     )
     assert result.run_id and result.run_log_error == ""
+
+
+def test_a_log_actor_gone_for_good_is_a_run_log_error_naming_the_file(tmp_path: Path) -> None:
+    rec = Recording.open(tmp_path / "gone.db", "run-1")
+    try:
+        assert rec.logger is not None
+        rec.flush()  # alive: nothing to report
+        rec.logger.stop()
+        with pytest.raises(RunLogError, match=r"gone\.db.*log actor is gone"):
+            rec.flush()
+    finally:
+        rec.close()
 
 
 def test_a_model_tokenizes_texts_and_a_non_model_leaves_the_word(tmp_path: Path) -> None:
