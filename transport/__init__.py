@@ -10,15 +10,17 @@
 #   _io        IOLoop: the I/O thread, its poller, wake-up and calls; knows no peer or frame
 #   _router    Router: the ROUTER (and ZAP) socket: requests in, answers out
 #   _links     Links: a DEALER per peer: heartbeats, up/down, reaping, outbox flushing
-#   _serve     requests from peers (ROUTER side); _client: answers from peers (DEALER side)
+#   _serve     frames from peers (ROUTER side): parse, check, admit, reject
+#   _delivery  admitted tells and asks into local mailboxes, their answers back out
+#   _client    answers from peers (DEALER side)
 #   _control   requests on the node itself: spawn, stop, watch, lookup, statistics
 #   _sending   Outbound: queueing tells and requests to peers, back-pressure (refs use it)
 #   _ref       RemoteRef
 #   _node      Node, the public entry point: builds the parts above and passes each what it uses
 #   _cli       node_main (``llmos node``), the llmos.node service
 # Within the package: wire (_frames, _codec) -> security (_security, _capabilities) -> peers
-# (_peer) -> the I/O loop (_io) -> its parts (_router, _links) -> inbound (_serve, _control,
-# _client) and outbound (_sending, _ref) -> _node.
+# (_peer) -> the I/O loop (_io) -> its parts (_router, _links) -> inbound (_serve, _delivery,
+# _control, _client) and outbound (_sending, _ref) -> _node.
 #
 # One rule per socket: the I/O thread creates, reads, writes and closes every socket (the
 # ROUTER, the ZAP socket, each peer's DEALER and its monitor). Every other thread (actors,

@@ -29,6 +29,7 @@ from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
 from llmos.transport._control import Spawner
+from llmos.transport._delivery import Delivery
 from llmos.transport._errors import AuthError, NodeUnreachable
 from llmos.transport._frames import SPAWN, Limits
 from llmos.transport._io import IOLoop
@@ -209,6 +210,14 @@ class Node:
             peers=self.peers,
             remote_ref=self.remote_ref,
         )
+        delivery = Delivery(
+            codec=self.codec,
+            counters=self.counters,
+            router=self.router,
+            client=self.client,
+            peers=self.peers,
+            max_payload=self.max_payload,
+        )
         self.server = Server(
             codec=self.codec,
             limits=self.limits,
@@ -216,9 +225,7 @@ class Node:
             capabilities=self.capabilities,
             quotas=self.quotas,
             router=self.router,
-            client=self.client,
-            peers=self.peers,
-            max_payload=self.max_payload,
+            delivery=delivery,
             clock_skew=self.clock_skew,
             remote_ref=self.remote_ref,
             spawner=lambda: self.spawner,

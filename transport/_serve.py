@@ -1,13 +1,13 @@
-"""The serving side: requests arriving from peers on the node's ROUTER socket.
+"""The serving side: frames arriving from peers on the node's ROUTER socket.
 
-Runs in the I/O thread and never blocks it. An incoming ask goes straight into the local
-actor's mailbox (``LocalRef.post``) with a reply whose done callback
-queues the answer frame back to the I/O thread, so no thread waits per request. A request whose
-deadline has already passed (a stale backlog after a reconnect, or a frozen peer) is not
-executed. A bad frame is dropped and counted, and its sender gets a NOTICE; each item of a good
-frame is handled alone: a bad one (any msgpack value in any position) is rejected and counted,
-its asker gets the error as its reply (or the peer a NOTICE, within its notice quota), and the
-items around it are served. What a peer may do here is decided by
+Runs in the I/O thread and never blocks it. Each frame is parsed and each of its items checked
+and admitted here; what is admitted goes to :class:`~llmos.transport._delivery.Delivery` (tells
+and asks for local actors) or :class:`~llmos.transport._control.Control` (requests on the node
+itself). A request whose deadline has already passed (a stale backlog after a reconnect, or a
+frozen peer) is not executed. A bad frame is dropped and counted, and its sender gets a NOTICE;
+each item of a good frame is handled alone: a bad one (any msgpack value in any position) is
+rejected and counted, its asker gets the error as its reply (or the peer a NOTICE, within its
+notice quota), and the items around it are served. What a peer may do here is decided by
 :mod:`llmos.transport._capabilities`, per peer (its connection).
 """
 
@@ -20,29 +20,17 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import (
-    ActorDeadError,
-    ActorRef,
-    LlmosError,
-    LocalRef,
-    MailboxFull,
-    MessageError,
-    Terminated,
-    find,
-)
-from llmos.actors.lowlevel import record_dead_letter, trace_state
+from llmos.actors import ActorRef, LlmosError, LocalRef, find
 from llmos.actors.tracing import check_traceparent
 from llmos.transport._capabilities import Account, Capabilities, Quotas
-from llmos.transport._control import Control, Spawner, no_actor, serve_reply
+from llmos.transport._control import Control, Spawner
 from llmos.transport._errors import FrameError, NotAllowed, QuotaExceeded, RequestExpired
 from llmos.transport._frames import (
     ASK,
-    FAIL,
     LOOKUP,
     NOTICE,
     PING,
     PONG,
-    REPLY,
     REQUEST_OPS,
     SPAWN,
     STATS,
@@ -53,13 +41,12 @@ from llmos.transport._frames import (
     pack_frame,
     parse_frame,
 )
-from llmos.transport._ref import RemoteRef
 
 if TYPE_CHECKING:
-    from llmos.transport._client import Client
     from llmos.transport._codec import Codec
+    from llmos.transport._delivery import Delivery
     from llmos.transport._frames import Limits
-    from llmos.transport._peer import Counters, Peer
+    from llmos.transport._peer import Counters
     from llmos.transport._router import Router
 
 __all__ = ["Server"]
@@ -69,11 +56,16 @@ _monotonic = time.monotonic
 _time = time.time
 _NUMBER = (int, float)
 _MAX_ACCOUNTS = 1024  # accounts kept before idle ones are pruned
-_MAX_MISSING = 256
 
 
 class Server:
-    """Handles frames arriving on the node's ROUTER socket."""
+    """Handles frames arriving on the node's ROUTER socket.
+
+    Args:
+        delivery: where admitted tells and asks go (and how answers go back).
+        clock_skew: seconds of wall-clock difference allowed when judging a deadline.
+        The others: the node's parts and settings that the checks read.
+    """
 
     def __init__(
         self,
@@ -84,9 +76,7 @@ class Server:
         capabilities: Capabilities,
         quotas: Quotas,
         router: Router,
-        client: Client,
-        peers: dict[str, Peer],
-        max_payload: int,
+        delivery: Delivery,
         clock_skew: float,
         remote_ref: Callable[[str, str], ActorRef],
         spawner: Callable[[], Spawner],
@@ -98,16 +88,13 @@ class Server:
         self.capabilities = capabilities
         self.quotas = quotas
         self.router = router
-        self.client = client
-        self.peers = peers
-        self.max_payload = max_payload
         self.clock_skew = clock_skew
         self.accounts: dict[bytes, Account] = {}
-        self._missing: dict[str, bytes] = {}  # encoded "no such actor" errors, by name
         self._last_warning = 0.0
         self._next_prune = 0.0
+        self.delivery = delivery
         self.control = control = Control(
-            self.answer,
+            delivery.answer,
             codec=codec,
             counters=counters,
             capabilities=capabilities,
@@ -117,7 +104,7 @@ class Server:
             spawn_executor=spawn_executor,
         )
         self._requests: dict[int, _Request] = {
-            ASK: self._ask,
+            ASK: delivery.ask,
             SPAWN: control.spawn,
             LOOKUP: control.lookup,
             STOP: control.stop,
@@ -170,7 +157,7 @@ class Server:
         self.counters.bytes_in += len(data)
         self.counters.items_in += len(items)
         decode = self.codec.decode
-        tell = self._tell
+        tell = self.delivery.tell
         name: str | None = None  # a burst of tells is usually for one actor: look it up once
         local: LocalRef | None = None
         for item in items:
@@ -209,7 +196,7 @@ class Server:
     ) -> None:
         """Count a rejected item, answer it (a FAIL for a request, else a NOTICE), log rarely."""
         if isinstance(error, RequestExpired):
-            self._fail(ident, _request_id(item) or 0, error)  # counted as expired already
+            self.delivery.fail(ident, _request_id(item) or 0, error)  # counted as expired already
             return
         if isinstance(error, QuotaExceeded):
             self.counters.quota_refusals += 1
@@ -231,7 +218,7 @@ class Server:
         )
         rid = _request_id(item)
         if rid is not None:
-            self._fail(ident, rid, error)
+            self.delivery.fail(ident, rid, error)
         else:
             self._notice(ident, f"item rejected: {error}", account)
 
@@ -268,7 +255,8 @@ class Server:
             if size not in (3, 4) or type(item[1]) is not str or type(item[2]) is not bytes:
                 raise FrameError("malformed tell item")
             trace = self._trace(item[3]) if size == 4 else None
-            self._tell(item[1], self.codec.decode(item[2]), find(item[1]), _monotonic(), trace)
+            msg = self.codec.decode(item[2])
+            self.delivery.tell(item[1], msg, find(item[1]), _monotonic(), trace)
         elif op in REQUEST_OPS:
             self._request(ident, op, item, account)
         elif op == PING:
@@ -323,7 +311,7 @@ class Server:
         deadline = _monotonic() + left
         if size == 8 and op == ASK:
             trace = self._trace(item[7])
-            self._ask(ident, rid, deadline, float(span), target, payload, account, trace)
+            self.delivery.ask(ident, rid, deadline, float(span), target, payload, account, trace)
             return
         self._requests[op](ident, rid, deadline, float(span), target, payload, account)
 
@@ -334,95 +322,6 @@ class Server:
         if trace is None:
             self.counters.bad_traces += 1
         return trace
-
-    # -- answers (any thread) -------------------------------------------------------------
-
-    def answer(
-        self, ident: bytes, rid: int, value: Any, error: BaseException | None, deadline: float
-    ) -> None:
-        codec = self.codec
-        if error is None:
-            try:
-                payload = codec.encode_checked(value)
-            except MessageError as exc:
-                error = MessageError(f"the answer cannot be sent back to the asker: {exc}")
-            else:
-                if len(payload) > self.max_payload:
-                    error = FrameError(
-                        f"the answer is {len(payload)} bytes, over the frame limit of "
-                        f"{self.max_payload}; return less or raise Limits.max_frame"
-                    )
-                else:
-                    self.router.post_reply(ident, [REPLY, rid, payload], deadline)
-                    return
-        self.router.post_reply(ident, [FAIL, rid, codec.encode_error(error)], deadline)
-
-    def _fail(self, ident: bytes, rid: int, error: BaseException) -> None:
-        self.answer(ident, rid, None, error, math.inf)
-
-    # -- what peers ask -------------------------------------------------------------------
-
-    def _tell(
-        self,
-        target: str,
-        msg: Any,
-        local: LocalRef | None,
-        arrived: float,
-        trace: str | None = None,
-    ) -> None:
-        """Deliver a tell to ``local``, the actor named ``target`` here (None: there is none)."""
-        if type(msg) is Terminated and isinstance(msg.ref, RemoteRef) and local is not None:
-            peer = self.peers.get(msg.ref.node or "")
-            if peer is not None:
-                self.client.watch_ended(peer, msg.ref.name, local)
-        if local is None:
-            self._undelivered(target, msg, "no such actor on this node")
-            return
-        if trace is None and trace_state.hook is not None:  # a recorder sees it delivered
-            trace = trace_state.hook.incoming(msg)
-        try:
-            # Never waits; a stopped actor's go to dead letters.
-            local.post(msg, sent_at=arrived, trace=trace)
-        except MailboxFull:
-            self._undelivered(target, msg, "mailbox full (remote tell)")
-        except ActorDeadError:
-            self._undelivered(target, msg, "no such actor on this node")
-
-    def _undelivered(self, target: str, msg: Any, reason: str) -> None:
-        self.counters.undelivered_tells += 1
-        record_dead_letter(target, msg, reason)
-
-    def _ask(
-        self,
-        ident: bytes,
-        rid: int,
-        deadline: float,
-        span: float,
-        target: str,
-        payload: bytes,
-        account: Account,
-        trace: str | None = None,
-    ) -> None:
-        local = find(target)
-        if local is None:
-            # The cheapest answer (a flood of asks to no actor must not outrun the node): the
-            # encoded error is kept per name, and nothing else is built.
-            error = self._missing.get(target)
-            if error is None:
-                if len(self._missing) >= _MAX_MISSING:
-                    self._missing.clear()
-                gone = no_actor(target, self.address)
-                error = self._missing[target] = self.codec.encode_error(gone)
-            self.router.post_reply(ident, [FAIL, rid, error], deadline)
-            return
-        msg = self.codec.decode(payload)
-        reply = serve_reply(deadline, target, span, self.answer, ident, rid, account)
-        if trace is None and trace_state.hook is not None:
-            trace = trace_state.hook.incoming(msg)
-        try:
-            local.post(msg, reply, trace=trace)  # never waits
-        except (MailboxFull, ActorDeadError) as exc:
-            reply.set_exception(exc)
 
 
 _Request = Callable[[bytes, int, float, float, str, bytes, Account], None]
