@@ -3,7 +3,8 @@
 #              what a caller may assume after each
 #   _frames    the versioned frame header, item op codes, Limits
 #   _codec     msgpack + ext types (tuples, messages, refs), error envelopes, register_error
-#   _security  CURVE key pairs, the bind policy, the ZAP allowlist decision
+#   _address   which strings are node addresses; the address a node gives out
+#   _security  CURVE key pairs, the bind policy, whom a node trusts (Trust), the ZAP decision
 #   _capabilities  what a peer may do here: spawn allowlist, stop policy, Quotas, accounts
 #   _peer      per-peer state (life cycle, outbox, pending requests), counters, NodeStats
 #   _sockets   socket options and constants shared by the ROUTER and the dealers
@@ -13,14 +14,15 @@
 #   _serve     frames from peers (ROUTER side): parse, check, admit, reject
 #   _delivery  admitted tells and asks into local mailboxes, their answers back out
 #   _client    answers from peers (DEALER side)
-#   _control   requests on the node itself: spawn, stop, watch, lookup, statistics
+#   _control   requests on the node itself: spawn, stop, watch, lookup, statistics; the
+#              spawn workers and default_spawner
 #   _sending   Outbound: queueing tells and requests to peers, back-pressure (refs use it)
 #   _ref       RemoteRef
 #   _node      Node, the public entry point: builds the parts above and passes each what it uses
 #   _cli       node_main (``llmos node``), the llmos.node service
-# Within the package: wire (_frames, _codec) -> security (_security, _capabilities) -> peers
-# (_peer) -> the I/O loop (_io) -> its parts (_router, _links) -> inbound (_serve, _delivery,
-# _control, _client) and outbound (_sending, _ref) -> _node.
+# Within the package: wire (_frames, _codec, _address) -> security (_security, _capabilities)
+# -> peers (_peer) -> the I/O loop (_io) -> its parts (_router, _links) -> inbound (_serve,
+# _delivery, _control, _client) and outbound (_sending, _ref) -> _node.
 #
 # One rule per socket: the I/O thread creates, reads, writes and closes every socket (the
 # ROUTER, the ZAP socket, each peer's DEALER and its monitor). Every other thread (actors,
@@ -39,6 +41,7 @@
 from llmos.transport._capabilities import Quotas
 from llmos.transport._cli import node_main
 from llmos.transport._codec import Codec, register_error
+from llmos.transport._control import Spawner, default_spawner
 from llmos.transport._errors import (
     AuthError,
     FrameError,
@@ -53,7 +56,7 @@ from llmos.transport._errors import (
     TransportError,
 )
 from llmos.transport._frames import Limits
-from llmos.transport._node import Node, Spawner, default_spawner
+from llmos.transport._node import Node
 from llmos.transport._peer import NodeStats
 from llmos.transport._ref import RemoteRef
 from llmos.transport._security import KeyPair, generate_keys, load_keys, load_public_keys

@@ -20,7 +20,8 @@ from typing import Any
 
 from llmos.actors import Actor, LlmosError, stop_all
 from llmos.transport._capabilities import Quotas
-from llmos.transport._node import Node, Spawner
+from llmos.transport._control import Spawner
+from llmos.transport._node import Node
 from llmos.transport._security import generate_keys
 
 __all__ = ["NODE_SERVICE", "NodeService", "build_parser", "node_main"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -22,10 +23,27 @@ if TYPE_CHECKING:
     from llmos.transport._codec import Codec
     from llmos.transport._peer import Counters
 
-__all__ = ["Answer", "Control", "no_actor", "serve_reply"]
+__all__ = [
+    "Answer",
+    "Control",
+    "SpawnWorkers",
+    "Spawner",
+    "default_spawner",
+    "no_actor",
+    "serve_reply",
+]
 
 Spawner = Callable[[type, tuple[Any, ...], dict[str, Any], str | None], ActorRef]
 """``spawner(cls, args, kwargs, name) -> ref``: how a node starts a remotely requested actor."""
+
+
+def default_spawner(
+    cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None
+) -> ActorRef:
+    """Start an unsupervised actor: ``cls.start(*args, name=name, **kwargs)``."""
+    ref: ActorRef = cls.start(*args, name=name, **kwargs)  # type: ignore[attr-defined]
+    return ref
+
 
 Answer = Callable[[bytes, int, Any, "BaseException | None", float], None]
 """``answer(ident, rid, value, error, deadline)``: send a request's answer back to its asker."""
@@ -62,6 +80,36 @@ def serve_reply(
 
     reply.add_done_callback(settled)
     return reply
+
+
+class SpawnWorkers:
+    """The threads that run remote spawn requests (a constructor may block), started on first
+    use.
+
+    Args:
+        name: the node's name (in the threads' names).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._lock = threading.Lock()
+
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The pool (started now if it is not running)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = concurrent.futures.ThreadPoolExecutor(
+                    2, thread_name_prefix=f"llmos:io-{self._name}-spawn"
+                )
+            return self._pool
+
+    def shutdown(self) -> None:
+        """Wait for the spawns running, cancel those queued (a later spawn starts a new pool)."""
+        with self._lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
 
 
 class Control:

@@ -15,7 +15,6 @@ import itertools
 import logging
 import math
 import os
-import socket
 import threading
 import time
 from collections.abc import Iterable, Mapping
@@ -25,41 +24,28 @@ import zmq
 
 from llmos.actors import ActorRef, LlmosError, find, get
 from llmos.actors.lowlevel import check_message
+from llmos.transport._address import advertised, check_endpoint
 from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
-from llmos.transport._control import Spawner
+from llmos.transport._control import Spawner, SpawnWorkers, default_spawner
 from llmos.transport._delivery import Delivery
-from llmos.transport._errors import AuthError, NodeUnreachable
+from llmos.transport._errors import NodeUnreachable
 from llmos.transport._frames import SPAWN, Limits
 from llmos.transport._io import IOLoop
 from llmos.transport._links import Links
-from llmos.transport._peer import DOWN, UP, Counters, NodeStats, Peer
+from llmos.transport._peer import DOWN, Counters, NodeStats, Peer, node_stats
 from llmos.transport._ref import RemoteRef, check_timeout
 from llmos.transport._router import Router
-from llmos.transport._security import (
-    KeyPair,
-    ZapHandler,
-    is_local_endpoint,
-    load_keys,
-    load_public_keys,
-)
-from llmos.transport._sending import Outbound, check_endpoint
+from llmos.transport._security import KeyPair, Trust, check_bind, load_keys
+from llmos.transport._sending import Outbound
 from llmos.transport._serve import Server
 
-__all__ = ["Node", "Spawner", "default_spawner"]
+__all__ = ["Node"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 _numbers = itertools.count(1)
-
-
-def default_spawner(
-    cls: type, args: tuple[Any, ...], kwargs: dict[str, Any], name: str | None
-) -> ActorRef:
-    """Start an unsupervised actor: ``cls.start(*args, name=name, **kwargs)``."""
-    ref: ActorRef = cls.start(*args, name=name, **kwargs)  # type: ignore[attr-defined]
-    return ref
 
 
 class Node:
@@ -144,26 +130,11 @@ class Node:
         if not math.isfinite(clock_skew) or clock_skew < 0:
             raise LlmosError(f"clock_skew must be >= 0 seconds, got {clock_skew!r}")
         self.keys = load_keys(keys) if keys is not None else None
-        if not is_local_endpoint(bind) and self.keys is None:
-            if not insecure:
-                raise AuthError(
-                    f"refusing to bind {bind} without CURVE keys: anyone who can reach it could "
-                    "run code here. Pass keys= (see generate_keys) and allow_keys=, or "
-                    "insecure=True if the network is trusted"
-                )
-            log.warning("node binds %s WITHOUT encryption or authentication (insecure)", bind)
-        self.zap_handler: ZapHandler | None = None
-        if self.keys is not None:
-            allowed = load_public_keys(allow_keys) | {self.keys.public}
-            self.zap_handler = ZapHandler(allowed)
-        self.peer_keys: dict[str, bytes] = {}
-        for address, key in (peer_keys or {}).items():
-            self.add_peer_key(address, key)
-        self.default_peer_key: bytes | None = None
-        if default_peer_key is not None:
-            if self.keys is None:
-                raise AuthError("default_peer_key= needs keys= (this node's own CURVE key pair)")
-            self.default_peer_key = next(iter(load_public_keys([default_peer_key])))
+        check_bind(bind, self.keys, insecure)
+        self.trust = Trust(self.keys, allow_keys, peer_keys or {}, default_peer_key)
+        self.zap_handler = self.trust.zap_handler
+        self.peer_keys = self.trust.peer_keys
+        self.default_peer_key = self.trust.default_peer_key
         self.capabilities = Capabilities(allow_spawn, remote_stop)
         self.allow_spawn = self.capabilities.allow_spawn
         if quotas is not None and not isinstance(quotas, Quotas):
@@ -185,9 +156,7 @@ class Node:
         self.peers: dict[str, Peer] = {}
         self.counters = Counters()
         self._peers_lock = threading.Lock()
-        self._ids = itertools.count(1)
-        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
-        self._pool_lock = threading.Lock()
+        self.spawn_workers = SpawnWorkers(self.name)
         self._closed = False
         self.codec = Codec("", self._bind_ref, self.limits)
         self.io = IOLoop(self.name, max(0.02, self.heartbeat / 4))
@@ -229,7 +198,7 @@ class Node:
             clock_skew=self.clock_skew,
             remote_ref=self.remote_ref,
             spawner=lambda: self.spawner,
-            spawn_executor=self.spawn_executor,
+            spawn_executor=self.spawn_workers.executor,
         )
         self.links = Links(
             self.io,
@@ -249,9 +218,7 @@ class Node:
             self.name,
             self.peers,
             self._peers_lock,
-            self.peer_keys,
-            keys=self.keys,
-            default_peer_key=self.default_peer_key,
+            self.trust,
             codec=self.codec,
             links=self.links,
             io=self.io,
@@ -271,7 +238,7 @@ class Node:
             if self._own_context:
                 self.context.term()
             raise
-        self.address = advertise or _advertised(bound)
+        self.address = advertise or advertised(bound)
         self.codec.local_address = self.address
         if self.keys is not None:
             self.peer_keys.setdefault(self.address, self.keys.public)
@@ -381,46 +348,14 @@ class Node:
 
     def add_peer_key(self, node: str, public_key: str | bytes) -> None:
         """Trust ``public_key`` as the CURVE server key of the peer at ``node``."""
-        keys = load_public_keys([public_key])
-        self.peer_keys[node] = next(iter(keys))
+        self.trust.add_peer_key(node, public_key)
 
     def statistics(self) -> NodeStats:
         """A snapshot of this node's transport counters."""
-        c = self.counters
-        peers = list(self.peers.values())
-        zap = self.zap_handler
         heard = _monotonic() - self.heartbeat
         clients = [a.last_seen >= heard for a in list(self.server.accounts.values())]
-        return NodeStats(
-            address=self.address,
-            name=self.name,
-            peers_up=tuple(p.address for p in peers if p.state == UP),
-            peers_down=tuple(p.address for p in peers if p.state == DOWN),
-            pending_requests=sum(len(p.pending) for p in peers),
-            frames_in=c.frames_in,
-            frames_out=c.frames_out,
-            bytes_in=c.bytes_in,
-            bytes_out=c.bytes_out,
-            items_in=c.items_in,
-            items_out=c.items_out,
-            bad_frames=c.bad_frames,
-            bad_items=c.bad_items,
-            expired_requests=c.expired_requests,
-            late_replies=c.late_replies,
-            dropped_replies=c.dropped_replies,
-            undelivered_tells=c.undelivered_tells,
-            notices=c.notices,
-            auth_accepted=zap.accepted if zap else 0,
-            auth_refused=zap.refused if zap else 0,
-            refusals=c.refusals,
-            quota_refusals=c.quota_refusals,
-            notices_withheld=c.notices_withheld,
-            peers_reaped=c.peers_reaped,
-            peers_evicted=c.peers_evicted,
-            bad_traces=c.bad_traces,
-            clients_up=sum(clients),
-            clients_silent=len(clients) - sum(clients),
-        )
+        peers = list(self.peers.values())
+        return node_stats(self.address, self.name, self.counters, peers, self.zap_handler, clients)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the I/O thread and close every socket (bounded: linger is at most 0.1 s).
@@ -432,10 +367,7 @@ class Node:
         self._closed = True
         self.outbound.closed = True
         self.io.stop(timeout)
-        with self._pool_lock:
-            pool, self._pool = self._pool, None
-        if pool is not None:
-            pool.shutdown(wait=True, cancel_futures=True)
+        self.spawn_workers.shutdown()
         if self._own_context and not self.io.thread.is_alive():
             self.context.term()  # bounded: every socket was closed with a linger <= 0.1 s
         log.info("node %s closed", self.name)
@@ -464,19 +396,4 @@ class Node:
 
     def spawn_executor(self) -> concurrent.futures.ThreadPoolExecutor:
         """The worker threads that run remote spawn requests (constructors may block)."""
-        with self._pool_lock:
-            if self._pool is None:
-                self._pool = concurrent.futures.ThreadPoolExecutor(
-                    2, thread_name_prefix=f"llmos:io-{self.name}-spawn"
-                )
-            return self._pool
-
-
-def _advertised(bound: str) -> str:
-    scheme, _, rest = bound.partition("://")
-    if scheme != "tcp":
-        return bound
-    host, _, port = rest.rpartition(":")
-    if host in ("0.0.0.0", "*", "[::]", "::"):
-        return f"tcp://{socket.gethostname()}:{port}"
-    return bound
+        return self.spawn_workers.executor()

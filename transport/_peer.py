@@ -14,12 +14,25 @@ import logging
 import threading
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmos.actors import ActorRef, Reply
 from llmos.transport._errors import NodeUnreachable, TransportError
 
-__all__ = ["CONNECTING", "DOWN", "UP", "Counters", "NodeStats", "Peer", "idle", "least_needed"]
+if TYPE_CHECKING:
+    from llmos.transport._security import ZapHandler
+
+__all__ = [
+    "CONNECTING",
+    "DOWN",
+    "UP",
+    "Counters",
+    "NodeStats",
+    "Peer",
+    "idle",
+    "least_needed",
+    "node_stats",
+]
 
 log = logging.getLogger("llmos.transport")
 
@@ -247,3 +260,47 @@ class NodeStats:
     bytes_out: int = 0
     clients_up: int = 0
     clients_silent: int = 0
+
+
+def node_stats(
+    address: str,
+    name: str,
+    counters: Counters,
+    peers: list[Peer],
+    zap: ZapHandler | None,
+    clients: list[bool],
+) -> NodeStats:
+    """A node's :class:`NodeStats`: its ``counters``, the state of the ``peers`` it sends to, the
+    CURVE clients ``zap`` let in or refused, and ``clients``: for each peer that sends to it,
+    whether it was heard from within the heartbeat timeout."""
+    c = counters
+    return NodeStats(
+        address=address,
+        name=name,
+        peers_up=tuple(p.address for p in peers if p.state == UP),
+        peers_down=tuple(p.address for p in peers if p.state == DOWN),
+        pending_requests=sum(len(p.pending) for p in peers),
+        frames_in=c.frames_in,
+        frames_out=c.frames_out,
+        bytes_in=c.bytes_in,
+        bytes_out=c.bytes_out,
+        items_in=c.items_in,
+        items_out=c.items_out,
+        bad_frames=c.bad_frames,
+        bad_items=c.bad_items,
+        expired_requests=c.expired_requests,
+        late_replies=c.late_replies,
+        dropped_replies=c.dropped_replies,
+        undelivered_tells=c.undelivered_tells,
+        notices=c.notices,
+        auth_accepted=zap.accepted if zap else 0,
+        auth_refused=zap.refused if zap else 0,
+        refusals=c.refusals,
+        quota_refusals=c.quota_refusals,
+        notices_withheld=c.notices_withheld,
+        peers_reaped=c.peers_reaped,
+        peers_evicted=c.peers_evicted,
+        bad_traces=c.bad_traces,
+        clients_up=sum(clients),
+        clients_silent=len(clients) - sum(clients),
+    )

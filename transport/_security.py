@@ -14,7 +14,7 @@ import ipaddress
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 import zmq
@@ -27,7 +27,9 @@ __all__ = [
     "ZAP_DOMAIN",
     "ZAP_ENDPOINT",
     "KeyPair",
+    "Trust",
     "ZapHandler",
+    "check_bind",
     "generate_keys",
     "is_local_endpoint",
     "load_keys",
@@ -160,6 +162,78 @@ def is_local_endpoint(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_bind(bind: str, keys: KeyPair | None, insecure: bool) -> None:
+    """The bind policy: off loopback, ``ipc://`` and ``inproc://``, a node needs keys, or
+    ``insecure`` (then a warning is logged).
+
+    Raises:
+        AuthError: ``bind`` is not local, and there are no keys and ``insecure`` is not set.
+    """
+    if is_local_endpoint(bind) or keys is not None:
+        return
+    if not insecure:
+        raise AuthError(
+            f"refusing to bind {bind} without CURVE keys: anyone who can reach it could "
+            "run code here. Pass keys= (see generate_keys) and allow_keys=, or "
+            "insecure=True if the network is trusted"
+        )
+    log.warning("node binds %s WITHOUT encryption or authentication (insecure)", bind)
+
+
+class Trust:
+    """Whom a node trusts over CURVE: the clients it lets in, the server key of each peer.
+
+    Args:
+        keys: the node's own key pair (None: no CURVE; then only peers without keys).
+        allow_keys: public keys of the clients let in (the node's own key always is).
+        peer_keys: the CURVE server key of each peer address.
+        default_peer_key: the server key of every peer address missing from ``peer_keys``.
+
+    Raises:
+        AuthError: a key cannot be read, or ``default_peer_key`` without ``keys``.
+    """
+
+    __slots__ = ("default_peer_key", "keys", "peer_keys", "zap_handler")
+
+    def __init__(
+        self,
+        keys: KeyPair | None,
+        allow_keys: Iterable[str | bytes | os.PathLike[str]],
+        peer_keys: Mapping[str, str | bytes],
+        default_peer_key: str | bytes | None,
+    ) -> None:
+        self.keys = keys
+        self.zap_handler: ZapHandler | None = None
+        if keys is not None:
+            self.zap_handler = ZapHandler(load_public_keys(allow_keys) | {keys.public})
+        self.peer_keys: dict[str, bytes] = {}  # shared with the node's outbound side
+        for address, key in peer_keys.items():
+            self.add_peer_key(address, key)
+        self.default_peer_key: bytes | None = None
+        if default_peer_key is not None:
+            if keys is None:
+                raise AuthError("default_peer_key= needs keys= (this node's own CURVE key pair)")
+            self.default_peer_key = next(iter(load_public_keys([default_peer_key])))
+
+    def add_peer_key(self, node: str, public_key: str | bytes) -> None:
+        """Trust ``public_key`` as the CURVE server key of the peer at ``node``."""
+        self.peer_keys[node] = next(iter(load_public_keys([public_key])))
+
+    def server_key(self, node: str) -> bytes | None:
+        """The CURVE server key of the peer at ``node`` (None: it is reached without CURVE).
+
+        Raises:
+            AuthError: a key is known for it, but this node has no key pair to use it.
+        """
+        key = self.peer_keys.get(node, self.default_peer_key)
+        if key is not None and self.keys is None:
+            raise AuthError(
+                f"a CURVE key is known for {node} but this node has no key pair; "
+                "create the Node with keys="
+            )
+        return key
 
 
 class ZapHandler:

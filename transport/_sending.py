@@ -15,14 +15,13 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import ActorRef, Reply, Terminated
+from llmos.transport._address import check_endpoint
 from llmos.transport._capabilities import Quotas
 from llmos.transport._errors import (
-    AuthError,
     FrameError,
     NodeUnreachable,
     PeerBusy,
     QuotaExceeded,
-    TransportError,
 )
 from llmos.transport._frames import LOOKUP, PING, UNWATCH, WATCH
 from llmos.transport._peer import DOWN, Counters, Peer, least_needed
@@ -33,20 +32,11 @@ if TYPE_CHECKING:
     from llmos.transport._codec import Codec
     from llmos.transport._io import IOLoop
     from llmos.transport._links import Links
-    from llmos.transport._security import KeyPair
+    from llmos.transport._security import Trust
 
-__all__ = ["Outbound", "check_endpoint"]
+__all__ = ["Outbound"]
 
 _monotonic = time.monotonic
-
-
-def check_endpoint(address: str) -> None:
-    scheme, sep, rest = address.partition("://")
-    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
-        raise TransportError(
-            f"{address!r} is not a node address; use tcp://host:port, ipc://path or "
-            "inproc://name (as printed by the node)"
-        )
 
 
 class Outbound:
@@ -55,9 +45,7 @@ class Outbound:
     Args:
         name: the node's name (for messages).
         peers: the node's peer table (address -> Peer), changed only under ``peers_lock``.
-        peer_keys: the CURVE server key of each peer address known to need one.
-        keys: this node's key pair (None: it cannot reach a peer that needs CURVE).
-        default_peer_key: the server key of a peer address missing from ``peer_keys``.
+        trust: the CURVE server key of each peer address (and whether this node can use it).
         codec: encodes what is sent.
         links: queues items for peers (the I/O thread sends them).
         io: runs work in the I/O thread.
@@ -69,10 +57,8 @@ class Outbound:
         name: str,
         peers: dict[str, Peer],
         peers_lock: threading.Lock,
-        peer_keys: dict[str, bytes],
+        trust: Trust,
         *,
-        keys: KeyPair | None,
-        default_peer_key: bytes | None = None,
         codec: Codec,
         links: Links,
         io: IOLoop,
@@ -87,9 +73,7 @@ class Outbound:
         self.name = name
         self.peers = peers
         self.peers_lock = peers_lock
-        self.peer_keys = peer_keys
-        self.keys = keys
-        self.default_peer_key = default_peer_key
+        self.trust = trust
         self.codec = codec
         self.links = links
         self.io = io
@@ -132,12 +116,7 @@ class Outbound:
         with self.peers_lock:
             peer = self.peers.get(address)
             if peer is None:
-                key = self.peer_keys.get(address, self.default_peer_key)
-                if key is not None and self.keys is None:
-                    raise AuthError(
-                        f"a CURVE key is known for {address} but this node has no key pair; "
-                        "create the Node with keys="
-                    )
+                key = self.trust.server_key(address)
                 if len(self.peers) >= self.quotas.max_peers:
                     self._make_room()
                 peer = Peer(address, key)
