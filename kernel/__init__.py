@@ -1,7 +1,9 @@
 # llmos.kernel: the node's kernel actor, supervision and pools.
 #   _kernel      Kernel (one per process, the root supervisor), kernel()
 #   _errors      SupervisionError
-#   _supervisor  Supervisor (nestable actor: strategies, restart intensity, backoff)
+#   _supervisor  Supervisor (nestable actor: starts children, hears their failures, acts)
+#   _restarts    Restarts: a supervisor's decisions on failures (window, strategy group, backoff)
+#   _children    the children table and the messages children's threads send (plain)
 #   _spec        ChildSpec, Backoff, the Restart and Strategy types
 #   _policy      restart intensity window and strategy groups (plain, no threads)
 #   _timer       ThreadTimer (one llmos:timer thread), ManualTimer (tests)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 from collections.abc import Iterable
 from types import TracebackType
 from typing import Any
@@ -35,12 +34,12 @@ from llmos.kernel._children import (
     ChildRecord,
     Children,
     RestartDue,
-    RestartGroup,
     Sync,
     stop_children,
 )
 from llmos.kernel._errors import SupervisionError
-from llmos.kernel._policy import RestartWindow, give_up_error, restart_group, should_restart
+from llmos.kernel._policy import RestartWindow
+from llmos.kernel._restarts import Restarts
 from llmos.kernel._spec import STRATEGIES, Backoff, ChildSpec, Restart, Strategy
 from llmos.kernel._timer import Timer, default_timer
 
@@ -107,15 +106,20 @@ class Supervisor(Actor):
         for spec in specs:
             if not isinstance(spec, ChildSpec):
                 raise SupervisionError(f"children must be ChildSpec records, got {spec!r}")
-        self.supervisor_strategy: Strategy = strategy
-        self.supervisor_escalate = escalate
-        self._sup_window = RestartWindow(max_restarts, within)
-        self._sup_backoff = backoff if backoff is not None else Backoff.none()
+        window = RestartWindow(max_restarts, within)  # checks its arguments first
         self._sup_timer: Timer = timer if timer is not None else default_timer()
         self._sup_shutdown_timeout = shutdown_timeout
         self._sup_table = Children(self._own_name())
+        self._sup_restarts = Restarts(
+            self._sup_table,
+            strategy=strategy,
+            window=window,
+            backoff=backoff if backoff is not None else Backoff.none(),
+            escalate=escalate,
+            timer=self._sup_timer,
+            wait_over=self._due,
+        )
         self._sup_carry: list[ChildSpec] | None = None
-        self._sup_rng = random.Random()
         # The SupervisionErrors of children it gave up on (escalate=False), newest last.
         self.supervisor_gave_up: collections.deque[SupervisionError] = collections.deque(maxlen=100)
         self.supervisor_ask_failures = 0  # asks whose handler raised, in all its children
@@ -135,6 +139,16 @@ class Supervisor(Actor):
     def supervisor_timer(self) -> Timer:
         """The clock and timer this supervisor uses."""
         return self._sup_timer
+
+    @property
+    def supervisor_strategy(self) -> Strategy:
+        """Which siblings restart with a failed child."""
+        return self._sup_restarts.strategy
+
+    @property
+    def supervisor_escalate(self) -> bool:
+        """Past the intensity: fail this supervisor (True), or give up on that child only."""
+        return self._sup_restarts.escalate
 
     def spawn(
         self,
@@ -185,7 +199,7 @@ class Supervisor(Actor):
             supervisor=self,
             ask_errors_fail=spec.restart_on_ask_error,
         )
-        window = None if self.supervisor_escalate else self._window_like()
+        window = self._sup_restarts.child_window()
         rec = ChildRecord(spec.named(cell.name), cell, window, initial)
         self._sup_table.add(rec)
         try:
@@ -265,58 +279,35 @@ class Supervisor(Actor):
         rec = self._current(msg.name, msg.serial, msg.incarnation)
         if rec is None:
             return
-        cell = rec.cell
-        error = cell.last_error if cell.last_error is not None else SupervisionError("unknown")
-        if not should_restart(rec.spec.restart, error):
-            self.on_child_failure(cell.name, error, "stop")
-            self._stop_for_good(rec, f"failed: {error!r} ({rec.spec.restart}, not restarted)")
-            return
+        name, sup = rec.cell.name, self._own_name()
+        last = rec.cell.last_error
+        error = last if last is not None else SupervisionError("unknown")
         now = self._sup_timer.now()
-        window = rec.window if rec.window is not None else self._sup_window
-        if not window.allow(now):
-            self._give_up(rec, error, window)
-            return
-        self.on_child_failure(cell.name, error, "restart")
-        group = self._sup_table.group_of(rec)
-        if group is not None:  # already going down with a group restart
-            group.down.add(cell.name)
-            self._fire_if_ready(group)
-            return
-        if rec.last_restart is not None and now - rec.last_restart >= self._sup_backoff.reset_after:
-            rec.attempt = 0
-        delay = self._sup_backoff.delay(rec.attempt, self._sup_rng)
-        rec.attempt += 1
-        names = restart_group(self.supervisor_strategy, self._sup_table.names(), cell.name)
-        reason = SupervisionError(
-            f"restarted together with {cell.name!r}, which failed ({self.supervisor_strategy} "
-            f"in supervisor {self._own_name()!r})"
-        )
-        reason.__cause__ = error
-        group, others = self._sup_table.plan(names, cell.name, delay, reason)
-        if delay > 0:
-            group.handle = self._sup_timer.call_later(delay, lambda: self._due(group.id))
-        for old in others:
-            self._fire_if_ready(old)
-        self._fire_if_ready(group)
+        action, gave_up = self._sup_restarts.judge(rec, error, now, sup)
+        if gave_up is None:
+            self.on_child_failure(name, error, action)
+            if action == "restart":
+                self._sup_restarts.restart(rec, error, now, sup)
+            else:
+                self._stop_for_good(rec, f"failed: {error!r} ({rec.spec.restart}, not restarted)")
+        elif action == "escalate":
+            self.on_child_failure(name, gave_up, action)
+            self._shutdown_children(f"stopped: supervisor {sup!r} gave up", graceful=False)
+            raise gave_up
+        else:
+            self.supervisor_gave_up.append(gave_up)
+            self.on_child_failure(name, gave_up, action)
+            self._stop_for_good(rec, f"failed: {error!r}; gave up after too many restarts")
 
     @handler(ChildHalted)
     def _on_child_halted(self, msg: ChildHalted) -> None:
         rec = self._current(msg.name, msg.serial, msg.incarnation)
-        if rec is None:
-            return
-        group = self._sup_table.group_of(rec)
-        if group is None:
-            rec.cell.restart()  # its group went away meanwhile: bring it back on its own
-            return
-        group.down.add(msg.name)
-        self._fire_if_ready(group)
+        if rec is not None:
+            self._sup_restarts.halted(rec)
 
     @handler(RestartDue)
     def _on_restart_due(self, msg: RestartDue) -> None:
-        group = self._sup_table.group(msg.group)
-        if group is not None:
-            group.due = group.due or msg.timed
-            self._fire_if_ready(group)
+        self._sup_restarts.due(msg.group, msg.timed)
 
     @handler(Sync)
     def _on_sync(self, msg: Sync) -> None:
@@ -333,26 +324,6 @@ class Supervisor(Actor):
             rec.cell.finalize(f"failed: {rec.cell.last_error!r}; its supervisor is stopping")
             return None
         return rec
-
-    def _fire_if_ready(self, group: RestartGroup) -> None:
-        recs = self._sup_table.take_ready(group)
-        if recs is None:
-            return
-        now = self._sup_timer.now()
-        for rec in recs:
-            rec.last_restart = now
-            rec.cell.restart()
-
-    def _give_up(self, rec: ChildRecord, error: BaseException, window: RestartWindow) -> None:
-        sup, name = self._own_name(), rec.cell.name
-        err = give_up_error(sup, name, error, window, self.supervisor_escalate, rec.window is None)
-        if self.supervisor_escalate:
-            self.on_child_failure(name, err, "escalate")
-            self._shutdown_children(f"stopped: supervisor {sup!r} gave up", graceful=False)
-            raise err
-        self.supervisor_gave_up.append(err)
-        self.on_child_failure(name, err, "give_up")
-        self._stop_for_good(rec, f"failed: {error!r}; gave up after too many restarts")
 
     def _stop_for_good(self, rec: ChildRecord, reason: str) -> None:
         """A failed child will not come back: stop it (subclasses may save its queue first)."""
@@ -403,9 +374,6 @@ class Supervisor(Actor):
         stop_children(recs, reason, graceful, self._sup_shutdown_timeout)
 
     # -- helpers -------------------------------------------------------------------------------
-
-    def _window_like(self) -> RestartWindow:
-        return RestartWindow(self._sup_window.max_restarts, self._sup_window.within)
 
     def _own_name(self) -> str:
         try:
