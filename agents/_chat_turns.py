@@ -225,6 +225,7 @@ class TurnTaking:
             last_speaker=self.last_speaker,
             task=self.task,
             dialogue=self.name,
+            spent=lambda model, read: self.ledger.charge("selector", self.name, model, read, 0),
         )
         try:
             name = self.selector(ctx)

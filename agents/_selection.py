@@ -38,6 +38,9 @@ class SelectionContext:
         last_speaker: who spoke last (None before the first turn).
         task: the chat's topic or question.
         dialogue: the chat's name ("" when unknown), so a model that picks is charged to it.
+        spent: where a selector that asks a model reports what the pick read, as ``(model,
+            input tokens)``, so the chat's own ledger holds it beside its turns (None: not
+            kept).
     """
 
     turn: int
@@ -48,6 +51,7 @@ class SelectionContext:
     last_speaker: str | None
     task: str
     dialogue: str = ""
+    spent: Callable[[str, int], None] | None = None
 
 
 Selector = Callable[[SelectionContext], str]
@@ -179,6 +183,8 @@ class ModelSelector:
         answer = self.model.ask(request, timeout=self.timeout).get()
         if not isinstance(answer, Scores):
             raise AgentError(f"the selector's model answered {type(answer).__name__}, not Scores")
+        if ctx.spent is not None and answer.model:
+            ctx.spent(answer.model, answer.input_tokens)
         return names[shown.index(answer.best(shown))]
 
 

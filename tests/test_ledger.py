@@ -138,3 +138,13 @@ def test_a_model_selector_is_charged_to_its_chat() -> None:
     assert picks.input_tokens > 20 * picks.requests  # the prompt shows task and participants
     assert ledger.dialogues == {result.dialogue: dataclasses.replace(picks, budget=None)}
     assert list(ledger.agents) == ["selector"]
+    # The chat's own ledger (saved with its transcript) holds the same share beside its turns.
+    assert result.ledger is not None
+    own = result.ledger.agents["selector"]
+    assert (own.input_tokens, own.output_tokens, own.requests) == (
+        picks.input_tokens,
+        0,
+        picks.requests,
+    )
+    read = [u.input_tokens for u in result.ledger.agents.values()]
+    assert sum(u.input_tokens for u in result.ledger.models.values()) == sum(read)
