@@ -2,7 +2,8 @@
 #   _errors    the one error tree (LlmosError and below)
 #   _messages  typed messages (@message), the send-time wire check, Terminated
 #   _mailbox   mailboxes (unbounded, or bounded with a policy) and envelopes
-#   _reply     reply futures for ask (threads) and ask_async (asyncio, never blocking the loop)
+#   _reply     reply futures for ask, waited on from a thread
+#   _async_reply  the asyncio side of ask_async: one wake-up and one timer per loop, not per ask
 #   _cell      the stable identity behind a ref: mailbox, counters, life cycle, and the
 #              actor loop its thread runs (handle, fail, halt, stop)
 #   _ref       ActorRef / LocalRef

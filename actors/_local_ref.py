@@ -7,12 +7,13 @@ import threading
 import time
 from typing import Any, Protocol, TypeVar, overload
 
+from llmos.actors._async_reply import AsyncReply
 from llmos.actors._errors import ActorDeadError, MailboxFull
 from llmos.actors._mailbox import Mailbox
 from llmos.actors._messages import check_message
 from llmos.actors._records import ActorStats
 from llmos.actors._ref import ActorRef, check_timeout
-from llmos.actors._reply import AsyncReply, Reply, Returns, current_cell
+from llmos.actors._reply import Reply, Returns, current_cell
 from llmos.actors._trace import on_switch
 from llmos.actors._trace import state as _tracing
 

@@ -1,14 +1,12 @@
 """Reply futures: the answer to one ask, waited on from a thread or from asyncio.
 
 A :class:`Reply` is completed exactly once (with a value, an error, or by its own timeout).
-Waiting is a plain lock acquire, much cheaper than pykka's Condition-based future. An
-:class:`AsyncReply` completes an asyncio future on its loop with ``call_soon_threadsafe``, so
-awaiting it never blocks the event loop.
+Waiting is a plain lock acquire, much cheaper than pykka's Condition-based future. The
+asyncio side (``AsyncReply``) is in :mod:`llmos.actors._async_reply`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -19,7 +17,7 @@ from typing_extensions import TypeVar
 
 from llmos.actors._errors import AskTimeout, DeadlockError
 
-__all__ = ["AsyncReply", "Deferred", "Reply", "Returns", "current_actor_name", "late_replies"]
+__all__ = ["Deferred", "Reply", "Returns", "current_actor_name", "late_replies"]
 
 T = TypeVar("T", default=Any)  # a bare ``Reply`` is ``Reply[Any]``
 A = TypeVar("A")
@@ -292,50 +290,3 @@ class Deferred:
         with self._lock:
             self.count += 1
         reply.add_done_callback(lambda _reply: finished())
-
-
-class AsyncReply(Reply[T]):
-    """A reply that also completes an asyncio future on the loop that asked."""
-
-    __slots__ = ("future", "loop")
-
-    def __init__(
-        self, deadline: float, target: Any, span: float, loop: asyncio.AbstractEventLoop
-    ) -> None:
-        super().__init__(deadline, target, span)
-        self.loop = loop
-        self.future: asyncio.Future[Any] = loop.create_future()
-
-    def _deliver(self) -> None:
-        super()._deliver()
-        try:
-            self.loop.call_soon_threadsafe(self._resolve)
-        except RuntimeError:
-            pass  # the loop is closed: nobody is awaiting any more
-
-    def _resolve(self) -> None:
-        if self.future.done():
-            return
-        if self._error is not None:
-            self.future.set_exception(self._error)
-        else:
-            self.future.set_result(self._value)
-
-    async def wait(self) -> T:
-        """Await the answer without blocking the loop, up to the ask's deadline.
-
-        The deadline is one timer on the loop (``call_at``) that expires the reply; cheaper
-        than ``wait_for(shield(...))``, which builds a task and a timeout context per ask.
-        Cancelling the awaiting task leaves the ask itself to complete or expire.
-        """
-        future = self.future
-        if not future.done():
-            loop = self.loop
-            timer = loop.call_at(loop.time() + (self.deadline - _monotonic()), self.expire)
-            try:
-                await future
-            finally:
-                timer.cancel()
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]  # set once done, or T is None

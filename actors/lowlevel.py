@@ -22,11 +22,12 @@ What each layer above uses (all documented, all stable like the rest of the publ
   :func:`parse_traceparent` and names the sending actor with :func:`current_actor_name`.
 """
 
+from llmos.actors._async_reply import AsyncReply
 from llmos.actors._cell import Cell, CellSupervisor
 from llmos.actors._mailbox import Envelope, Mailbox, envelope
 from llmos.actors._messages import MAX_DEPTH, check_message, message_class
 from llmos.actors._records import record_dead_letter
-from llmos.actors._reply import AsyncReply, current_actor_name
+from llmos.actors._reply import current_actor_name
 from llmos.actors._trace import TraceHook, install_trace_hook, parse_traceparent
 from llmos.actors._trace import state as trace_state
 

@@ -457,3 +457,49 @@ def test_deferred_reply_answers_later() -> None:
     assert (first.get(), second.get()) == (10, 20)
     ref.tell("tell-defer")  # a tell cannot be deferred: the actor fails (unsupervised: stops)
     assert ref._cell.stopped_event.wait(5)
+
+
+async def test_ask_async_timeouts_of_mixed_lengths_each_expire_at_their_own_deadline() -> None:
+    # The loop keeps one timer for all its pending asks: a short ask made after long ones
+    # must still time out on time, and the long ones must not be expired early with it.
+    ref = Calc.start()
+    release = gate("async-mixed")
+    ref.tell(Hold("async-mixed"))
+    long_asks = [asyncio.create_task(ref.ask_async(Add(i, 1), timeout=30)) for i in range(50)]
+    started = time.monotonic()
+    with pytest.raises(AskTimeout):
+        await ref.ask_async(Add(0, 0), timeout=0.2)
+    waited = time.monotonic() - started
+    assert 0.15 <= waited < 2.0
+    assert not any(t.done() for t in long_asks)
+    release.set()
+    assert await asyncio.gather(*long_asks) == [i + 1 for i in range(50)]
+
+
+async def test_ask_async_answers_share_wake_ups_and_leave_nothing_behind() -> None:
+    # Answers that arrive together wake the loop once for many, not once each; and an
+    # answered ask no longer waits for its deadline on the loop.
+    from llmos.actors._async_reply import LoopLink
+
+    loop = asyncio.get_running_loop()
+    wakes = 0
+    real = loop.call_soon_threadsafe
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> Any:
+        nonlocal wakes
+        wakes += 1
+        return real(callback, *args, **kwargs)
+
+    ref = Calc.start()
+    release = gate("async-batch")
+    ref.tell(Hold("async-batch"))  # the 1,000 answers then come in one burst
+    asks = [asyncio.create_task(ref.ask_async(Add(i, 1), timeout=30)) for i in range(1000)]
+    await asyncio.sleep(0)
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign,assignment]
+    try:
+        release.set()
+        assert await asyncio.gather(*asks) == [i + 1 for i in range(1000)]
+    finally:
+        del loop.call_soon_threadsafe
+    assert 1 <= wakes < 100
+    assert LoopLink.of(loop).pending() == 0

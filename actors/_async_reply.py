@@ -1,0 +1,166 @@
+"""The asyncio side of an ask: a reply that completes a future on the loop that asked.
+
+Every loop that asks gets one :class:`LoopLink`, shared by all its pending asks:
+
+- **One wake-up for many answers.** A thread that settles a reply puts it on the link's list;
+  only the first one since the loop last looked calls ``call_soon_threadsafe`` (a write to
+  the loop's self-pipe). 1,000 answers that arrive together wake the loop once or a few times,
+  not 1,000 times.
+- **One timer for many deadlines.** Asks with the same timeout expire in the order they were
+  made, so the link keeps one queue per timeout and one loop timer, at the earliest deadline
+  of all, instead of a timer per ask.
+
+Both run on the loop's own thread except :meth:`LoopLink.settled`, which any thread may call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from collections import deque
+from typing import Any
+
+from typing_extensions import TypeVar
+
+from llmos.actors._reply import Reply
+
+__all__ = ["AsyncReply", "LoopLink"]
+
+T = TypeVar("T", default=Any)
+
+_monotonic = time.monotonic
+_LINK = "_llmos_loop_link"  # the attribute a loop's link is kept under
+
+
+class LoopLink:
+    """What one event loop's pending asks share: see the module docstring."""
+
+    __slots__ = ("_deadlines", "_lock", "_ready", "_scheduled", "_timer", "_timer_at", "loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._ready: list[AsyncReply[Any]] = []  # settled, not yet resolved on the loop
+        self._scheduled = False  # a call to _resolve_ready is on its way to the loop
+        # timeout -> pending replies in the order asked (so their deadlines ascend)
+        self._deadlines: dict[float, deque[AsyncReply[Any]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    @staticmethod
+    def of(loop: asyncio.AbstractEventLoop) -> LoopLink:
+        """The loop's link, made on first use (call it on the loop's thread)."""
+        link: LoopLink | None = getattr(loop, _LINK, None)
+        if link is None:
+            link = LoopLink(loop)
+            try:
+                setattr(loop, _LINK, link)
+            except AttributeError:  # a loop without a __dict__: a link per ask still works
+                pass
+        return link
+
+    def watch(self, reply: AsyncReply[Any]) -> None:
+        """Expire ``reply`` at its deadline unless it settles first (on the loop's thread)."""
+        queue = self._deadlines.get(reply.span)
+        if queue is None:
+            queue = self._deadlines[reply.span] = deque()
+        queue.append(reply)
+        if reply.deadline < self._timer_at:
+            self._arm(reply.deadline)
+
+    def pending(self) -> int:
+        """How many replies still wait here for their deadline or their answer."""
+        return sum(len(queue) for queue in self._deadlines.values())
+
+    def settled(self, reply: AsyncReply[Any]) -> None:
+        """``reply`` settled (in any thread): have the loop resolve its future soon."""
+        with self._lock:
+            self._ready.append(reply)
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            self.loop.call_soon_threadsafe(self._resolve_ready)
+        except RuntimeError:  # the loop is closed: nobody is awaiting any more
+            with self._lock:
+                self._ready.clear()
+
+    def _resolve_ready(self) -> None:
+        with self._lock:
+            ready, self._ready = self._ready, []
+            self._scheduled = False
+        deadlines = self._deadlines
+        for reply in ready:
+            reply.resolve()
+            queue = deadlines.get(reply.span)
+            while queue and queue[0].done():
+                queue.popleft()  # answered: no longer waits for its deadline
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = self.loop
+        self._timer_at = deadline
+        self._timer = loop.call_at(loop.time() + (deadline - _monotonic()), self._sweep)
+
+    def _sweep(self) -> None:
+        """Expire every reply past its deadline, then set the timer for the next one."""
+        self._timer, self._timer_at = None, math.inf
+        now = _monotonic()
+        earliest = math.inf
+        for span, queue in list(self._deadlines.items()):
+            while queue and (queue[0].done() or queue[0].deadline <= now):
+                reply = queue.popleft()
+                if not reply.done():
+                    reply.expire()
+            if queue:
+                earliest = min(earliest, queue[0].deadline)
+            else:
+                del self._deadlines[span]
+        if earliest < math.inf:
+            self._arm(earliest)
+
+
+class AsyncReply(Reply[T]):
+    """A reply that also completes an asyncio future on the loop that asked.
+
+    Made on the loop's thread; it is expired at its deadline by the loop's :class:`LoopLink`.
+    """
+
+    __slots__ = ("future", "link", "loop")
+
+    def __init__(
+        self, deadline: float, target: Any, span: float, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(deadline, target, span)
+        self.loop = loop
+        self.future: asyncio.Future[Any] = loop.create_future()
+        self.link = link = LoopLink.of(loop)
+        link.watch(self)
+
+    def _deliver(self) -> None:
+        super()._deliver()
+        self.link.settled(self)
+
+    def resolve(self) -> None:
+        """Pass the outcome to the future (on the loop's thread)."""
+        if self.future.done():
+            return  # the awaiting task was cancelled
+        if self._error is not None:
+            self.future.set_exception(self._error)
+        else:
+            self.future.set_result(self._value)
+
+    async def wait(self) -> T:
+        """Await the answer without blocking the loop, up to the ask's deadline.
+
+        Cancelling the awaiting task leaves the ask itself to complete or expire.
+        """
+        future = self.future
+        if not future.done():
+            await future
+        if self._error is not None:
+            raise self._error
+        return self._value  # type: ignore[return-value]  # set once done, or T is None
