@@ -503,3 +503,33 @@ async def test_ask_async_answers_share_wake_ups_and_leave_nothing_behind() -> No
         del loop.call_soon_threadsafe
     assert 1 <= wakes < 100
     assert LoopLink.of(loop).pending() == 0
+
+
+@message("test.Three")
+class Three:
+    a: Any
+    b: Any = None
+    c: Any = None
+
+
+@pytest.mark.parametrize(
+    ("fields", "ok"),
+    [
+        ((1, "s", 2.5), True),
+        ((None, True, b"raw"), True),
+        ((-(2**63), 2**64 - 1, 0), True),
+        ((1, 2, 2**64), False),  # the last field alone is out of range
+        ((1, -(2**63) - 1, 2), False),
+        ((1, "s", {3}), False),
+        ((object(), 1, 2), False),
+        ((1, [1, 2], {"k": (1, b"x")}), True),  # containers take the full walk, and pass
+        ((1, [1, {2.5: "float key"}], 2), False),
+    ],
+)
+def test_wire_check_of_message_fields(fields: tuple[Any, ...], ok: bool) -> None:
+    msg = Three(*fields)
+    if ok:
+        lowlevel.check_message(msg)
+    else:
+        with pytest.raises(MessageError):
+            lowlevel.check_message(msg)
