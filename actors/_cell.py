@@ -54,7 +54,6 @@ if TYPE_CHECKING:
 __all__ = ["UNHANDLED", "Cell", "CellSupervisor", "Instance", "binding", "bound_cell"]
 
 log = logging.getLogger("llmos.actors")
-_perf = time.perf_counter
 _monotonic = time.monotonic
 _bucket = bisect.bisect_left  # latency <= bound: the bucket of that bound
 
@@ -131,6 +130,42 @@ class CellSupervisor(Protocol):
 
 class Cell:
     """The stable identity of one actor. Built by ``Actor.start`` or by a kernel."""
+
+    __slots__ = (
+        "__weakref__",
+        "_handoff",
+        "_lock",
+        "_parked",
+        "ask_errors_fail",
+        "ask_latency",
+        "ask_seconds",
+        "busy",
+        "carried_state",
+        "class_name",
+        "current_reply",
+        "deferred",
+        "factory",
+        "failed",
+        "halting",
+        "in_flight",
+        "instance",
+        "last_error",
+        "last_latency",
+        "mailbox",
+        "name",
+        "processed",
+        "ref",
+        "restarts",
+        "state",
+        "stop_reason",
+        "stopped",
+        "stopped_event",
+        "supervisor",
+        "thread",
+        "total_latency",
+        "wakes",
+        "watchers",
+    )
 
     def __init__(
         self,
@@ -431,7 +466,6 @@ class Cell:
     def _loop(self, instance: Instance) -> None:
         get = self.mailbox.get
         dispatch = instance.actor_dispatch
-        perf = _perf
         monotonic = _monotonic
         while True:
             item = get()
@@ -450,7 +484,7 @@ class Cell:
                 continue
             self.in_flight = 1
             self.current_reply = reply
-            start = perf()
+            start = monotonic()
             try:
                 if trace is None:
                     result = dispatch(msg)
@@ -477,11 +511,11 @@ class Cell:
                 else:
                     self._fail(instance, exc, item)
                 return
-            end = perf()
+            end = monotonic()  # one clock for both: busy time, and latency since it was sent
             self.in_flight = 0
             self.processed += 1
             self.busy += end - start
-            latency = monotonic() - sent_at
+            latency = end - sent_at
             self.last_latency = latency
             self.total_latency += latency
             if reply is not None:
@@ -493,11 +527,11 @@ class Cell:
                 reply.set_result(result)  # unless the handler took it over (actor_defer_reply)
 
     def _account(self, sent_at: float, start: float) -> None:
-        end = _perf()
+        end = _monotonic()
         self.in_flight = 0
         self.processed += 1
         self.busy += end - start
-        latency = _monotonic() - sent_at
+        latency = end - sent_at
         self.last_latency = latency
         self.total_latency += latency
 

@@ -62,6 +62,7 @@ class Mailbox:
         "_queue",
         "_room",
         "capacity",
+        "get",
         "put",
         "put_timeout",
         "when_full",
@@ -85,6 +86,11 @@ class Mailbox:
         # unbounded mailbox it is the queue's own put (in C): the local tell and ask, the
         # hottest paths, then cost no Python-level call.
         self.put: Callable[..., None] = self._queue.put if capacity is None else self._put_bounded
+        # ``get()``: take the next envelope, waiting for one; the queue's own get (in C) for an
+        # unbounded mailbox, so the actor's loop, too, makes no Python-level call per message.
+        self.get: Callable[[], Envelope] = (
+            self._queue.get if capacity is None else self._get_bounded
+        )
 
     def _put_bounded(self, envelope: Envelope, timeout: float | None = None) -> None:
         """Queue a message, following the policy when the mailbox is full.
@@ -110,9 +116,9 @@ class Mailbox:
         """Queue a control envelope (HALT); never refused, never counted against capacity."""
         self._queue.put(envelope)
 
-    def get(self, timeout: float | None = None) -> Envelope:
-        """Take the next envelope, waiting for one (raises queue.Empty after ``timeout``)."""
-        item = self._queue.get(True, timeout)
+    def _get_bounded(self) -> Envelope:
+        """Take the next envelope, waiting for one, and give its room back."""
+        item = self._queue.get()
         if self._room is not None and item[0] is not HALT:
             self._room.release()
         return item
