@@ -86,6 +86,7 @@ class LoopLink:
         except RuntimeError:  # the loop is closed: nobody is awaiting any more
             with self._lock:
                 self._ready.clear()
+                self._scheduled = False
 
     def _resolve_ready(self) -> None:
         with self._lock:

@@ -533,3 +533,21 @@ def test_wire_check_of_message_fields(fields: tuple[Any, ...], ok: bool) -> None
     else:
         with pytest.raises(MessageError):
             lowlevel.check_message(msg)
+
+
+def test_an_answer_after_its_loop_closed_is_dropped_quietly() -> None:
+    # asyncio.run() closes its loop when the coroutine ends: an ask still pending then is
+    # answered into a closed loop, which must neither raise in the actor nor keep it.
+    ref = Calc.start()
+    release = gate("closed-loop")
+    ref.tell(Hold("closed-loop"))
+
+    async def ask_and_leave() -> asyncio.Task[Any]:
+        task = asyncio.create_task(ref.ask_async(Add(1, 1), timeout=30))
+        await asyncio.sleep(0)
+        return task
+
+    asyncio.run(ask_and_leave())  # cancels the pending ask's task, closes the loop
+    release.set()
+    assert ref.ask(Add(2, 2), timeout=5).get() == 4  # the actor answered both and goes on
+    assert ref.statistics().failed == 0
