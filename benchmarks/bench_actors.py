@@ -12,15 +12,25 @@ a noisy machine hits all alike; the figures are min / median / max of the per-bl
 - the cost of the wire check (``check_message``) a local tell pays, per message.
 
 Targets (issue 14): tells >= 2.5x pykka and >= 50% of the limit; asks <= 0.8x pykka;
-ask_async <= 1.5x the bridge. Thespian, Ray and autogen-core are compared when installed.
+ask_async <= 1.5x the bridge.
 
-Run: ``python benchmarks/bench_actors.py [--blocks 7] [--tells 20000] [--asks 2000]``
+With ``--contenders``, Thespian (``simpleSystemBase``), a Ray actor and autogen-core's
+``SingleThreadedAgentRuntime`` join the blocks where installed (``pip install thespian ray
+autogen-core`` into the benchmark's environment: autogen-core pins protobuf ~=5.29, so install
+it where that does not downgrade what llmos's tracing uses; each missing one is skipped with
+the reason; ``_contenders.py`` says what each measures): tell throughput to one actor until
+all were handled and ask round trip, as llmos/contender ratios (of throughput for tells, of
+time for asks). They are optional because a
+Ray tell or ask costs about a millisecond, which makes the run minutes longer.
+
+Run: ``python benchmarks/bench_actors.py [--blocks 7] [--tells 20000] [--asks 2000] [--contenders]``
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import queue
 import statistics
@@ -31,6 +41,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pykka
+from _contenders import Contender, not_compared, start_contenders
 
 import llmos.actors as actors
 from llmos.actors import Actor, handler, message
@@ -183,26 +194,17 @@ def summary(label: str, ratios: list[float], target: str = "") -> None:
     print(f"  {label:<44} min {lo:6.2f}  median {med:6.2f}  max {hi:6.2f}  {target}")
 
 
-def optional_contenders() -> None:
-    for module, what in (
-        ("thespian", "Thespian (simpleSystemBase)"),
-        ("ray", "a Ray actor"),
-        ("autogen_core", "autogen-core SingleThreadedAgentRuntime"),
-    ):
-        try:
-            __import__(module)
-        except ImportError:
-            print(f"  {what}: skipped, {module} is not installed")
-        else:
-            print(f"  {what}: installed, but not wired into this benchmark yet")
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--blocks", type=int, default=7)
     parser.add_argument("--tells", type=int, default=20_000)
     parser.add_argument("--asks", type=int, default=2_000)
     parser.add_argument("--concurrent", type=int, default=1_000)
+    parser.add_argument(
+        "--contenders",
+        action="store_true",
+        help="also compare Thespian, a Ray actor and autogen-core, where installed",
+    )
     args = parser.parse_args(argv)
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
 
@@ -210,7 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     bridge = Bridge()
     loop = asyncio.new_event_loop()
     groups: dict[int, dict[str, tuple[list[Any], list[Any], list[Any]]]] = {}
+    contenders: list[Contender] = []
+    skipped: list[str] = []
     try:
+        if args.contenders:
+            # Started first: Ray's processes are up (and idle) through every block alike.
+            contenders, skipped = start_contenders()
         for width in SPREADS:
             groups[width] = {
                 "llmos": spread(LlmosCounter, width, True),
@@ -231,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
                 tell_rate(tells, syncs, 2000)
         ask_latency(llmos_ask, 200)
         ask_latency(pykka_ask, 200)
+        for contender in contenders:
+            contender.tell_rate(2000)
+            contender.ask_latency(200)
         loop.run_until_complete(llmos_async_asks(one_llmos, 100))
         loop.run_until_complete(bridge.asks(100))
 
@@ -238,26 +248,40 @@ def main(argv: list[str] | None = None) -> int:
         vs_limit: dict[int, list[float]] = {w: [] for w in SPREADS}
         asks: list[float] = []
         bridged: list[float] = []
+        named = {c.name: c for c in contenders}
+        tells_vs = {c.name: list[float]() for c in contenders}
+        asks_vs = {c.name: list[float]() for c in contenders}
+        ask_of = {
+            "llmos": lambda n: ask_latency(llmos_ask, n),
+            "pykka": lambda n: ask_latency(pykka_ask, n),
+        } | {c.name: c.ask_latency for c in contenders}
         for block in range(args.blocks):
             flip = block % 2 == 1
             rates: dict[str, float] = {}
             rates["limit"] = tell_rate([limit.tell], [limit.sync], args.tells)
             for width in SPREADS:
-                order = ["pykka", "llmos"] if flip else ["llmos", "pykka"]
-                for who in order:
+                order = ["llmos", "pykka"] + (list(named) if width == 1 else [])
+                for who in reversed(order) if flip else order:
+                    if who in named:
+                        rates[who] = named[who].tell_rate(args.tells)
+                        continue
                     _refs, tells, syncs = groups[width][who]
                     rates[f"{who}{width}"] = tell_rate(tells, syncs, args.tells)
                 vs_pykka[width].append(rates[f"llmos{width}"] / rates[f"pykka{width}"])
                 vs_limit[width].append(rates[f"llmos{width}"] / rates["limit"])
+            order = list(ask_of)
+            latency = {who: ask_of[who](args.asks) for who in (reversed(order) if flip else order)}
+            la, pa = latency["llmos"], latency["pykka"]
             if flip:
-                pa, la = ask_latency(pykka_ask, args.asks), ask_latency(llmos_ask, args.asks)
                 b = loop.run_until_complete(bridge.asks(args.concurrent))
                 a = loop.run_until_complete(llmos_async_asks(one_llmos, args.concurrent))
             else:
-                la, pa = ask_latency(llmos_ask, args.asks), ask_latency(pykka_ask, args.asks)
                 a = loop.run_until_complete(llmos_async_asks(one_llmos, args.concurrent))
                 b = loop.run_until_complete(bridge.asks(args.concurrent))
             asks.append(la / pa)
+            for name in named:
+                tells_vs[name].append(rates["llmos1"] / rates[name])
+                asks_vs[name].append(la / latency[name])
             bridged.append(a / b)
             print(
                 f"block {block}: limit {rates['limit']:>10,.0f}/s  llmos "
@@ -266,6 +290,14 @@ def main(argv: list[str] | None = None) -> int:
                 + " ".join(f"{w}:{rates[f'pykka{w}']:,.0f}" for w in SPREADS)
                 + f"  ask {la * 1e6:.1f}/{pa * 1e6:.1f} µs  async {a * 1e3:.1f}/{b * 1e3:.1f} ms"
             )
+            if named:
+                print(
+                    "         "
+                    + "  ".join(
+                        f"{name}: tell {rates[name]:,.0f}/s ask {latency[name] * 1e6:,.1f} µs"
+                        for name in named
+                    )
+                )
 
         check_ns = min(timeit.repeat(lambda: check_message(Ping(1)), number=20_000, repeat=5))
         base_ns = min(timeit.repeat(lambda: Ping(1), number=20_000, repeat=5))
@@ -278,13 +310,22 @@ def main(argv: list[str] | None = None) -> int:
         summary("ask round trip, llmos/pykka", asks, "<= 0.8")
         summary(f"{args.concurrent} concurrent ask_async, llmos/bridge", bridged, "<= 1.5")
         print(f"  wire check of a local tell (check_message): {per_check:.0f} ns per message")
-        optional_contenders()
+        for name in named:
+            summary(f"tell e2e to 1 actor, llmos/{name} (rate)", tells_vs[name])
+            summary(f"ask round trip, llmos/{name} (time)", asks_vs[name])
+        for contender in contenders:
+            print(f"  {contender.title}: {contender.measures}")
+        for line in skipped if args.contenders else not_compared():
+            print(f"  {line}")
     finally:
-        loop.close()
-        bridge.close()
-        limit.close()
-        actors.stop_all()
-        pykka.ActorRegistry.stop_all()
+        with contextlib.ExitStack() as closing:  # every contender is closed, even if one fails
+            for contender in contenders:
+                closing.callback(contender.close)
+            loop.close()
+            bridge.close()
+            limit.close()
+            actors.stop_all()
+            pykka.ActorRegistry.stop_all()
     return 0
 
 
