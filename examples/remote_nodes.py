@@ -2,7 +2,7 @@
 
 Run it with ``python examples/remote_nodes.py``.
 
-The second process runs ``python -m llmos.transport`` (what ``llmos node`` runs), allowed to
+The second process runs ``llmos node`` (as ``python -m llmos.cli node``), allowed to
 spawn exactly one class: this file's ``Librarian``. Everything after ``spawn_remote`` uses the
 returned ref exactly like a local one: ``tell``, ``ask``, ``ask_async``, and a local ref sent
 inside a message so the remote agent can answer back.
@@ -102,7 +102,8 @@ def start_second_node() -> tuple[subprocess.Popen[str], str]:
         [
             sys.executable,
             "-m",
-            "llmos.transport",
+            "llmos.cli",
+            "node",
             "--name",
             "remote",
             "--allow-spawn",

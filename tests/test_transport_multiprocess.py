@@ -27,6 +27,7 @@ from transport_support import (
 )
 
 from llmos.actors import Actor, AskTimeout, Terminated
+from llmos.cli import main as llmos_main
 from llmos.transport import (
     AuthError,
     FrameError,
@@ -35,7 +36,6 @@ from llmos.transport import (
     RemoteRef,
     SpawnRefused,
     generate_keys,
-    node_main,
 )
 from llmos.transport._frames import FAIL, NOTICE, parse_frame
 
@@ -241,7 +241,7 @@ def test_curve_across_processes(tmp_path: Path) -> None:
 def run_node_cli(*args: str) -> subprocess.Popen[str]:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(PEER_SCRIPT.parent), *sys.path]))
     return subprocess.Popen(
-        [sys.executable, "-m", "llmos.transport", *args],
+        [sys.executable, "-m", "llmos.cli", "node", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -275,10 +275,10 @@ def test_cli_node_serves_until_a_signal_then_exits_cleanly(signum: int) -> None:
 def test_cli_refuses_an_open_bind_without_keys_and_generates_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert node_main(["--bind", "tcp://0.0.0.0:0"]) == 2
+    assert llmos_main(["node", "--bind", "tcp://0.0.0.0:0"]) == 2
     assert "without CURVE keys" in capsys.readouterr().err
-    assert node_main(["--gen-keys", str(tmp_path / "keys")]) == 0
+    assert llmos_main(["node", "--gen-keys", str(tmp_path / "keys")]) == 0
     assert (tmp_path / "keys" / "node.key").exists()
     assert (tmp_path / "keys" / "node.key_secret").exists()
     assert "public key" in capsys.readouterr().out
-    assert node_main(["--no-such-flag"]) == 2
+    assert llmos_main(["node", "--no-such-flag"]) == 2

@@ -19,7 +19,6 @@
 #   _sending   Outbound: queueing tells and requests to peers, back-pressure (refs use it)
 #   _ref       RemoteRef
 #   _node      Node, the public entry point: builds the parts above and passes each what it uses
-#   _cli       node_main (``llmos node``), the llmos.node service
 # Within the package: wire (_frames, _codec, _address) -> security (_security, _capabilities)
 # -> peers (_peer) -> the I/O loop (_io) -> its parts (_router, _links) -> inbound (_serve,
 # _delivery, _control, _client) and outbound (_sending, _ref) -> _node.
@@ -39,7 +38,6 @@
 # Every refusal is typed and counted (NodeStats), logs about a peer are rate-limited, and a
 # request whose asker gave up is not started (see _errors for what each error means).
 from llmos.transport._capabilities import Quotas
-from llmos.transport._cli import node_main
 from llmos.transport._codec import Codec, register_error
 from llmos.transport._control import Spawner, default_spawner
 from llmos.transport._errors import (
@@ -85,6 +83,5 @@ __all__ = [
     "generate_keys",
     "load_keys",
     "load_public_keys",
-    "node_main",
     "register_error",
 ]
