@@ -125,8 +125,12 @@ def run_cluster(args: argparse.Namespace) -> int:
         address = _local_ray_address() or "auto"
         print(f"started a local Ray head at {address} (it outlives this command: `ray stop`)")
     options = {"namespace": args.namespace, "bind_host": args.bind_host, "timeout": args.timeout}
+    # The cluster `ray start` runs here is reached as "auto": Ray then reads that session's own
+    # settings, its token authentication among them (a head started where ~/.ray/auth_token
+    # exists requires the token; its bare address fails with InvalidAuthToken).
+    named = args.address or os.environ.get("RAY_ADDRESS")
     try:
-        cluster = Cluster.connect(address, create=args.verb == "up", **options)
+        cluster = Cluster.connect(named or "auto", create=args.verb == "up", **options)
     except ClusterError:
         if not ray.is_initialized():
             raise

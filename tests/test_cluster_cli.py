@@ -171,3 +171,16 @@ def stop_processes_of(folder: str, timeout: float) -> list[int]:
         except ProcessLookupError:
             continue
     return [pid for pid in left if not process_ends(pid, 5)]
+
+
+def test_up_and_down_where_a_ray_token_file_exists(ray_env: dict[str, str]) -> None:
+    # Once any ray.init() (Ray >= 2.59) has written ~/.ray/auth_token, a head that `ray start`
+    # runs requires that token: `llmos cluster` must reach it the way Ray reads it.
+    home = Path(ray_env["RAY_TMPDIR"], "home")
+    (home / ".ray").mkdir(parents=True)
+    (home / ".ray" / "auth_token").write_text("c2687e886f0a4e8b9d1f3c5a7b9e2d4f")
+    env = dict(ray_env, HOME=str(home))
+    out = llmos(env, "up", "--nodes", "1", "--model", "none")
+    assert "started 1 llmos node" in out, out
+    assert "1 llmos node" in llmos(env, "status")
+    assert "stopped" in llmos(env, "down")
