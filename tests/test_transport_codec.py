@@ -32,7 +32,19 @@ from llmos.transport import (
     register_error,
 )
 from llmos.transport._codec import EXT_MESSAGE, EXT_REF, EXT_TUPLE
-from llmos.transport._frames import ASK, HEADER_SIZE, VERSION, pack_frame, parse_frame
+from llmos.transport._frames import (
+    ASK,
+    DETACH,
+    GATHER,
+    HEADER_SIZE,
+    PART,
+    REPLY,
+    TELL,
+    VERSION,
+    pack_frame,
+    pack_message,
+    parse_frame,
+)
 from llmos.transport._security import ZapHandler, is_local_endpoint, load_public_keys
 
 HERE = "tcp://127.0.0.1:1111"
@@ -361,15 +373,102 @@ def test_zap_decisions() -> None:
 
 
 @pytest.mark.parametrize("size", [0, 255, 256, 16 * 1024, 65_535, 65_536, 3 * 1024 * 1024])
-def test_frames_with_large_payloads_are_joined_and_parse_back(size: int) -> None:
-    """A payload of 16 KiB or more is joined into the frame instead of packed again; the frame
-    is byte for byte what packing the whole list gives."""
+def test_frames_with_large_payloads_parse_back(size: int) -> None:
+    """A frame of kind 1 is byte for byte what packing the whole list gives."""
     big = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
     items: list[Any] = [[2, "small", b"s"], [ASK, 7, 1.5, 2.5, "echo", big], [2, "t", big], [9]]
     frame = pack_frame(items)
-    body = msgpack.packb(items, use_bin_type=True)
+    body: bytes = msgpack.packb(items, use_bin_type=True)
     assert frame[HEADER_SIZE:] == body
     assert parse_frame(frame, Limits(max_frame=8 * 1024 * 1024)) == items
+
+
+def received(parts: list[Any]) -> list[memoryview]:
+    return [memoryview(part) for part in parts[1:]]
+
+
+def test_small_payloads_stay_in_one_frame() -> None:
+    items: list[Any] = [[TELL, "a", b"x" * (DETACH - 1)], [ASK, 1, 1.0, 2.0, "b", b"y", 3.0]]
+    assert pack_message(items) == [pack_frame(items)]
+
+
+def test_large_payloads_follow_as_parts_not_copied() -> None:
+    """Payloads of DETACH bytes or more leave the frame: smaller ones next to each other are
+    joined into one part, one of GATHER bytes or more is a part as it is."""
+    mid1, mid2, mid3 = (bytes([n]) * (DETACH + n) for n in range(3))
+    huge = b"h" * GATHER
+    items: list[Any] = [
+        [TELL, "a", b"small"],
+        [TELL, "a", mid1],
+        [TELL, "a", mid2, "00-" + "1" * 32 + "-" + "2" * 16 + "-01"],
+        [ASK, 1, 1.0, 2.0, "b", huge, 3.0],
+        [REPLY, 2, mid3],
+    ]
+    parts = pack_message(items)
+    assert len(parts) == 4
+    assert parts[1] == mid1 + mid2
+    assert parts[2] is huge  # sent from where it lies
+    assert parts[3] is mid3
+    assert items[3][5] is huge  # the caller's items are left as they were
+    back = parse_frame(parts[0], Limits(), received(parts))
+    assert back == items
+    assert type(back[1][2]) is memoryview and back[1][2].obj is not None  # a view, not a copy
+
+
+def test_parts_are_counted_within_the_frame_limit() -> None:
+    parts = pack_message([[TELL, "a", b"x" * (600 * 1024)], [TELL, "a", b"y" * (500 * 1024)]])
+    assert len(parse_frame(parts[0], Limits(max_frame=1200 * 1024), received(parts))) == 2
+    with pytest.raises(FrameError, match="over the limit"):
+        parse_frame(parts[0], Limits(max_frame=1024 * 1024), received(parts))
+    many = pack_message([[TELL, "a", b"x" * GATHER] for _ in range(3)])
+    with pytest.raises(FrameError, match="max_items"):
+        parse_frame(many[0], Limits(max_items=2), received(many))
+
+
+def with_parts(items: list[Any]) -> bytes:
+    body: bytes = msgpack.packb(items, use_bin_type=True)
+    return header(kind=2, length=len(body)) + body
+
+
+def ref(size: int, data: bytes | None = None) -> msgpack.ExtType:
+    return msgpack.ExtType(PART, struct.pack(">I", size) if data is None else data)
+
+
+BIG = DETACH + 10
+
+
+@pytest.mark.parametrize(
+    ("frame", "parts", "match"),
+    [
+        (pack_frame([[TELL, "a", b""]]), [b"p" * BIG], "carries none"),
+        (with_parts([[TELL, "a", ref(BIG)]]), [], "without the parts"),
+        (with_parts([[TELL, "a", ref(BIG)]] * 2), [b"p" * BIG], "more than the 1 parts"),
+        (with_parts([[TELL, "a", ref(BIG)]]), [b"p" * BIG] * 2, "exactly all"),
+        (with_parts([[TELL, "a", ref(BIG)]]), [b"p" * (BIG + 1)], "exactly all"),
+        (with_parts([[TELL, "a", ref(BIG + 1)]]), [b"p" * BIG], "runs past the end"),
+        (with_parts([[TELL, "a", ref(10)]]), [b"p" * 10], "under"),
+        (with_parts([[TELL, "a", ref(10)]]), [b"p" * BIG], "travels in the frame"),
+        (with_parts([[TELL, "a", ref(0, b"\x00\x00")]]), [b"p" * BIG], "4-byte length"),
+    ],
+)
+def test_bad_parts_spoil_the_whole_frame(frame: bytes, parts: list[bytes], match: str) -> None:
+    with pytest.raises(FrameError, match=match):
+        parse_frame(frame, Limits(), parts)
+
+
+def test_a_part_anywhere_but_a_payload_spoils_only_its_item() -> None:
+    frame = with_parts([[TELL, ref(BIG), b""], ref(BIG), {ref(BIG): 1}])
+    items = parse_frame(frame, Limits(), [b"p" * BIG * 3])
+    assert [type(items[0][1]), type(items[1]), type(next(iter(items[2])))] == [memoryview] * 3
+
+
+def test_a_view_payload_decodes_like_bytes() -> None:
+    codec = Codec("tcp://127.0.0.1:1", lambda name, node: None, Limits())  # type: ignore[arg-type,return-value]
+    for value in ("x", [1, {"k": b"v"}], {"data": b"x" * 10_000}):
+        data = codec.encode(value)
+        assert codec.decode(memoryview(data)) == value
+    with pytest.raises(FrameError):
+        codec.decode(memoryview(b"\x91" * 100 + b"\xc0"))
 
 
 def test_a_large_payload_is_checked_by_walking_it() -> None:

@@ -31,7 +31,7 @@ from transport_hostile import (
     tracebacks,
 )
 from transport_peer import Add, Record, Sleep
-from transport_support import ask_item, hostile_frames
+from transport_support import ask_item, hostile_frames, part_ref, with_parts
 
 from llmos.actors import Actor, LlmosError, MessageError, Terminated
 from llmos.kernel._pool import ScaleTick
@@ -45,7 +45,7 @@ from llmos.transport import (
     generate_keys,
 )
 from llmos.transport._codec import EXT_MESSAGE, EXT_REF, EXT_TUPLE
-from llmos.transport._frames import FAIL, REPLY, TELL, WATCH, pack_frame, parse_frame
+from llmos.transport._frames import DETACH, FAIL, REPLY, TELL, WATCH, pack_frame, parse_frame
 
 pytestmark = pytest.mark.multiprocess
 
@@ -432,29 +432,68 @@ def _seed_frames() -> list[list[Any]]:
         [[12, 4, 5.0, time.time() + 60, "echo", b"\xc0", time.time() + 60]],  # STATS
         [[11, 5, 5.0, time.time() + 60, "echo", b"\xc0", time.time() + 60]],  # STOP
         [[9, 6, 5.0, time.time() + 60, SPAWNABLE, spec, time.time() + 60]],  # SPAWN
+        # Frames of kind 2: payloads of DETACH bytes or more follow as parts.
+        [[TELL, "echo", packb([b"p" * DETACH])], ask_item(7, packb({"data": b"q" * 70_000}))],
+        [ask_item(8, packb(b"r" * DETACH)), [TELL, "echo", packb("small")]],
     ]
 
 
-def _mutate(rng: random.Random, items: list[Any]) -> bytes:
-    """One mutated frame: byte-level damage, or a random value put somewhere in an item."""
+def _message(items: list[Any]) -> bytes | list[bytes]:
+    """Items as one message: every bytes field of DETACH bytes or more, wherever it sits, is
+    sent as a part of its own (a frame of kind 2), or the items as one frame when none is."""
+    parts: list[bytes] = []
+    body = []
+    for item in items:
+        if type(item) is list:
+            item = list(item)
+            for at, field in enumerate(item):
+                if type(field) is bytes and len(field) >= DETACH:
+                    item[at] = part_ref(len(field))
+                    parts.append(field)
+        body.append(item)
+    return [with_parts(body), *parts] if parts else pack_frame(items)
+
+
+def _damage(rng: random.Random, data: bytes) -> bytes:
+    buf = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        if not buf:
+            break
+        choice = rng.random()
+        at = rng.randrange(len(buf))
+        if choice < 0.4:
+            buf[at] ^= 1 << rng.randrange(8)
+        elif choice < 0.6:
+            buf[at] = rng.randrange(256)
+        elif choice < 0.75:
+            buf[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        elif choice < 0.9:
+            del buf[at : at + rng.randint(1, 8)]
+        else:
+            buf = buf[: max(8, at)]
+    return bytes(buf)
+
+
+def _mutate(rng: random.Random, items: list[Any]) -> bytes | list[bytes]:
+    """One mutated message: byte-level damage to its frame or to one of its parts, parts
+    dropped, repeated or added, or a random value put somewhere in an item."""
     if rng.random() < 0.5:
-        data = bytearray(pack_frame(items))
-        for _ in range(rng.randint(1, 4)):
-            if not data:
-                break
-            choice = rng.random()
-            at = rng.randrange(len(data))
-            if choice < 0.4:
-                data[at] ^= 1 << rng.randrange(8)
-            elif choice < 0.6:
-                data[at] = rng.randrange(256)
-            elif choice < 0.75:
-                data[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-            elif choice < 0.9:
-                del data[at : at + rng.randint(1, 8)]
-            else:
-                data = data[: max(8, at)]
-        return bytes(data)
+        message = _message(items)
+        if isinstance(message, bytes):
+            return _damage(rng, message)
+        at = rng.randrange(len(message))
+        choice = rng.random()
+        if choice < 0.6:
+            message[at] = _damage(rng, message[at])
+        elif choice < 0.7 and at:
+            del message[at]
+        elif choice < 0.8:
+            message.insert(at + 1, message[at])
+        elif choice < 0.9:
+            message.append(rng.randbytes(rng.choice([8, DETACH, 2 * DETACH])))
+        else:
+            message[at] = message[at][: rng.randrange(len(message[at]))]
+        return message
     mutated = [list(item) for item in items]
     item = rng.choice(mutated)
     value = rng.choice([*_ANY_VALUES, packb(rng.choice(_ANY_VALUES)), rng.randbytes(8)])
@@ -462,7 +501,7 @@ def _mutate(rng: random.Random, items: list[Any]) -> bytes:
         item[rng.randrange(len(item))] = value
     else:
         item.append(value)
-    return pack_frame(mutated)
+    return _message(mutated)
 
 
 def test_fuzz_20000_mutated_frames_from_one_peer() -> None:
@@ -472,12 +511,18 @@ def test_fuzz_20000_mutated_frames_from_one_peer() -> None:
     parsed = 0
     for frame in frames:
         with contextlib.suppress(LlmosError):
-            parsed += len(parse_frame(frame, Limits()))
+            if isinstance(frame, list):
+                parsed += len(parse_frame(frame[0], Limits(), frame[1:]))
+            else:
+                parsed += len(parse_frame(frame, Limits()))
     with target_node("--max-spawned", "8") as node:
         before = node.stats()
         with attacker(node.address, rcvhwm=100_000) as sock:
             for frame in frames:
-                sock.send(frame)
+                if isinstance(frame, list):
+                    sock.send_multipart(frame)
+                else:
+                    sock.send(frame)
                 while sock.poll(0):
                     sock.recv()  # a peer that reads what it is sent
             sock.send(pack_frame([ask_item(999_999, packb("last"))]))

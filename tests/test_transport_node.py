@@ -375,6 +375,27 @@ def test_expired_requests_are_not_executed(pair: tuple[Node, Node]) -> None:
     assert b.statistics().expired_requests == 2
 
 
+def test_large_payloads_arrive_whole_in_tells_asks_and_answers(pair: tuple[Node, Node]) -> None:
+    """Payloads that travel as message parts (joined, or each its own) arrive as sent, in
+    order with the small ones around them, and are counted in bytes_in and bytes_out."""
+    a, b = pair
+    sizes = [10, 5_000, 10_240, 70_000, 1024 * 1024, 10_240, 100]
+    values = [{"n": n, "data": bytes([n % 251]) * size} for n, size in enumerate(sizes)]
+    box: list[Any] = []
+    done = threading.Event()
+    Collector.start(box, done, len(values), name="big-box")
+    sink = a.ref(f"big-box@{b.address}")
+    for value in values:
+        sink.tell(value)
+    assert done.wait(10)
+    assert box == values
+    echo = a.ref(f"echo@{b.address}")
+    replies = [echo.ask(value, timeout=10) for value in values]  # queued together
+    assert [reply.get() for reply in replies] == values
+    assert b.statistics().bytes_in > 2 * sum(sizes)
+    assert b.statistics().bytes_out > sum(sizes)
+
+
 def test_too_large_messages_are_refused_before_sending(pair: tuple[Node, Node]) -> None:
     a, b = pair
     with pytest.raises(FrameError, match="over the frame limit"):

@@ -250,10 +250,16 @@ def answers(sock: zmq.Socket[bytes], count: int, timeout: float = 5.0) -> list[l
         left = deadline - time.monotonic()
         if left <= 0 or not sock.poll(int(left * 1000)):
             break
-        for item in parse_frame(sock.recv(), _LIMITS):
+        for item in read_items(sock):
             if item[0] != 6:  # PONG
                 items.append(item)
     return items
+
+
+def read_items(sock: zmq.Socket[bytes]) -> list[Any]:
+    """The items of the next message (a frame, and the large payloads that follow it)."""
+    frame, *parts = sock.recv_multipart()
+    return parse_frame(frame, _LIMITS, parts)
 
 
 def answer_to(sock: zmq.Socket[bytes], rid: int, timeout: float = 5.0) -> list[Any]:
@@ -274,7 +280,7 @@ def collect(sock: zmq.Socket[bytes], rids: Any, timeout: float = 5.0) -> dict[An
         left = deadline - time.monotonic()
         missing = sorted(wanted - seen.keys(), key=repr)[:10]
         assert left > 0 and sock.poll(int(left * 1000)), f"no answer to requests {missing}"
-        for item in parse_frame(sock.recv(), _LIMITS):
+        for item in read_items(sock):
             if item[0] in (REPLY, FAIL) and len(item) == 3:
                 seen[item[1]] = list(item)
     return {rid: seen.pop(rid) for rid in wanted}

@@ -23,7 +23,7 @@ import zmq
 
 from llmos.actors import Actor
 from llmos.transport._codec import EXT_TUPLE
-from llmos.transport._frames import ASK, TELL, pack_frame
+from llmos.transport._frames import ASK, DETACH, PART, TELL, pack_frame
 
 
 class Gate(Actor):
@@ -185,10 +185,25 @@ def header(version: int = 1, kind: int = 1, length: int = 0) -> bytes:
     return struct.pack(">2sBBI", b"LM", version, kind, length)
 
 
+def part_ref(size: int) -> msgpack.ExtType:
+    """What an item holds in place of a payload of ``size`` bytes sent as a message part."""
+    return msgpack.ExtType(PART, struct.pack(">I", size))
+
+
+def with_parts(items: list[Any]) -> bytes:
+    """A frame of kind 2 (its payloads follow as parts) holding ``items`` as they are."""
+    body: bytes = msgpack.packb(items, use_bin_type=True)
+    return header(kind=2, length=len(body)) + body
+
+
 def hostile_frames() -> list[tuple[str, list[bytes] | bytes, str]]:
     """(label, frame or multipart message, what answers it): "frame" (dropped, a NOTICE),
     "item" (the item rejected, a NOTICE), "reply" (the ask fails with a FrameError)."""
     good = pack_frame([ask_item(1, msgpack.packb("x"))])
+    big = DETACH + 100
+    blob = msgpack.packb(b"p" * (big - 3))  # a payload of ``big`` bytes: a bin 16
+    deep = b"\x91" * (big - 1) + b"\xc0"
+    junk = b"\xc1" * big
     return [
         ("random bytes", bytes(range(256)) * 4, "frame"),
         ("truncated", good[:-3], "frame"),
@@ -217,4 +232,29 @@ def hostile_frames() -> list[tuple[str, list[bytes] | bytes, str]]:
             pack_frame([ask_item(10, msgpack.packb(msgpack.ExtType(EXT_TUPLE, b"\xc1")))]),
             "reply",
         ),
+        ("kind 2 without its part", with_parts([ask_item(12, part_ref(big))]), "frame"),
+        (
+            "a part too few",
+            [with_parts([ask_item(12, part_ref(big)), ask_item(13, part_ref(big))]), blob],
+            "frame",
+        ),
+        ("a part too many", [with_parts([ask_item(12, part_ref(big))]), blob, blob], "frame"),
+        ("a part of another size", [with_parts([ask_item(12, part_ref(big - 1))]), blob], "frame"),
+        ("a small part", [with_parts([ask_item(12, part_ref(10))]), b"x" * 10], "frame"),
+        (
+            "a payload across parts",
+            [
+                with_parts([ask_item(12, part_ref(big + 10)), ask_item(13, part_ref(big - 10))]),
+                blob,
+                blob,
+            ],
+            "frame",
+        ),
+        (
+            "a part as a target",
+            [with_parts([ask_item(14, msgpack.packb("x"), target=part_ref(big))]), blob],
+            "reply",
+        ),
+        ("deep payload in a part", [with_parts([ask_item(15, part_ref(big))]), deep], "reply"),
+        ("garbage tell in a part", [with_parts([[TELL, "echo", part_ref(big)]]), junk], "item"),
     ]

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import ActorRef, LlmosError, MessageError, Terminated
 from llmos.actors.lowlevel import record_dead_letter
 from llmos.transport._errors import FrameError, NodeUnreachable
-from llmos.transport._frames import FAIL, NOTICE, PONG, REPLY, TELL, parse_frame
+from llmos.transport._frames import FAIL, NOTICE, PONG, REPLY, TELL, Payload, parse_frame
 from llmos.transport._peer import DOWN, UP, Counters, Peer
 
 if TYPE_CHECKING:
@@ -48,18 +48,18 @@ class Client:
         self.peers = peers
         self.remote_ref = remote_ref
 
-    def on_frame(self, peer: Peer, data: bytes) -> None:
-        """One message from the peer (each part of a multipart message arrives on its own,
-        and is rejected as a frame unless it is one)."""
+    def on_frame(self, peer: Peer, data: bytes, parts: Sequence[Payload]) -> None:
+        """One message from the peer: a frame, and the parts that followed it (the large
+        payloads of its items)."""
         counters = self.counters
         try:
-            items = parse_frame(data, self.limits)
+            items = parse_frame(data, self.limits, parts)
         except FrameError as exc:
             counters.bad_frames += 1
             log.warning("dropped a bad frame from node %s: %s", peer.address, exc)
             return
         counters.frames_in += 1
-        counters.bytes_in += len(data)
+        counters.bytes_in += len(data) + (sum(map(len, parts)) if parts else 0)
         counters.items_in += len(items)
         peer.last_heard = _monotonic()
         if peer.state != UP:
@@ -84,7 +84,7 @@ class Client:
         if reply is None:
             self.counters.late_replies += 1
             return
-        if type(payload) is not bytes:
+        if type(payload) is not bytes and type(payload) is not memoryview:
             self.counters.bad_items += 1
             reply.set_exception(FrameError(f"node {peer.address} sent a malformed reply"))
             return
@@ -129,7 +129,7 @@ class Client:
         for reply in pending.values():
             reply.set_exception(NodeUnreachable(text))
 
-    def undelivered(self, peer: Peer, name: str, payload: bytes, reason: str) -> None:
+    def undelivered(self, peer: Peer, name: str, payload: Payload, reason: str) -> None:
         self.counters.undelivered_tells += 1
         try:
             message: Any = self.codec.decode(payload)

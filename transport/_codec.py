@@ -37,7 +37,7 @@ from msgpack import Timestamp
 from llmos.actors import ActorRef, LlmosError, MessageError, wire_name
 from llmos.actors.lowlevel import MAX_DEPTH, check_message, message_class
 from llmos.transport._errors import FrameError, NotAllowed, RemoteError
-from llmos.transport._frames import Limits
+from llmos.transport._frames import Limits, Payload
 
 __all__ = ["EXT_MESSAGE", "EXT_REF", "EXT_TUPLE", "Codec", "register_error"]
 
@@ -227,8 +227,10 @@ class Codec:
 
     # -- decoding -----------------------------------------------------------------------
 
-    def decode(self, data: bytes) -> Any:
+    def decode(self, data: Payload) -> Any:
         """Unpack one value, enforcing the limits and ``MAX_DEPTH``.
+
+        ``data`` may be a view of the buffer it arrived in: nothing is copied but the values.
 
         Raises:
             FrameError: garbage, truncated, over a limit, too deep, or an unknown ext type.
@@ -322,7 +324,7 @@ class Codec:
         self._nested.add(cls)  # message instances have fields to check for depth
         return msg
 
-    def decode_error(self, data: bytes) -> Exception:
+    def decode_error(self, data: Payload) -> Exception:
         """Rebuild an exception from an error envelope (a FrameError if the envelope is bad)."""
         try:
             parts = msgpack.unpackb(data, **self._options)
@@ -370,13 +372,15 @@ _CONTAINER_BYTES = bytes([*range(0x80, 0xA0), 0xDC, 0xDD, 0xDE, 0xDF])
 _SUSPECT = bytes([0xC7, 0xC8, 0xC9, *range(0xD4, 0xD9), 0xC0, 0xC2, 0xC3, 0xCA, 0xCB])
 
 
-def _surely_plain(data: bytes) -> bool:
+def _surely_plain(data: Payload) -> bool:
     """True when packed bytes cannot nest past MAX_DEPTH nor hold a disallowed dict key.
 
     Each level of nesting needs its own container header byte, so counting the bytes that
     could be one bounds the depth; and a dict key other than str, int or bytes needs an ext,
     nil, bool or float byte somewhere. When this says False, walk the value to know.
     """
+    if type(data) is not bytes:
+        data = bytes(data)  # a view (at most _SCAN_MAX bytes: larger ones are walked instead)
     if len(data) <= MAX_DEPTH:  # too short to hold more container headers than that
         return len(data.translate(None, _SUSPECT)) == len(data)
     rest = data.translate(None, _CONTAINER_BYTES)

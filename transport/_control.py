@@ -21,6 +21,7 @@ from llmos.transport._ref import Callback, QuietRef
 
 if TYPE_CHECKING:
     from llmos.transport._codec import Codec
+    from llmos.transport._frames import Payload
     from llmos.transport._peer import Counters
 
 __all__ = [
@@ -161,7 +162,7 @@ class Control:
             deadline: float,
             span: float,
             target: str,
-            payload: bytes,
+            payload: Payload,
             account: Account,
         ) -> None:
             reply = serve_reply(deadline, target, span, self.answer, ident, rid)
@@ -180,7 +181,7 @@ class Control:
         deadline: float,
         span: float,
         target: str,
-        payload: bytes,
+        payload: Payload,
         account: Account,
     ) -> None:
         local = find(target)
@@ -220,7 +221,7 @@ class Control:
         deadline: float,
         span: float,
         path: str,
-        payload: bytes,
+        payload: Payload,
         account: Account,
     ) -> None:
         if not self.capabilities.spawn_allowed(path):

@@ -16,7 +16,7 @@ from llmos.actors import ActorDeadError, MailboxFull, MessageError, Terminated, 
 from llmos.actors.lowlevel import record_dead_letter, trace_state
 from llmos.transport._control import no_actor, serve_reply
 from llmos.transport._errors import FrameError
-from llmos.transport._frames import FAIL, REPLY
+from llmos.transport._frames import FAIL, REPLY, Payload
 from llmos.transport._ref import RemoteRef
 
 if TYPE_CHECKING:
@@ -134,7 +134,7 @@ class Delivery:
         deadline: float,
         span: float,
         target: str,
-        payload: bytes,
+        payload: Payload,
         account: Account,
         trace: str | None = None,
     ) -> None:

@@ -1,11 +1,12 @@
 """The wire frame: a versioned 8-byte header and a msgpack list of items.
 
-One ZeroMQ message carries one frame::
+One ZeroMQ message carries one frame, and for frame kind 2 the large payloads of its items as
+the message's further parts::
 
     offset  size  field
     0       2     magic b"LM"
     2       1     version (1)
-    3       1     kind (1 = a batch of items)
+    3       1     kind (1 = a batch of items; 2 = a batch whose large payloads follow as parts)
     4       4     body length, unsigned big-endian
     8       n     body: msgpack array of items
 
@@ -15,13 +16,23 @@ values (messages, results, errors) travel inside items as msgpack ``bin`` payloa
 :class:`~llmos.transport.Codec`, so a payload that cannot be decoded spoils only its own item
 (and its asker gets the error), never the whole frame. The I/O thread packs whatever is queued
 for one peer into one frame; that batching is what makes tell throughput beat single sends.
+
+A payload of ``DETACH`` bytes or more leaves the body (kind 2): in its place the item holds
+ext ``PART`` with the payload's length (4 bytes, big-endian), and the payload travels in the
+parts that follow the frame. The references take the parts' bytes in order, each the next
+payload of its length (a part holds one payload of ``GATHER`` bytes or more, or smaller ones
+joined), and together they take all of them, exactly; the body and the parts stay within
+``Limits.max_frame``. So a large payload is neither copied into a frame on the way out (it is
+sent from where it lies) nor out of one on the way in: the receiver decodes it where libzmq
+put it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import struct
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import msgpack
 
@@ -30,7 +41,9 @@ from llmos.transport._errors import FrameError
 
 __all__ = [
     "ASK",
+    "DETACH",
     "FAIL",
+    "GATHER",
     "HEADER_SIZE",
     "LOOKUP",
     "NOTICE",
@@ -46,15 +59,25 @@ __all__ = [
     "VERSION",
     "WATCH",
     "Limits",
+    "Payload",
     "pack_frame",
+    "pack_message",
     "parse_frame",
 ]
 
 MAGIC = b"LM"
 VERSION = 1
 KIND_BATCH = 1
+KIND_PARTS = 2
 _HEADER = struct.Struct(">2sBBI")
 HEADER_SIZE = _HEADER.size
+PART = 0x50  # ext code, at the item level, of a payload that follows as a message part
+DETACH = 4096  # payloads at least this large travel as message parts, out of the body
+GATHER = 65536  # payloads at least this large travel as parts of their own, not copied
+_PART_LENGTH = struct.Struct(">I")
+
+Payload: TypeAlias = bytes | memoryview
+"""An item's payload: bytes, or on arrival a view of the message part it came in."""
 
 # Item op codes. Requests share one shape:
 #   [op, req_id, span, wall_deadline, target, payload, give_up]
@@ -121,48 +144,58 @@ class Limits:
 
 
 _packer = msgpack.Packer(use_bin_type=True)
-_BIG = 16 * 1024  # payloads at least this large are joined into the frame, not packed again
 
 
 def pack_frame(items: list[list[Any]]) -> bytes:
-    """Pack items (plain msgpack data, payloads already bytes) into one frame.
+    """Pack items (plain msgpack data, payloads already bytes) into one frame of kind 1.
 
-    An item's payload (its last field) of ``_BIG`` bytes or more is not packed again: the
-    frame is joined from its pieces, so a large payload is copied once, into the frame.
     Only the I/O thread calls this (the packer is not shared across threads).
     """
-    pack = _packer.pack
+    body: bytes = _packer.pack(items)
+    return b"".join((_HEADER.pack(MAGIC, VERSION, KIND_BATCH, len(body)), body))
+
+
+def pack_message(items: list[list[Any]]) -> list[Payload]:
+    """The parts of one message carrying ``items``: a frame of kind 1 alone, or a frame of
+    kind 2 followed by the payloads of ``DETACH`` bytes or more.
+
+    A payload of ``GATHER`` bytes or more is a part of its own, not copied; smaller ones next to
+    each other are joined into one part, so each costs one send and one receive less.
+    An item's payload is its sixth field in a request (an item of six fields or more), else
+    its third. Only the I/O thread calls this.
+    """
     for item in items:
-        if _big(item):
+        if len(item[5] if len(item) >= 6 else item[2]) >= DETACH:
             break
     else:
-        body: bytes = pack(items)
-        return b"".join((_HEADER.pack(MAGIC, VERSION, KIND_BATCH, len(body)), body))
-    parts = [b"", _packer.pack_array_header(len(items))]
+        return [pack_frame(items)]
+    parts: list[Payload] = [b""]
+    joined: list[Payload] = []  # payloads to be joined into the next part
+    body = []
     for item in items:
-        if _big(item):
-            last = item[-1]
-            parts.append(_packer.pack_array_header(len(item)))
-            parts.extend(pack(field) for field in item[:-1])
-            parts.append(_bin_header(len(last)))
-            parts.append(last)
-        else:
-            parts.append(pack(item))
-    parts[0] = _HEADER.pack(MAGIC, VERSION, KIND_BATCH, sum(map(len, parts)))
-    return b"".join(parts)
+        at = 5 if len(item) >= 6 else 2
+        payload = item[at]
+        size = len(payload)
+        if size >= DETACH:
+            item = item.copy()  # the caller's item is left as it was
+            item[at] = msgpack.ExtType(PART, _PART_LENGTH.pack(size))
+            if size < GATHER:
+                joined.append(payload)
+            else:
+                if joined:
+                    parts.append(_join(joined))
+                    joined = []
+                parts.append(payload)
+        body.append(item)
+    if joined:
+        parts.append(_join(joined))
+    packed: bytes = _packer.pack(body)
+    parts[0] = b"".join((_HEADER.pack(MAGIC, VERSION, KIND_PARTS, len(packed)), packed))
+    return parts
 
 
-def _big(item: Any) -> bool:
-    return type(item) is list and bool(item) and type(item[-1]) is bytes and len(item[-1]) >= _BIG
-
-
-def _bin_header(size: int) -> bytes:
-    """The msgpack header of a bin of ``size`` bytes (what the packer writes before it)."""
-    if size < 0x100:
-        return b"\xc4" + size.to_bytes(1, "big")
-    if size < 0x10000:
-        return b"\xc5" + size.to_bytes(2, "big")
-    return b"\xc6" + size.to_bytes(4, "big")
+def _join(payloads: list[Payload]) -> Payload:
+    return payloads[0] if len(payloads) == 1 else b"".join(payloads)
 
 
 def _keep_ext(code: int, data: bytes) -> Any:
@@ -171,12 +204,61 @@ def _keep_ext(code: int, data: bytes) -> Any:
     return msgpack.ExtType(code, b"")
 
 
-def parse_frame(data: bytes, limits: Limits) -> list[Any]:
+class _Parts:
+    """The ext hook of a frame of kind 2: each ``PART`` reference takes the next payload, the
+    next bytes of the current part, as long as its reference declares."""
+
+    __slots__ = ("at", "offset", "parts")
+
+    def __init__(self, parts: Sequence[Payload]) -> None:
+        self.parts = parts
+        self.at = 0  # the current part
+        self.offset = 0  # where its next payload starts
+
+    def __call__(self, code: int, data: bytes) -> Any:
+        if code != PART:
+            return msgpack.ExtType(code, b"")
+        at, parts = self.at, self.parts
+        if at >= len(parts):
+            raise FrameError(f"the frame references more than the {at} parts it came with")
+        if len(data) != _PART_LENGTH.size:
+            raise FrameError("a part reference must hold a 4-byte length")
+        (size,) = _PART_LENGTH.unpack(data)
+        if size < DETACH:
+            raise FrameError(
+                f"a payload of {size} bytes travels in the frame, not as a part (under {DETACH})"
+            )
+        part = parts[at]
+        start = self.offset
+        end = start + size
+        if end > len(part):
+            raise FrameError(f"a payload runs past the end of part {at + 1}")
+        view = part if type(part) is memoryview else memoryview(part)
+        if end == len(part):
+            self.at, self.offset = at + 1, 0
+            return view if start == 0 else view[start:]
+        self.offset = end
+        return view[start:end]
+
+    def check_all_taken(self) -> None:
+        if self.at != len(self.parts) or self.offset:
+            raise FrameError(
+                f"the frame came with {len(self.parts)} parts; its references do not take "
+                "exactly all of them"
+            )
+
+
+def parse_frame(data: Payload, limits: Limits, parts: Sequence[Payload] = ()) -> list[Any]:
     """Check the header and unpack the body into its list of items.
+
+    ``parts``: the message parts that followed the frame (payloads of a frame of kind 2,
+    which its items then hold in place of their references).
 
     Raises:
         FrameError: the frame is garbage, truncated, too large, of an unknown version or kind,
-            or its body is not a msgpack array. The text says which.
+            or its body is not a msgpack array; or its parts are not exactly the ones its items
+            reference, in order, each at least ``DETACH`` bytes, all within
+            ``limits.max_frame`` with the body. The text says which.
     """
     size = len(data)
     if size < HEADER_SIZE:
@@ -189,7 +271,7 @@ def parse_frame(data: bytes, limits: Limits) -> list[Any]:
             f"frame version {version} is not supported (this node speaks {VERSION}); run the "
             "same llmos version on both nodes"
         )
-    if kind != KIND_BATCH:
+    if kind != KIND_BATCH and kind != KIND_PARTS:
         raise FrameError(f"unknown frame kind {kind}")
     if length > limits.max_frame:
         raise FrameError(f"frame declares {length} bytes, over the limit of {limits.max_frame}")
@@ -197,10 +279,19 @@ def parse_frame(data: bytes, limits: Limits) -> list[Any]:
         raise FrameError(
             f"frame declares {length} bytes but carries {size - HEADER_SIZE}; truncated or corrupt"
         )
+    taker: _Parts | None = None
+    if kind == KIND_PARTS:
+        _check_parts(parts, length, limits)
+        taker = _Parts(parts)
+    elif parts:
+        raise FrameError(
+            f"a frame of kind {KIND_BATCH} came with {len(parts)} more message parts; it "
+            "carries none"
+        )
     try:
         body = msgpack.unpackb(
             memoryview(data)[HEADER_SIZE:],
-            ext_hook=_keep_ext,
+            ext_hook=_keep_ext if taker is None else taker,
             strict_map_key=False,
             max_array_len=limits.max_array,
             max_map_len=limits.max_map,
@@ -211,4 +302,24 @@ def parse_frame(data: bytes, limits: Limits) -> list[Any]:
         raise FrameError(f"frame body is not valid msgpack: {exc}") from exc
     if type(body) is not list:
         raise FrameError(f"frame body must be an array of items, got {type(body).__name__}")
+    if taker is not None:
+        taker.check_all_taken()
     return body
+
+
+def _check_parts(parts: Sequence[Payload], length: int, limits: Limits) -> None:
+    if not parts:
+        raise FrameError(f"a frame of kind {KIND_PARTS} came without the parts it references")
+    if len(parts) > limits.max_items:
+        raise FrameError(f"a frame came with more than {limits.max_items} parts (Limits.max_items)")
+    total = length
+    for part in parts:
+        if len(part) < DETACH:
+            raise FrameError(
+                f"a part of {len(part)} bytes is under {DETACH}; such payloads travel in the frame"
+            )
+        total += len(part)
+    if total > limits.max_frame:
+        raise FrameError(
+            f"frame and parts hold {total} bytes, over the limit of {limits.max_frame}"
+        )

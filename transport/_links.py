@@ -4,7 +4,7 @@
 parts), except :meth:`Links.post`, which any thread calls to queue an item for a peer. A
 dealer has ``IMMEDIATE`` set, so nothing queues toward a connection that is not up: what
 callers queue waits in the peer's outbox, and a frame libzmq refuses (high-water mark reached)
-is kept as the peer's stalled frame until the socket is writable.
+is kept as the peer's stalled message until the socket is writable.
 A peer is marked down when it misses heartbeats, when its connection is lost, or when the
 security handshake fails; that fails its pending requests, and the socket is replaced by a
 fresh one, so nothing queued for the old connection is ever delivered late.
@@ -23,7 +23,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from llmos.transport._errors import AuthError, NodeUnreachable, TransportError
-from llmos.transport._frames import PING, TELL, Limits, pack_frame
+from llmos.transport._frames import PING, TELL, Limits, Payload, pack_frame, pack_message
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, idle
 from llmos.transport._security import KeyPair
@@ -34,8 +34,10 @@ from llmos.transport._sockets import (
     NOBLOCK,
     POLLIN,
     POLLOUT,
-    SEND,
+    RCVMORE,
     configure,
+    read_rest,
+    send_parts,
 )
 
 if TYPE_CHECKING:
@@ -134,12 +136,16 @@ class Links:
         if sock is None:
             return
         handle = self.client.on_frame
+        keep = self.limits.max_items + 1  # one more than a frame may have: it is refused
         for _n in range(BURST):
             try:
                 data = sock.recv(NOBLOCK)  # a plain recv: recv_multipart costs 5x more
             except zmq.Again:
                 break
-            handle(peer, data)
+            if sock.get(RCVMORE):  # the large payloads of the frame (or garbage)
+                handle(peer, data, read_rest(sock, keep))
+            else:
+                handle(peer, data, ())
             if sock is not peer.socket:
                 return  # replaced: the peer went down
             if not sock.get(EVENTS) & POLLIN:
@@ -265,27 +271,28 @@ class Links:
                     reply = pending.get(item[1])
                     if reply is None or reply.done():
                         continue  # timed out or failed while queued: do not send it
-                size += len(item[5] if len(item) == 7 else item[-1]) + 48
+                size += len(item[5] if len(item) >= 6 else item[2]) + 48
                 items.append(item)
             if not items:
                 break
-            frame = pack_frame(items)
+            parts = pack_message(items)
             self.counters.items_out += len(items)
-            if not self._send_dealer(peer, frame):
-                peer.stalled = frame  # resent when the socket has room again
+            if not self._send_dealer(peer, parts):
+                peer.stalled = parts  # resent when the socket has room again
                 self.io.modify(peer.socket, POLLIN | POLLOUT)
                 break
         if not peer.room.is_set() and len(outbox) < self.max_outbox:
             peer.room.set()
 
-    def _send_dealer(self, peer: Peer, frame: bytes) -> bool:
+    def _send_dealer(self, peer: Peer, parts: list[Payload]) -> bool:
         sock = peer.socket
+        assert sock is not None
         try:
-            SEND(sock, frame, NOBLOCK, len(frame) < 65536)  # copy small frames
+            send_parts(sock, parts)
         except zmq.Again:
             return False
         self.counters.frames_out += 1
-        self.counters.bytes_out += len(frame)
+        self.counters.bytes_out += len(parts[0]) if len(parts) == 1 else sum(map(len, parts))
         return True
 
     def _reap(self, peer: Peer) -> None:

@@ -20,6 +20,7 @@ from llmos.actors import ActorRef, Reply
 from llmos.transport._errors import NodeUnreachable, TransportError
 
 if TYPE_CHECKING:
+    from llmos.transport._frames import Payload
     from llmos.transport._security import ZapHandler
 
 __all__ = [
@@ -98,7 +99,7 @@ class Peer:
         self.socket: Any = None
         self.generation = 0  # counts the sockets opened to this peer
         self.monitor: Any = None
-        self.stalled: bytes | None = None
+        self.stalled: list[Payload] | None = None  # a message libzmq had no room for
         self.used = self.since  # when a ref last sent through it (idle peers are reaped)
         self.reaped = False  # closed and forgotten by the node: refs look the address up again
 

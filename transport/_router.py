@@ -23,18 +23,28 @@ import zmq
 
 from llmos.transport._capabilities import Quotas
 from llmos.transport._errors import AuthError, TransportError
-from llmos.transport._frames import Limits, pack_frame
+from llmos.transport._frames import Limits, Payload, pack_message
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import Counters
 from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT, KeyPair, ZapHandler
-from llmos.transport._sockets import BURST, EVENTS, ITEM_BURST, NOBLOCK, POLLIN, SEND, configure
+from llmos.transport._sockets import (
+    BURST,
+    EVENTS,
+    ITEM_BURST,
+    NOBLOCK,
+    POLLIN,
+    RCVMORE,
+    SEND,
+    SNDMORE_NOBLOCK,
+    configure,
+    read_rest,
+    send_parts,
+)
 
-__all__ = ["RCVMORE", "SNDMORE_NOBLOCK", "Router"]
+__all__ = ["Router"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
-RCVMORE = int(zmq.RCVMORE)
-SNDMORE_NOBLOCK = int(zmq.SNDMORE) | int(zmq.NOBLOCK)
 STALL_RETRY = 0.005  # seconds between tries to send answers the ROUTER could not take
 MAX_PRINCIPALS = 4096  # connections whose CURVE key is remembered (the oldest is forgotten first)
 
@@ -48,8 +58,8 @@ class Router:
         bind: the address to bind.
         keys: this node's CURVE key pair, and ``zap`` the allowlist decision (both or
             neither).
-        serve: handles one message of parts (the sender's identity, then the frame) and
-            returns how many items it held. Set before the loop starts.
+        serve: handles one message (the sender's identity, the frame, the parts that
+            followed it) and returns how many items it held. Set before the loop starts.
 
     On a keyed node each connection's CURVE public key (the ZAP ``User-Id``) is read from its
     first message, so :meth:`principal` names the peer behind a connection by its key: quotas
@@ -80,12 +90,12 @@ class Router:
         self.quotas = quotas
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
-        self.serve: Callable[[Sequence[bytes]], int] = _unset
+        self.serve: Callable[[bytes, bytes, Sequence[Payload]], int] = _unset
         self.address = ""
         self.router: zmq.Socket[Any] | None = None
         self.zap: zmq.Socket[Any] | None = None
         self.replies: collections.deque[tuple[bytes, list[Any], float]] = collections.deque()
-        self._stalled: list[tuple[bytes, bytes, float, int]] = []
+        self._stalled: list[tuple[bytes, list[Payload], float, int]] = []
         self._stalled_bytes: dict[bytes, int] = {}  # bytes of _stalled, per asker
         self._principals: dict[bytes, bytes] = {}  # connection identity -> its CURVE key
         io.add_part(self.flush, self.due)
@@ -178,6 +188,7 @@ class Router:
         recv = router.recv
         keyed = self.keys is not None
         principals = self._principals
+        keep = self.limits.max_items + 1  # one more than a frame may have: it is refused
         items = 0
         for _n in range(BURST):  # the rest waits for the next turn: poll reports it at once
             if items >= ITEM_BURST:
@@ -190,13 +201,10 @@ class Router:
                 data = self._first_from(ident)
             else:
                 data = recv(NOBLOCK)  # a ROUTER's first part (the sender) is always followed
-            if router.get(RCVMORE):
-                parts = [ident, data]
-                while router.get(RCVMORE):
-                    parts.append(recv(NOBLOCK))
-                items += serve(parts)  # rejected: one frame per message
+            if router.get(RCVMORE):  # the large payloads of the frame (or garbage)
+                items += serve(ident, data, read_rest(router, keep))
             else:
-                items += serve((ident, data))
+                items += serve(ident, data, ())
             if not router.get(EVENTS) & POLLIN:  # type: ignore[operator]  # an int
                 return  # cheaper than the zmq.Again the next recv would raise
 
@@ -215,11 +223,11 @@ class Router:
         if self._stalled:
             stalled, self._stalled = self._stalled, []
             self._stalled_bytes.clear()
-            for ident, frame, give_up, count in stalled:
+            for ident, parts, give_up, count in stalled:
                 if now > give_up:
                     self.counters.dropped_replies += count
                 else:
-                    self._send_router(ident, frame, give_up, count)  # stalls again if still full
+                    self._send_router(ident, parts, give_up, count)  # stalls again if still full
         groups: dict[bytes, list[list[Any]]] = {}
         replies = self.replies
         max_items = self.limits.max_items
@@ -238,24 +246,25 @@ class Router:
             for start in range(0, len(items), max_items):
                 chunk = items[start : start + max_items]
                 self.counters.items_out += len(chunk)
-                self._send_router(ident, pack_frame(chunk), give_up, len(chunk))
+                self._send_router(ident, pack_message(chunk), give_up, len(chunk))
 
-    def _send_router(self, ident: bytes, frame: bytes, give_up: float, count: int) -> bool:
+    def _send_router(self, ident: bytes, parts: list[Payload], give_up: float, count: int) -> bool:
         router = self.router
         assert router is not None
+        size = len(parts[0]) if len(parts) == 1 else sum(map(len, parts))
         try:
-            # Two plain sends (send_multipart costs more); the second part of a multipart
-            # message is never refused once the first was accepted.
+            # Plain sends (send_multipart costs more); the later parts of a multipart
+            # message are never refused once the first was accepted.
             SEND(router, ident, SNDMORE_NOBLOCK)
-            SEND(router, frame, NOBLOCK, len(frame) < 65536)  # copy small frames
+            send_parts(router, parts)
         except zmq.Again:
-            held = self._stalled_bytes.get(ident, 0) + len(frame)
+            held = self._stalled_bytes.get(ident, 0) + size
             if held > self.quotas.max_queued_bytes:
                 # An asker that does not read its answers holds at most this much here.
                 self.counters.dropped_replies += count
                 return False
             self._stalled_bytes[ident] = held
-            self._stalled.append((ident, frame, give_up, count))
+            self._stalled.append((ident, parts, give_up, count))
             return False
         except zmq.ZMQError as exc:
             if exc.errno != errno.EHOSTUNREACH:
@@ -263,11 +272,11 @@ class Router:
             self.counters.dropped_replies += count
             return False
         self.counters.frames_out += 1
-        self.counters.bytes_out += len(frame)
+        self.counters.bytes_out += size
         return True
 
     def send_notice(self, ident: bytes, frame: bytes) -> None:
-        self._send_router(ident, frame, _monotonic() + self.send_timeout, 1)
+        self._send_router(ident, [frame], _monotonic() + self.send_timeout, 1)
 
     def _on_zap(self, _: Any) -> None:
         zap = self.zap
@@ -293,5 +302,5 @@ class Router:
             zap.send_multipart(answer)
 
 
-def _unset(_parts: Sequence[bytes]) -> int:
+def _unset(_ident: bytes, _data: bytes, _parts: Sequence[Payload]) -> int:
     raise TransportError("the router has no server yet")

@@ -14,7 +14,6 @@ notice quota), and the items around it are served. What a peer may do here is de
 from __future__ import annotations
 
 import concurrent.futures
-import logging
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -38,6 +37,7 @@ from llmos.transport._frames import (
     TELL,
     UNWATCH,
     WATCH,
+    Payload,
     pack_frame,
     parse_frame,
 )
@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Server"]
 
-log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 _time = time.time
 _NUMBER = (int, float)
@@ -90,7 +89,6 @@ class Server:
         self.router = router
         self.clock_skew = clock_skew
         self.accounts: dict[bytes, Account] = {}
-        self._last_warning = 0.0
         self._next_prune = 0.0
         self.delivery = delivery
         self.control = control = Control(
@@ -138,23 +136,18 @@ class Server:
             if not account.pending and not account.spawned and now - account.last_seen > idle:
                 del self.accounts[who]
 
-    def on_frame(self, parts: Sequence[bytes]) -> int:
-        """Handle one message from the ROUTER; return how many items it held."""
-        if len(parts) != 2:
-            self._reject(
-                parts[0] if parts else None, f"expected 1 frame per message, got {len(parts) - 1}"
-            )
-            return 1
-        ident, data = parts
+    def on_frame(self, ident: bytes, data: bytes, parts: Sequence[Payload]) -> int:
+        """Handle one message from the ROUTER (from connection ``ident``: a frame, and the
+        parts that followed it); return how many items it held."""
         try:
-            items = parse_frame(data, self.limits)
+            items = parse_frame(data, self.limits, parts)
         except FrameError as exc:
             self._reject(ident, str(exc))
             return 1
         account = self.account(ident)
         account.last_seen = arrived = _monotonic()  # one arrival time for the whole frame
         self.counters.frames_in += 1
-        self.counters.bytes_in += len(data)
+        self.counters.bytes_in += len(data) + (sum(map(len, parts)) if parts else 0)
         self.counters.items_in += len(items)
         decode = self.codec.decode
         tell = self.delivery.tell
@@ -169,7 +162,7 @@ class Server:
                     and type(item[0]) is int
                     and item[0] == TELL
                     and type(item[1]) is str
-                    and type(item[2]) is bytes
+                    and (type(item[2]) is bytes or type(item[2]) is memoryview)
                 ):
                     msg = decode(item[2])
                     if item[1] != name or local is None:
@@ -222,21 +215,12 @@ class Server:
         else:
             self._notice(ident, f"item rejected: {error}", account)
 
-    def _reject(self, ident: bytes | None, text: str) -> None:
+    def _reject(self, ident: bytes, text: str) -> None:
         self.counters.bad_frames += 1
-        if ident is None:
-            self._warn(f"dropped a bad frame: {text}")
-            return
         account = self.account(ident)
         account.bad += 1
         account.note(self.quotas, self.address, f"sent a bad frame: {text}")
         self._notice(ident, text, account)
-
-    def _warn(self, text: str) -> None:
-        now = _monotonic()
-        if now - self._last_warning > self.quotas.log_interval:  # never flood the log
-            self._last_warning = now
-            log.warning("node %s %s", self.address, text)
 
     def _notice(self, ident: bytes, text: str, account: Account) -> None:
         if not account.allow_notice(self.quotas, _monotonic()):
@@ -252,7 +236,7 @@ class Server:
             raise FrameError(f"an item's op code must be an int, got {type(op).__name__}")
         if op == TELL:
             size = len(item)
-            if size not in (3, 4) or type(item[1]) is not str or type(item[2]) is not bytes:
+            if size not in (3, 4) or type(item[1]) is not str or not _payload(item[2]):
                 raise FrameError("malformed tell item")
             trace = self._trace(item[3]) if size == 4 else None
             msg = self.codec.decode(item[2])
@@ -262,7 +246,7 @@ class Server:
         elif op == PING:
             self.router.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
-            if len(item) != 3 or type(item[1]) is not str or type(item[2]) is not bytes:
+            if len(item) != 3 or type(item[1]) is not str or not _payload(item[2]):
                 raise FrameError("malformed watch item")
             watcher = self.codec.decode(item[2])
             if not isinstance(watcher, ActorRef):
@@ -289,7 +273,7 @@ class Server:
             or type(wall) not in _NUMBER
             or type(give_up) not in _NUMBER
             or type(target) is not str
-            or type(payload) is not bytes
+            or not _payload(payload)
             or not 0 < span < math.inf
         ):
             raise FrameError("malformed request item")
@@ -324,8 +308,13 @@ class Server:
         return trace
 
 
-_Request = Callable[[bytes, int, float, float, str, bytes, Account], None]
+_Request = Callable[[bytes, int, float, float, str, Payload, Account], None]
 """A request handler: (ident, id, deadline, span, target, payload, the peer's account)."""
+
+
+def _payload(value: Any) -> bool:
+    """Whether an item field is a payload: bytes, or a view of the part it came in."""
+    return type(value) is bytes or type(value) is memoryview
 
 
 def _request_id(item: Any) -> int | None:

@@ -11,28 +11,33 @@ senders. libzmq's flow control sends a command between a socket and its I/O thre
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import zmq
 import zmq.backend
 
-from llmos.transport._frames import Limits
+from llmos.transport._frames import Limits, Payload
 from llmos.transport._security import ZAP_DOMAIN
 
 __all__ = [
     "BATCH_BYTES",
     "BURST",
+    "COPY_MAX",
     "EVENTS",
     "HWM",
     "ITEM_BURST",
     "NOBLOCK",
     "POLLIN",
     "POLLOUT",
+    "RCVMORE",
     "ROUTER_HWM",
     "SEND",
+    "SNDMORE_NOBLOCK",
     "SOCKET_BUFFER",
     "configure",
+    "read_rest",
+    "send_parts",
 ]
 
 HWM = 128
@@ -47,6 +52,11 @@ POLLIN = int(zmq.POLLIN)
 POLLOUT = int(zmq.POLLOUT)
 NOBLOCK = int(zmq.NOBLOCK)
 EVENTS = int(zmq.EVENTS)
+RCVMORE = int(zmq.RCVMORE)
+SNDMORE_NOBLOCK = int(zmq.SNDMORE) | NOBLOCK
+# Parts smaller than this are copied into libzmq's message; larger ones are sent zero-copy
+# (libzmq holds a reference until it has written them), as pyzmq itself does by default.
+COPY_MAX = 65536
 # The socket's own send, without pyzmq's Python-level wrapper (which only adds the DRAFT
 # routing_id and group arguments): a third less per call on the hot paths.
 SEND: Callable[..., Any] = zmq.backend.Socket.send
@@ -82,3 +92,33 @@ def configure(sock: zmq.Socket[Any], limits: Limits, heartbeat: float) -> None:
         # What one connection may leave unread here (a peer that floods, then vanishes):
         # ROUTER_HWM frames, plus the kernel's buffer.
         sock.rcvhwm = ROUTER_HWM
+
+
+def send_parts(sock: zmq.Socket[Any], parts: Sequence[Payload], flags: int = NOBLOCK) -> None:
+    """Send the parts of one message; the last is sent with ``flags``, the others with
+    SNDMORE too.
+
+    Raises:
+        zmq.Again: the socket has no room for the message (raised by its first part only:
+            once a first part is taken, libzmq takes the rest of the message).
+    """
+    last = len(parts) - 1
+    if last:
+        more = flags | SNDMORE_NOBLOCK
+        for at in range(last):
+            part = parts[at]
+            SEND(sock, part, more, len(part) < COPY_MAX)
+    part = parts[last]
+    SEND(sock, part, flags, len(part) < COPY_MAX)
+
+
+def read_rest(sock: zmq.Socket[Any], keep: int) -> list[memoryview]:
+    """The remaining parts of the message being read, as views of libzmq's messages (not
+    copied): at most ``keep`` of them, the rest read and dropped."""
+    parts: list[memoryview] = []
+    recv = sock.recv
+    while sock.get(RCVMORE):
+        part = recv(NOBLOCK, copy=False)
+        if len(parts) < keep:
+            parts.append(part.buffer)
+    return parts
