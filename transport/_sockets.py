@@ -4,8 +4,11 @@ Frames queued per connection and direction: a frame batches up to ``max_items`` 
 ``BATCH_BYTES``, so a stalled peer holds at most about ``HWM * BATCH_BYTES`` (16 MiB) in
 libzmq's pipe (more only for single messages larger than that); the outbox in front of it is
 bounded by ``Node.max_outbox``, so a peer that cannot keep up turns into ``PeerBusy`` for its
-senders. libzmq's flow control sends a command between a socket and its I/O thread every
-``HWM / 2`` messages each way, and each command wakes a thread, so the mark is not set low.
+senders. Each frame costs a turn of the I/O thread on both sides and often a wake-up of the
+receiving actor, so frames are large and the mark is low (a burst of 10 KB tells goes out
+about 50 to a frame). libzmq's flow control sends a command between a socket and its I/O
+thread every ``HWM / 2`` messages each way, and each command wakes a thread, so the mark is
+not set lower than this.
 """
 
 from __future__ import annotations
@@ -40,9 +43,9 @@ __all__ = [
     "send_parts",
 ]
 
-HWM = 128
+HWM = 32
 ROUTER_HWM = 32
-BATCH_BYTES = 128 * 1024
+BATCH_BYTES = 512 * 1024
 SOCKET_BUFFER = 128 * 1024  # bytes of kernel send and receive buffer per connection
 BURST = 64  # frames read from one socket per turn, so no peer starves the others
 ITEM_BURST = 2048  # items of frames read from the ROUTER per turn, before answers go out
