@@ -320,8 +320,13 @@ def _work(
     me: ActorRef,
     effects: EffectLog | None,
 ) -> None:
-    """One call, in a worker thread: answer the reply, then tell the actor it ended."""
+    """One call, in a worker thread: tell the actor it ended, then answer the reply.
+
+    In that order, so whatever the caller sends once it has the answer queues behind the end
+    of this call: its slot is free again, and after a crash the restarted actor takes it.
+    """
     crash = ""
+    result: ToolResult | None = None
     try:
         if reply.done():  # timed out while waiting: never started (at most once)
             return
@@ -330,21 +335,21 @@ def _work(
         else:
             value = tool.invoke(msg.arguments)
         text, data = result_text(value)
-        reply.set_result(
-            ToolResult(tool.name, True, text, data, "", msg.call_id, time.monotonic() - started)
-        )
+        seconds = time.monotonic() - started
+        result = ToolResult(tool.name, True, text, data, "", msg.call_id, seconds)
     except ToolError as exc:
-        reply.set_result(failed(tool.name, exc, msg.call_id, time.monotonic() - started))
-    except BaseException as exc:  # a crash: answered, then the actor restarts
+        result = failed(tool.name, exc, msg.call_id, time.monotonic() - started)
+    except BaseException as exc:  # a crash: answered, and the actor restarts
         crash = f"{type(exc).__name__}: {exc}"
-        reply.set_result(
-            failed(tool.name, ToolCrashed(crash), msg.call_id, time.monotonic() - started)
-        )
+        result = failed(tool.name, ToolCrashed(crash), msg.call_id, time.monotonic() - started)
     finally:
         try:
             me.tell(_ToolDone(tool.name, crash))
         except ActorError:
             pass  # the actor stopped meanwhile: nothing waits for the slot
+        finally:
+            if result is not None:
+                reply.set_result(result)
 
 
 def start_tools(
