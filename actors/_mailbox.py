@@ -86,9 +86,10 @@ class Mailbox:
         # unbounded mailbox it is the queue's own put (in C): the local tell and ask, the
         # hottest paths, then cost no Python-level call.
         self.put: Callable[..., None] = self._queue.put if capacity is None else self._put_bounded
-        # ``get()``: take the next envelope, waiting for one; the queue's own get (in C) for an
-        # unbounded mailbox, so the actor's loop, too, makes no Python-level call per message.
-        self.get: Callable[[], Envelope] = (
+        # ``get(block=True, timeout=None)``: take the next envelope, waiting for one (raises
+        # queue.Empty after ``timeout``); the queue's own get (in C) for an unbounded mailbox, so
+        # the actor's loop, too, makes no Python-level call per message.
+        self.get: Callable[..., Envelope] = (
             self._queue.get if capacity is None else self._get_bounded
         )
 
@@ -116,9 +117,9 @@ class Mailbox:
         """Queue a control envelope (HALT); never refused, never counted against capacity."""
         self._queue.put(envelope)
 
-    def _get_bounded(self) -> Envelope:
+    def _get_bounded(self, block: bool = True, timeout: float | None = None) -> Envelope:
         """Take the next envelope, waiting for one, and give its room back."""
-        item = self._queue.get()
+        item = self._queue.get(block, timeout)
         if self._room is not None and item[0] is not HALT:
             self._room.release()
         return item

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import pydoc
+import queue
 import threading
 import time
 from typing import Any
@@ -551,3 +552,15 @@ def test_an_answer_after_its_loop_closed_is_dropped_quietly() -> None:
     release.set()
     assert ref.ask(Add(2, 2), timeout=5).get() == 4  # the actor answered both and goes on
     assert ref.statistics().failed == 0
+
+
+@pytest.mark.parametrize("capacity", [None, 2])
+def test_a_mailbox_get_waits_at_most_its_timeout(capacity: int | None) -> None:
+    box = lowlevel.Mailbox(capacity)
+    box.put(lowlevel.envelope("first"))
+    assert box.get(timeout=1)[0] == "first"
+    with pytest.raises(queue.Empty):
+        box.get(timeout=0.05)
+    box.put(lowlevel.envelope("second"))
+    box.put(lowlevel.envelope("third"))
+    assert [box.get()[0], box.get(True, 1)[0]] == ["second", "third"]
