@@ -137,7 +137,7 @@ class AsyncReply(Reply[T]):
     ) -> None:
         super().__init__(deadline, target, span)
         self.loop = loop
-        self.future: asyncio.Future[Any] = loop.create_future()
+        self.future: asyncio.Future[T] = loop.create_future()
         self.link = link = LoopLink.of(loop)
         link.watch(self)
 
@@ -152,16 +152,13 @@ class AsyncReply(Reply[T]):
         if self._error is not None:
             self.future.set_exception(self._error)
         else:
-            self.future.set_result(self._value)
+            self.future.set_result(self._value)  # type: ignore[arg-type]  # set once done
 
-    async def wait(self) -> T:
-        """Await the answer without blocking the loop, up to the ask's deadline.
+    def wait(self) -> asyncio.Future[T]:
+        """The future to await for the answer (``await reply.wait()``): it completes with the
+        value or the error on this loop, by the ask's deadline at the latest, without blocking
+        the loop. A plain future, not a coroutine, so an ask costs no coroutine of its own.
 
         Cancelling the awaiting task leaves the ask itself to complete or expire.
         """
-        future = self.future
-        if not future.done():
-            await future
-        if self._error is not None:
-            raise self._error
-        return self._value  # type: ignore[return-value]  # set once done, or T is None
+        return self.future

@@ -124,7 +124,7 @@ class LocalRef(ActorRef):
             mailbox.put(envelope)
         if cell.stopped:
             cell.drain()
-        return await reply.future  # resolved on this loop by its LoopLink
+        return await reply.wait()
 
     def post(
         self,

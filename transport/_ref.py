@@ -179,7 +179,7 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
                     via.send_request, address, ASK, self.name, payload, reply, trace=trace
                 ),
             )
-        return await reply.future  # resolved on this loop by its LoopLink
+        return await reply.wait()
 
     def is_alive(self) -> bool:
         """Ask the peer whether the actor runs (False if the peer is down or does not answer)."""
