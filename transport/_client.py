@@ -17,7 +17,16 @@ from typing import TYPE_CHECKING, Any
 from llmos.actors import ActorRef, LlmosError, MessageError, Terminated
 from llmos.actors.lowlevel import record_dead_letter
 from llmos.transport._errors import FrameError, NodeUnreachable
-from llmos.transport._frames import FAIL, NOTICE, PONG, REPLY, TELL, Payload, parse_frame
+from llmos.transport._frames import (
+    FAIL,
+    NOTICE,
+    PONG,
+    REPLY,
+    TELL,
+    Payload,
+    is_payload,
+    parse_frame,
+)
 from llmos.transport._peer import DOWN, UP, Counters, Peer
 
 if TYPE_CHECKING:
@@ -84,7 +93,7 @@ class Client:
         if reply is None:
             self.counters.late_replies += 1
             return
-        if type(payload) is not bytes and type(payload) is not memoryview:
+        if not is_payload(payload):
             self.counters.bad_items += 1
             reply.set_exception(FrameError(f"node {peer.address} sent a malformed reply"))
             return

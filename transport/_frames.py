@@ -60,6 +60,7 @@ __all__ = [
     "WATCH",
     "Limits",
     "Payload",
+    "is_payload",
     "pack_frame",
     "pack_message",
     "parse_frame",
@@ -78,6 +79,12 @@ _PART_LENGTH = struct.Struct(">I")
 
 Payload: TypeAlias = bytes | memoryview
 """An item's payload: bytes, or on arrival a view of the message part it came in."""
+
+
+def is_payload(value: Any) -> bool:
+    """Whether an item field is a payload: bytes, or a view of the part it came in."""
+    return type(value) is bytes or type(value) is memoryview
+
 
 # Item op codes. Requests share one shape:
 #   [op, req_id, span, wall_deadline, target, payload, give_up]

@@ -38,6 +38,7 @@ from llmos.transport._frames import (
     UNWATCH,
     WATCH,
     Payload,
+    is_payload,
     pack_frame,
     parse_frame,
 )
@@ -162,7 +163,7 @@ class Server:
                     and type(item[0]) is int
                     and item[0] == TELL
                     and type(item[1]) is str
-                    and (type(item[2]) is bytes or type(item[2]) is memoryview)
+                    and is_payload(item[2])
                 ):
                     msg = decode(item[2])
                     if item[1] != name or local is None:
@@ -236,7 +237,7 @@ class Server:
             raise FrameError(f"an item's op code must be an int, got {type(op).__name__}")
         if op == TELL:
             size = len(item)
-            if size not in (3, 4) or type(item[1]) is not str or not _payload(item[2]):
+            if size not in (3, 4) or type(item[1]) is not str or not is_payload(item[2]):
                 raise FrameError("malformed tell item")
             trace = self._trace(item[3]) if size == 4 else None
             msg = self.codec.decode(item[2])
@@ -246,7 +247,7 @@ class Server:
         elif op == PING:
             self.router.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
-            if len(item) != 3 or type(item[1]) is not str or not _payload(item[2]):
+            if len(item) != 3 or type(item[1]) is not str or not is_payload(item[2]):
                 raise FrameError("malformed watch item")
             watcher = self.codec.decode(item[2])
             if not isinstance(watcher, ActorRef):
@@ -273,7 +274,7 @@ class Server:
             or type(wall) not in _NUMBER
             or type(give_up) not in _NUMBER
             or type(target) is not str
-            or not _payload(payload)
+            or not is_payload(payload)
             or not 0 < span < math.inf
         ):
             raise FrameError("malformed request item")
@@ -310,11 +311,6 @@ class Server:
 
 _Request = Callable[[bytes, int, float, float, str, Payload, Account], None]
 """A request handler: (ident, id, deadline, span, target, payload, the peer's account)."""
-
-
-def _payload(value: Any) -> bool:
-    """Whether an item field is a payload: bytes, or a view of the part it came in."""
-    return type(value) is bytes or type(value) is memoryview
 
 
 def _request_id(item: Any) -> int | None:
