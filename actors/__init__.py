@@ -5,7 +5,8 @@
 #   _reply     reply futures for ask, waited on from a thread
 #   _async_reply  the asyncio side of ask_async: one wake-up and one timer per loop, not per ask
 #   _cell      the stable identity behind a ref: mailbox, counters, life cycle, and the
-#              actor loop its thread runs (handle, fail, halt, stop)
+#              actor loop its thread (or its dispatcher's turns) runs (handle, fail, halt, stop)
+#   _dispatcher  a few threads running many actors' turns (actors with no thread of their own)
 #   _ref       ActorRef / LocalRef
 #   _actor     Actor (subclass it) and @handler
 #   _records   ActorStats, dead letters
@@ -15,6 +16,7 @@
 #   tracing    (public) OpenTelemetry spans across actors and nodes: enable, disable, ...
 # Imports point inward only: this package imports nothing else of llmos.
 from llmos.actors._actor import UNHANDLED, Actor, handler
+from llmos.actors._dispatcher import Dispatcher
 from llmos.actors._errors import (
     ActorDeadError,
     ActorError,
@@ -56,6 +58,7 @@ __all__ = [
     "AskTimeout",
     "DeadLetter",
     "DeadlockError",
+    "Dispatcher",
     "LlmosError",
     "LocalRef",
     "MailboxFull",

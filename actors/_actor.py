@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast, overload
 import pykka
 
 from llmos.actors._cell import UNHANDLED, Cell, bound_cell
+from llmos.actors._dispatcher import Dispatcher
 from llmos.actors._errors import ActorError
 from llmos.actors._mailbox import Mailbox, WhenFull
 
@@ -123,12 +124,17 @@ class Actor(pykka.ThreadingActor):
         actor_put_timeout: how long a sender blocks on a full mailbox.
         actor_system: the actor is part of the node itself (a kernel, a supervisor, a pool):
             no peer may stop it over the network, whatever the node's ``remote_stop``.
+        actor_dispatcher: None (the default): the actor owns a thread. A
+            :class:`~llmos.actors.Dispatcher` (``Dispatcher.shared()``, say): it owns none, and
+            the dispatcher's few threads run its messages in turns, for the many-actors case
+            (thousands of agents); its handlers then must not block for long.
     """
 
     actor_mailbox_capacity: ClassVar[int | None] = None
     actor_when_full: ClassVar[WhenFull] = "block"
     actor_put_timeout: ClassVar[float] = 5.0
     actor_system: ClassVar[bool] = False
+    actor_dispatcher: ClassVar[Dispatcher | None] = None
     _llmos_tables: ClassVar[dict[type[Any], dict[type[Any], Callable[[Any, Any], Any]]]] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -163,7 +169,7 @@ class Actor(pykka.ThreadingActor):
         when_full: WhenFull | None = None,
         **kwargs: Any,
     ) -> LocalRef:
-        """Start an unsupervised actor in its own thread.
+        """Start an unsupervised actor (in its own thread, unless ``actor_dispatcher`` is set).
 
         Args:
             *args: passed to the constructor.
@@ -186,6 +192,7 @@ class Actor(pykka.ThreadingActor):
             name,
             cls.actor_mailbox(capacity, when_full),
             class_name=cls.__name__,
+            dispatcher=cls.actor_dispatcher,
         )
         cell.start()
         return cell.ref

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import logging
 import queue
 import threading
@@ -38,12 +39,13 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
 from llmos.actors import _registry
+from llmos.actors._dispatcher import Dispatcher
 from llmos.actors._errors import ActorDeadError, ActorError, LlmosError
 from llmos.actors._local_ref import LocalRef
 from llmos.actors._mailbox import HALT, Envelope, Mailbox, envelope
 from llmos.actors._messages import Terminated
 from llmos.actors._records import ASK_LATENCY_BOUNDS, ActorStats, record_dead_letter
-from llmos.actors._reply import Deferred, set_current_cell
+from llmos.actors._reply import Deferred, current_cell, set_current_cell
 from llmos.actors._trace import handle as _traced
 
 if TYPE_CHECKING:
@@ -133,9 +135,13 @@ class Cell:
 
     __slots__ = (
         "__weakref__",
+        "_active",
         "_handoff",
         "_lock",
         "_parked",
+        "_sched_lock",
+        "_starting",
+        "_turn",
         "ask_errors_fail",
         "ask_latency",
         "ask_seconds",
@@ -144,6 +150,7 @@ class Cell:
         "class_name",
         "current_reply",
         "deferred",
+        "dispatcher",
         "factory",
         "failed",
         "halting",
@@ -156,6 +163,7 @@ class Cell:
         "processed",
         "ref",
         "restarts",
+        "scheduled",
         "state",
         "stop_reason",
         "stopped",
@@ -176,6 +184,7 @@ class Cell:
         class_name: str,
         supervisor: CellSupervisor | None = None,
         ask_errors_fail: bool = False,
+        dispatcher: Dispatcher | None = None,
     ) -> None:
         self.name = name if name is not None else f"{class_name}-{_registry.next_number()}"
         if not isinstance(self.name, str) or not self.name or "@" in self.name:
@@ -211,6 +220,15 @@ class Cell:
         self.ask_latency = [0] * (len(ASK_LATENCY_BOUNDS) + 1)  # asks by latency bucket
         self.ask_seconds = 0.0
         self.ref: LocalRef = LocalRef(self)
+        # With a dispatcher, no thread of its own: turns on the dispatcher's threads.
+        self.dispatcher = dispatcher
+        self.scheduled = False  # a turn is queued or running (at most one at a time)
+        self._sched_lock = threading.Lock()
+        self._active: Instance | None = None  # the instance turns run (None: none may run)
+        self._starting: bool | None = None  # its on_start (False) or post_restart (True) is due
+        self._turn = self._take_turn
+        if dispatcher is not None:
+            mailbox.notify_on_put(self._wake)
 
     def __repr__(self) -> str:
         return f"<actor {self.name} {self.state}>"
@@ -243,6 +261,11 @@ class Cell:
             instance = self.factory()
         self.instance = instance
         self.state = "running"
+        if self.dispatcher is not None:
+            self._starting = restarted
+            self._active = instance
+            self._wake()
+            return
         thread = threading.Thread(
             target=self._run, args=(instance, restarted), name=f"llmos:{self.name}", daemon=True
         )
@@ -254,7 +277,8 @@ class Cell:
         """Replace the failed instance with a fresh one behind the same ref and mailbox.
 
         Called by the supervisor. The new instance is built in the calling thread and runs in
-        the failed one's thread when that is still waiting (see ``_park``), else in a new one.
+        the failed one's thread when that is still waiting (see ``_park``), else in a new one
+        (or in its dispatcher's turns).
         If building it raises, that counts as a new failure and goes back to the supervisor.
         """
         with self._lock:
@@ -327,9 +351,13 @@ class Cell:
             self._handoff.put(None)  # the waiting thread ends
         _registry.unregister(self)
         self.drain()
-        thread = self.thread
-        running = thread is not None and thread.is_alive() and not parked
-        if running and thread is not threading.current_thread():
+        if self.dispatcher is not None:
+            running = self._active is not None and current_cell() is not self
+        else:
+            thread = self.thread
+            running = thread is not None and thread.is_alive() and not parked
+            running = running and thread is not threading.current_thread()
+        if running:
             self.mailbox.put_control(envelope(HALT))  # end the loop of a still running instance
         watchers, self.watchers = self.watchers, []
         note = Terminated(self.ref, reason)
@@ -442,7 +470,7 @@ class Cell:
             self._fail(instance, exc, None)
             return
         try:
-            self._loop(instance)
+            self._loop(instance, iter(self.mailbox.get, None))  # get blocks, never gives None
         except BaseException as exc:  # the loop itself broke: the actor's thread is dying
             self._fail(instance, exc, None)
 
@@ -463,21 +491,92 @@ class Cell:
             self._parked = True
         return handoff.get()
 
-    def _loop(self, instance: Instance) -> None:
-        get = self.mailbox.get
+    # -- turns on a dispatcher (a cell with no thread of its own) ---------------------------
+
+    def _wake(self) -> None:
+        """A message arrived: queue a turn unless one is queued or running already."""
+        if self.scheduled:
+            return
+        with self._sched_lock:
+            if self.scheduled:
+                return
+            self.scheduled = True
+        dispatcher = self.dispatcher
+        assert dispatcher is not None
+        try:
+            dispatcher.submit(self._turn)
+        except LlmosError:
+            with self._sched_lock:
+                self.scheduled = False
+            raise
+
+    def _take_turn(self, budget: int) -> None:
+        """One turn in a dispatcher thread: handle up to ``budget`` messages, then yield."""
+        set_current_cell(self)
+        try:
+            self._turn_of(self._active, budget)
+        finally:
+            set_current_cell(None)
+            with self._sched_lock:
+                self.scheduled = False
+            # Anything that came in since the turn stopped looking (a message, a restart)
+            # found the turn still scheduled and queued none: queue one now.
+            waiting = not self.mailbox.empty()
+            if self._active is not None and (waiting or self._starting is not None):
+                self._wake()
+            elif waiting and self.stopped:
+                self._wake()  # its turn drains them
+
+    def _turn_of(self, instance: Instance | None, budget: int) -> None:
+        if instance is None:  # failed and waiting for its supervisor, or stopped for good
+            if self.stopped:
+                self.drain()
+            return
+        starting, self._starting = self._starting, None
+        try:
+            if starting is not None:
+                if starting:
+                    state, self.carried_state = self.carried_state, None
+                    instance.post_restart(self.last_error, state)
+                else:
+                    instance.on_start()
+            items = itertools.islice(iter(self.mailbox.get_nowait, None), budget)
+            if self._loop(instance, items):
+                return  # the turn is over; the instance goes on
+        except BaseException as exc:  # a hook, or the loop itself, broke: the instance fails
+            if self._active is instance:
+                self._active = None
+            self._fail(instance, exc, None)
+            return
+        if self._active is instance:  # it halted, stopped or failed (unless already replaced)
+            self._active = None
+
+    def serving(self) -> bool:
+        """True while an instance runs and something runs its messages: its own live thread,
+        or (with a dispatcher) a live dispatcher. A cell ``running`` but not serving would be
+        a zombie; the failure contract never leaves one."""
+        if self.dispatcher is not None:
+            return self._active is not None and self.dispatcher.alive()
+        thread = self.thread
+        return thread is not None and thread.is_alive()
+
+    # -- the loop (an own thread's, or one turn's) -------------------------------------------
+
+    def _loop(self, instance: Instance, items: Iterator[Envelope]) -> bool:
+        """Handle the envelopes ``items`` yields; True when they ran out (a turn's end), False
+        when the instance ended (it halted, stopped or failed)."""
         dispatch = instance.actor_dispatch
         monotonic = _monotonic
-        while True:
-            item = get()
+        for item in items:
             msg, reply, sent_at, trace = item
             if msg is HALT:
                 # A marker of request_restart always sits before any HALT queued after it.
                 if self.wakes:
                     if self._halt(instance):
-                        return
+                        return False
                     continue  # stale marker (a failure or a stop came first): its HALT follows
                 self._stop_instance(instance)
-                return
+                return False
             if reply is not None and monotonic() > reply.deadline:  # reply.expired(), inline
                 reply.expire()
                 record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
@@ -510,7 +609,7 @@ class Cell:
                     self._fail(instance, exc, None)
                 else:
                     self._fail(instance, exc, item)
-                return
+                return False
             end = monotonic()  # one clock for both: busy time, and latency since it was sent
             self.in_flight = 0
             self.processed += 1
@@ -525,6 +624,7 @@ class Cell:
                 self._unhandled(msg, reply)
             elif reply is not None and self.current_reply is not None:
                 reply.set_result(result)  # unless the handler took it over (actor_defer_reply)
+        return True
 
     def _account(self, sent_at: float, start: float) -> None:
         end = _monotonic()

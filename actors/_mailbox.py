@@ -59,6 +59,8 @@ class Mailbox:
     """
 
     __slots__ = (
+        "_notify",
+        "_put",
         "_queue",
         "_room",
         "capacity",
@@ -86,6 +88,8 @@ class Mailbox:
         # unbounded mailbox it is the queue's own put (in C): the local tell and ask, the
         # hottest paths, then cost no Python-level call.
         self.put: Callable[..., None] = self._queue.put if capacity is None else self._put_bounded
+        self._put = self.put
+        self._notify: Callable[[], None] | None = None
         # ``get(block=True, timeout=None)``: take the next envelope, waiting for one (raises
         # queue.Empty after ``timeout``); the queue's own get (in C) for an unbounded mailbox, so
         # the actor's loop, too, makes no Python-level call per message.
@@ -113,9 +117,28 @@ class Mailbox:
             )
         self._queue.put(envelope)
 
+    def notify_on_put(self, notify: Callable[[], None]) -> None:
+        """Call ``notify()`` after every envelope queued from now on (``put`` and
+        ``put_control``), in the sender's thread.
+
+        How a cell with no thread of its own (run by a :class:`~llmos.actors.Dispatcher`)
+        learns that it has work. ``notify`` must be quick and must not raise.
+        """
+        self._notify = notify
+        self.put = self._put_notify
+
+    def _put_notify(self, envelope: Envelope, timeout: float | None = None) -> None:
+        self._put(envelope, timeout=timeout)
+        notify = self._notify
+        assert notify is not None
+        notify()
+
     def put_control(self, envelope: Envelope) -> None:
         """Queue a control envelope (HALT); never refused, never counted against capacity."""
         self._queue.put(envelope)
+        notify = self._notify
+        if notify is not None:
+            notify()
 
     def _get_bounded(self, block: bool = True, timeout: float | None = None) -> Envelope:
         """Take the next envelope, waiting for one, and give its room back."""

@@ -6,7 +6,12 @@ a noisy machine hits all alike; the figures are min / median / max of the per-bl
 - tell throughput until every tell was handled, to one actor and spread round robin over 1, 10,
   100 and 1,000 actors, as a ratio to stock pykka and to the physical limit: a bare
   ``queue.SimpleQueue`` producer/consumer thread pair calling a trivial function per message;
-- ask round trip, as a ratio to stock pykka;
+  for llmos actors that own a thread (the default) and for actors run in turns by a
+  ``Dispatcher`` (``Dispatcher.shared()``'s settings: 4 threads, turns of 64); and, for the
+  actors that own a thread, as a ratio to the same bare pair with one consumer thread per
+  actor (what any design with a thread per actor, pykka's included, is bounded by);
+- ask round trip, as a ratio to stock pykka and to a bare round trip (a SimpleQueue to a
+  thread that releases the asker's lock: the two thread wake-ups an ask cannot avoid);
 - 1,000 concurrent ``ask_async`` from one event loop, as a ratio to a minimal bridge (one thread
   reading a SimpleQueue and answering through ``call_soon_threadsafe``);
 - the cost of the wire check (``check_message``) a local tell pays, per message.
@@ -44,7 +49,7 @@ import pykka
 from _contenders import Contender, not_compared, start_contenders
 
 import llmos.actors as actors
-from llmos.actors import Actor, handler, message
+from llmos.actors import Actor, Dispatcher, handler, message
 from llmos.actors.lowlevel import check_message
 
 SPREADS = (1, 10, 100, 1000)
@@ -67,6 +72,13 @@ class LlmosCounter(Actor):
 
     def on_receive(self, message: Any) -> Any:
         return self.count
+
+
+POOL = Dispatcher(threads=4, batch=64, name="bench-pool")  # Dispatcher.shared()'s settings
+
+
+class PooledCounter(LlmosCounter):
+    actor_dispatcher = POOL
 
 
 class PykkaCounter(pykka.ThreadingActor):
@@ -111,6 +123,29 @@ class Limit:
         done = threading.Event()
         self.queue.put(done)
         done.wait()
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+
+class BareAsk:
+    """The floor of an ask round trip: a SimpleQueue to a thread that releases the asker's lock."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while (item := self.queue.get()) is not None:
+            item[1].release()
+
+    def ask(self, msg: Any) -> None:
+        done = threading.Lock()
+        done.acquire()
+        self.queue.put((msg, done))
+        done.acquire()
 
     def close(self) -> None:
         self.queue.put(None)
@@ -209,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
 
     limit = Limit()
+    bare = BareAsk()
     bridge = Bridge()
     loop = asyncio.new_event_loop()
     groups: dict[int, dict[str, tuple[list[Any], list[Any], list[Any]]]] = {}
@@ -219,9 +255,12 @@ def main(argv: list[str] | None = None) -> int:
             # Started first: Ray's processes are up (and idle) through every block alike.
             contenders, skipped = start_contenders()
         for width in SPREADS:
+            limits = [Limit() for _ in range(width)]
             groups[width] = {
                 "llmos": spread(LlmosCounter, width, True),
+                "pooled": spread(PooledCounter, width, True),
                 "pykka": spread(PykkaCounter, width, False),
+                "threads": (limits, [x.tell for x in limits], [x.sync for x in limits]),
             }
         one_llmos, one_pykka = groups[1]["llmos"][0][0], groups[1]["pykka"][0][0]
 
@@ -238,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                 tell_rate(tells, syncs, 2000)
         ask_latency(llmos_ask, 200)
         ask_latency(pykka_ask, 200)
+        ask_latency(bare.ask, 200)
         for contender in contenders:
             contender.tell_rate(2000)
             contender.ask_latency(200)
@@ -246,7 +286,11 @@ def main(argv: list[str] | None = None) -> int:
 
         vs_pykka: dict[int, list[float]] = {w: [] for w in SPREADS}
         vs_limit: dict[int, list[float]] = {w: [] for w in SPREADS}
+        pooled_vs_pykka: dict[int, list[float]] = {w: [] for w in SPREADS}
+        pooled_vs_limit: dict[int, list[float]] = {w: [] for w in SPREADS}
+        vs_threads: dict[int, list[float]] = {w: [] for w in SPREADS}
         asks: list[float] = []
+        asks_vs_bare: list[float] = []
         bridged: list[float] = []
         named = {c.name: c for c in contenders}
         tells_vs = {c.name: list[float]() for c in contenders}
@@ -254,13 +298,15 @@ def main(argv: list[str] | None = None) -> int:
         ask_of = {
             "llmos": lambda n: ask_latency(llmos_ask, n),
             "pykka": lambda n: ask_latency(pykka_ask, n),
+            "bare": lambda n: ask_latency(bare.ask, n),
         } | {c.name: c.ask_latency for c in contenders}
         for block in range(args.blocks):
             flip = block % 2 == 1
             rates: dict[str, float] = {}
             rates["limit"] = tell_rate([limit.tell], [limit.sync], args.tells)
             for width in SPREADS:
-                order = ["llmos", "pykka"] + (list(named) if width == 1 else [])
+                order = ["llmos", "pooled", "pykka", "threads"]
+                order += list(named) if width == 1 else []
                 for who in reversed(order) if flip else order:
                     if who in named:
                         rates[who] = named[who].tell_rate(args.tells)
@@ -269,6 +315,9 @@ def main(argv: list[str] | None = None) -> int:
                     rates[f"{who}{width}"] = tell_rate(tells, syncs, args.tells)
                 vs_pykka[width].append(rates[f"llmos{width}"] / rates[f"pykka{width}"])
                 vs_limit[width].append(rates[f"llmos{width}"] / rates["limit"])
+                pooled_vs_pykka[width].append(rates[f"pooled{width}"] / rates[f"pykka{width}"])
+                pooled_vs_limit[width].append(rates[f"pooled{width}"] / rates["limit"])
+                vs_threads[width].append(rates[f"llmos{width}"] / rates[f"threads{width}"])
             order = list(ask_of)
             latency = {who: ask_of[who](args.asks) for who in (reversed(order) if flip else order)}
             la, pa = latency["llmos"], latency["pykka"]
@@ -279,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
                 a = loop.run_until_complete(llmos_async_asks(one_llmos, args.concurrent))
                 b = loop.run_until_complete(bridge.asks(args.concurrent))
             asks.append(la / pa)
+            asks_vs_bare.append(la / latency["bare"])
             for name in named:
                 tells_vs[name].append(rates["llmos1"] / rates[name])
                 asks_vs[name].append(la / latency[name])
@@ -286,9 +336,14 @@ def main(argv: list[str] | None = None) -> int:
             print(
                 f"block {block}: limit {rates['limit']:>10,.0f}/s  llmos "
                 + " ".join(f"{w}:{rates[f'llmos{w}']:,.0f}" for w in SPREADS)
+                + "  pooled "
+                + " ".join(f"{w}:{rates[f'pooled{w}']:,.0f}" for w in SPREADS)
                 + "  pykka "
                 + " ".join(f"{w}:{rates[f'pykka{w}']:,.0f}" for w in SPREADS)
-                + f"  ask {la * 1e6:.1f}/{pa * 1e6:.1f} µs  async {a * 1e3:.1f}/{b * 1e3:.1f} ms"
+                + "  bare threads "
+                + " ".join(f"{w}:{rates[f'threads{w}']:,.0f}" for w in SPREADS)
+                + f"\n         ask llmos/pykka/bare {la * 1e6:.1f}/{pa * 1e6:.1f}/"
+                + f"{latency['bare'] * 1e6:.1f} µs  async {a * 1e3:.1f}/{b * 1e3:.1f} ms"
             )
             if named:
                 print(
@@ -306,8 +361,12 @@ def main(argv: list[str] | None = None) -> int:
         print("per-block ratios (min / median / max):")
         for width in SPREADS:
             summary(f"tell e2e over {width} actor(s), llmos/pykka", vs_pykka[width], ">= 2.5")
+            summary("  same, pooled llmos/pykka", pooled_vs_pykka[width], ">= 2.5")
             summary(f"tell e2e over {width} actor(s), llmos/limit", vs_limit[width], ">= 0.5")
+            summary("  same, pooled llmos/limit", pooled_vs_limit[width], ">= 0.5")
+            summary(f"  llmos/{width} bare consumer thread(s)", vs_threads[width])
         summary("ask round trip, llmos/pykka", asks, "<= 0.8")
+        summary("ask round trip, llmos/bare (time)", asks_vs_bare)
         summary(f"{args.concurrent} concurrent ask_async, llmos/bridge", bridged, "<= 1.5")
         print(f"  wire check of a local tell (check_message): {per_check:.0f} ns per message")
         for name in named:
@@ -323,8 +382,13 @@ def main(argv: list[str] | None = None) -> int:
                 closing.callback(contender.close)
             loop.close()
             bridge.close()
+            bare.close()
             limit.close()
+            for group in groups.values():
+                for x in group["threads"][0]:
+                    closing.callback(x.close)
             actors.stop_all()
+            POOL.close()
             pykka.ActorRegistry.stop_all()
     return 0
 

@@ -198,6 +198,7 @@ class Supervisor(Actor):
             class_name=cls.__name__,
             supervisor=self,
             ask_errors_fail=spec.restart_on_ask_error,
+            dispatcher=cls.actor_dispatcher,
         )
         window = self._sup_restarts.child_window()
         rec = ChildRecord(spec.named(cell.name), cell, window, initial)

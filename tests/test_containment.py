@@ -5,7 +5,8 @@ Each hook an actor's author writes (constructor on start and on restart, ``on_st
 BaseException that is not an ordinary Exception. In every case: the supervisor hears of it,
 a pending ask settles at once (answered by the restarted instance, or failed with a typed
 error), no actor is left ``running`` without a thread, the kernel and a bystander still
-answer, and ``stop_all()`` returns within its bound.
+answer, and ``stop_all()`` returns within its bound. Every case runs twice: with actors that own
+a thread, and with actors run in turns by a :class:`~llmos.actors.Dispatcher`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ import pytest
 from test_kernel_support import Add, Get, RecordingSupervisor, Worker
 
 import llmos.actors as actors
-from llmos.actors import Actor, ActorDeadError, ActorError, LlmosError, handler, message
+from llmos.actors import (
+    Actor,
+    ActorDeadError,
+    ActorError,
+    Dispatcher,
+    LlmosError,
+    handler,
+    message,
+)
 from llmos.actors._registry import live_cells
 from llmos.actors.lowlevel import Cell
 from llmos.kernel import NodeStatus, kernel
@@ -101,13 +110,31 @@ class Hooked(Actor):
         return "pong"
 
 
+POOL = Dispatcher(threads=2, name="ctest-pool")  # shared by every case; its threads never end
+
+
+class PooledHooked(Hooked):
+    actor_dispatcher = POOL
+
+
+class PooledWorker(Worker):
+    actor_dispatcher = POOL
+
+
+MODES = {"thread": (Hooked, Worker), "pooled": (PooledHooked, PooledWorker)}
+
+
 def no_zombie() -> None:
-    """No actor is left ``running`` (or stopping) with no live thread behind it."""
+    """No actor is left ``running`` (or stopping) with nothing to run it: no live thread of its
+    own, or no live dispatcher and instance for its turns."""
     for cell in live_cells():
         assert isinstance(cell, Cell)
         if cell.state in ("running", "stopping"):
-            thread = cell.thread
-            assert thread is not None and thread.is_alive(), f"{cell!r} has no thread"
+            assert cell.serving(), f"{cell!r} has nothing running it"
+            if cell.dispatcher is None:
+                thread = cell.thread
+                assert thread is not None and thread.is_alive(), f"{cell!r} has no thread"
+    assert POOL.alive()
 
 
 def settle(ask: Any) -> Any:
@@ -138,23 +165,26 @@ def wait_removed(sup: Any, name: str) -> None:
         threading.Event().wait(0.01)
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
 @pytest.mark.parametrize("hook", HOOKS)
 def test_a_base_exception_from_any_hook_fails_only_its_actor(
-    hook: str, kind: type[BaseException]
+    hook: str, kind: type[BaseException], mode: str
 ) -> None:
+    hooked, worker = MODES[mode]
     k = kernel()
-    sup_name = f"sup-{hook}-{kind.__name__}"
+    case = f"{hook}-{kind.__name__}-{mode}"
+    sup_name = f"sup-{case}"
     sup_ref = k.spawn(RecordingSupervisor, name=sup_name, escalate=False, backoff=None)
-    bystander = k.spawn(Worker, name=f"bystander-{hook}-{kind.__name__}", supervisor=sup_ref)
-    name = f"hooked-{hook}-{kind.__name__}"
+    bystander = k.spawn(worker, name=f"bystander-{case}", supervisor=sup_ref)
+    name = f"hooked-{case}"
     Hooked.PLAN[name] = (hook, kind)
     if hook == "init_start":
         with pytest.raises(ActorError) as info:
-            k.spawn(Hooked, name, name=name, supervisor=sup_ref)
+            k.spawn(hooked, name, name=name, supervisor=sup_ref)
         assert isinstance(info.value.__cause__, kind)
     else:
-        ref = k.spawn(Hooked, name, name=name, supervisor=sup_ref)
+        ref = k.spawn(hooked, name, name=name, supervisor=sup_ref)
         if hook == "on_stop":
             assert ref.stop(timeout=WAIT)
             from llmos.kernel import supervisor_of
@@ -178,21 +208,24 @@ def test_a_base_exception_from_any_hook_fails_only_its_actor(
     assert not actors.running()
 
 
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.__name__)
 @pytest.mark.parametrize("hook", ["init_start", "on_start", "on_stop", "on_failure", "handler"])
 def test_an_unsupervised_actor_stops_for_good_and_fails_its_pending_asks(
-    hook: str, kind: type[BaseException]
+    hook: str, kind: type[BaseException], mode: str
 ) -> None:
-    bystander = Worker.start(name=f"lone-bystander-{hook}-{kind.__name__}")
-    name = f"lone-{hook}-{kind.__name__}"
+    hooked, worker = MODES[mode]
+    case = f"{hook}-{kind.__name__}-{mode}"
+    bystander = worker.start(name=f"lone-bystander-{case}")
+    name = f"lone-{case}"
     Hooked.PLAN[name] = (hook, kind)
     if hook == "init_start":
         with pytest.raises(ActorError) as info:
-            Hooked.start(name, name=name)
+            hooked.start(name, name=name)
         assert isinstance(info.value.__cause__, kind)
-        assert Hooked.start(name, name=name).ask(Ping(), timeout=WAIT).get() == "pong"
+        assert hooked.start(name, name=name).ask(Ping(), timeout=WAIT).get() == "pong"
     else:
-        ref = Hooked.start(name, name=name)
+        ref = hooked.start(name, name=name)
         if hook == "on_stop":
             assert ref.stop(timeout=WAIT)
         else:
