@@ -13,7 +13,8 @@ a noisy machine hits all alike; the figures are min / median / max of the per-bl
 - ask round trip, as a ratio to stock pykka and to a bare round trip (a SimpleQueue to a
   thread that releases the asker's lock: the two thread wake-ups an ask cannot avoid);
 - 1,000 concurrent ``ask_async`` from one event loop, as a ratio to a minimal bridge (one thread
-  reading a SimpleQueue and answering through ``call_soon_threadsafe``);
+  reading a SimpleQueue and answering through ``call_soon_threadsafe``), and to the same bridge
+  with each ask behind a coroutine (the Task gather makes for each);
 - the cost of the wire check (``check_message``) a local tell pays, per message.
 
 Targets (issue 14): tells >= 2.5x pykka and >= 50% of the limit; asks <= 0.8x pykka;
@@ -209,6 +210,21 @@ class Bridge:
         await asyncio.gather(*futures)
         return time.perf_counter() - start
 
+    async def coroutine_asks(self, n: int) -> float:
+        """The same, each ask behind a coroutine (as ``ask_async`` is): gather wraps each in a
+        Task, the cost any ``async def`` ask pays over a bare future."""
+        loop = asyncio.get_running_loop()
+        msg = Ping(1)
+
+        async def one() -> Any:
+            future = loop.create_future()
+            self.queue.put((future, msg))
+            return await future
+
+        start = time.perf_counter()
+        await asyncio.gather(*(one() for _ in range(n)))
+        return time.perf_counter() - start
+
     def close(self) -> None:
         self.queue.put(None)
         self.thread.join()
@@ -283,6 +299,7 @@ def main(argv: list[str] | None = None) -> int:
             contender.ask_latency(200)
         loop.run_until_complete(llmos_async_asks(one_llmos, 100))
         loop.run_until_complete(bridge.asks(100))
+        loop.run_until_complete(bridge.coroutine_asks(100))
 
         vs_pykka: dict[int, list[float]] = {w: [] for w in SPREADS}
         vs_limit: dict[int, list[float]] = {w: [] for w in SPREADS}
@@ -292,6 +309,7 @@ def main(argv: list[str] | None = None) -> int:
         asks: list[float] = []
         asks_vs_bare: list[float] = []
         bridged: list[float] = []
+        bridged_coroutines: list[float] = []
         named = {c.name: c for c in contenders}
         tells_vs = {c.name: list[float]() for c in contenders}
         asks_vs = {c.name: list[float]() for c in contenders}
@@ -321,18 +339,24 @@ def main(argv: list[str] | None = None) -> int:
             order = list(ask_of)
             latency = {who: ask_of[who](args.asks) for who in (reversed(order) if flip else order)}
             la, pa = latency["llmos"], latency["pykka"]
-            if flip:
-                b = loop.run_until_complete(bridge.asks(args.concurrent))
-                a = loop.run_until_complete(llmos_async_asks(one_llmos, args.concurrent))
-            else:
-                a = loop.run_until_complete(llmos_async_asks(one_llmos, args.concurrent))
-                b = loop.run_until_complete(bridge.asks(args.concurrent))
+            async_of = {
+                "llmos": lambda: llmos_async_asks(one_llmos, args.concurrent),
+                "bridge": lambda: bridge.asks(args.concurrent),
+                "coroutines": lambda: bridge.coroutine_asks(args.concurrent),
+            }
+            order = list(async_of)
+            took = {
+                who: loop.run_until_complete(async_of[who]())
+                for who in (reversed(order) if flip else order)
+            }
+            a, b = took["llmos"], took["bridge"]
             asks.append(la / pa)
             asks_vs_bare.append(la / latency["bare"])
             for name in named:
                 tells_vs[name].append(rates["llmos1"] / rates[name])
                 asks_vs[name].append(la / latency[name])
             bridged.append(a / b)
+            bridged_coroutines.append(a / took["coroutines"])
             print(
                 f"block {block}: limit {rates['limit']:>10,.0f}/s  llmos "
                 + " ".join(f"{w}:{rates[f'llmos{w}']:,.0f}" for w in SPREADS)
@@ -343,7 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                 + "  bare threads "
                 + " ".join(f"{w}:{rates[f'threads{w}']:,.0f}" for w in SPREADS)
                 + f"\n         ask llmos/pykka/bare {la * 1e6:.1f}/{pa * 1e6:.1f}/"
-                + f"{latency['bare'] * 1e6:.1f} µs  async {a * 1e3:.1f}/{b * 1e3:.1f} ms"
+                + f"{latency['bare'] * 1e6:.1f} µs  async llmos/bridge/coroutines {a * 1e3:.1f}/"
+                + f"{b * 1e3:.1f}/{took['coroutines'] * 1e3:.1f} ms"
             )
             if named:
                 print(
@@ -368,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         summary("ask round trip, llmos/pykka", asks, "<= 0.8")
         summary("ask round trip, llmos/bare (time)", asks_vs_bare)
         summary(f"{args.concurrent} concurrent ask_async, llmos/bridge", bridged, "<= 1.5")
+        summary("  same, llmos/bridge behind coroutines", bridged_coroutines)
         print(f"  wire check of a local tell (check_message): {per_check:.0f} ns per message")
         for name in named:
             summary(f"tell e2e to 1 actor, llmos/{name} (rate)", tells_vs[name])
