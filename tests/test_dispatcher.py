@@ -279,3 +279,33 @@ def test_bad_settings_and_a_closed_dispatcher_are_refused() -> None:
     with pytest.raises(LlmosError, match="closed"):
         pooled(Recorder, dispatcher).start()
     assert Dispatcher.shared() is Dispatcher.shared()
+
+
+def test_a_dialogue_of_chat_agents_runs_on_a_dispatcher(pool: Dispatcher) -> None:
+    from llmos.agents import ChatAgent, Dialogue, MaxTurns, run_chat
+    from llmos.models import FakeModel
+
+    class PooledAgent(ChatAgent):
+        actor_dispatcher = pool
+
+    class PooledDialogue(Dialogue):
+        actor_dispatcher = pool
+
+    fake = FakeModel.start(lambda messages: f"point {len(messages)}", name="dtest-fake")
+    ann = PooledAgent.start(fake, "You are Ann.", name="dtest-ann")
+    bob = PooledAgent.start(fake, "You are Bob.", name="dtest-bob")
+    before = {t.name for t in threading.enumerate()}
+    start = time.monotonic()
+    result = run_chat(
+        [ann, bob],
+        "Tea?",
+        chat_class=PooledDialogue,
+        termination=MaxTurns(20),
+        printer=None,
+        timeout=30,
+    )
+    assert len(result.utterances) == 20
+    assert [u.speaker for u in result.utterances[:4]] == ["dtest-ann", "dtest-bob"] * 2
+    assert time.monotonic() - start < 10.0
+    started = {t.name for t in threading.enumerate()} - before
+    assert all(not name.startswith("llmos:") for name in started), started
