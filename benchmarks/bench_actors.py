@@ -94,14 +94,28 @@ class PykkaCounter(pykka.ThreadingActor):
         return self.count
 
 
-class Limit:
-    """The physical limit: one consumer thread taking from a SimpleQueue, one call each."""
+class QueueThread:
+    """A thread serving a SimpleQueue (``_run``) until ``close`` puts None: the baselines."""
 
     def __init__(self) -> None:
         self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.count = 0
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.queue.put(None)
+        self.thread.join()
+
+
+class Limit(QueueThread):
+    """The physical limit: one consumer thread taking from a SimpleQueue, one call each."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        super().__init__()
 
     def _handle(self, msg: Any) -> None:
         self.count += 1
@@ -125,18 +139,9 @@ class Limit:
         self.queue.put(done)
         done.wait()
 
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
 
-
-class BareAsk:
+class BareAsk(QueueThread):
     """The floor of an ask round trip: a SimpleQueue to a thread that releases the asker's lock."""
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
@@ -147,10 +152,6 @@ class BareAsk:
         done.acquire()
         self.queue.put((msg, done))
         done.acquire()
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
 
 
 def tell_rate(tells: list[Callable[[Any], None]], syncs: list[Callable[[], None]], n: int) -> float:
@@ -185,13 +186,8 @@ async def llmos_async_asks(ref: actors.LocalRef, n: int) -> float:
     return time.perf_counter() - start
 
 
-class Bridge:
+class Bridge(QueueThread):
     """The minimal thread-to-asyncio bridge: a thread answering through call_soon_threadsafe."""
-
-    def __init__(self) -> None:
-        self.queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
 
     def _run(self) -> None:
         while (item := self.queue.get()) is not None:
@@ -224,10 +220,6 @@ class Bridge:
         start = time.perf_counter()
         await asyncio.gather(*(one() for _ in range(n)))
         return time.perf_counter() - start
-
-    def close(self) -> None:
-        self.queue.put(None)
-        self.thread.join()
 
 
 def spread(cls: type[Any], width: int, llmos: bool) -> tuple[list[Any], list[Any], list[Any]]:
