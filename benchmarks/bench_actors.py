@@ -29,7 +29,10 @@ all were handled and ask round trip, as llmos/contender ratios (of throughput fo
 time for asks). They are optional because a
 Ray tell or ask costs about a millisecond, which makes the run minutes longer.
 
-Run: ``python benchmarks/bench_actors.py [--blocks 7] [--tells 20000] [--asks 2000] [--contenders]``
+``--hog`` runs it all beside a process that keeps one CPU busy (the machine under load).
+
+Run: ``python benchmarks/bench_actors.py [--blocks 7] [--tells 20000] [--asks 2000] [--contenders]
+[--hog]``
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ import contextlib
 import os
 import queue
 import statistics
+import subprocess
+import sys
 import threading
 import time
 import timeit
@@ -248,8 +253,10 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also compare Thespian, a Ray actor and autogen-core, where installed",
     )
+    parser.add_argument("--hog", action="store_true", help="beside a process busy on one CPU")
     args = parser.parse_args(argv)
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.hog else None
 
     limit = Limit()
     bare = BareAsk()
@@ -374,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
         check_ns = min(timeit.repeat(lambda: check_message(Ping(1)), number=20_000, repeat=5))
         base_ns = min(timeit.repeat(lambda: Ping(1), number=20_000, repeat=5))
         per_check = (check_ns - base_ns) / 20_000 * 1e9
-        print(f"load average at end: {os.getloadavg()}")
+        print(f"load average at end: {os.getloadavg()}{'  (with a CPU hog)' if hog else ''}")
         print("per-block ratios (min / median / max):")
         for width in SPREADS:
             summary(f"tell e2e over {width} actor(s), llmos/pykka", vs_pykka[width], ">= 2.5")
@@ -408,6 +415,9 @@ def main(argv: list[str] | None = None) -> int:
             actors.stop_all()
             POOL.close()
             pykka.ActorRegistry.stop_all()
+            if hog is not None:
+                hog.kill()
+                hog.wait()
     return 0
 
 
