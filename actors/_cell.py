@@ -510,22 +510,33 @@ class Cell:
                 self.scheduled = False
             raise
 
-    def _take_turn(self, budget: int) -> None:
-        """One turn in a dispatcher thread: handle up to ``budget`` messages, then yield."""
+    def _take_turn(self, budget: int) -> bool:
+        """One turn in a dispatcher thread: handle up to ``budget`` messages, then yield.
+
+        Returns True when there is more to do: the cell stays scheduled and the dispatcher
+        runs its next turn (at once, or after the other ready actors' turns).
+        """
+        more = False
         set_current_cell(self)
         try:
             self._turn_of(self._active, budget)
+            more = self._has_work()
         finally:
             set_current_cell(None)
-            with self._sched_lock:
-                self.scheduled = False
-            # Anything that came in since the turn stopped looking (a message, a restart)
-            # found the turn still scheduled and queued none: queue one now.
-            waiting = not self.mailbox.empty()
-            if self._active is not None and (waiting or self._starting is not None):
-                self._wake()
-            elif waiting and self.stopped:
-                self._wake()  # its turn drains them
+            if not more:
+                with self._sched_lock:
+                    self.scheduled = False
+                # Anything that came in since the turn last looked (a message, a restart)
+                # found the turn still scheduled and queued none: queue one now.
+                if self._has_work():
+                    self._wake()
+        return more
+
+    def _has_work(self) -> bool:
+        waiting = not self.mailbox.empty()
+        if self._active is not None:
+            return waiting or self._starting is not None
+        return waiting and self.stopped  # a turn drains them
 
     def _turn_of(self, instance: Instance | None, budget: int) -> None:
         if instance is None:  # failed and waiting for its supervisor, or stopped for good

@@ -28,8 +28,9 @@ __all__ = ["Dispatcher"]
 
 log = logging.getLogger("llmos.actors")
 
-Job = Callable[[int], None]
-"""One turn of a ready actor: called with the most messages it may handle in this turn."""
+Job = Callable[[int], bool]
+"""One turn of a ready actor: called with the most messages it may handle in this turn;
+True when the actor has more to do (it then stays ready: another turn follows)."""
 
 
 class Dispatcher:
@@ -93,10 +94,14 @@ class Dispatcher:
                 self._workers.append(worker)
 
     def _work(self) -> None:
-        take, batch = self._ready.get, self.batch
+        ready = self._ready
+        take, batch = ready.get, self.batch
         while (job := take()) is not None:
             try:
-                job(batch)
+                while job(batch):  # more to do: go on unless other actors wait for a turn
+                    if not ready.empty():
+                        ready.put(job)
+                        break
             except BaseException as exc:  # a turn contains its actor's errors: never lose a thread
                 log.error("a turn on %s raised; the thread goes on", self.name, exc_info=exc)
 
