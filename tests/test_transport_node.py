@@ -444,6 +444,30 @@ def test_a_peer_that_does_not_read_gives_peer_busy_never_silent_loss() -> None:
         sink.close(0)
 
 
+def test_a_burst_of_large_tells_is_held_back_by_the_bytes_queued() -> None:
+    # Not only by the item count: at the default max_outbox (65,536 items) these tells would
+    # queue 4 GiB before their sender waited.
+    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+    sink = ctx.socket(zmq.ROUTER)  # accepts the connection, never reads
+    sink.linger = 0
+    sink.rcvhwm = 1
+    port = sink.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with Node(heartbeat=30, send_timeout=0.2) as a:
+            ref = a.ref(f"sink@tcp://127.0.0.1:{port}")
+            blob = b"x" * 64 * 1024
+            sent = 0
+            with pytest.raises(PeerBusy, match="bytes of large payloads"):
+                while sent < 5000:
+                    ref.tell(blob)
+                    sent += 1
+            # The outbox's bytes, libzmq's pipe (HWM frames) and the kernel's buffers: a few
+            # tens of MiB at most.
+            assert sent < 1000
+    finally:
+        sink.close(0)
+
+
 # -- binding policy and CURVE -------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from llmos.actors import ActorRef, LlmosError, MessageError, Terminated
 from llmos.actors.lowlevel import record_dead_letter
 from llmos.transport._errors import FrameError, NodeUnreachable
 from llmos.transport._frames import (
+    DETACH,
     FAIL,
     NOTICE,
     PONG,
@@ -114,10 +115,16 @@ class Client:
         """The peer is down: queued tells go to dead letters (their asks were failed)."""
         outbox = peer.outbox
         peer.stalled = None
+        taken = 0
         while outbox:
             item = outbox.popleft()
+            length = len(item[5] if len(item) >= 6 else item[2])
+            if length >= DETACH:
+                taken += length
             if item[0] == TELL:
                 self.undelivered(peer, item[1], item[2], "node unreachable")
+        if taken:
+            peer.count_bytes(-taken)
         peer.room.set()
 
     def fail_doomed(self, peer: Peer, now: float) -> None:

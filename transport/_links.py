@@ -23,7 +23,15 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from llmos.transport._errors import AuthError, NodeUnreachable, TransportError
-from llmos.transport._frames import PING, TELL, Limits, Payload, pack_frame, pack_message
+from llmos.transport._frames import (
+    DETACH,
+    PING,
+    TELL,
+    Limits,
+    Payload,
+    pack_frame,
+    pack_message,
+)
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, idle
 from llmos.transport._security import KeyPair
@@ -107,7 +115,10 @@ class Links:
     # -- any thread -------------------------------------------------------------------------
 
     def post(self, peer: Peer, item: list[Any]) -> None:
-        """Queue an item for a peer (the caller checked back-pressure)."""
+        """Queue an item for a peer (the caller checked back-pressure, ``Peer.full``)."""
+        size = len(item[5] if len(item) >= 6 else item[2])
+        if size >= DETACH:
+            peer.count_bytes(size)  # before the item is there to be taken off
         peer.outbox.append(item)
         if not peer.queued:
             peer.queued = True
@@ -262,16 +273,20 @@ class Links:
         limits = self.limits
         pending = peer.pending
         budget = min(limits.max_frame // 2, BATCH_BYTES)
+        taken = 0  # bytes of large payloads taken from the outbox
         while outbox:
             items: list[list[Any]] = []
             size = 0
             while outbox and len(items) < limits.max_items and size < budget:
                 item = outbox.popleft()
+                length = len(item[5] if len(item) >= 6 else item[2])
+                if length >= DETACH:
+                    taken += length
                 if item[0] != TELL and item[0] != PING and len(item) == 7:
                     reply = pending.get(item[1])
                     if reply is None or reply.done():
                         continue  # timed out or failed while queued: do not send it
-                size += len(item[5] if len(item) >= 6 else item[2]) + 48
+                size += length + 48
                 items.append(item)
             if not items:
                 break
@@ -281,7 +296,9 @@ class Links:
                 peer.stalled = parts  # resent when the socket has room again
                 self.io.modify(peer.socket, POLLIN | POLLOUT)
                 break
-        if not peer.room.is_set() and len(outbox) < self.max_outbox:
+        if taken:
+            peer.count_bytes(-taken)
+        if not peer.room.is_set() and not peer.full(self.max_outbox):
             peer.room.set()
 
     def _send_dealer(self, peer: Peer, parts: list[Payload]) -> bool:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 __all__ = [
     "CONNECTING",
     "DOWN",
+    "OUTBOX_BYTES",
     "UP",
     "Counters",
     "NodeStats",
@@ -41,6 +42,13 @@ CONNECTING = "connecting"
 UP = "up"
 DOWN = "down"
 
+# Senders to a peer wait while its outbox holds this many bytes of large payloads (beside
+# ``Node.max_outbox`` items): a burst of large tells then reuses the same memory as it goes
+# out, instead of queueing hundreds of megabytes (each new page a page fault) ahead of the
+# I/O thread. Four frames' worth (``_sockets.BATCH_BYTES``); a payload larger than this goes
+# out alone, never waiting for itself.
+OUTBOX_BYTES = 2 * 1024 * 1024
+
 
 class Peer:
     """One peer node, by address.
@@ -50,11 +58,14 @@ class Peer:
         state: CONNECTING (no answer yet), UP, or DOWN (failed; retried in the background).
         pending: asks and other requests waiting for an answer, by request id.
         outbox: items queued by callers, packed into frames by the I/O thread.
+        queued_bytes: bytes of the payloads of ``DETACH`` bytes or more in the outbox (added by
+            callers, taken off by the I/O thread, through :meth:`count_bytes`).
         watches: (remote actor name, local watcher) pairs, told ``Terminated`` if the peer
             is lost.
     """
 
     __slots__ = (
+        "_bytes_lock",
         "address",
         "doomed",
         "error",
@@ -65,6 +76,7 @@ class Peer:
         "outbox",
         "pending",
         "queued",
+        "queued_bytes",
         "reaped",
         "retry_at",
         "room",
@@ -89,6 +101,8 @@ class Peer:
         self.doomed: list[tuple[float, dict[int, Reply], TransportError]] = []
         self.outbox: collections.deque[list[Any]] = collections.deque()
         self.queued = False
+        self.queued_bytes = 0
+        self._bytes_lock = threading.Lock()  # its own: callers may post under ``lock``
         self.room = threading.Event()
         self.room.set()
         self.up_event = threading.Event()
@@ -112,6 +126,16 @@ class Peer:
             self.error = None
         self.up_event.set()
         log.info("node %s is up", self.address)
+
+    def count_bytes(self, size: int) -> None:
+        """Add ``size`` (negative: take it off) to ``queued_bytes`` (any thread)."""
+        with self._bytes_lock:
+            self.queued_bytes += size
+
+    def full(self, max_outbox: int) -> bool:
+        """Whether senders must wait for room: ``max_outbox`` items queued, or
+        ``OUTBOX_BYTES`` of large payloads."""
+        return len(self.outbox) >= max_outbox or self.queued_bytes >= OUTBOX_BYTES
 
     def down_error(self) -> TransportError:
         """A fresh error saying why the peer is down (raised in the caller's thread)."""

@@ -146,21 +146,29 @@ class Outbound:
         self.links.post(peer, item)
 
     def wait_for_room(self, peer: Peer, block: bool) -> bool:
-        if len(peer.outbox) < self.max_outbox:
+        """Wait until the peer's outbox has room (``Peer.full``); False only when ``block``
+        is False and it has none.
+
+        Raises:
+            PeerBusy: it stayed full for ``send_timeout``.
+        """
+        max_outbox = self.max_outbox
+        if not peer.full(max_outbox):
             return True
         if not block:
             return False
         deadline = _monotonic() + self.send_timeout
-        while len(peer.outbox) >= self.max_outbox:
+        while peer.full(max_outbox):
             peer.room.clear()
-            if len(peer.outbox) < self.max_outbox:
+            if not peer.full(max_outbox):
                 break
             left = deadline - _monotonic()
             if left <= 0 or not peer.room.wait(left):
                 raise PeerBusy(
-                    f"the send queue to node {peer.address} stayed full ({self.max_outbox} "
-                    f"items) for {self.send_timeout:.3g} s; it is slower than its senders: slow "
-                    "down, retry later, or raise max_outbox / send_timeout"
+                    f"the send queue to node {peer.address} stayed full ({len(peer.outbox)} "
+                    f"items, {peer.queued_bytes} bytes of large payloads) for "
+                    f"{self.send_timeout:.3g} s; it is slower than its senders: slow down, "
+                    "retry later, or raise max_outbox / send_timeout"
                 )
         return True
 
@@ -209,7 +217,7 @@ class Outbound:
         """``send_request`` to a peer already looked up."""
         if peer.state == DOWN:
             raise peer.down_error()
-        if len(peer.outbox) >= self.max_outbox and not self.wait_for_room(peer, block):
+        if peer.full(self.max_outbox) and not self.wait_for_room(peer, block):
             return False
         rid = next(self._ids)
         now = _monotonic()
