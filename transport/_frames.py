@@ -30,6 +30,7 @@ put it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import struct
 from collections.abc import Sequence
 from typing import Any, TypeAlias
@@ -185,7 +186,7 @@ def pack_message(items: list[list[Any]]) -> list[Payload]:
         size = len(payload)
         if size >= DETACH:
             item = item.copy()  # the caller's item is left as it was
-            item[at] = msgpack.ExtType(PART, _PART_LENGTH.pack(size))
+            item[at] = _part_ref(size)
             if size < GATHER:
                 joined.append(payload)
             else:
@@ -199,6 +200,13 @@ def pack_message(items: list[list[Any]]) -> list[Payload]:
     packed: bytes = _packer.pack(body)
     parts[0] = b"".join((_HEADER.pack(MAGIC, VERSION, KIND_PARTS, len(packed)), packed))
     return parts
+
+
+@functools.lru_cache(maxsize=64)
+def _part_ref(size: int) -> msgpack.ExtType:
+    """The reference that stands for a payload of ``size`` bytes sent as a part (a burst of
+    large tells is usually of one size: one reference object, not one per item)."""
+    return msgpack.ExtType(PART, _PART_LENGTH.pack(size))
 
 
 def _join(payloads: list[Payload]) -> Payload:
