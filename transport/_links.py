@@ -23,15 +23,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from llmos.transport._errors import AuthError, NodeUnreachable, TransportError
-from llmos.transport._frames import (
-    DETACH,
-    PING,
-    TELL,
-    Limits,
-    Payload,
-    pack_frame,
-    pack_message,
-)
+from llmos.transport._frames import DETACH, PING, TELL, Limits, Payload, pack_frame, pack_message
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, idle
 from llmos.transport._security import KeyPair

@@ -84,7 +84,8 @@ class Node:
         advertise: the address put in refs that leave this node (default: the bound one, with
             a wildcard host replaced by this machine's host name).
         limits: size bounds for frames (see :class:`Limits`).
-        max_outbox: most items queued to one peer before senders wait (back-pressure).
+        max_outbox: most items queued to one peer before senders wait (back-pressure); they
+            also wait while 2 MiB of payloads of 4 KiB or more are queued to it.
         send_timeout: how long a sender waits for room before :class:`PeerBusy`.
         clock_skew: seconds of wall-clock difference tolerated between nodes when judging
             whether a request's deadline has passed (requests carry their deadline as wall

@@ -3,12 +3,12 @@
 Frames queued per connection and direction: a frame batches up to ``max_items`` items or about
 ``BATCH_BYTES``, so a stalled peer holds at most about ``HWM * BATCH_BYTES`` (16 MiB) in
 libzmq's pipe (more only for single messages larger than that); the outbox in front of it is
-bounded by ``Node.max_outbox``, so a peer that cannot keep up turns into ``PeerBusy`` for its
-senders. Each frame costs a turn of the I/O thread on both sides and often a wake-up of the
-receiving actor, so frames are large and the mark is low (a burst of 10 KB tells goes out
-about 50 to a frame). libzmq's flow control sends a command between a socket and its I/O
-thread every ``HWM / 2`` messages each way, and each command wakes a thread, so the mark is
-not set lower than this.
+bounded by ``Node.max_outbox`` items and ``_peer.OUTBOX_BYTES`` of large payloads, so a peer
+that cannot keep up turns into ``PeerBusy`` for its senders. Each frame costs a turn of the I/O
+thread on both sides and often a wake-up of the receiving actor, so frames are large and the
+mark is low (a burst of 10 KB tells goes out about 50 to a frame). libzmq's flow control sends
+a command between a socket and its I/O thread every ``HWM / 2`` messages each way, and each
+command wakes a thread, so the mark is not set lower than this.
 """
 
 from __future__ import annotations
