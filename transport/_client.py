@@ -26,6 +26,7 @@ from llmos.transport._frames import (
     TELL,
     Payload,
     is_payload,
+    item_payload,
     parse_frame,
 )
 from llmos.transport._peer import DOWN, UP, Counters, Peer
@@ -118,7 +119,7 @@ class Client:
         taken = 0
         while outbox:
             item = outbox.popleft()
-            length = len(item[5] if len(item) >= 6 else item[2])
+            length = len(item_payload(item))
             if length >= DETACH:
                 taken += length
             if item[0] == TELL:

@@ -62,6 +62,7 @@ __all__ = [
     "Limits",
     "Payload",
     "is_payload",
+    "item_payload",
     "pack_frame",
     "pack_message",
     "parse_frame",
@@ -85,6 +86,12 @@ Payload: TypeAlias = bytes | memoryview
 def is_payload(value: Any) -> bool:
     """Whether an item field is a payload: bytes, or a view of the part it came in."""
     return type(value) is bytes or type(value) is memoryview
+
+
+def item_payload(item: list[Any]) -> Payload:
+    """An outgoing item's payload: its sixth field in a request (an item of six fields or
+    more), else its third."""
+    return item[5] if len(item) >= 6 else item[2]  # type: ignore[no-any-return]
 
 
 # Item op codes. Requests share one shape:
@@ -169,11 +176,10 @@ def pack_message(items: list[list[Any]]) -> list[Payload]:
 
     A payload of ``GATHER`` bytes or more is a part of its own, not copied; smaller ones next to
     each other are joined into one part, so each costs one send and one receive less.
-    An item's payload is its sixth field in a request (an item of six fields or more), else
-    its third. Only the I/O thread calls this.
+    An item's payload is :func:`item_payload`. Only the I/O thread calls this.
     """
     for item in items:
-        if len(item[5] if len(item) >= 6 else item[2]) >= DETACH:
+        if len(item_payload(item)) >= DETACH:
             break
     else:
         return [pack_frame(items)]

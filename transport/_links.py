@@ -23,7 +23,16 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from llmos.transport._errors import AuthError, NodeUnreachable, TransportError
-from llmos.transport._frames import DETACH, PING, TELL, Limits, Payload, pack_frame, pack_message
+from llmos.transport._frames import (
+    DETACH,
+    PING,
+    TELL,
+    Limits,
+    Payload,
+    item_payload,
+    pack_frame,
+    pack_message,
+)
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, idle
 from llmos.transport._security import KeyPair
@@ -108,7 +117,7 @@ class Links:
 
     def post(self, peer: Peer, item: list[Any]) -> None:
         """Queue an item for a peer (the caller checked back-pressure, ``Peer.full``)."""
-        size = len(item[5] if len(item) >= 6 else item[2])
+        size = len(item_payload(item))
         if size >= DETACH:
             peer.count_bytes(size)  # before the item is there to be taken off
         peer.outbox.append(item)
@@ -271,7 +280,7 @@ class Links:
             size = 0
             while outbox and len(items) < limits.max_items and size < budget:
                 item = outbox.popleft()
-                length = len(item[5] if len(item) >= 6 else item[2])
+                length = len(item_payload(item))
                 if length >= DETACH:
                     taken += length
                 if item[0] != TELL and item[0] != PING and len(item) == 7:
