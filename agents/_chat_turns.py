@@ -152,10 +152,20 @@ class TurnTaking:
     # -- start and end -----------------------------------------------------------------------
 
     def describe_participants(self) -> None:
-        """Ask each participant for its description (for the selector) and turn timeout."""
+        """Ask each participant for its description (for the selector) and turn timeout.
+
+        All at once, then each answer in turn: the wait is the slowest one's, not their sum.
+        """
+        timeout = min(5.0, self.speaker_timeout)
+        asked: dict[str, Reply[Any] | None] = {}
         for name, ref in self.refs.items():
             try:
-                info = ref.ask(Describe(), timeout=min(5.0, self.speaker_timeout)).get()
+                asked[name] = ref.ask(Describe(), timeout=timeout)
+            except Exception:  # a plain actor, or one gone already: no description
+                asked[name] = None
+        for name, reply in asked.items():
+            try:
+                info = reply.get() if reply is not None else None
             except Exception:  # a plain actor, or one that is slow to start: no description
                 info = None
             if isinstance(info, AgentInfo):
