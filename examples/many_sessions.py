@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
+import sys
 import threading
 import time
 
@@ -98,11 +100,15 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20)
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)  # the planned crash logs a traceback otherwise
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `... | head` ends it quietly
     try:
         run(PooledSession, args.sessions, args.messages)
         run(Session, args.sessions, args.messages)
+    except KeyboardInterrupt:
+        print("interrupted: stopping every session", file=sys.stderr)
+        sys.exit(130)
     finally:
-        actors.stop_all()
+        actors.stop_all(timeout=60)
 
 
 if __name__ == "__main__":
