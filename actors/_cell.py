@@ -228,7 +228,7 @@ class Cell:
         self._starting: bool | None = None  # its on_start (False) or post_restart (True) is due
         self._turn = self._take_turn
         if dispatcher is not None:
-            mailbox.notify_on_put(self._wake)
+            mailbox.schedule_turns(self)
 
     def __repr__(self) -> str:
         return f"<actor {self.name} {self.state}>"
@@ -264,7 +264,7 @@ class Cell:
         if self.dispatcher is not None:
             self._starting = restarted
             self._active = instance
-            self._wake()
+            self.schedule_turn()
             return
         thread = threading.Thread(
             target=self._run, args=(instance, restarted), name=f"llmos:{self.name}", daemon=True
@@ -493,7 +493,7 @@ class Cell:
 
     # -- turns on a dispatcher (a cell with no thread of its own) ---------------------------
 
-    def _wake(self) -> None:
+    def schedule_turn(self) -> None:
         """A message arrived: queue a turn unless one is queued or running already."""
         if self.scheduled:
             return
@@ -529,7 +529,7 @@ class Cell:
                 # Anything that came in since the turn last looked (a message, a restart)
                 # found the turn still scheduled and queued none: queue one now.
                 if self._has_work():
-                    self._wake()
+                    self.schedule_turn()
         return more
 
     def _has_work(self) -> bool:

@@ -11,12 +11,12 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from llmos.actors._errors import LlmosError, MailboxFull
 from llmos.actors._trace import outgoing
 
-__all__ = ["HALT", "Envelope", "Mailbox", "WhenFull", "envelope"]
+__all__ = ["HALT", "Envelope", "Mailbox", "TurnScheduler", "WhenFull", "envelope"]
 
 WhenFull = Literal["block", "fail"]
 
@@ -28,6 +28,17 @@ Envelope = tuple[Any, Any, float, str | None]
 reply to complete (None for a tell), ``time.monotonic()`` when it was sent, and the W3C
 traceparent of the span it was sent from (None while tracing is off). A tuple, because
 building one is the hot path of every tell."""
+
+
+class TurnScheduler(Protocol):
+    """What a mailbox tells when a message arrives for an actor with no thread of its own
+    (a :class:`~llmos.actors.lowlevel.Cell` run by a dispatcher is one)."""
+
+    scheduled: bool
+    """True while a turn is queued or running: nothing to do."""
+
+    def schedule_turn(self) -> None:
+        """Queue a turn (quick, in the sender's thread); ignores a call while one is queued."""
 
 
 def envelope(message: Any, reply: Any = None) -> Envelope:
@@ -59,10 +70,10 @@ class Mailbox:
     """
 
     __slots__ = (
-        "_notify",
         "_put",
         "_queue",
         "_room",
+        "_turns",
         "capacity",
         "get",
         "put",
@@ -89,7 +100,7 @@ class Mailbox:
         # hottest paths, then cost no Python-level call.
         self.put: Callable[..., None] = self._queue.put if capacity is None else self._put_bounded
         self._put = self.put
-        self._notify: Callable[[], None] | None = None
+        self._turns: TurnScheduler | None = None
         # ``get(block=True, timeout=None)``: take the next envelope, waiting for one (raises
         # queue.Empty after ``timeout``); the queue's own get (in C) for an unbounded mailbox, so
         # the actor's loop, too, makes no Python-level call per message.
@@ -117,28 +128,29 @@ class Mailbox:
             )
         self._queue.put(envelope)
 
-    def notify_on_put(self, notify: Callable[[], None]) -> None:
-        """Call ``notify()`` after every envelope queued from now on (``put`` and
-        ``put_control``), in the sender's thread.
+    def schedule_turns(self, turns: TurnScheduler) -> None:
+        """From now on, after every envelope queued (``put`` and ``put_control``, in the
+        sender's thread), call ``turns.schedule_turn()`` unless ``turns.scheduled`` is set.
 
         How a cell with no thread of its own (run by a :class:`~llmos.actors.Dispatcher`)
-        learns that it has work. ``notify`` must be quick and must not raise.
+        learns that it has work; checking the flag here keeps a burst of tells to a busy
+        actor at one call each.
         """
-        self._notify = notify
-        self.put = self._put_notify
+        self._turns = turns
+        self.put = self._put_scheduling
 
-    def _put_notify(self, envelope: Envelope, timeout: float | None = None) -> None:
+    def _put_scheduling(self, envelope: Envelope, timeout: float | None = None) -> None:
         self._put(envelope, timeout=timeout)
-        notify = self._notify
-        assert notify is not None
-        notify()
+        turns = self._turns
+        if not turns.scheduled:  # type: ignore[union-attr]  # set before put is
+            turns.schedule_turn()  # type: ignore[union-attr]
 
     def put_control(self, envelope: Envelope) -> None:
         """Queue a control envelope (HALT); never refused, never counted against capacity."""
         self._queue.put(envelope)
-        notify = self._notify
-        if notify is not None:
-            notify()
+        turns = self._turns
+        if turns is not None and not turns.scheduled:
+            turns.schedule_turn()
 
     def _get_bounded(self, block: bool = True, timeout: float | None = None) -> Envelope:
         """Take the next envelope, waiting for one, and give its room back."""

@@ -10,7 +10,8 @@ What each layer above uses (all documented, all stable like the rest of the publ
   (:func:`record_dead_letter`), answers asyncio asks with :class:`AsyncReply`, and feeds actors
   with ``LocalRef.post`` and ``Reply.add_done_callback`` (in :mod:`llmos.actors`);
 - a :class:`Mailbox` (with :data:`Envelope` and :func:`envelope`) is what ``Actor.actor_mailbox``
-  builds for a cell;
+  builds for a cell; a cell run by a dispatcher is its mailbox's :class:`TurnScheduler`
+  (``Mailbox.schedule_turns``), told when a message arrives;
 - a transport carries trace contexts: ``trace_state.hook`` is the active :class:`TraceHook`
   (None while tracing is off, the one check a send makes); it asks the hook for the
   traceparent of a tell (``outgoing``) or an ask (``ask``), checks one from a peer with
@@ -24,7 +25,7 @@ What each layer above uses (all documented, all stable like the rest of the publ
 
 from llmos.actors._async_reply import AsyncReply
 from llmos.actors._cell import Cell, CellSupervisor
-from llmos.actors._mailbox import Envelope, Mailbox, envelope
+from llmos.actors._mailbox import Envelope, Mailbox, TurnScheduler, envelope
 from llmos.actors._messages import MAX_DEPTH, check_message, message_class
 from llmos.actors._records import record_dead_letter
 from llmos.actors._reply import current_actor_name
@@ -39,6 +40,7 @@ __all__ = [
     "Envelope",
     "Mailbox",
     "TraceHook",
+    "TurnScheduler",
     "check_message",
     "current_actor_name",
     "envelope",
