@@ -133,8 +133,8 @@ class Mailbox:
         sender's thread), call ``turns.schedule_turn()`` unless ``turns.scheduled`` is set.
 
         How a cell with no thread of its own (run by a :class:`~llmos.actors.Dispatcher`)
-        learns that it has work; checking the flag here keeps a burst of tells to a busy
-        actor at one call each.
+        learns that it has work. The flag is read here, so a tell to an actor whose turn is
+        already queued or running makes no call.
         """
         self._turns = turns
         self.put = self._put_scheduling
