@@ -407,65 +407,63 @@ def test_too_large_messages_are_refused_before_sending(pair: tuple[Node, Node]) 
 # -- back-pressure ----------------------------------------------------------------------
 
 
-def test_a_peer_that_does_not_read_gives_peer_busy_never_silent_loss() -> None:
+@pytest.fixture
+def silent_sink() -> Iterator[str]:
+    """The address of a ROUTER that accepts a connection and never reads from it."""
     ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sink = ctx.socket(zmq.ROUTER)  # accepts the connection, never reads
+    sink = ctx.socket(zmq.ROUTER)
     sink.linger = 0
     sink.rcvhwm = 1
     port = sink.bind_to_random_port("tcp://127.0.0.1")
     try:
-        with Node(heartbeat=30, max_outbox=50, send_timeout=0.2) as a:
-            ref = a.ref(f"sink@tcp://127.0.0.1:{port}")
-            blob = b"x" * 256 * 1024
-            with pytest.raises(PeerBusy) as info:
-                for _ in range(100_000):
-                    ref.tell(blob)
-            assert isinstance(info.value, MailboxFull)
-            admitted = []
-            with pytest.raises(PeerBusy):
-                for _ in range(100_000):
-                    admitted.append(ref.ask(blob, timeout=1))
-
-            async def go() -> BaseException | None:
-                for _ in range(100):
-                    try:
-                        await ref.ask_async(blob, timeout=0.3)
-                    except AskTimeout:
-                        continue  # admitted, and unanswered: a typed error, not a loss
-                    except PeerBusy as exc:
-                        return exc
-                return None
-
-            assert isinstance(asyncio.run(go()), PeerBusy)
-            for reply in admitted:  # an admitted ask is never lost: it ends in a typed error
-                with pytest.raises((AskTimeout, NodeUnreachable)):
-                    reply.get()
+        yield f"tcp://127.0.0.1:{port}"
     finally:
         sink.close(0)
 
 
-def test_a_burst_of_large_tells_is_held_back_by_the_bytes_queued() -> None:
+def test_a_peer_that_does_not_read_gives_peer_busy_never_silent_loss(silent_sink: str) -> None:
+    with Node(heartbeat=30, max_outbox=50, send_timeout=0.2) as a:
+        ref = a.ref(f"sink@{silent_sink}")
+        blob = b"x" * 256 * 1024
+        with pytest.raises(PeerBusy) as info:
+            for _ in range(100_000):
+                ref.tell(blob)
+        assert isinstance(info.value, MailboxFull)
+        admitted = []
+        with pytest.raises(PeerBusy):
+            for _ in range(100_000):
+                admitted.append(ref.ask(blob, timeout=1))
+
+        async def go() -> BaseException | None:
+            for _ in range(100):
+                try:
+                    await ref.ask_async(blob, timeout=0.3)
+                except AskTimeout:
+                    continue  # admitted, and unanswered: a typed error, not a loss
+                except PeerBusy as exc:
+                    return exc
+            return None
+
+        assert isinstance(asyncio.run(go()), PeerBusy)
+        for reply in admitted:  # an admitted ask is never lost: it ends in a typed error
+            with pytest.raises((AskTimeout, NodeUnreachable)):
+                reply.get()
+
+
+def test_a_burst_of_large_tells_is_held_back_by_the_bytes_queued(silent_sink: str) -> None:
     # Not only by the item count: at the default max_outbox (65,536 items) these tells would
     # queue 4 GiB before their sender waited.
-    ctx: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
-    sink = ctx.socket(zmq.ROUTER)  # accepts the connection, never reads
-    sink.linger = 0
-    sink.rcvhwm = 1
-    port = sink.bind_to_random_port("tcp://127.0.0.1")
-    try:
-        with Node(heartbeat=30, send_timeout=0.2) as a:
-            ref = a.ref(f"sink@tcp://127.0.0.1:{port}")
-            blob = b"x" * 64 * 1024
-            sent = 0
-            with pytest.raises(PeerBusy, match="bytes of large payloads"):
-                while sent < 5000:
-                    ref.tell(blob)
-                    sent += 1
-            # The outbox's bytes, libzmq's pipe (HWM frames) and the kernel's buffers: a few
-            # tens of MiB at most.
-            assert sent < 1000
-    finally:
-        sink.close(0)
+    with Node(heartbeat=30, send_timeout=0.2) as a:
+        ref = a.ref(f"sink@{silent_sink}")
+        blob = b"x" * 64 * 1024
+        sent = 0
+        with pytest.raises(PeerBusy, match="bytes of large payloads"):
+            while sent < 5000:
+                ref.tell(blob)
+                sent += 1
+        # The outbox's bytes, libzmq's pipe (HWM frames) and the kernel's buffers: a few
+        # tens of MiB at most.
+        assert sent < 1000
 
 
 # -- binding policy and CURVE -------------------------------------------------------------

@@ -18,7 +18,6 @@ from llmos.actors import ActorRef, LlmosError, MessageError, Terminated
 from llmos.actors.lowlevel import record_dead_letter
 from llmos.transport._errors import FrameError, NodeUnreachable
 from llmos.transport._frames import (
-    DETACH,
     FAIL,
     NOTICE,
     PONG,
@@ -29,7 +28,7 @@ from llmos.transport._frames import (
     item_payload,
     parse_frame,
 )
-from llmos.transport._peer import DOWN, UP, Counters, Peer
+from llmos.transport._peer import DOWN, UP, Counters, Peer, counted_bytes
 
 if TYPE_CHECKING:
     from llmos.transport._codec import Codec
@@ -119,9 +118,7 @@ class Client:
         taken = 0
         while outbox:
             item = outbox.popleft()
-            length = len(item_payload(item))
-            if length >= DETACH:
-                taken += length
+            taken += counted_bytes(len(item_payload(item)))
             if item[0] == TELL:
                 self.undelivered(peer, item[1], item[2], "node unreachable")
         if taken:

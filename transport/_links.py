@@ -24,7 +24,6 @@ from zmq.utils.monitor import recv_monitor_message
 
 from llmos.transport._errors import AuthError, NodeUnreachable, TransportError
 from llmos.transport._frames import (
-    DETACH,
     PING,
     TELL,
     Limits,
@@ -34,7 +33,7 @@ from llmos.transport._frames import (
     pack_message,
 )
 from llmos.transport._io import IOLoop
-from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, idle
+from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, counted_bytes, idle
 from llmos.transport._security import KeyPair
 from llmos.transport._sockets import (
     BATCH_BYTES,
@@ -117,9 +116,9 @@ class Links:
 
     def post(self, peer: Peer, item: list[Any]) -> None:
         """Queue an item for a peer (the caller checked back-pressure, ``Peer.full``)."""
-        size = len(item_payload(item))
-        if size >= DETACH:
-            peer.count_bytes(size)  # before the item is there to be taken off
+        counted = counted_bytes(len(item_payload(item)))
+        if counted:
+            peer.count_bytes(counted)  # before the item is there to be taken off
         peer.outbox.append(item)
         if not peer.queued:
             peer.queued = True
@@ -281,8 +280,7 @@ class Links:
             while outbox and len(items) < limits.max_items and size < budget:
                 item = outbox.popleft()
                 length = len(item_payload(item))
-                if length >= DETACH:
-                    taken += length
+                taken += counted_bytes(length)
                 if item[0] != TELL and item[0] != PING and len(item) == 7:
                     reply = pending.get(item[1])
                     if reply is None or reply.done():

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.actors import ActorRef, Reply
 from llmos.transport._errors import NodeUnreachable, TransportError
+from llmos.transport._frames import DETACH
 
 if TYPE_CHECKING:
     from llmos.transport._frames import Payload
@@ -31,6 +32,7 @@ __all__ = [
     "Counters",
     "NodeStats",
     "Peer",
+    "counted_bytes",
     "idle",
     "least_needed",
     "node_stats",
@@ -48,6 +50,12 @@ DOWN = "down"
 # I/O thread. Four frames' worth (``_sockets.BATCH_BYTES``); a payload larger than this goes
 # out alone, never waiting for itself.
 OUTBOX_BYTES = 2 * 1024 * 1024
+
+
+def counted_bytes(size: int) -> int:
+    """What a payload of ``size`` bytes counts against ``OUTBOX_BYTES``: all of it when it
+    is ``DETACH`` bytes or more (it travels as a part), else nothing."""
+    return size if size >= DETACH else 0
 
 
 class Peer:
