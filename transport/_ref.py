@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from llmos.actors import ActorRef, ActorStats, AskTimeout, LlmosError, Reply, default_ask_timeout
 from llmos.actors.lowlevel import AsyncReply, trace_state
 from llmos.transport._frames import ASK, STATS, STOP, TELL
-from llmos.transport._peer import DOWN, OUTBOX_BYTES
+from llmos.transport._peer import DOWN
 
 if TYPE_CHECKING:
     from llmos.transport._peer import Peer
@@ -135,8 +135,8 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
         if peer.state == DOWN:
             via.tell_down(peer, self.name, payload)
             return
-        if len(peer.outbox) >= via.max_outbox or peer.queued_bytes >= OUTBOX_BYTES:
-            via.wait_for_room(peer, True)  # Peer.full, spelled out on this hot path
+        if peer.full(via.max_outbox):
+            via.wait_for_room(peer, True)
         via.post(
             peer, [TELL, self.name, payload] if trace is None else [TELL, self.name, payload, trace]
         )
