@@ -26,7 +26,7 @@ from typing import Any
 import msgpack
 import zmq
 from transport_peer import Add
-from transport_support import PEER_SCRIPT, START_TIMEOUT
+from transport_support import PEER_SCRIPT, START_TIMEOUT, signal_child
 
 from llmos.transport import KeyPair, Limits, Node, RemoteRef
 from llmos.transport._frames import FAIL, NOTICE, REPLY, parse_frame
@@ -160,7 +160,8 @@ class TargetNode:
         assert took < ANSWER_WITHIN, f"a well-behaved ask took {took:.3f} s{label}"
 
     def signal(self, signum: int) -> None:
-        os.kill(self.pid, signum)
+        """Send ``signum``; for SIGSTOP, return once the node has stopped (``signal_child``)."""
+        signal_child(self.pid, signum)
 
     def stats(self) -> dict[str, Any]:
         """The node's transport counters (its ``llmos.node`` service)."""

@@ -43,6 +43,30 @@ PEER_SCRIPT = Path(__file__).with_name("transport_peer.py")
 START_TIMEOUT = 20.0
 
 
+def signal_child(pid: int, signum: int) -> None:
+    """Send ``signum`` to child process ``pid``; for SIGSTOP, return once all its threads
+    have stopped (bounded: 10 s).
+
+    ``kill()`` returns before a busy machine has stopped every thread of a process, and a
+    request read meanwhile would still be served: a test of what happens during a freeze
+    starts its freeze for real first. ``waitpid(WUNTRACED)`` reports the group stop (in a
+    thread, to bound the wait).
+    """
+    os.kill(pid, signum)
+    if signum != signal.SIGSTOP:
+        return
+    stopped: list[bool] = []
+
+    def wait_stop() -> None:
+        _pid, status = os.waitpid(pid, os.WUNTRACED)
+        stopped.append(os.WIFSTOPPED(status))
+
+    waiter = threading.Thread(target=wait_stop, daemon=True)
+    waiter.start()
+    waiter.join(10)
+    assert stopped == [True], f"process {pid} did not stop within 10 s of SIGSTOP"
+
+
 class PeerProcess:
     """A second node running ``tests/transport_peer.py`` in its own process."""
 
@@ -85,18 +109,10 @@ class PeerProcess:
         return self.proc.pid
 
     def signal(self, signum: int) -> None:
-        """Send ``signum``; for SIGSTOP, return once the process is stopped (bounded): on a busy
-        machine a stop may take effect after a request sent just after it was handled."""
+        """Send ``signum``; for SIGSTOP, return once the process is stopped (see
+        :func:`signal_child`)."""
         assert self.proc is not None
-        os.kill(self.proc.pid, signum)
-        if signum == signal.SIGSTOP:
-            stat = f"/proc/{self.proc.pid}/stat"
-            deadline = time.monotonic() + 5
-            while os.path.exists(stat) and time.monotonic() < deadline:
-                with open(stat) as f:
-                    if f.read().rsplit(")", 1)[1].split()[0] in ("T", "t"):
-                        return
-                time.sleep(0.001)
+        signal_child(self.proc.pid, signum)
 
     def kill(self) -> None:
         """SIGKILL and reap (what a crash looks like to the other node)."""
