@@ -20,6 +20,7 @@ from llmos.actors._dispatcher import Dispatcher
 from llmos.actors._errors import (
     ActorDeadError,
     ActorError,
+    AskAbandoned,
     AskTimeout,
     DeadlockError,
     LlmosError,
@@ -55,6 +56,7 @@ __all__ = [
     "ActorError",
     "ActorRef",
     "ActorStats",
+    "AskAbandoned",
     "AskTimeout",
     "DeadLetter",
     "DeadlockError",

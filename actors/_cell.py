@@ -588,10 +588,16 @@ class Cell:
                     continue  # stale marker (a failure or a stop came first): its HALT follows
                 self._stop_instance(instance)
                 return False
-            if reply is not None and monotonic() > reply.deadline:  # reply.expired(), inline
-                reply.expire()
-                record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
-                continue
+            if reply is not None:
+                if monotonic() > reply.deadline:  # reply.expired(), inline
+                    reply.expire()
+                    record_dead_letter(self.name, msg, "expired: the ask timed out while queued")
+                    continue
+                asker = reply.asker
+                if asker is not None and asker.stopped:  # reply.abandoned(), inline
+                    reply.abandon()
+                    record_dead_letter(self.name, msg, "abandoned: its asker gave up on it")
+                    continue
             self.in_flight = 1
             self.current_reply = reply
             start = monotonic()

@@ -9,6 +9,7 @@ so the original stays reachable as ``__cause__``::
     │   ├── ActorDeadError         the actor is stopped (or never existed) and cannot answer
     │   ├── AskTimeout             an ask got no reply within its timeout (also a TimeoutError)
     │   │   └── StreamStalled      (llmos.models) a token stream stopped sending chunks
+    │   ├── AskAbandoned           an ask was dropped unstarted: its asker had given up on it
     │   ├── MailboxFull            a bounded mailbox refused a message
     │   │   └── PeerBusy           (llmos.transport) the send queue to a peer stayed full
     │   ├── DeadlockError          an actor blocked on an ask to itself
@@ -54,6 +55,7 @@ from __future__ import annotations
 __all__ = [
     "ActorDeadError",
     "ActorError",
+    "AskAbandoned",
     "AskTimeout",
     "DeadlockError",
     "LlmosError",
@@ -86,6 +88,14 @@ class AskTimeout(ActorError, TimeoutError):
 
     The actor may still be alive and busy; the reply, if it comes later, is dropped. Raise the
     timeout or find out why the actor is slow (``statistics()`` shows its mailbox depth).
+    """
+
+
+class AskAbandoned(ActorError):
+    """An ask taken off a mailbox after its asker had given up on it, so it was not started.
+
+    The asker had stopped for good, or (an ask from another node) could no longer hear this
+    node long enough to report the request failed. Nothing ran; whoever still waits may retry.
     """
 
 

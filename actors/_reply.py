@@ -15,7 +15,7 @@ from typing import Any, Generic
 
 from typing_extensions import TypeVar
 
-from llmos.actors._errors import AskTimeout, DeadlockError
+from llmos.actors._errors import AskAbandoned, AskTimeout, DeadlockError
 
 __all__ = ["Deferred", "Reply", "Returns", "current_actor_name", "late_replies"]
 
@@ -108,7 +108,10 @@ class Reply(Generic[T]):
         self._value: T | None = None
         self._error: BaseException | None = None
         self._then: list[Callable[[Reply[T]], object]] | None = None  # add_done_callback's
-        self.asker: Any = None  # the cell of the local actor that asked (None: no actor)
+        # Who waits for the answer: any object with a ``stopped`` attribute that turns true
+        # once it will never read it (the asking actor's cell; the transport's stand-in for
+        # an asker on another node). None when unknown (an ask from outside any actor).
+        self.asker: Any = None
 
     def done(self) -> bool:
         """True once the reply holds a value or an error."""
@@ -122,15 +125,26 @@ class Reply(Generic[T]):
         return self._error if self._done else None
 
     def abandoned(self) -> bool:
-        """True when the local actor that asked has stopped for good while the ask is pending
-        (its supervisor stopped it mid-ask, say): nobody will read the answer. Always False
-        for an ask made outside any actor or from another node.
+        """True when its asker gave up while the ask is pending, so nobody will read the
+        answer: the local actor that asked has stopped for good (its supervisor stopped it
+        mid-ask, say), or an asker on another node could no longer hear this node (see
+        ``asker``). Always False for an ask made outside any actor.
 
-        A long-running answerer can check it to drop such a request early (the model actor
-        does, between decoding steps).
+        An actor never starts an abandoned ask: it takes it off its mailbox and settles it
+        with :class:`~llmos.actors.AskAbandoned`. A long-running answerer can check it to
+        drop such a request early (the model actor does, between decoding steps).
         """
         asker = self.asker
         return asker is not None and bool(asker.stopped)
+
+    def abandon(self) -> None:
+        """Settle, unstarted, with AskAbandoned (what an actor does with an abandoned ask)."""
+        self.set_exception(
+            AskAbandoned(
+                f"the ask to {self.target!r} was not started: its asker had given up on it "
+                "(it stopped, or it could no longer hear this node)"
+            )
+        )
 
     def expired(self) -> bool:
         """True when the ask's deadline has passed; such a request need not be handled."""

@@ -164,6 +164,35 @@ def test_expired_ask_is_not_executed() -> None:
     assert any(d.reason.startswith("expired") for d in actors.dead_letters("expiry"))
 
 
+class Forwarder(Actor):
+    """Asks ``target`` for each note and keeps the reply without waiting for it."""
+
+    def __init__(self, target: Any) -> None:
+        super().__init__()
+        self.target = target
+        self.replies: list[Any] = []
+
+    @handler
+    def forward(self, msg: Note) -> None:
+        self.replies.append(self.target.ask(msg, timeout=10))
+
+
+def test_an_ask_whose_asking_actor_stopped_is_not_started() -> None:
+    ref = Calc.start(name="abandon-target")
+    release = gate("abandon")
+    ref.tell(Hold("abandon"))
+    asker = Forwarder.start(ref, name="abandon-asker")
+    asker.ask(Note("orphan"), timeout=2).get()  # its ask now waits behind the Hold
+    asker.stop()
+    release.set()
+    assert ref.ask("notes", timeout=2).get() == []
+    letters = actors.dead_letters("abandon-target")
+    assert [d.reason for d in letters if d.message == Note("orphan")] == [
+        "abandoned: its asker gave up on it"
+    ]
+    ref.stop()
+
+
 def test_ask_to_stopped_actor_raises_dead() -> None:
     ref = Calc.start(name="gone")
     assert ref.stop(timeout=5)

@@ -278,6 +278,31 @@ def test_finding_10_requests_given_up_during_a_freeze_are_not_run_after_it() -> 
         node.finish()
 
 
+def test_finding_10_requests_queued_before_a_freeze_are_not_started_after_it() -> None:
+    """The asks were read and queued behind a slow one before the node froze: the actor takes
+    them off its mailbox after the freeze, when their asker has reported them failed."""
+    with target_node() as node:
+        assert node.echo is not None and node.good is not None
+        assert node.echo.ask(Record("warm"), timeout=5).get() == 1
+        slow = node.echo.ask(Sleep(2.0), timeout=60)
+        asks = [node.echo.ask(Record(i), timeout=60) for i in range(20)]
+        # Answered by the node once it has read every frame sent before (one connection).
+        before = node.stats()["expired_requests"]
+        node.signal(signal.SIGSTOP)
+        try:
+            for reply in [slow, *asks]:
+                with pytest.raises(NodeUnreachable):
+                    reply.get()
+        finally:
+            node.signal(signal.SIGCONT)
+        node.good.connect(node.address, timeout=10)
+        node.check("a freeze")
+        assert node.echo.ask("records", timeout=5).get() == ["warm"]
+        # All were read before the freeze, so the actor refused them, unstarted (not the door).
+        assert node.stats()["expired_requests"] == before + 20
+        node.finish()
+
+
 # -- findings 1, 7: no abort on flood-then-disconnect; stalled connections closed --------
 
 

@@ -376,6 +376,20 @@ def test_expired_requests_are_not_executed(pair: tuple[Node, Node]) -> None:
     assert b.statistics().expired_requests == 2
 
 
+def test_asks_queued_past_their_give_up_time_on_a_live_node_still_run(
+    pair: tuple[Node, Node],
+) -> None:
+    """Their give-up time (within the 1 s heartbeat timeout) passes while they wait behind a
+    2 s ask; the node kept answering heartbeats, so their asker still waits, and they run."""
+    a, b = pair
+    echo = a.ref(f"echo@{b.address}")
+    slow = echo.ask(Sleep(2.0), timeout=10)
+    asks = [echo.ask(Record(i), timeout=10) for i in range(5)]
+    assert slow.get() == "slept"
+    assert [reply.get() for reply in asks] == [1, 2, 3, 4, 5]
+    assert b.statistics().expired_requests == 0
+
+
 def test_large_payloads_arrive_whole_in_tells_asks_and_answers(pair: tuple[Node, Node]) -> None:
     """Payloads that travel as message parts (joined, or each its own) arrive as sent, in
     order with the small ones around them, and are counted in bytes_in and bytes_out."""

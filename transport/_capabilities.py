@@ -31,6 +31,7 @@ from typing import Any
 
 from llmos.actors import LlmosError
 from llmos.transport._errors import NotAllowed, SpawnFailed, SpawnRefused
+from llmos.transport._io import Pulse
 
 __all__ = ["STOP_POLICIES", "Account", "Capabilities", "Quotas", "is_system_actor"]
 
@@ -185,18 +186,18 @@ class Account:
         "bad",
         "label",
         "last_log",
-        "last_seen",
         "notice_window",
         "notices",
         "pending",
         "queued_bytes",
         "refused",
+        "seen",
         "since_log",
         "spawned",
         "watches",
     )
 
-    def __init__(self, who: bytes) -> None:
+    def __init__(self, who: bytes, gap: float) -> None:
         # b"key:" + a Z85 key (printable), or a connection's binary identity.
         self.label = who.decode() if who.startswith(b"key:") else who.hex()
         self.spawned: set[str] = set()
@@ -208,7 +209,7 @@ class Account:
         self.refused = 0
         self.since_log = 0
         self.last_log = -1e9
-        self.last_seen = _monotonic()
+        self.seen = Pulse(gap)  # its frames, heartbeats included (see Server.on_frame)
         self.watches = 0
 
     def allow_notice(self, quotas: Quotas, now: float) -> bool:

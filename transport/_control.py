@@ -223,7 +223,10 @@ class Control:
         path: str,
         payload: Payload,
         account: Account,
+        asker: Any = None,
     ) -> None:
+        """Start a spawn request in a spawn worker (``asker``: ``Reply.asker``, see
+        RemoteAsker: the worker does not start a request its asker gave up on meanwhile)."""
         if not self.capabilities.spawn_allowed(path):
             self.counters.refusals += 1
             account.refused += 1
@@ -250,6 +253,7 @@ class Control:
         ):
             raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
         reply = serve_reply(deadline, path, span, self.answer, ident, rid, account)
+        reply.asker = asker
         self.spawn_executor().submit(
             self.run_spawn, reply, account, path, spec[0], spec[1], spec[2]
         )
@@ -265,6 +269,9 @@ class Control:
     ) -> None:
         if reply.expired():
             reply.expire()
+            return
+        if reply.abandoned():
+            reply.abandon()
             return
         try:
             cls = self.capabilities.resolve(path, self.address)

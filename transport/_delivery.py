@@ -12,10 +12,10 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import ActorDeadError, MailboxFull, MessageError, Terminated, find
+from llmos.actors import ActorDeadError, AskAbandoned, MailboxFull, MessageError, Terminated, find
 from llmos.actors.lowlevel import record_dead_letter, trace_state
 from llmos.transport._control import no_actor, serve_reply
-from llmos.transport._errors import FrameError
+from llmos.transport._errors import FrameError, RequestExpired
 from llmos.transport._frames import FAIL, REPLY, Payload
 from llmos.transport._ref import RemoteRef
 
@@ -75,7 +75,13 @@ class Delivery:
         """Queue the answer to request ``rid`` of connection ``ident``: ``value``, or ``error``
         when not None (or when ``value`` cannot be sent back)."""
         codec = self.codec
-        if error is None:
+        if type(error) is AskAbandoned:  # its asker gave up and the actor did not start it
+            self.counters.expired_requests += 1
+            error = RequestExpired(
+                f"the request was not started on node {self.address}: it stalled there past "
+                "the time its asker gives up by, so the asker may have reported it failed"
+            )
+        elif error is None:
             try:
                 payload = codec.encode_checked(value)
             except MessageError as exc:
@@ -137,8 +143,10 @@ class Delivery:
         payload: Payload,
         account: Account,
         trace: str | None = None,
+        asker: Any = None,
     ) -> None:
-        """Post an admitted ask to the actor ``target``; its answer goes back when it settles."""
+        """Post an admitted ask to the actor ``target``; its answer goes back when it settles.
+        ``asker`` stands for the asker (``Reply.asker``: it may give up, see RemoteAsker)."""
         local = find(target)
         if local is None:
             # The cheapest answer (a flood of asks to no actor must not outrun the node): the
@@ -153,6 +161,7 @@ class Delivery:
             return
         msg = self.codec.decode(payload)
         reply = serve_reply(deadline, target, span, self.answer, ident, rid, account)
+        reply.asker = asker
         if trace is None and trace_state.hook is not None:
             trace = trace_state.hook.incoming(msg)
         try:

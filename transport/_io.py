@@ -32,7 +32,7 @@ from typing import Any
 
 import zmq
 
-__all__ = ["IOLoop"]
+__all__ = ["IOLoop", "Pulse"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
@@ -64,6 +64,32 @@ def _gil_keeping_write() -> Callable[[int, bytes, int], int] | None:
 _write_keeping_gil = _gil_keeping_write()
 
 
+class Pulse:
+    """A stream of beats that should come at least every ``gap`` seconds: the I/O thread's
+    turns, or the frames of one peer (which sends heartbeats). It remembers when the last beat
+    came and when the last gap longer than ``gap`` ended.
+
+    ``beat`` is called by one thread (the I/O thread); ``missed_since`` by any thread.
+    """
+
+    __slots__ = ("gap", "last", "resumed")
+
+    def __init__(self, gap: float) -> None:
+        self.gap = gap
+        self.last = _monotonic()
+        self.resumed = -math.inf  # when the last gap longer than ``gap`` ended
+
+    def beat(self, now: float) -> None:
+        if now - self.last > self.gap:
+            self.resumed = now  # written before ``last``: see missed_since
+        self.last = now
+
+    def missed_since(self, since: float, now: float) -> bool:
+        """True if the beats stopped for longer than ``gap`` after ``since``, or stop now."""
+        # ``last`` is read first: if it is fresh, the ``resumed`` that the same beat set is too.
+        return now - self.last > self.gap or self.resumed > since
+
+
 Handler = Callable[[Any], None]
 """A socket's handler, called with the argument it was registered with."""
 
@@ -82,6 +108,9 @@ class IOLoop:
         self.sleeping = False  # True while the thread is (about to be) blocked in poll
         self.woken = False  # a wake-up is already on its way: do not write the eventfd again
         self.closing = False
+        # Its turns, which come at least every ``interval`` while it runs: a longer gap means
+        # the node was frozen or starved, so its peers may have stopped hearing from it.
+        self.pulse = Pulse(2 * interval)
         self.calls: deque[Callable[[], None]] = deque()
         self._flushes: list[Callable[[float], None]] = []
         self._dues: list[Callable[[], float]] = []
@@ -235,6 +264,7 @@ class IOLoop:
             timeout = 0  # queued between the check above and the flag
         events = self._poller.poll(math.ceil(timeout * 1000))
         self.sleeping = False
+        self.pulse.beat(_monotonic())
         handlers = self._handlers
         for target, _event in events:
             entry = handlers.get(target)

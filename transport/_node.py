@@ -200,6 +200,7 @@ class Node:
             remote_ref=self.remote_ref,
             spawner=lambda: self.spawner,
             spawn_executor=self.spawn_workers.executor,
+            pulse=self.io.pulse,
         )
         self.links = Links(
             self.io,
@@ -354,7 +355,7 @@ class Node:
     def statistics(self) -> NodeStats:
         """A snapshot of this node's transport counters."""
         heard = _monotonic() - self.heartbeat
-        clients = [a.last_seen >= heard for a in list(self.server.accounts.values())]
+        clients = [a.seen.last >= heard for a in list(self.server.accounts.values())]
         peers = list(self.peers.values())
         return node_stats(self.address, self.name, self.counters, peers, self.zap_handler, clients)
 

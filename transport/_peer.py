@@ -239,8 +239,9 @@ class NodeStats:
         bad_items: items rejected inside valid frames (bad shape, undecodable payload,
             unknown ext or message type); the asker got an error reply where there was one.
         expired_requests: requests not started because their asker had given up (past their
-            deadline, or past the time the asker would declare this node unreachable); each
-            was answered with ``RequestExpired`` where the asker could still be reached.
+            deadline, or past the time the asker would declare this node unreachable), when
+            read or when their actor took them off its mailbox (after a freeze); each was
+            answered with ``RequestExpired`` where the asker could still be reached.
         late_replies: replies that arrived after their ask had completed (timed out or
             failed), and were dropped.
         dropped_replies: replies that could not be delivered (the asker's connection is gone,

@@ -42,6 +42,7 @@ from llmos.transport._frames import (
     pack_frame,
     parse_frame,
 )
+from llmos.transport._io import Pulse
 
 if TYPE_CHECKING:
     from llmos.transport._codec import Codec
@@ -64,6 +65,7 @@ class Server:
     Args:
         delivery: where admitted tells and asks go (and how answers go back).
         clock_skew: seconds of wall-clock difference allowed when judging a deadline.
+        pulse: the I/O thread's turns (a gap in them: this node was frozen or starved).
         The others: the node's parts and settings that the checks read.
     """
 
@@ -81,8 +83,10 @@ class Server:
         remote_ref: Callable[[str, str], ActorRef],
         spawner: Callable[[], Spawner],
         spawn_executor: Callable[[], concurrent.futures.Executor],
+        pulse: Pulse,
     ) -> None:
         self.codec = codec
+        self.pulse = pulse
         self.limits = limits
         self.counters = counters
         self.capabilities = capabilities
@@ -103,8 +107,6 @@ class Server:
             spawn_executor=spawn_executor,
         )
         self._requests: dict[int, _Request] = {
-            ASK: delivery.ask,
-            SPAWN: control.spawn,
             LOOKUP: control.lookup,
             STOP: control.stop,
             STATS: control.stats,
@@ -126,7 +128,7 @@ class Server:
             now = _monotonic()
             if len(self.accounts) >= _MAX_ACCOUNTS and now >= self._next_prune:
                 self._prune(now)
-            account = self.accounts[who] = Account(who)
+            account = self.accounts[who] = Account(who, self.pulse.gap)
         return account
 
     def _prune(self, now: float) -> None:
@@ -134,7 +136,7 @@ class Server:
         self._next_prune = now + 1.0
         idle = self.quotas.log_interval
         for who, account in list(self.accounts.items()):
-            if not account.pending and not account.spawned and now - account.last_seen > idle:
+            if not account.pending and not account.spawned and now - account.seen.last > idle:
                 del self.accounts[who]
 
     def on_frame(self, ident: bytes, data: bytes, parts: Sequence[Payload]) -> int:
@@ -146,7 +148,8 @@ class Server:
             self._reject(ident, str(exc))
             return 1
         account = self.account(ident)
-        account.last_seen = arrived = _monotonic()  # one arrival time for the whole frame
+        arrived = _monotonic()  # one arrival time for the whole frame
+        account.seen.beat(arrived)
         self.counters.frames_in += 1
         self.counters.bytes_in += len(data) + (sum(map(len, parts)) if parts else 0)
         self.counters.items_in += len(items)
@@ -293,10 +296,19 @@ class Server:
                 f"this peer already has {account.pending} requests in progress on node "
                 f"{self.address} (Quotas.max_pending); wait for their answers"
             )
-        deadline = _monotonic() + left
-        if size == 8 and op == ASK:
-            trace = self._trace(item[7])
-            self.delivery.ask(ident, rid, deadline, float(span), target, payload, account, trace)
+        read = _monotonic()
+        deadline = read + left
+        if op == ASK or op == SPAWN:  # queued before they start: their asker may give up
+            asker = RemoteAsker(self.pulse, account, read, read + (give_up + skew - now))
+            if op == SPAWN:
+                self.control.spawn(
+                    ident, rid, deadline, float(span), target, payload, account, asker
+                )
+                return
+            trace = self._trace(item[7]) if size == 8 else None
+            self.delivery.ask(
+                ident, rid, deadline, float(span), target, payload, account, trace, asker
+            )
             return
         self._requests[op](ident, rid, deadline, float(span), target, payload, account)
 
@@ -307,6 +319,34 @@ class Server:
         if trace is None:
             self.counters.bad_traces += 1
         return trace
+
+
+class RemoteAsker:
+    """The asker of an ask from another node, as its Reply sees it (``Reply.asker``).
+
+    It has given up (``stopped``) once its give-up time has passed, if since the request was
+    read this node's I/O thread stopped turning (frozen, starved) or the peer stopped sending
+    (its heartbeats) for longer than the pulse's gap: then the peer may have heard nothing from
+    this node for its heartbeat timeout and reported the request failed, so the actor must not
+    start it (it settles it with AskAbandoned, answered as RequestExpired). While both kept
+    going, the peer kept hearing this node's answers to its heartbeats and still waits, so a
+    request queued past its give-up time on a busy but live node is still run.
+    """
+
+    __slots__ = ("account", "give_up", "io", "read")
+
+    def __init__(self, io: Pulse, account: Account, read: float, give_up: float) -> None:
+        self.io = io
+        self.account = account
+        self.read = read  # when the request was read (monotonic)
+        self.give_up = give_up  # its give-up time plus clock_skew, on this node's clock
+
+    @property
+    def stopped(self) -> bool:
+        now = _monotonic()
+        return now > self.give_up and (
+            self.io.missed_since(self.read, now) or self.account.seen.missed_since(self.read, now)
+        )
 
 
 _Request = Callable[[bytes, int, float, float, str, Payload, Account], None]
