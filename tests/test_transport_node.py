@@ -42,6 +42,7 @@ from llmos.transport import (
     TransportError,
 )
 from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, pack_frame, parse_frame
+from llmos.transport._io import Pulse
 
 SCHEMES = ["tcp", "ipc", "inproc"]
 
@@ -657,3 +658,16 @@ def test_peers_connected_here_are_counted_up_then_silent() -> None:
             assert time.monotonic() < deadline, server.statistics()
             threading.Event().wait(0.05)
         assert server.statistics().clients_up == 0
+
+
+def test_a_pulse_tells_a_gap_since_a_moment_and_a_stop_now() -> None:
+    """What a node asks before starting a queued request from another node (RemoteAsker)."""
+    pulse = Pulse(0.5)
+    t = time.monotonic()
+    pulse.beat(t)
+    pulse.beat(t + 0.4)
+    assert not pulse.missed_since(t, t + 0.5)  # beats within the gap
+    pulse.beat(t + 1.2)  # 0.8 s without one: frozen or starved
+    assert pulse.missed_since(t + 1.0, t + 1.3)  # read before the gap ended
+    assert not pulse.missed_since(t + 1.2, t + 1.3)  # read after it
+    assert pulse.missed_since(t + 1.2, t + 1.8)  # no beat for 0.6 s now
