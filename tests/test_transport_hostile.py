@@ -284,7 +284,7 @@ def test_finding_10_requests_queued_before_a_freeze_are_not_started_after_it() -
     with target_node() as node:
         assert node.echo is not None and node.good is not None
         assert node.echo.ask(Record("warm"), timeout=5).get() == 1
-        slow = node.echo.ask(Sleep(2.0), timeout=60)
+        slow = node.echo.ask(Sleep(4.0), timeout=60)  # still sleeping when the node freezes
         asks = [node.echo.ask(Record(i), timeout=60) for i in range(20)]
         # Answered by the node once it has read every frame sent before (one connection).
         before = node.stats()["expired_requests"]
@@ -296,10 +296,11 @@ def test_finding_10_requests_queued_before_a_freeze_are_not_started_after_it() -
         finally:
             node.signal(signal.SIGCONT)
         node.good.connect(node.address, timeout=10)
-        node.check("a freeze")
-        assert node.echo.ask("records", timeout=5).get() == ["warm"]
+        # Answered once the Sleep has ended and the 20 asks were taken off the mailbox.
+        assert node.echo.ask("records", timeout=10).get() == ["warm"]
         # All were read before the freeze, so the actor refused them, unstarted (not the door).
         assert node.stats()["expired_requests"] == before + 20
+        node.check("a freeze")
         node.finish()
 
 
