@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from observe_support import wait_for
 from transport_peer import Add, CallBack, Record, Sleep, TellBack
 from transport_support import (
     PEER_SCRIPT,
@@ -216,6 +217,63 @@ def test_a_frozen_peer_is_noticed_and_its_stale_requests_are_not_run() -> None:
         # queue when the peer was marked down, and discarded with the old socket.
         stats = local.ref(f"node-stats@{peer.address}").ask("stats", timeout=10).get()
         assert stats["expired_requests"] in (0, 1, 2)
+
+
+class Gated(Actor):
+    """Blocks on its gate for "hold", records anything else."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        super().__init__()
+        self.gate = gate
+        self.records: list[Any] = []
+
+    def on_receive(self, message: Any) -> Any:
+        if message == "hold":
+            assert self.gate.wait(30), "the test never opened the gate"
+        elif message == "records":
+            return list(self.records)
+        else:
+            self.records.append(message)
+        return None
+
+
+def test_an_ask_from_a_peer_that_froze_is_not_started_once_it_gave_up() -> None:
+    """The far node is the asker: its ask waits in an actor's mailbox here while it is frozen;
+    once it resumed and gave the ask up, the actor here must not start it."""
+    gate = threading.Event()
+    with peer_process("--heartbeat", str(HEARTBEAT)) as peer, Node(heartbeat=HEARTBEAT) as local:
+        sink = Gated.start(gate, name="gated-sink")
+
+        def peer_pending() -> int:
+            stats = local.ref(f"node-stats@{peer.address}").ask("stats", timeout=5).get()
+            return int(stats["pending_requests"])
+
+        try:
+            sink.tell("hold")
+            echo = local.ref(f"echo@{peer.address}")
+            # The peer's echo asks the sink here (timeout 5 s) and answers with what it got.
+            relayed = echo.ask(CallBack(local.ref("gated-sink"), "from-the-peer"), timeout=30)
+            wait_for("the peer's ask queued behind the hold", lambda: sink.statistics().load >= 2)
+            assert peer_pending() == 1
+            peer.signal(signal.SIGSTOP)
+            try:
+                wait_for(  # nothing heard from the peer for a heartbeat timeout
+                    "the frozen peer counted silent",
+                    lambda: local.statistics().clients_silent >= 1,
+                )
+            finally:
+                peer.signal(signal.SIGCONT)
+            with pytest.raises(NodeUnreachable):  # this node gave the peer up meanwhile
+                relayed.get()
+            local.connect(peer.address, timeout=10)
+            # Back, the peer finds this node silent for too long and fails its ask.
+            wait_for("the peer gave its ask up", lambda: peer_pending() == 0)
+            gate.set()
+            assert sink.ask("records", timeout=10).get() == []  # never started
+            assert local.statistics().expired_requests == 1
+        finally:
+            gate.set()
+            sink.stop()
 
 
 def test_curve_across_processes(tmp_path: Path) -> None:
