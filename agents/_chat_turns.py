@@ -11,8 +11,9 @@ ends itself.
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from llmos.actors import ActorDeadError, ActorError, ActorRef, Reply, message, tracing
@@ -36,6 +37,11 @@ class _NextTurn:
 @message("llmos.agents._TurnReady", local_only=True)
 class _TurnReady:
     token: int
+
+
+@message("llmos.agents._Described", local_only=True)
+class _Described:
+    """Every participant's description is in (or its ask timed out): take the first turn."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,12 +86,17 @@ def _nothing() -> None:
     pass
 
 
-def _wake(chat: ActorRef, token: int) -> None:
-    """Tell the chat its turn's answer is in (run in whichever thread settled the reply)."""
+def _wake(chat: ActorRef, msg: _TurnReady | _Described) -> None:
+    """Tell the chat an answer it waits for is in (run in whichever thread settled it)."""
     try:
-        chat.tell(_TurnReady(token))
+        chat.tell(msg)
     except ActorError:
         pass  # the chat is gone; nobody wants the answer
+
+
+def _cancels(deadline: TimerHandle) -> Callable[[Reply[Any]], None]:
+    """A done callback that cancels an ask's deadline timer once the ask settles."""
+    return lambda _reply: deadline.cancel()
 
 
 class TurnTaking:
@@ -136,6 +147,7 @@ class TurnTaking:
         self.add = add
         self.recording = recording
         self.descriptions: dict[str, str] = {}
+        self.describing: dict[str, Reply[Any]] = {}  # Describe asks not read yet
         self.timeouts: dict[str, float] = {}
         self.cursor = dict.fromkeys(self.names, 0)  # next transcript index each one has not seen
         self.turns = 0
@@ -154,18 +166,44 @@ class TurnTaking:
     def describe_participants(self) -> None:
         """Ask each participant for its description (for the selector) and turn timeout.
 
-        All at once, then each answer in turn: the wait is the slowest one's, not their sum.
+        All at once, and without waiting (the chat's thread may be one of a dispatcher's few):
+        the chat is told ``_Described`` once every answer is in or its ask timed out, then
+        reads them with :meth:`take_descriptions`.
         """
         timeout = min(5.0, self.speaker_timeout)
-        asked: dict[str, Reply[Any] | None] = {}
+        asked: dict[str, Reply[Any]] = {}
         for name, ref in self.refs.items():
             try:
                 asked[name] = ref.ask(Describe(), timeout=timeout)
             except Exception:  # a plain actor, or one gone already: no description
-                asked[name] = None
+                pass
+        self.describing = asked
+        chat = self.chat
+        lock = threading.Lock()
+        left = [len(asked)]
+
+        def settled(_reply: Reply[Any]) -> None:
+            with lock:  # callbacks run in the threads that settle the asks
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                _wake(chat, _Described())
+
+        if not asked:
+            _wake(chat, _Described())
+            return
+        timer = default_timer()
+        for reply in asked.values():
+            if not reply.done():  # nobody blocks on it: the timer expires it at its deadline
+                reply.add_done_callback(_cancels(timer.call_later(timeout, reply.expire)))
+            reply.add_done_callback(settled)
+
+    def take_descriptions(self) -> None:
+        """Read the answers :meth:`describe_participants` waited for (all settled by now)."""
+        asked, self.describing = self.describing, {}
         for name, reply in asked.items():
             try:
-                info = reply.get() if reply is not None else None
+                info = reply.get()
             except Exception:  # a plain actor, or one that is slow to start: no description
                 info = None
             if isinstance(info, AgentInfo):
@@ -303,7 +341,7 @@ class TurnTaking:
                 self.timer_hold = timer.call_later(_HOLD, _nothing)
             deadline = timer.call_later(timeout, reply.expire)
             reply.add_done_callback(lambda _reply: deadline.cancel())
-        reply.add_done_callback(lambda _reply: _wake(chat, token))
+        reply.add_done_callback(lambda _reply: _wake(chat, _TurnReady(token)))
 
     def answered(self, token: int) -> Ending | None:
         """Take the answer to ask ``token`` (a stale token is ignored): add the utterance and

@@ -33,7 +33,7 @@ from llmos.actors import ActorError, ActorRef, AskTimeout, Reply, handler
 from llmos.agents._agent import Agent
 from llmos.agents._chat_control import GetResult, GetStatus, StartChat, StopChat
 from llmos.agents._chat_recording import begin_recording, finish_recording, open_recording
-from llmos.agents._chat_turns import Ending, TurnTaking, _NextTurn, _TurnReady
+from llmos.agents._chat_turns import Ending, TurnTaking, _Described, _NextTurn, _TurnReady
 from llmos.agents._errors import AgentError
 from llmos.agents._replies import most_similar, normalize
 from llmos.agents._runlog import Recording
@@ -95,7 +95,7 @@ class GroupChat(Agent):
         RunLogError: the run log cannot be opened (it names the file).
     """
 
-    agent_oplog_quiet = (TokenChunk, Completion, _TurnReady, _NextTurn)
+    agent_oplog_quiet = (TokenChunk, Completion, _TurnReady, _NextTurn, _Described)
 
     def __init__(
         self,
@@ -223,7 +223,6 @@ class GroupChat(Agent):
         """Describe the participants, start the clock, take the first turn."""
         if self.started_at is not None:
             return False
-        self.turn_taking.describe_participants()
         if self.recording is not None:
             begin_recording(
                 self.recording,
@@ -234,8 +233,14 @@ class GroupChat(Agent):
                 self.recipe,
             )
         self.started_at = time.monotonic()
-        self.turn_taking.start()
+        self.turn_taking.describe_participants()  # told _Described when all answered
         return True
+
+    @handler(_Described)
+    def described(self, _msg: _Described) -> None:
+        if self.result is None:  # not stopped meanwhile
+            self.turn_taking.take_descriptions()
+            self.turn_taking.start()
 
     @handler(StopChat)
     def stop_chat(self, msg: StopChat) -> ChatResult:

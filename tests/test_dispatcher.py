@@ -309,3 +309,46 @@ def test_a_dialogue_of_chat_agents_runs_on_a_dispatcher(pool: Dispatcher) -> Non
     assert time.monotonic() - start < 10.0
     started = {t.name for t in threading.enumerate()} - before
     assert all(not name.startswith("llmos:") for name in started), started
+
+
+def test_a_chat_on_a_one_thread_dispatcher_gets_its_descriptions_without_waiting() -> None:
+    """Describing the participants never blocks the chat's thread: on one thread shared with
+    them, a blocking chat would wait out the Describe timeout (5 s) and get no descriptions."""
+    from llmos.agents import ChatAgent, GroupChat, MaxTurns, SelectionContext, run_chat
+    from llmos.models import FakeModel
+
+    single = Dispatcher(threads=1, batch=8, name="dtest-one")
+    seen: list[dict[str, str]] = []
+
+    def first_in_order(ctx: SelectionContext) -> str:
+        seen.append(dict(ctx.descriptions))
+        return ctx.candidates[(ctx.turn - 1) % len(ctx.candidates)]
+
+    class OneAgent(ChatAgent):
+        actor_dispatcher = single
+
+    class OneChat(GroupChat):
+        actor_dispatcher = single
+
+    try:
+        fake = FakeModel.start(lambda messages: f"point {len(messages)}", name="dtest-fake1")
+        ann = OneAgent.start(fake, "You are Ann.", name="dtest-ann1", description="tea lover")
+        bob = OneAgent.start(fake, "You are Bob.", name="dtest-bob1", description="coffee fan")
+        start = time.monotonic()
+        result = run_chat(
+            [ann, bob],
+            "Tea?",
+            chat_class=OneChat,
+            selector=first_in_order,
+            termination=MaxTurns(4),
+            printer=None,
+            timeout=30,
+        )
+        assert time.monotonic() - start < 4.0
+        assert len(result.utterances) == 4
+        assert seen[0] == {"dtest-ann1": "tea lover", "dtest-bob1": "coffee fan"}
+    finally:
+        import llmos.actors as actors
+
+        actors.stop_all(timeout=WAIT)
+        assert single.close(timeout=WAIT)
