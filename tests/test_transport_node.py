@@ -20,10 +20,13 @@ from llmos.actors import (
     Actor,
     ActorDeadError,
     ActorRef,
+    AskAbandoned,
     AskTimeout,
     MailboxFull,
+    Reply,
     Terminated,
     UnknownMessageType,
+    find,
 )
 from llmos.transport import (
     AuthError,
@@ -41,6 +44,7 @@ from llmos.transport import (
     SpawnRefused,
     TransportError,
 )
+from llmos.transport._capabilities import Account
 from llmos.transport._frames import ASK, FAIL, NOTICE, REPLY, pack_frame, parse_frame
 from llmos.transport._io import Pulse
 
@@ -671,3 +675,20 @@ def test_a_pulse_tells_a_gap_since_a_moment_and_a_stop_now() -> None:
     assert pulse.missed_since(t + 1.0, t + 1.3)  # read before the gap ended
     assert not pulse.missed_since(t + 1.2, t + 1.3)  # read after it
     assert pulse.missed_since(t + 1.2, t + 1.8)  # no beat for 0.6 s now
+
+
+def test_a_spawn_whose_asker_gave_up_while_queued_is_not_started(pair: tuple[Node, Node]) -> None:
+    """A spawn request waits for a spawn worker; if its asker gave up meanwhile (see
+    RemoteAsker), the worker settles it unstarted instead of running the constructor."""
+    _a, b = pair
+
+    class GaveUp:
+        stopped = True
+
+    reply: Reply[Any] = Reply(time.monotonic() + 5.0, "transport_peer:Echo", 5.0)
+    reply.asker = GaveUp()
+    account = Account(b"peer", 1.0)
+    b.server.control.run_spawn(reply, account, "transport_peer:Echo", (), {}, "never-spawned")
+    with pytest.raises(AskAbandoned):
+        reply.get()
+    assert find("never-spawned") is None and not account.spawned
