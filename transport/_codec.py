@@ -109,7 +109,6 @@ class Codec:
     ) -> None:
         self.local_address = local_address
         self._bind_ref = bind_ref
-        self._limits = limits
         self._options = limits.unpack_options()
         self._max_array = self._options["max_array_len"]  # spelled out in decode, below
         self._max_map = self._options["max_map_len"]

@@ -230,7 +230,6 @@ class Links:
             self.mark_down(peer, NodeUnreachable, f"cannot connect to {peer.address}: {exc}")
             return
         peer.socket, peer.monitor = sock, monitor
-        peer.generation += 1
         self.io.register(sock, self._on_dealer, peer)
         self.io.register(monitor, self._on_monitor, peer)
 

@@ -10,7 +10,6 @@ Example::
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
 import logging
 import math
@@ -393,9 +392,3 @@ class Node:
         self.router.close(linger_ms)  # sends the answers still queued first
         self.client.fail_all(f"node {self.name} was closed")
         self.links.close_all(linger_ms)
-
-    # -- for refs, the server and the client ------------------------------------------------
-
-    def spawn_executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The worker threads that run remote spawn requests (constructors may block)."""
-        return self.spawn_workers.executor()

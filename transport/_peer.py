@@ -77,7 +77,6 @@ class Peer:
         "address",
         "doomed",
         "error",
-        "generation",
         "last_heard",
         "lock",
         "monitor",
@@ -119,7 +118,6 @@ class Peer:
         self.retry_at = 0.0
         self.watches: dict[tuple[str, ActorRef], int] = {}
         self.socket: Any = None
-        self.generation = 0  # counts the sockets opened to this peer
         self.monitor: Any = None
         self.stalled: list[Payload] | None = None  # a message libzmq had no room for
         self.used = self.since  # when a ref last sent through it (idle peers are reaped)

@@ -248,7 +248,7 @@ class Router:
                 self.counters.items_out += len(chunk)
                 self._send_router(ident, pack_message(chunk), give_up, len(chunk))
 
-    def _send_router(self, ident: bytes, parts: list[Payload], give_up: float, count: int) -> bool:
+    def _send_router(self, ident: bytes, parts: list[Payload], give_up: float, count: int) -> None:
         router = self.router
         assert router is not None
         size = len(parts[0]) if len(parts) == 1 else sum(map(len, parts))
@@ -262,18 +262,17 @@ class Router:
             if held > self.quotas.max_queued_bytes:
                 # An asker that does not read its answers holds at most this much here.
                 self.counters.dropped_replies += count
-                return False
+                return
             self._stalled_bytes[ident] = held
             self._stalled.append((ident, parts, give_up, count))
-            return False
+            return
         except zmq.ZMQError as exc:
             if exc.errno != errno.EHOSTUNREACH:
                 raise
             self.counters.dropped_replies += count
-            return False
+            return
         self.counters.frames_out += 1
         self.counters.bytes_out += size
-        return True
 
     def send_notice(self, ident: bytes, frame: bytes) -> None:
         self._send_router(ident, [frame], _monotonic() + self.send_timeout, 1)
