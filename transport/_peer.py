@@ -173,51 +173,29 @@ def least_needed(peers: Iterable[Peer]) -> Peer | None:
     return min(candidates, key=lambda p: p.used, default=None)
 
 
+@dataclasses.dataclass(slots=True)
 class Counters:
-    """Mutable counters, written only by the I/O thread."""
+    """Mutable counters, written only by the I/O thread (each is a field of :class:`NodeStats`)."""
 
-    __slots__ = (
-        "bad_frames",
-        "bad_items",
-        "bad_traces",
-        "bytes_in",
-        "bytes_out",
-        "dropped_replies",
-        "expired_requests",
-        "frames_in",
-        "frames_out",
-        "items_in",
-        "items_out",
-        "late_replies",
-        "notices",
-        "notices_withheld",
-        "peers_evicted",
-        "peers_reaped",
-        "quota_refusals",
-        "refusals",
-        "undelivered_tells",
-    )
-
-    def __init__(self) -> None:
-        self.bad_frames = 0
-        self.bad_items = 0
-        self.bad_traces = 0
-        self.dropped_replies = 0
-        self.expired_requests = 0
-        self.frames_in = 0
-        self.frames_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.items_in = 0
-        self.items_out = 0
-        self.late_replies = 0
-        self.notices = 0
-        self.notices_withheld = 0
-        self.peers_evicted = 0
-        self.peers_reaped = 0
-        self.quota_refusals = 0
-        self.refusals = 0
-        self.undelivered_tells = 0
+    bad_frames: int = 0
+    bad_items: int = 0
+    bad_traces: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    dropped_replies: int = 0
+    expired_requests: int = 0
+    frames_in: int = 0
+    frames_out: int = 0
+    items_in: int = 0
+    items_out: int = 0
+    late_replies: int = 0
+    notices: int = 0
+    notices_withheld: int = 0
+    peers_evicted: int = 0
+    peers_reaped: int = 0
+    quota_refusals: int = 0
+    refusals: int = 0
+    undelivered_tells: int = 0
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -305,34 +283,15 @@ def node_stats(
     """A node's :class:`NodeStats`: its ``counters``, the state of the ``peers`` it sends to, the
     CURVE clients ``zap`` let in or refused, and ``clients``: for each peer that sends to it,
     whether it was heard from within the heartbeat timeout."""
-    c = counters
     return NodeStats(
         address=address,
         name=name,
         peers_up=tuple(p.address for p in peers if p.state == UP),
         peers_down=tuple(p.address for p in peers if p.state == DOWN),
         pending_requests=sum(len(p.pending) for p in peers),
-        frames_in=c.frames_in,
-        frames_out=c.frames_out,
-        bytes_in=c.bytes_in,
-        bytes_out=c.bytes_out,
-        items_in=c.items_in,
-        items_out=c.items_out,
-        bad_frames=c.bad_frames,
-        bad_items=c.bad_items,
-        expired_requests=c.expired_requests,
-        late_replies=c.late_replies,
-        dropped_replies=c.dropped_replies,
-        undelivered_tells=c.undelivered_tells,
-        notices=c.notices,
         auth_accepted=zap.accepted if zap else 0,
         auth_refused=zap.refused if zap else 0,
-        refusals=c.refusals,
-        quota_refusals=c.quota_refusals,
-        notices_withheld=c.notices_withheld,
-        peers_reaped=c.peers_reaped,
-        peers_evicted=c.peers_evicted,
-        bad_traces=c.bad_traces,
         clients_up=sum(clients),
         clients_silent=len(clients) - sum(clients),
+        **dataclasses.asdict(counters),
     )
