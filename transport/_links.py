@@ -58,6 +58,26 @@ log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 
 AUTH_RETRY = 5.0  # seconds before reconnecting to a peer that refused our CURVE key
+# The monitor events that mark a peer down, with the error its requests then fail with.
+_LOST: dict[int, tuple[type[TransportError], str]] = {
+    zmq.EVENT_DISCONNECTED: (
+        NodeUnreachable,
+        "the connection to node {} was lost; its pending requests cannot be answered",
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_AUTH: (
+        AuthError,
+        "node {} refused this node's CURVE key; add this node's public key to its allowlist",
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL: (
+        AuthError,
+        "the security handshake with {} failed; both nodes must use CURVE (give its public "
+        "key with peer_keys) or neither",
+    ),
+    zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL: (
+        NodeUnreachable,
+        "the handshake with {} failed or timed out; it may require CURVE keys, or be frozen",
+    ),
+}
 _MONITORED = (
     zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_DISCONNECTED
@@ -174,35 +194,12 @@ class Links:
             kind = event["event"]
             if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
                 self._send_ping(peer)
-            elif kind == zmq.EVENT_DISCONNECTED and peer.state != DOWN:
-                self.mark_down(
-                    peer,
-                    NodeUnreachable,
-                    f"the connection to node {peer.address} "
-                    "was lost; its pending requests cannot be answered",
-                )
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-                self.mark_down(
-                    peer,
-                    AuthError,
-                    f"node {peer.address} refused this node's CURVE "
-                    "key; add this node's public key to its allowlist",
-                )
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL:
-                self.mark_down(
-                    peer,
-                    AuthError,
-                    f"the security handshake with {peer.address} "
-                    "failed; both nodes must use CURVE (give its public key with "
-                    "peer_keys) or neither",
-                )
-            elif kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL and peer.state != DOWN:
-                self.mark_down(
-                    peer,
-                    NodeUnreachable,
-                    f"the handshake with {peer.address} "
-                    "failed or timed out; it may require CURVE keys, or be frozen",
-                )
+            elif kind in _LOST:
+                cls, text = _LOST[kind]
+                # A refused handshake says why a peer is down even when it already is; a lost
+                # connection says nothing new about a peer already down.
+                if cls is AuthError or peer.state != DOWN:
+                    self.mark_down(peer, cls, text.format(peer.address))
 
     # -- peers ----------------------------------------------------------------------------
 
