@@ -28,7 +28,7 @@ from llmos.transport._frames import (
     item_payload,
     parse_frame,
 )
-from llmos.transport._peer import DOWN, UP, Counters, Peer, counted_bytes
+from llmos.transport._peer import UP, Counters, Peer, counted_bytes
 
 if TYPE_CHECKING:
     from llmos.transport._codec import Codec
@@ -170,12 +170,7 @@ class Client:
     def fail_all(self, text: str) -> None:
         """The node is closing: fail every pending request and end every watch."""
         for peer in list(self.peers.values()):
-            with peer.lock:
-                peer.state = DOWN
-                peer.error = (NodeUnreachable, text)
-                pending, peer.pending = peer.pending, {}
-                peer.up_event.clear()
-            for reply in pending.values():
+            for reply in (peer.set_down(NodeUnreachable, text) or {}).values():
                 reply.set_exception(NodeUnreachable(text))
             self.fail_doomed(peer, math.inf)
             self.drop_outbox(peer)

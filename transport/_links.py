@@ -336,14 +336,9 @@ class Links:
         time plus ``clock_skew`` by its own clock, so by then none of them can start there
         (at-most-once, see llmos.transport._errors). Otherwise they fail at once.
         """
-        with peer.lock:
-            was = peer.state
-            peer.error = (cls, text)
-            if was == DOWN:
-                return
-            peer.state = DOWN
-            pending, peer.pending = peer.pending, {}
-            peer.up_event.clear()
+        pending = peer.set_down(cls, text)
+        if pending is None:
+            return
         log.warning("node %s is down: %s", peer.address, text)
         if silent and pending and self.clock_skew > 0:
             peer.doomed.append((_monotonic() + 2 * self.clock_skew, pending, cls(text)))

@@ -133,6 +133,19 @@ class Peer:
         self.up_event.set()
         log.info("node %s is up", self.address)
 
+    def set_down(self, cls: type[TransportError], text: str) -> dict[int, Reply] | None:
+        """Record why the peer is down (any thread). The first time, take its pending requests
+        for the caller to fail: under the lock, so none is registered after; None when it was
+        down already."""
+        with self.lock:
+            self.error = (cls, text)
+            if self.state == DOWN:
+                return None
+            self.state = DOWN
+            pending, self.pending = self.pending, {}
+            self.up_event.clear()
+        return pending
+
     def count_bytes(self, size: int) -> None:
         """Add ``size`` (negative: take it off) to ``queued_bytes`` (any thread)."""
         with self._bytes_lock:
