@@ -94,10 +94,9 @@ class Capabilities:
     """
 
     def __init__(self, allow_spawn: Iterable[str], remote_stop: str) -> None:
-        self.allow_spawn = tuple(allow_spawn)
         self._exact: set[str] = set()
         self._modules: set[str] = set()
-        for pattern in self.allow_spawn:
+        for pattern in allow_spawn:
             module, sep, qual = pattern.partition(":") if isinstance(pattern, str) else ("", "", "")
             if not sep or not module or not qual:
                 raise LlmosError(

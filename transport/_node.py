@@ -132,11 +132,7 @@ class Node:
         self.keys = load_keys(keys) if keys is not None else None
         check_bind(bind, self.keys, insecure)
         self.trust = Trust(self.keys, allow_keys, peer_keys or {}, default_peer_key)
-        self.zap_handler = self.trust.zap_handler
-        self.peer_keys = self.trust.peer_keys
-        self.default_peer_key = self.trust.default_peer_key
         self.capabilities = Capabilities(allow_spawn, remote_stop)
-        self.allow_spawn = self.capabilities.allow_spawn
         if quotas is not None and not isinstance(quotas, Quotas):
             raise LlmosError(f"quotas must be a Quotas, got {quotas!r}")
         self.quotas = quotas or Quotas()
@@ -165,7 +161,7 @@ class Node:
             self.context,
             bind,
             keys=self.keys,
-            zap=self.zap_handler,
+            zap=self.trust.zap_handler,
             limits=self.limits,
             counters=self.counters,
             quotas=self.quotas,
@@ -242,7 +238,7 @@ class Node:
         self.address = advertise or advertised(bound)
         self.codec.local_address = self.address
         if self.keys is not None:
-            self.peer_keys.setdefault(self.address, self.keys.public)
+            self.trust.peer_keys.setdefault(self.address, self.keys.public)
         log.info("node %s listening on %s", self.name, self.address)
 
     def __repr__(self) -> str:
@@ -356,7 +352,8 @@ class Node:
         heard = _monotonic() - self.heartbeat
         clients = [a.seen.last >= heard for a in list(self.server.accounts.values())]
         peers = list(self.peers.values())
-        return node_stats(self.address, self.name, self.counters, peers, self.zap_handler, clients)
+        zap = self.trust.zap_handler
+        return node_stats(self.address, self.name, self.counters, peers, zap, clients)
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the I/O thread and close every socket (bounded: linger is at most 0.1 s).
