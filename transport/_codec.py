@@ -328,18 +328,14 @@ class Codec:
         try:
             parts = msgpack.unpackb(data, **self._options)
         except (ValueError, TypeError, UnicodeDecodeError) as exc:
-            garbage: Exception = FrameError(f"error reply is not valid msgpack: {exc}")
-            return garbage
+            return FrameError(f"error reply is not valid msgpack: {exc}")
         if (
             type(parts) is not list
             or len(parts) != 5
             or not all(type(p) is str for p in (parts[0], parts[2], parts[3], parts[4]))
             or (parts[1] is not None and type(parts[1]) is not list)
         ):
-            malformed: Exception = FrameError(
-                "error reply does not have the error envelope's shape"
-            )
-            return malformed
+            return FrameError("error reply does not have the error envelope's shape")
         type_name, args, text, trace, origin = parts
         error: Exception | None = None
         cls = _known_error(type_name)

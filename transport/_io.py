@@ -295,7 +295,7 @@ class IOLoop:
     def _on_wake(self, _: Any) -> None:
         try:
             os.read(self._wake_r, 8)
-        except (BlockingIOError, OSError):
+        except OSError:  # BlockingIOError: nothing to read
             pass
 
 

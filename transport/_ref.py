@@ -40,18 +40,10 @@ def check_timeout(timeout: float | None) -> float:
         LlmosError: the timeout is not a positive finite number.
     """
     if timeout is None:
-        default: float = default_ask_timeout()
-        return default
-    if (type(timeout) is float or type(timeout) is int) and 0 < timeout < math.inf:
+        return default_ask_timeout()
+    if type(timeout) is not bool and isinstance(timeout, int | float) and 0 < timeout < math.inf:
         return float(timeout)
-    if (
-        not isinstance(timeout, int | float)
-        or isinstance(timeout, bool)
-        or not math.isfinite(timeout)
-        or timeout <= 0
-    ):
-        raise LlmosError(f"a timeout must be a positive finite number of seconds, got {timeout!r}")
-    return float(timeout)
+    raise LlmosError(f"a timeout must be a positive finite number of seconds, got {timeout!r}")
 
 
 class Carrier(Protocol):

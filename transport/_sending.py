@@ -193,15 +193,7 @@ class Outbound:
 
         ``trace``: the traceparent the request carries (an eighth field), or None.
         """
-        return self.send_to(
-            self.peers.get(address) or self.peer(address),
-            op,
-            target,
-            payload,
-            reply,
-            block,
-            trace=trace,
-        )
+        return self.send_to(self.peer(address), op, target, payload, reply, block, trace=trace)
 
     def send_to(
         self,
