@@ -26,7 +26,7 @@ from llmos.transport._errors import AuthError, TransportError
 from llmos.transport._frames import Limits, Payload, pack_message
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import Counters
-from llmos.transport._security import ZAP_DOMAIN, ZAP_ENDPOINT, KeyPair, ZapHandler
+from llmos.transport._security import ZAP_ENDPOINT, KeyPair, ZapHandler
 from llmos.transport._sockets import (
     BURST,
     EVENTS,
@@ -142,7 +142,6 @@ class Router:
             router.curve_secretkey = self.keys.secret
             router.curve_publickey = self.keys.public
             router.curve_server = True
-            router.zap_domain = ZAP_DOMAIN
             router.setsockopt(zmq.ZAP_ENFORCE_DOMAIN, 1)
         if self.bind.startswith("tcp://["):
             router.ipv6 = True
