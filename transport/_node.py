@@ -34,10 +34,10 @@ from llmos.transport._frames import SPAWN, Limits
 from llmos.transport._io import IOLoop
 from llmos.transport._links import Links
 from llmos.transport._peer import DOWN, Counters, NodeStats, Peer, node_stats
-from llmos.transport._ref import RemoteRef, check_timeout
+from llmos.transport._ref import RemoteRef
 from llmos.transport._router import Router
 from llmos.transport._security import KeyPair, Trust, check_bind, load_keys
-from llmos.transport._sending import Outbound
+from llmos.transport._sending import Outbound, check_timeout
 from llmos.transport._serve import Server
 
 __all__ = ["Node"]

@@ -11,81 +11,27 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import math
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
-from llmos.actors import ActorRef, ActorStats, AskTimeout, LlmosError, Reply, default_ask_timeout
+from llmos.actors import ActorRef, ActorStats, AskTimeout, LlmosError, Reply
 from llmos.actors.lowlevel import AsyncReply, trace_state
 from llmos.transport._frames import ASK, STATS, STOP, TELL
 from llmos.transport._peer import DOWN
+from llmos.transport._sending import check_timeout
 
 if TYPE_CHECKING:
     from llmos.transport._peer import Peer
+    from llmos.transport._sending import Outbound
 
-__all__ = ["Callback", "QuietRef", "RemoteRef", "check_timeout"]
+__all__ = ["Callback", "QuietRef", "RemoteRef"]
 
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 _LOG_INTERVAL = 5.0
 _unnotified = 0
 _last_unnotified_log = -1e9
-
-
-def check_timeout(timeout: float | None) -> float:
-    """Validate a timeout in seconds, returning the default ask timeout for None.
-
-    Raises:
-        LlmosError: the timeout is not a positive finite number.
-    """
-    if timeout is None:
-        return default_ask_timeout()
-    if type(timeout) is not bool and isinstance(timeout, int | float) and 0 < timeout < math.inf:
-        return float(timeout)
-    raise LlmosError(f"a timeout must be a positive finite number of seconds, got {timeout!r}")
-
-
-class Carrier(Protocol):
-    """What a remote ref needs from the node that carries its messages (its outbound side,
-    :class:`~llmos.transport._sending.Outbound`)."""
-
-    max_outbox: int
-    heartbeat: float
-
-    def encode_message(self, message: Any) -> bytes: ...
-    def peer(self, address: str) -> Peer: ...
-    def post(self, peer: Peer, item: list[Any]) -> None: ...
-    def tell_down(self, peer: Peer, name: str, payload: bytes) -> None: ...
-    def wait_for_room(self, peer: Peer, block: bool) -> bool: ...
-    def send_to(
-        self,
-        peer: Peer,
-        op: int,
-        target: str,
-        payload: bytes,
-        reply: Reply,
-        block: bool = True,
-        *,
-        trace: str | None = None,
-    ) -> bool: ...
-    def send_request(
-        self,
-        address: str,
-        op: int,
-        target: str,
-        payload: bytes,
-        reply: Reply,
-        block: bool = True,
-        *,
-        trace: str | None = None,
-    ) -> bool: ...
-    def request(
-        self, address: str, op: int, target: str, value: Any, timeout: float | None
-    ) -> Any: ...
-    def lookup(self, name: str, node: str, timeout: float | None) -> ActorRef: ...
-    def watch(self, ref: RemoteRef, watcher: ActorRef) -> None: ...
-    def unwatch(self, ref: RemoteRef, watcher: ActorRef) -> None: ...
 
 
 class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
@@ -105,13 +51,13 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
 
     __slots__ = ("_peer", "_via")
 
-    def __init__(self, name: str, node: str, via: Carrier) -> None:
+    def __init__(self, name: str, node: str, via: Outbound) -> None:
         super().__init__(name, node)
         self._via = via
         self._peer: Peer | None = None
 
     @property
-    def via(self) -> Carrier:
+    def via(self) -> Outbound:
         """What carries this ref's messages: the outbound side of a local node."""
         return self._via
 

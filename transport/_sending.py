@@ -10,22 +10,17 @@ and :meth:`~llmos.transport._io.IOLoop.call`). Remote refs hold it, not the node
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import ActorRef, Reply, Terminated
+from llmos.actors import ActorRef, LlmosError, Reply, Terminated, default_ask_timeout
 from llmos.transport._address import check_endpoint
 from llmos.transport._capabilities import Quotas
-from llmos.transport._errors import (
-    FrameError,
-    NodeUnreachable,
-    PeerBusy,
-    QuotaExceeded,
-)
+from llmos.transport._errors import FrameError, NodeUnreachable, PeerBusy, QuotaExceeded
 from llmos.transport._frames import LOOKUP, PING, UNWATCH, WATCH
 from llmos.transport._peer import DOWN, Counters, Peer, least_needed
-from llmos.transport._ref import RemoteRef, check_timeout
 
 if TYPE_CHECKING:
     from llmos.transport._client import Client
@@ -34,9 +29,22 @@ if TYPE_CHECKING:
     from llmos.transport._links import Links
     from llmos.transport._security import Trust
 
-__all__ = ["Outbound"]
+__all__ = ["Outbound", "check_timeout"]
 
 _monotonic = time.monotonic
+
+
+def check_timeout(timeout: float | None) -> float:
+    """Validate a timeout in seconds, returning the default ask timeout for None.
+
+    Raises:
+        LlmosError: the timeout is not a positive finite number.
+    """
+    if timeout is None:
+        return default_ask_timeout()
+    if type(timeout) is not bool and isinstance(timeout, int | float) and 0 < timeout < math.inf:
+        return float(timeout)
+    raise LlmosError(f"a timeout must be a positive finite number of seconds, got {timeout!r}")
 
 
 class Outbound:
@@ -241,7 +249,7 @@ class Outbound:
         ref: ActorRef = self.request(node, LOOKUP, name, None, timeout)
         return ref
 
-    def watch(self, ref: RemoteRef, watcher: ActorRef) -> None:
+    def watch(self, ref: ActorRef, watcher: ActorRef) -> None:
         peer = self.peer(ref.node or "")
         with peer.lock:
             if peer.state != DOWN:
@@ -252,7 +260,7 @@ class Outbound:
             reason = peer.down_error()
         watcher.tell(Terminated(ref, f"node lost: {reason}"))
 
-    def unwatch(self, ref: RemoteRef, watcher: ActorRef) -> None:
+    def unwatch(self, ref: ActorRef, watcher: ActorRef) -> None:
         peer = self.peer(ref.node or "")
         with peer.lock:
             peer.watches.pop((ref.name, watcher), None)
