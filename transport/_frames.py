@@ -317,8 +317,6 @@ def parse_frame(data: Payload, limits: Limits, parts: Sequence[Payload] = ()) ->
             max_array_len=limits.max_array,
             max_map_len=limits.max_map,
         )
-    except FrameError:
-        raise
     except (ValueError, TypeError, UnicodeDecodeError, RecursionError) as exc:
         raise FrameError(f"frame body is not valid msgpack: {exc}") from exc
     if type(body) is not list:
