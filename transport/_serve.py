@@ -195,12 +195,11 @@ class Server:
         if isinstance(error, RequestExpired):
             self.delivery.fail(ident, _request_id(item) or 0, error)  # counted as expired already
             return
-        if isinstance(error, QuotaExceeded):
-            self.counters.quota_refusals += 1
-            account.refused += 1
-            what = "was refused"
-        elif isinstance(error, NotAllowed):
-            self.counters.refusals += 1
+        if isinstance(error, NotAllowed):
+            if isinstance(error, QuotaExceeded):
+                self.counters.quota_refusals += 1
+            else:
+                self.counters.refusals += 1
             account.refused += 1
             what = "was refused"
         else:
