@@ -97,9 +97,8 @@ def configure(sock: zmq.Socket[Any], limits: Limits, heartbeat: float) -> None:
         sock.rcvhwm = ROUTER_HWM
 
 
-def send_parts(sock: zmq.Socket[Any], parts: Sequence[Payload], flags: int = NOBLOCK) -> None:
-    """Send the parts of one message; the last is sent with ``flags``, the others with
-    SNDMORE too.
+def send_parts(sock: zmq.Socket[Any], parts: Sequence[Payload]) -> None:
+    """Send the parts of one message without blocking (all but the last with SNDMORE).
 
     Raises:
         zmq.Again: the socket has no room for the message (raised by its first part only:
@@ -107,12 +106,11 @@ def send_parts(sock: zmq.Socket[Any], parts: Sequence[Payload], flags: int = NOB
     """
     last = len(parts) - 1
     if last:
-        more = flags | SNDMORE_NOBLOCK
         for at in range(last):
             part = parts[at]
-            SEND(sock, part, more, len(part) < COPY_MAX)
+            SEND(sock, part, SNDMORE_NOBLOCK, len(part) < COPY_MAX)
     part = parts[last]
-    SEND(sock, part, flags, len(part) < COPY_MAX)
+    SEND(sock, part, NOBLOCK, len(part) < COPY_MAX)
 
 
 def read_rest(sock: zmq.Socket[Any], keep: int) -> list[memoryview]:
