@@ -188,7 +188,6 @@ class Account:
         "notice_window",
         "notices",
         "pending",
-        "queued_bytes",
         "refused",
         "seen",
         "since_log",
@@ -201,7 +200,6 @@ class Account:
         self.label = who.decode() if who.startswith(b"key:") else who.hex()
         self.spawned: set[str] = set()
         self.pending = 0
-        self.queued_bytes = 0
         self.notices = 0
         self.notice_window = 0.0
         self.bad = 0

@@ -89,7 +89,6 @@ class Server:
         self.pulse = pulse
         self.limits = limits
         self.counters = counters
-        self.capabilities = capabilities
         self.quotas = quotas
         self.router = router
         self.clock_skew = clock_skew
