@@ -216,19 +216,15 @@ class Links:
             sock.curve_secretkey = keys.secret
         if peer.address.startswith("tcp://["):
             sock.ipv6 = True
-        monitor = sock.get_monitor_socket(_MONITORED)
+        peer.socket = sock
+        peer.monitor = monitor = sock.get_monitor_socket(_MONITORED)
+        self.io.register(sock, self._on_dealer, peer)
+        self.io.register(monitor, self._on_monitor, peer)
         try:
             sock.connect(peer.address)
         except zmq.ZMQError as exc:
-            sock.disable_monitor()
-            monitor.close(0)
-            sock.close(0)
-            peer.socket = peer.monitor = None
+            self._close_peer(peer)
             self.mark_down(peer, NodeUnreachable, f"cannot connect to {peer.address}: {exc}")
-            return
-        peer.socket, peer.monitor = sock, monitor
-        self.io.register(sock, self._on_dealer, peer)
-        self.io.register(monitor, self._on_monitor, peer)
 
     def _close_peer(self, peer: Peer, linger: int = 0) -> None:
         sock, monitor = peer.socket, peer.monitor
@@ -236,15 +232,13 @@ class Links:
         peer.stalled = None
         if sock is not None:
             self.io.unregister(sock)
-        if monitor is not None:
-            self.io.unregister(monitor)
-        if sock is not None:
             try:
                 sock.disable_monitor()
             except zmq.ZMQError:
                 pass
             sock.close(linger)
         if monitor is not None:
+            self.io.unregister(monitor)
             monitor.close(0)
 
     def _flush_peer(self, peer: Peer) -> None:
