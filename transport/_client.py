@@ -162,11 +162,6 @@ class Client:
             except LlmosError:
                 pass  # the watcher itself is gone
 
-    def watch_ended(self, peer: Peer, target: str, watcher: ActorRef) -> None:
-        """``Terminated`` arrived from the peer itself: the watch is over."""
-        with peer.lock:
-            peer.watches.pop((target, watcher), None)
-
     def fail_all(self, text: str) -> None:
         """The node is closing: fail every pending request and end every watch."""
         for peer in list(self.peers.values()):

@@ -22,7 +22,6 @@ from llmos.transport._ref import RemoteRef
 if TYPE_CHECKING:
     from llmos.actors import LocalRef
     from llmos.transport._capabilities import Account
-    from llmos.transport._client import Client
     from llmos.transport._codec import Codec
     from llmos.transport._peer import Counters, Peer
     from llmos.transport._router import Router
@@ -39,8 +38,8 @@ class Delivery:
         codec: decodes messages, encodes answers (and knows this node's address, once bound).
         counters: the node's counters (undelivered tells).
         router: queues answer frames to the I/O thread.
-        client: hears of a watched remote actor's end (a ``Terminated`` from its node).
-        peers: the node's peer table (address -> Peer), read only.
+        peers: the node's peer table (address -> Peer), read only (a ``Terminated`` from a
+            peer ends the watch held there).
         max_payload: the largest answer that fits a frame.
     """
 
@@ -50,14 +49,12 @@ class Delivery:
         codec: Codec,
         counters: Counters,
         router: Router,
-        client: Client,
         peers: dict[str, Peer],
         max_payload: int,
     ) -> None:
         self.codec = codec
         self.counters = counters
         self.router = router
-        self.client = client
         self.peers = peers
         self.max_payload = max_payload
         self._missing: dict[str, bytes] = {}  # encoded "no such actor" errors, by name
@@ -115,7 +112,7 @@ class Delivery:
         if type(msg) is Terminated and isinstance(msg.ref, RemoteRef) and local is not None:
             peer = self.peers.get(msg.ref.node or "")
             if peer is not None:
-                self.client.watch_ended(peer, msg.ref.name, local)
+                peer.end_watch(msg.ref.name, local)
         if local is None:
             self._undelivered(target, msg, "no such actor on this node")
             return

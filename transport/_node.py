@@ -179,7 +179,6 @@ class Node:
             codec=self.codec,
             counters=self.counters,
             router=self.router,
-            client=self.client,
             peers=self.peers,
             max_payload=self.max_payload,
         )

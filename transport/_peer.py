@@ -146,6 +146,11 @@ class Peer:
             self.up_event.clear()
         return pending
 
+    def end_watch(self, name: str, watcher: ActorRef) -> None:
+        """Forget that ``watcher`` watches the actor ``name`` there (any thread)."""
+        with self.lock:
+            self.watches.pop((name, watcher), None)
+
     def count_bytes(self, size: int) -> None:
         """Add ``size`` (negative: take it off) to ``queued_bytes`` (any thread)."""
         with self._bytes_lock:

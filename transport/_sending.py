@@ -262,7 +262,6 @@ class Outbound:
 
     def unwatch(self, ref: ActorRef, watcher: ActorRef) -> None:
         peer = self.peer(ref.node or "")
-        with peer.lock:
-            peer.watches.pop((ref.name, watcher), None)
+        peer.end_watch(ref.name, watcher)
         if peer.state != DOWN:
             self.links.post(peer, [UNWATCH, ref.name, self.encode_payload(watcher)])
