@@ -27,7 +27,7 @@ from llmos.transport._address import advertised, check_endpoint
 from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
 from llmos.transport._codec import Codec
-from llmos.transport._control import Spawner, SpawnWorkers, default_spawner
+from llmos.transport._control import Control, Spawner, SpawnWorkers, default_spawner
 from llmos.transport._delivery import Delivery
 from llmos.transport._errors import NodeUnreachable
 from llmos.transport._frames import SPAWN, Limits
@@ -182,18 +182,25 @@ class Node:
             peers=self.peers,
             max_payload=self.max_payload,
         )
+        control = Control(
+            delivery.answer,
+            codec=self.codec,
+            counters=self.counters,
+            capabilities=self.capabilities,
+            quotas=self.quotas,
+            remote_ref=self.remote_ref,
+            spawner=lambda: self.spawner,
+            spawn_executor=self.spawn_workers.executor,
+        )
         self.server = Server(
             codec=self.codec,
             limits=self.limits,
             counters=self.counters,
-            capabilities=self.capabilities,
             quotas=self.quotas,
             router=self.router,
             delivery=delivery,
+            control=control,
             clock_skew=self.clock_skew,
-            remote_ref=self.remote_ref,
-            spawner=lambda: self.spawner,
-            spawn_executor=self.spawn_workers.executor,
             pulse=self.io.pulse,
         )
         self.links = Links(

@@ -13,7 +13,6 @@ notice quota), and the items around it are served. What a peer may do here is de
 
 from __future__ import annotations
 
-import concurrent.futures
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -21,8 +20,8 @@ from typing import TYPE_CHECKING, Any
 
 from llmos.actors import ActorRef, LlmosError, LocalRef, find
 from llmos.actors.tracing import check_traceparent
-from llmos.transport._capabilities import Account, Capabilities, Quotas
-from llmos.transport._control import Control, Spawner
+from llmos.transport._capabilities import Account, Quotas
+from llmos.transport._control import Control
 from llmos.transport._errors import FrameError, NotAllowed, QuotaExceeded, RequestExpired
 from llmos.transport._frames import (
     ASK,
@@ -64,6 +63,7 @@ class Server:
 
     Args:
         delivery: where admitted tells and asks go (and how answers go back).
+        control: where admitted requests on the node itself go (spawn, stop, watch...).
         clock_skew: seconds of wall-clock difference allowed when judging a deadline.
         pulse: the I/O thread's turns (a gap in them: this node was frozen or starved).
         The others: the node's parts and settings that the checks read.
@@ -75,14 +75,11 @@ class Server:
         codec: Codec,
         limits: Limits,
         counters: Counters,
-        capabilities: Capabilities,
         quotas: Quotas,
         router: Router,
         delivery: Delivery,
+        control: Control,
         clock_skew: float,
-        remote_ref: Callable[[str, str], ActorRef],
-        spawner: Callable[[], Spawner],
-        spawn_executor: Callable[[], concurrent.futures.Executor],
         pulse: Pulse,
     ) -> None:
         self.codec = codec
@@ -95,16 +92,7 @@ class Server:
         self.accounts: dict[bytes, Account] = {}
         self._next_prune = 0.0
         self.delivery = delivery
-        self.control = control = Control(
-            delivery.answer,
-            codec=codec,
-            counters=counters,
-            capabilities=capabilities,
-            quotas=quotas,
-            remote_ref=remote_ref,
-            spawner=spawner,
-            spawn_executor=spawn_executor,
-        )
+        self.control = control
         self._requests: dict[int, _Request] = {
             LOOKUP: control.lookup,
             STOP: control.stop,
