@@ -27,11 +27,13 @@ import importlib
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmos.actors import LlmosError
 from llmos.transport._errors import NotAllowed, SpawnFailed, SpawnRefused
-from llmos.transport._io import Pulse
+
+if TYPE_CHECKING:
+    from llmos.transport._io import Pulse
 
 __all__ = ["STOP_POLICIES", "Account", "Capabilities", "Quotas", "is_system_actor"]
 
@@ -170,6 +172,7 @@ class Capabilities:
         )
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class Account:
     """What one peer holds on this node, and what it was refused or sent that was bad.
 
@@ -181,33 +184,17 @@ class Account:
     grow or shrink by one under the GIL; exactness is not needed for a quota).
     """
 
-    __slots__ = (
-        "bad",
-        "label",
-        "last_log",
-        "notice_window",
-        "notices",
-        "pending",
-        "refused",
-        "seen",
-        "since_log",
-        "spawned",
-        "watches",
-    )
-
-    def __init__(self, who: bytes, gap: float) -> None:
-        # b"key:" + a Z85 key (printable), or a connection's binary identity.
-        self.label = who.decode() if who.startswith(b"key:") else who.hex()
-        self.spawned: set[str] = set()
-        self.pending = 0
-        self.notices = 0
-        self.notice_window = 0.0
-        self.bad = 0
-        self.refused = 0
-        self.since_log = 0
-        self.last_log = -1e9
-        self.seen = Pulse(gap)  # its frames, heartbeats included (see Server.on_frame)
-        self.watches = 0
+    label: str  # the peer in the log: its CURVE key, or its connection's identity in hex
+    seen: Pulse  # its frames, heartbeats included (see Server.on_frame)
+    spawned: set[str] = dataclasses.field(default_factory=set)
+    pending: int = 0
+    watches: int = 0
+    bad: int = 0
+    refused: int = 0
+    notices: int = 0
+    notice_window: float = 0.0
+    since_log: int = 0
+    last_log: float = -1e9
 
     def allow_notice(self, quotas: Quotas, now: float) -> bool:
         if now - self.notice_window >= quotas.log_interval:

@@ -115,7 +115,9 @@ class Server:
             now = _monotonic()
             if len(self.accounts) >= _MAX_ACCOUNTS and now >= self._next_prune:
                 self._prune(now)
-            account = self.accounts[who] = Account(who, self.pulse.gap)
+            # who: b"key:" + a Z85 key (printable), or a connection's binary identity.
+            label = who.decode() if who.startswith(b"key:") else who.hex()
+            account = self.accounts[who] = Account(label, Pulse(self.pulse.gap))
         return account
 
     def _prune(self, now: float) -> None:
