@@ -42,6 +42,8 @@ def check_timeout(timeout: float | None) -> float:
     """
     if timeout is None:
         return default_ask_timeout()
+    if (type(timeout) is float or type(timeout) is int) and 0 < timeout < math.inf:
+        return float(timeout)  # the common case, without isinstance (once per ask)
     if type(timeout) is not bool and isinstance(timeout, int | float) and 0 < timeout < math.inf:
         return float(timeout)
     raise LlmosError(f"a timeout must be a positive finite number of seconds, got {timeout!r}")
