@@ -687,7 +687,7 @@ def test_a_spawn_whose_asker_gave_up_while_queued_is_not_started(pair: tuple[Nod
 
     reply: Reply[Any] = Reply(time.monotonic() + 5.0, "transport_peer:Echo", 5.0)
     reply.asker = GaveUp()
-    account = Account(b"peer", 1.0)
+    account = Account("peer", Pulse(1.0))
     b.server.control.run_spawn(reply, account, "transport_peer:Echo", (), {}, "never-spawned")
     with pytest.raises(AskAbandoned):
         reply.get()
