@@ -287,7 +287,8 @@ class Router:
                 return
             try:
                 answer = handler.handle(request)
-            except Exception:  # fail closed
+            except Exception:  # fail closed, counted like any refusal
+                handler.refused += 1
                 log.exception("the ZAP handler failed; refusing the client")
                 answer = [
                     b"1.0",
