@@ -193,7 +193,9 @@ def least_needed(peers: Iterable[Peer]) -> Peer | None:
 
 @dataclasses.dataclass(slots=True)
 class Counters:
-    """Mutable counters, written only by the I/O thread (each is a field of :class:`NodeStats`)."""
+    """Mutable counters (each is a field of :class:`NodeStats`), written by the I/O thread and,
+    for an answer it settles, by an actor's thread (a ``+= 1`` under the GIL: a figure, not a
+    quota)."""
 
     bad_frames: int = 0
     bad_items: int = 0
