@@ -7,8 +7,9 @@ What each layer above uses (all documented, all stable like the rest of the publ
   of its children through the :class:`CellSupervisor` protocol;
 - a transport (``llmos.transport``) checks and looks up messages (:func:`check_message`,
   :func:`message_class`, :data:`MAX_DEPTH`), records what it cannot deliver
-  (:func:`record_dead_letter`), answers asyncio asks with :class:`AsyncReply`, and feeds actors
-  with ``LocalRef.post`` and ``Reply.add_done_callback`` (in :mod:`llmos.actors`);
+  (:func:`record_dead_letter`), answers asyncio asks with :class:`AsyncReply`, feeds actors
+  with ``LocalRef.post`` and ``Reply.add_done_callback`` (in :mod:`llmos.actors`), and checks
+  its requests' timeouts as asks do (:func:`check_timeout`);
 - a :class:`Mailbox` (with :data:`Envelope` and :func:`envelope`) is what ``Actor.actor_mailbox``
   builds for a cell; a cell run by a dispatcher is its mailbox's :class:`TurnScheduler`
   (``Mailbox.schedule_turns``), told when a message arrives;
@@ -28,6 +29,7 @@ from llmos.actors._cell import Cell, CellSupervisor
 from llmos.actors._mailbox import Envelope, Mailbox, TurnScheduler, envelope
 from llmos.actors._messages import MAX_DEPTH, check_message, message_class
 from llmos.actors._records import record_dead_letter
+from llmos.actors._ref import check_timeout
 from llmos.actors._reply import current_actor_name
 from llmos.actors._trace import TraceHook, install_trace_hook, parse_traceparent
 from llmos.actors._trace import state as trace_state
@@ -42,6 +44,7 @@ __all__ = [
     "TraceHook",
     "TurnScheduler",
     "check_message",
+    "check_timeout",
     "current_actor_name",
     "envelope",
     "install_trace_hook",

@@ -22,7 +22,7 @@ from typing import Any
 import zmq
 
 from llmos.actors import ActorRef, LlmosError, find, get
-from llmos.actors.lowlevel import check_message
+from llmos.actors.lowlevel import check_message, check_timeout
 from llmos.transport._address import advertised, check_endpoint
 from llmos.transport._capabilities import Capabilities, Quotas
 from llmos.transport._client import Client
@@ -37,7 +37,7 @@ from llmos.transport._peer import DOWN, Counters, NodeStats, Peer, node_stats
 from llmos.transport._ref import RemoteRef
 from llmos.transport._router import Router
 from llmos.transport._security import KeyPair, Trust, check_bind, load_keys
-from llmos.transport._sending import Outbound, check_timeout
+from llmos.transport._sending import Outbound
 from llmos.transport._serve import Server
 
 __all__ = ["Node"]

@@ -16,10 +16,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import ActorRef, ActorStats, AskTimeout, LlmosError, Reply
-from llmos.actors.lowlevel import AsyncReply, trace_state
+from llmos.actors.lowlevel import AsyncReply, check_timeout, trace_state
 from llmos.transport._frames import ASK, STATS, STOP, TELL
 from llmos.transport._peer import DOWN
-from llmos.transport._sending import check_timeout
 
 if TYPE_CHECKING:
     from llmos.transport._peer import Peer

@@ -10,12 +10,12 @@ and :meth:`~llmos.transport._io.IOLoop.call`). Remote refs hold it, not the node
 from __future__ import annotations
 
 import itertools
-import math
 import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from llmos.actors import ActorRef, LlmosError, Reply, Terminated, default_ask_timeout
+from llmos.actors import ActorRef, Reply, Terminated
+from llmos.actors.lowlevel import check_timeout
 from llmos.transport._address import check_endpoint
 from llmos.transport._capabilities import Quotas
 from llmos.transport._errors import FrameError, NodeUnreachable, PeerBusy, QuotaExceeded
@@ -29,24 +29,9 @@ if TYPE_CHECKING:
     from llmos.transport._links import Links
     from llmos.transport._security import Trust
 
-__all__ = ["Outbound", "check_timeout"]
+__all__ = ["Outbound"]
 
 _monotonic = time.monotonic
-
-
-def check_timeout(timeout: float | None) -> float:
-    """Validate a timeout in seconds, returning the default ask timeout for None.
-
-    Raises:
-        LlmosError: the timeout is not a positive finite number.
-    """
-    if timeout is None:
-        return default_ask_timeout()
-    if (type(timeout) is float or type(timeout) is int) and 0 < timeout < math.inf:
-        return float(timeout)  # the common case, without isinstance (once per ask)
-    if type(timeout) is not bool and isinstance(timeout, int | float) and 0 < timeout < math.inf:
-        return float(timeout)
-    raise LlmosError(f"a timeout must be a positive finite number of seconds, got {timeout!r}")
 
 
 class Outbound:
