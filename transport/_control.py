@@ -65,11 +65,15 @@ def serve_reply(
     ident: bytes,
     rid: int,
     account: Account | None = None,
+    asker: Any = None,
 ) -> Reply:
     """The reply to a peer's request: once it settles, ``answer`` queues its answer to the I/O
     thread (from its done callback, in whichever thread settles it: the actor's, a spawn
-    worker, the I/O thread itself). It counts as one pending request of ``account``."""
+    worker, the I/O thread itself). It counts as one pending request of ``account``.
+    ``asker`` becomes ``Reply.asker`` for a request that waits in a queue before it starts
+    (see RemoteAsker: it is not started once its asker gave up)."""
     reply = Reply(deadline, target, span)
+    reply.asker = asker
     if account is not None:
         account.pending += 1  # one more request of this peer in progress here
 
@@ -223,10 +227,10 @@ class Control:
         path: str,
         payload: Payload,
         account: Account,
-        asker: Any = None,
+        asker: Any,
     ) -> None:
-        """Start a spawn request in a spawn worker (``asker``: ``Reply.asker``, see
-        RemoteAsker: the worker does not start a request its asker gave up on meanwhile)."""
+        """Start a spawn request in a spawn worker, which does not start it if its ``asker``
+        gave up meanwhile (see :func:`serve_reply`)."""
         if not self.capabilities.spawn_allowed(path):
             self.counters.refusals += 1
             account.refused += 1
@@ -252,8 +256,7 @@ class Control:
             or not all(type(k) is str for k in spec[1])
         ):
             raise FrameError("a spawn request must carry [args tuple, kwargs dict, name]")
-        reply = serve_reply(deadline, path, span, self.answer, ident, rid, account)
-        reply.asker = asker
+        reply = serve_reply(deadline, path, span, self.answer, ident, rid, account, asker)
         self.spawn_executor().submit(
             self.run_spawn, reply, account, path, spec[0], spec[1], spec[2]
         )

@@ -139,11 +139,11 @@ class Delivery:
         target: str,
         payload: Payload,
         account: Account,
+        asker: Any,
         trace: str | None = None,
-        asker: Any = None,
     ) -> None:
         """Post an admitted ask to the actor ``target``; its answer goes back when it settles.
-        ``asker`` stands for the asker (``Reply.asker``: it may give up, see RemoteAsker)."""
+        The actor does not start it if its ``asker`` gave up meanwhile (see ``serve_reply``)."""
         local = find(target)
         if local is None:
             # The cheapest answer (a flood of asks to no actor must not outrun the node): the
@@ -157,8 +157,7 @@ class Delivery:
             self.router.post_reply(ident, [FAIL, rid, error], deadline)
             return
         msg = self.codec.decode(payload)
-        reply = serve_reply(deadline, target, span, self.answer, ident, rid, account)
-        reply.asker = asker
+        reply = serve_reply(deadline, target, span, self.answer, ident, rid, account, asker)
         if trace is None and trace_state.hook is not None:
             trace = trace_state.hook.incoming(msg)
         try:

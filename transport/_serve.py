@@ -285,20 +285,15 @@ class Server:
                 f"{self.address} (Quotas.max_pending); wait for their answers"
             )
         read = _monotonic()
-        deadline = read + left
-        if op == ASK or op == SPAWN:  # queued before they start: their asker may give up
-            asker = RemoteAsker(self.pulse, account, read, read + (give_up + skew - now))
-            if op == SPAWN:
-                self.control.spawn(
-                    ident, rid, deadline, float(span), target, payload, account, asker
-                )
-                return
-            trace = self._trace(item[7]) if size == 8 else None
-            self.delivery.ask(
-                ident, rid, deadline, float(span), target, payload, account, trace, asker
-            )
-            return
-        self._requests[op](ident, rid, deadline, float(span), target, payload, account)
+        args = (ident, rid, read + left, float(span), target, payload, account)
+        # Asks and spawns wait in a queue before they start: their asker may give up meanwhile.
+        asker = RemoteAsker(self.pulse, account, read, read + (give_up + skew - now))
+        if op == ASK:
+            self.delivery.ask(*args, asker, self._trace(item[7]) if size == 8 else None)
+        elif op == SPAWN:
+            self.control.spawn(*args, asker)
+        else:
+            self._requests[op](*args)
 
     def _trace(self, value: Any) -> str | None:
         """A peer's trace context if well formed; else None, counted (it serves tracing only,
