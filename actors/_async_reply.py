@@ -11,6 +11,12 @@ Every loop that asks gets one :class:`LoopLink`, shared by all its pending asks:
   of all, instead of a timer per ask.
 
 Both run on the loop's own thread except :meth:`LoopLink.settled`, which any thread may call.
+
+An ``ask_async`` made while a loop runs returns the reply's :class:`AskFuture` at once, the ask
+already sent: a future that asyncio also takes as a coroutine (``create_task``, ``asyncio.run``,
+``run_coroutine_threadsafe``), so ``gather`` over 1,000 asks makes no Task per ask. Made with no
+loop running (``asyncio.run(ref.ask_async(msg))``), it is a coroutine that asks when awaited
+(:func:`ask_on_loop`).
 """
 
 from __future__ import annotations
@@ -20,18 +26,62 @@ import math
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from typing_extensions import TypeVar
 
 from llmos.actors._reply import Reply
 
-__all__ = ["AsyncReply", "LoopLink"]
+__all__ = ["AskFuture", "AsyncReply", "LoopLink", "ask_on_loop"]
 
 T = TypeVar("T", default=Any)
 
 _monotonic = time.monotonic
 _LINK = "_llmos_loop_link"  # the attribute a loop's link is kept under
+
+
+class AskFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
+    """The answer to an ``ask_async``: an asyncio future that is also a coroutine.
+
+    ``await`` it, or hand it to ``gather`` or ``wait_for`` like any future (neither wraps it in
+    a Task); ``create_task`` and ``asyncio.run`` take it as a coroutine that awaits itself.
+    Await it on the loop it was made on.
+    """
+
+    __slots__ = ()
+
+    def send(self, value: Any) -> Any:
+        # A future's __await__ iterator keeps no state of its own: a fresh one per step works.
+        return self.__await__().send(value)
+
+    def throw(self, *exc: Any) -> Any:
+        return self.__await__().throw(*exc)
+
+    def close(self) -> None:
+        """Nothing to close: the ask runs on whether or not anyone awaits it."""
+
+
+def ask_on_loop(
+    ask: Callable[[asyncio.AbstractEventLoop], AskFuture[T]],
+) -> Coroutine[Any, Any, T]:
+    """What an ``ask_async`` returns: ``ask(loop)`` made now on the running loop (an error
+    raised making it comes out of the await, as from a coroutine), or, with no loop running,
+    a coroutine that makes it on the loop that awaits it."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return _when_awaited(ask)
+    try:
+        return ask(loop)
+    except Exception as exc:
+        failed: AskFuture[T] = AskFuture(loop=loop)
+        failed.set_exception(exc)
+        return failed
+
+
+async def _when_awaited(ask: Callable[[asyncio.AbstractEventLoop], AskFuture[T]]) -> T:
+    return await ask(asyncio.get_running_loop())
 
 
 class LoopLink:
@@ -137,7 +187,7 @@ class AsyncReply(Reply[T]):
     ) -> None:
         super().__init__(deadline, target, span)
         self.loop = loop
-        self.future: asyncio.Future[T] = loop.create_future()
+        self.future: AskFuture[T] = AskFuture(loop=loop)
         self.link = link = LoopLink.of(loop)
         link.watch(self)
 
@@ -154,11 +204,18 @@ class AsyncReply(Reply[T]):
         else:
             self.future.set_result(self._value)  # type: ignore[arg-type]  # set once done
 
-    def wait(self) -> asyncio.Future[T]:
+    def wait(self) -> AskFuture[T]:
         """The future to await for the answer (``await reply.wait()``): it completes with the
         value or the error on this loop, by the ask's deadline at the latest, without blocking
-        the loop. A plain future, not a coroutine, so an ask costs no coroutine of its own.
+        the loop. A future, so an ask costs no coroutine of its own.
 
         Cancelling the awaiting task leaves the ask itself to complete or expire.
         """
         return self.future
+
+    def run_or_fail(self, step: Callable[..., object], *args: Any) -> None:
+        """Run ``step(*args)`` (a blocking send, in a worker thread); settle with what it raises."""
+        try:
+            step(*args)
+        except BaseException as exc:
+            self.set_exception(exc)

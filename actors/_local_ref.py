@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
+from collections.abc import Coroutine
 from typing import Any, Protocol, TypeVar, overload
 
-from llmos.actors._async_reply import AsyncReply
+from llmos.actors._async_reply import AsyncReply, ask_on_loop
 from llmos.actors._errors import ActorDeadError, MailboxFull
 from llmos.actors._mailbox import Mailbox
 from llmos.actors._messages import check_message
@@ -101,30 +103,37 @@ class LocalRef(ActorRef):
         return reply
 
     @overload
-    async def ask_async(self, message: Returns[A], timeout: float | None = None) -> A: ...
+    def ask_async(
+        self, message: Returns[A], timeout: float | None = None
+    ) -> Coroutine[Any, Any, A]: ...
     @overload
-    async def ask_async(self, message: Any, timeout: float | None = None) -> Any: ...
-    async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
+    def ask_async(self, message: Any, timeout: float | None = None) -> Coroutine[Any, Any, Any]: ...
+    def ask_async(self, message: Any, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
+        """Ask from asyncio; see ``ActorRef.ask_async``. Called while a loop runs, it sends the
+        ask at once and returns its :class:`~llmos.actors.lowlevel.AskFuture` (``gather`` of
+        many asks then makes no Task per ask); with no loop running, it asks when awaited."""
+        return ask_on_loop(functools.partial(self._ask_on, message, timeout))
+
+    def _ask_on(self, message: Any, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Any:
         span = check_timeout(timeout)
         check_message(message)
         cell = self._live_cell()
-        loop = asyncio.get_running_loop()
         reply = AsyncReply(_monotonic() + span, cell, span, loop)
         hook = _tracing.hook
         trace = None if hook is None else hook.ask(message, self.name, reply)
         envelope = (message, reply, _monotonic(), trace)
         mailbox = cell.mailbox
-        if mailbox.capacity is not None and mailbox.when_full == "block":
-            try:
-                mailbox.put(envelope, timeout=0)
-            except MailboxFull:
-                # Wait for room in a worker thread so the loop keeps running.
-                await loop.run_in_executor(None, mailbox.put, envelope, span)
-        else:
-            mailbox.put(envelope)
+        try:
+            mailbox.put(envelope, timeout=0)
+        except MailboxFull as full:
+            if mailbox.when_full == "block":  # wait for room in a worker thread, not the loop
+                loop.run_in_executor(None, reply.run_or_fail, _put_and_check, cell, envelope, span)
+            else:
+                reply.set_exception(full)
+            return reply.wait()
         if cell.stopped:
             cell.drain()
-        return await reply.wait()
+        return reply.wait()
 
     def post(
         self,
@@ -195,6 +204,12 @@ class LocalRef(ActorRef):
 
     def unwatch(self, watcher: ActorRef) -> None:
         self._cell.unwatch(watcher)
+
+
+def _put_and_check(cell: RefTarget, envelope: Any, timeout: float) -> None:
+    cell.mailbox.put(envelope, timeout=timeout)
+    if cell.stopped:
+        cell.drain()
 
 
 def _traced_tell(self: LocalRef, message: Any) -> None:

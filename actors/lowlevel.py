@@ -7,7 +7,8 @@ What each layer above uses (all documented, all stable like the rest of the publ
   of its children through the :class:`CellSupervisor` protocol;
 - a transport (``llmos.transport``) checks and looks up messages (:func:`check_message`,
   :func:`message_class`, :data:`MAX_DEPTH`), records what it cannot deliver
-  (:func:`record_dead_letter`), answers asyncio asks with :class:`AsyncReply`, feeds actors
+  (:func:`record_dead_letter`), answers asyncio asks with :class:`AsyncReply` (its
+  ``ask_async`` returns :func:`ask_on_loop`'s :class:`AskFuture`, as a local ref's), feeds actors
   with ``LocalRef.post`` and ``Reply.add_done_callback`` (in :mod:`llmos.actors`), and checks
   its requests' timeouts as asks do (:func:`check_timeout`);
 - a :class:`Mailbox` (with :data:`Envelope` and :func:`envelope`) is what ``Actor.actor_mailbox``
@@ -24,7 +25,7 @@ What each layer above uses (all documented, all stable like the rest of the publ
   :func:`parse_traceparent` and names the sending actor with :func:`current_actor_name`.
 """
 
-from llmos.actors._async_reply import AsyncReply
+from llmos.actors._async_reply import AskFuture, AsyncReply, ask_on_loop
 from llmos.actors._cell import Cell, CellSupervisor
 from llmos.actors._mailbox import Envelope, Mailbox, TurnScheduler, envelope
 from llmos.actors._messages import MAX_DEPTH, check_message, message_class
@@ -36,6 +37,7 @@ from llmos.actors._trace import state as trace_state
 
 __all__ = [
     "MAX_DEPTH",
+    "AskFuture",
     "AsyncReply",
     "Cell",
     "CellSupervisor",
@@ -43,6 +45,7 @@ __all__ = [
     "Mailbox",
     "TraceHook",
     "TurnScheduler",
+    "ask_on_loop",
     "check_message",
     "check_timeout",
     "current_actor_name",

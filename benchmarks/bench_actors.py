@@ -14,7 +14,8 @@ a noisy machine hits all alike; the figures are min / median / max of the per-bl
   thread that releases the asker's lock: the two thread wake-ups an ask cannot avoid);
 - 1,000 concurrent ``ask_async`` from one event loop, as a ratio to a minimal bridge (one thread
   reading a SimpleQueue and answering through ``call_soon_threadsafe``), and to the same bridge
-  with each ask behind a coroutine (the Task gather makes for each);
+  with each ask behind a coroutine (the Task gather makes for each, which ``ask_async``, a
+  future, does not need);
 - the cost of the wire check (``check_message``) a local tell pays, per message.
 
 Targets (issue 14): tells >= 2.5x pykka and >= 50% of the limit; asks <= 0.8x pykka;
@@ -216,8 +217,8 @@ class Bridge(QueueThread):
         return time.perf_counter() - start
 
     async def coroutine_asks(self, n: int) -> float:
-        """The same, each ask behind a coroutine (as ``ask_async`` is): gather wraps each in a
-        Task, the cost any ``async def`` ask pays over a bare future."""
+        """The same, each ask behind a coroutine: gather wraps each in a Task, the cost any
+        ``async def`` ask pays over a bare future (``ask_async`` returns a future instead)."""
         loop = asyncio.get_running_loop()
         msg = Ping(1)
 

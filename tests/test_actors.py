@@ -437,6 +437,90 @@ async def test_ask_async_timeout_and_dead() -> None:
         await ref.ask_async(Add(1, 1), timeout=1)
 
 
+async def test_ask_async_on_a_running_loop_asks_at_once_and_gather_makes_no_task_per_ask() -> None:
+    ref = Calc.start()
+    release = gate("async-eager")
+    ref.tell(Hold("async-eager"))
+    tasks = len(asyncio.all_tasks())
+    asks = [ref.ask_async(Add(i, 1), timeout=10) for i in range(50)]
+    # Queued before anything awaits them (the Hold may still be queued too).
+    assert ref.statistics().mailbox_depth >= 50
+    assert all(isinstance(a, lowlevel.AskFuture) for a in asks)
+    gathered = asyncio.gather(*asks)
+    assert len(asyncio.all_tasks()) == tasks  # gather took the futures as they are
+    release.set()
+    assert await gathered == [i + 1 for i in range(50)]
+
+
+def test_ask_async_is_taken_by_asyncio_run_create_task_and_wait_for() -> None:
+    ref = Calc.start()
+    # No loop runs here: it asks when asyncio.run's loop awaits it.
+    assert asyncio.run(ref.ask_async(Add(1, 2), timeout=5)) == 3
+
+    async def main() -> tuple[int, int]:
+        task = asyncio.create_task(ref.ask_async(Add(2, 2), timeout=5))
+        waited = await asyncio.wait_for(ref.ask_async(Add(3, 3), timeout=5), 5)
+        return await task, waited
+
+    assert asyncio.run(main()) == (4, 6)
+
+
+async def test_ask_async_errors_come_out_of_the_await_and_a_cancelled_wait_leaves_the_ask() -> None:
+    ref = Calc.start()
+    refused = ref.ask_async(object(), timeout=5)  # no wire form: raised by the await, not here
+    with pytest.raises(MessageError):
+        await refused
+    release = gate("async-cancel")
+    ref.tell(Hold("async-cancel"))
+    waiting = asyncio.create_task(ref.ask_async(Note("kept"), timeout=10))
+    await asyncio.sleep(0)  # the task is now awaiting the ask's future
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    release.set()
+    assert await ref.ask_async("notes", timeout=5) == ["kept"]
+
+
+async def test_ask_async_to_a_full_mailbox_waits_off_the_loop_or_fails_at_the_await() -> None:
+    class Tight(Calc):
+        actor_mailbox_capacity = 1
+        actor_put_timeout = 5.0
+
+    entered = threading.Event()
+
+    class Marked(Tight):
+        @handler(Hold)
+        def hold(self, msg: Hold) -> str:
+            entered.set()
+            return super().hold(msg)
+
+    ref = Marked.start()
+    release = gate("async-full")
+    ref.tell(Hold("async-full"))
+    assert entered.wait(5)
+    ref.tell(Note("fills it"))
+    waiting = ref.ask_async(Add(1, 1), timeout=10)  # no room: it waits in a worker thread
+    assert isinstance(waiting, lowlevel.AskFuture)
+    ticks = 0
+    while ticks < 20:  # the loop keeps running meanwhile
+        ticks += 1
+        await asyncio.sleep(0.001)
+    assert not waiting.done()
+    release.set()
+    assert await waiting == 2
+
+    entered.clear()
+    failing = Marked.start(capacity=1, when_full="fail")
+    release_failing = gate("async-full-fail")
+    failing.tell(Hold("async-full-fail"))
+    assert entered.wait(5)
+    failing.tell(Note("fills it"))
+    refused = failing.ask_async(Add(1, 1), timeout=10)
+    release_failing.set()
+    with pytest.raises(MailboxFull):
+        await refused
+
+
 def test_invalid_timeouts_refused() -> None:
     ref = Calc.start()
     for bad in (0, -1, float("inf"), float("nan"), "1"):

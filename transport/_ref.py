@@ -12,11 +12,11 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from llmos.actors import ActorRef, ActorStats, AskTimeout, LlmosError, Reply
-from llmos.actors.lowlevel import AsyncReply, check_timeout, trace_state
+from llmos.actors.lowlevel import AsyncReply, ask_on_loop, check_timeout, trace_state
 from llmos.transport._frames import ASK, STATS, STOP, TELL
 from llmos.transport._peer import DOWN
 
@@ -99,24 +99,29 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
                 raise
         return reply
 
-    async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
+    def ask_async(self, message: Any, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
+        """Ask from asyncio; as a local ref's, the ask leaves at once when a loop runs."""
+        return ask_on_loop(functools.partial(self._ask_on, message, timeout))
+
+    def _ask_on(self, message: Any, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Any:
         span = check_timeout(timeout)
         via = self._via
         payload = via.encode_message(message)
-        loop = asyncio.get_running_loop()
         reply = AsyncReply(_monotonic() + span, self, span, loop)
         address = self.node or ""
         hook = trace_state.hook
         trace = None if hook is None else hook.ask(message, self.name, reply)
-        if not via.send_request(address, ASK, self.name, payload, reply, False, trace=trace):
-            # The send queue is full: wait for room in a worker thread, never on the loop.
-            await loop.run_in_executor(
-                None,
-                functools.partial(
-                    via.send_request, address, ASK, self.name, payload, reply, trace=trace
-                ),
+        try:
+            sent = via.send_request(address, ASK, self.name, payload, reply, False, trace=trace)
+        except Exception as exc:  # settled, so nothing waits for its deadline
+            reply.set_exception(exc)
+            return reply.wait()
+        if not sent:  # the send queue is full: wait for room in a worker thread, not the loop
+            send = functools.partial(
+                via.send_request, address, ASK, self.name, payload, reply, trace=trace
             )
-        return await reply.wait()
+            loop.run_in_executor(None, reply.run_or_fail, send)
+        return reply.wait()
 
     def is_alive(self) -> bool:
         """Ask the peer whether the actor runs (False if the peer is down or does not answer)."""
