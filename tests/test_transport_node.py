@@ -14,7 +14,14 @@ import pytest
 import zmq
 from observe_support import wait_for
 from transport_peer import Add, CallBack, Echo, Record, Sleep, TellBack
-from transport_support import ask_item, endpoint, hostile_frames, raw_dealer, short_tmpdir
+from transport_support import (
+    OneWayProxy,
+    ask_item,
+    endpoint,
+    hostile_frames,
+    raw_dealer,
+    short_tmpdir,
+)
 
 from llmos.actors import (
     Actor,
@@ -393,6 +400,52 @@ def test_asks_queued_past_their_give_up_time_on_a_live_node_still_run(
     assert slow.get() == "slept"
     assert [reply.get() for reply in asks] == [1, 2, 3, 4, 5]
     assert b.statistics().expired_requests == 0
+
+
+class HeldRecorder(Actor):
+    """Records each message it handles; the first waits until the test opens the gate."""
+
+    def __init__(self, gate: threading.Event, box: list[Any]) -> None:
+        super().__init__()
+        self.gate = gate
+        self.box = box
+
+    def on_receive(self, message: Any) -> Any:
+        self.box.append(message)
+        self.gate.wait(10)
+        return message
+
+
+def test_asks_queued_before_a_one_way_cut_are_not_started_after_their_asker_gave_up() -> None:
+    """The node's answers stop reaching the asker, while the asker's heartbeats still reach
+    the node: the asker gives up on its asks, and its heartbeats said it had not heard the
+    node, so the asks it queued there are refused when taken off the mailbox, not started.
+
+    With no ``clock_skew`` the asker fails its asks as it closes the connection, one tick
+    after its last heartbeat: too soon for the node to tell that the heartbeats stopped."""
+    gate = threading.Event()
+    box: list[Any] = []
+    with (
+        Node("tcp://127.0.0.1:0", name="b", heartbeat=1.0, clock_skew=0.0) as b,
+        Node(name="a", heartbeat=1.0, clock_skew=0.0) as a,
+    ):
+        proxy = OneWayProxy(b.address)
+        try:
+            held = HeldRecorder.start(gate, box, name="held")
+            remote = a.ref(f"held@{proxy.address}")
+            first = remote.ask("first", timeout=30)
+            asks = [remote.ask(i, timeout=30) for i in range(5)]
+            wait_for("b read the 5 asks", lambda: held.statistics().mailbox_depth == 5, 10)
+            proxy.cut()
+            for reply in [first, *asks]:
+                with pytest.raises(NodeUnreachable):
+                    reply.get()
+            gate.set()
+            assert held.ask("probe", timeout=10).get() == "probe"
+            assert box == ["first", "probe"]
+            assert b.statistics().expired_requests == 5
+        finally:
+            proxy.close()
 
 
 def test_large_payloads_arrive_whole_in_tells_asks_and_answers(pair: tuple[Node, Node]) -> None:

@@ -7,6 +7,7 @@ import os
 import selectors
 import shutil
 import signal
+import socket
 import struct
 import subprocess
 import sys
@@ -274,3 +275,61 @@ def hostile_frames() -> list[tuple[str, list[bytes] | bytes, str]]:
         ("deep payload in a part", [with_parts([ask_item(15, part_ref(big))]), deep], "reply"),
         ("garbage tell in a part", [with_parts([[TELL, "echo", part_ref(big)]]), junk], "item"),
     ]
+
+
+class OneWayProxy:
+    """A TCP proxy in front of a node that can cut one direction: after :meth:`cut`, what the
+    node sends is read and dropped, while what its peers send still reaches it (a one-way
+    network cut). Its own thread; :meth:`close` closes every socket it opened."""
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.removeprefix("tcp://").rsplit(":", 1)
+        self._upstream = (host, int(port))
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._listener.setblocking(False)
+        self.address = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
+        self._cut = threading.Event()
+        self._closing = threading.Event()
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(self._listener, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name="one-way-proxy", daemon=True)
+        self._thread.start()
+
+    def cut(self) -> None:
+        """From now on, drop what the node sends (to every connection, new ones too)."""
+        self._cut.set()
+
+    def _run(self) -> None:
+        while not self._closing.is_set():
+            for key, _ in self._selector.select(0.05):
+                if key.data is None:
+                    self._accept()
+                    continue
+                source, sink, from_node = key.data
+                try:
+                    data = source.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._drop(source, sink)
+                elif not (from_node and self._cut.is_set()):
+                    sink.sendall(data)
+
+    def _accept(self) -> None:
+        client, _ = self._listener.accept()
+        server = socket.create_connection(self._upstream, timeout=5)
+        self._selector.register(client, selectors.EVENT_READ, (client, server, False))
+        self._selector.register(server, selectors.EVENT_READ, (server, client, True))
+
+    def _drop(self, *socks: socket.socket) -> None:
+        for sock in socks:
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(sock)
+            sock.close()
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join(5)
+        for key in list(self._selector.get_map().values()):
+            key.fileobj.close()  # type: ignore[union-attr]
+        self._selector.close()

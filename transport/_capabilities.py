@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
+import math
 import time
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -186,6 +187,8 @@ class Account:
 
     label: str  # the peer in the log: its CURVE key, or its connection's identity in hex
     seen: Pulse  # its frames, heartbeats included (see Server.on_frame)
+    unheard: float = -math.inf  # when its heartbeat last said it had not heard this node for
+    # longer than ``seen.gap`` (monotonic)
     spawned: set[str] = dataclasses.field(default_factory=set)
     pending: int = 0
     watches: int = 0

@@ -85,7 +85,6 @@ _MONITORED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
-_PING_FRAME = pack_frame([[PING, 0, b""]])
 
 
 class Links:
@@ -312,11 +311,14 @@ class Links:
         self.retire(peer)
 
     def _send_ping(self, peer: Peer) -> None:
+        """Ping the peer, telling it how long this node has heard nothing from it (in ms): the
+        peer then knows when this node may give up on it (see RemoteAsker)."""
         sock = peer.socket
         if sock is None or peer.stalled is not None:
             return
         try:
-            sock.send(_PING_FRAME, NOBLOCK)
+            silent = _monotonic() - max(peer.last_heard, peer.since)
+            sock.send(pack_frame([[PING, int(silent * 1000), b""]]), NOBLOCK)
         except zmq.Again:
             pass
 

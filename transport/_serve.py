@@ -236,6 +236,9 @@ class Server:
         elif op in REQUEST_OPS:
             self._request(ident, op, item, account)
         elif op == PING:
+            silence = item[1] if len(item) > 1 else 0
+            if type(silence) is int and silence > account.seen.gap * 1000:
+                account.unheard = _monotonic()  # it may be about to give up on this node
             self.router.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
             if len(item) != 3 or type(item[1]) is not str or not is_payload(item[2]):
@@ -308,12 +311,19 @@ class RemoteAsker:
     """The asker of an ask from another node, as its Reply sees it (``Reply.asker``).
 
     It has given up (``stopped``) once its give-up time has passed, if since the request was
-    read this node's I/O thread stopped turning (frozen, starved) or the peer stopped sending
-    (its heartbeats) for longer than the pulse's gap: then the peer may have heard nothing from
-    this node for its heartbeat timeout and reported the request failed, so the actor must not
-    start it (it settles it with AskAbandoned, answered as RequestExpired). While both kept
-    going, the peer kept hearing this node's answers to its heartbeats and still waits, so a
-    request queued past its give-up time on a busy but live node is still run.
+    read this node's I/O thread stopped turning (frozen, starved), the peer stopped sending
+    (its heartbeats) for longer than the pulse's gap, or one of its heartbeats said it had heard
+    nothing from this node for longer than that gap (a one-way cut: its frames arrive, this
+    node's answers do not): then the peer may have heard nothing from this node for its
+    heartbeat timeout and reported the request failed, so the actor must not start it (it
+    settles it with AskAbandoned, answered as RequestExpired). While all kept going, the peer
+    kept hearing this node's answers to its heartbeats and still waits, so a request queued
+    past its give-up time on a busy but live node is still run.
+
+    Why the last two together suffice (for a peer with this node's heartbeat timeout ``H``,
+    the gap being ``H / 2``): before the peer gives up, its silence grows from ``H / 2`` to
+    ``H``. Either a heartbeat sent in that time arrived, saying so, or none did, and its frames
+    stopped for ``H / 2``.
     """
 
     __slots__ = ("account", "give_up", "io", "read")
@@ -327,8 +337,11 @@ class RemoteAsker:
     @property
     def stopped(self) -> bool:
         now = _monotonic()
+        account = self.account
         return now > self.give_up and (
-            self.io.missed_since(self.read, now) or self.account.seen.missed_since(self.read, now)
+            self.io.missed_since(self.read, now)
+            or account.seen.missed_since(self.read, now)
+            or account.unheard > self.read
         )
 
 
