@@ -402,6 +402,23 @@ def test_asks_queued_past_their_give_up_time_on_a_live_node_still_run(
     assert b.statistics().expired_requests == 0
 
 
+def test_asks_of_a_slower_heartbeat_asker_queued_past_their_give_up_time_still_run() -> None:
+    """The asker pings every 0.5 s, longer than half the node's 0.5 s timeout: the node judges
+    it by the 2 s timeout its heartbeats declare, so its asks that waited 2.5 s behind a slow
+    one, past their give-up time, still run (it still waits for them)."""
+    with (
+        Node("tcp://127.0.0.1:0", name="b", heartbeat=0.5) as b,
+        Node(name="a", heartbeat=2.0) as a,
+    ):
+        Echo.start(name="echo")
+        echo = a.ref(f"echo@{b.address}")
+        slow = echo.ask(Sleep(2.5), timeout=10)
+        asks = [echo.ask(Record(i), timeout=10) for i in range(5)]
+        assert slow.get() == "slept"
+        assert [reply.get() for reply in asks] == [1, 2, 3, 4, 5]
+        assert b.statistics().expired_requests == 0
+
+
 class HeldRecorder(Actor):
     """Records each message it handles; the first waits until the test opens the gate."""
 
@@ -416,18 +433,25 @@ class HeldRecorder(Actor):
         return message
 
 
-def test_asks_queued_before_a_one_way_cut_are_not_started_after_their_asker_gave_up() -> None:
+@pytest.mark.parametrize(
+    ("asker_heartbeat", "node_heartbeat"), [(1.0, 1.0), (0.5, 3.0)], ids=["same", "asker-faster"]
+)
+def test_asks_queued_before_a_one_way_cut_are_not_started_after_their_asker_gave_up(
+    asker_heartbeat: float, node_heartbeat: float
+) -> None:
     """The node's answers stop reaching the asker, while the asker's heartbeats still reach
     the node: the asker gives up on its asks, and its heartbeats said it had not heard the
     node, so the asks it queued there are refused when taken off the mailbox, not started.
 
     With no ``clock_skew`` the asker fails its asks as it closes the connection, one tick
-    after its last heartbeat: too soon for the node to tell that the heartbeats stopped."""
+    after its last heartbeat: too soon for the node to tell that the heartbeats stopped. An
+    asker with a shorter heartbeat timeout than the node's gives up sooner: the node judges it
+    by the timeout its heartbeats declare."""
     gate = threading.Event()
     box: list[Any] = []
     with (
-        Node("tcp://127.0.0.1:0", name="b", heartbeat=1.0, clock_skew=0.0) as b,
-        Node(name="a", heartbeat=1.0, clock_skew=0.0) as a,
+        Node("tcp://127.0.0.1:0", name="b", heartbeat=node_heartbeat, clock_skew=0.0) as b,
+        Node(name="a", heartbeat=asker_heartbeat, clock_skew=0.0) as a,
     ):
         proxy = OneWayProxy(b.address)
         try:

@@ -106,7 +106,8 @@ TELL = 1  # [TELL, target, payload] or [TELL, target, payload, traceparent]
 ASK = 2
 REPLY = 3  # [REPLY, req_id, payload]
 FAIL = 4  # [FAIL, req_id, error payload]
-PING = 5  # [PING, silence, b""]: ms since the pinging node last heard the pinged one
+PING = 5  # [PING, silence, b"", timeout]: ms since the pinging node heard the pinged one,
+# and its heartbeat timeout in ms (after which it gives up on a silent node)
 PONG = 6  # [PONG, seq, b""]
 WATCH = 7  # [WATCH, target, watcher ref payload]
 UNWATCH = 8  # [UNWATCH, target, watcher ref payload]

@@ -311,14 +311,16 @@ class Links:
         self.retire(peer)
 
     def _send_ping(self, peer: Peer) -> None:
-        """Ping the peer, telling it how long this node has heard nothing from it (in ms): the
-        peer then knows when this node may give up on it (see RemoteAsker)."""
+        """Ping the peer, telling it how long this node has heard nothing from it and after how
+        long it gives up (in ms): the peer then knows when this node may give up on it (see
+        RemoteAsker)."""
         sock = peer.socket
         if sock is None or peer.stalled is not None:
             return
         try:
             silent = _monotonic() - max(peer.last_heard, peer.since)
-            sock.send(pack_frame([[PING, int(silent * 1000), b""]]), NOBLOCK)
+            ping = [PING, int(silent * 1000), b"", int(self.heartbeat * 1000)]
+            sock.send(pack_frame([ping]), NOBLOCK)
         except zmq.Again:
             pass
 

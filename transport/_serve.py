@@ -236,9 +236,7 @@ class Server:
         elif op in REQUEST_OPS:
             self._request(ident, op, item, account)
         elif op == PING:
-            silence = item[1] if len(item) > 1 else 0
-            if type(silence) is int and silence > account.seen.gap * 1000:
-                account.unheard = _monotonic()  # it may be about to give up on this node
+            account.pinged(item[1] if len(item) > 1 else None, item[3] if len(item) > 3 else None)
             self.router.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
             if len(item) != 3 or type(item[1]) is not str or not is_payload(item[2]):
@@ -320,10 +318,10 @@ class RemoteAsker:
     kept hearing this node's answers to its heartbeats and still waits, so a request queued
     past its give-up time on a busy but live node is still run.
 
-    Why the last two together suffice (for a peer with this node's heartbeat timeout ``H``,
-    the gap being ``H / 2``): before the peer gives up, its silence grows from ``H / 2`` to
-    ``H``. Either a heartbeat sent in that time arrived, saying so, or none did, and its frames
-    stopped for ``H / 2``.
+    Why the last two together suffice: the gap is half the peer's heartbeat timeout ``H``, which
+    its heartbeats declare (``Account.pinged``). Before the peer gives up, its silence grows
+    from ``H / 2`` to ``H``. Either a heartbeat sent in that time arrived, saying so, or none
+    did, and its frames stopped for ``H / 2``.
     """
 
     __slots__ = ("account", "give_up", "io", "read")
