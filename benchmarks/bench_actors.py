@@ -35,6 +35,8 @@ Ray tell or ask costs about a millisecond, which makes the run minutes longer.
 Everything built before the blocks is frozen out of garbage collection (``gc.freeze()``), so a
 full collection costs the same in every block whoever it lands on.
 
+``profile_actors.py`` splits the costs behind these ratios by thread and by step.
+
 Run: ``python benchmarks/bench_actors.py [--blocks 7] [--tells 20000] [--asks 2000] [--contenders]
 [--hog]``
 """
