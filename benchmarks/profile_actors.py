@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
     hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.hog else None
     kinds = contenders()
-    spread = {
+    spread: dict[str, list[Any]] = {
         "llmos": [LlmosCounter.start() for _ in range(10)],
         "pykka": [PykkaCounter.start() for _ in range(10)],
         "limit": [Bare() for _ in range(10)],
@@ -203,9 +203,9 @@ def main(argv: list[str] | None = None) -> int:
 
         def syncs_of(name: str, refs: list[Any]) -> list[Callable[[], None]]:
             if name == "llmos":
-                return [lambda r=r: r.ask("count", timeout=120).get() for r in refs]
+                return [lambda r=r: r.ask("count", timeout=120).get() for r in refs]  # type: ignore[misc]
             if name == "pykka":
-                return [lambda r=r: r.ask("count", timeout=120) for r in refs]
+                return [lambda r=r: r.ask("count", timeout=120) for r in refs]  # type: ignore[misc]
             return [r.sync for r in refs]
 
         for round_ in range(args.rounds + 1):  # round 0 warms up, uncounted
