@@ -62,26 +62,28 @@ class AskFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
         """Nothing to close: the ask runs on whether or not anyone awaits it."""
 
 
-def ask_on_loop(
-    ask: Callable[[asyncio.AbstractEventLoop], AskFuture[T]],
-) -> Coroutine[Any, Any, T]:
-    """What an ``ask_async`` returns: ``ask(loop)`` made now on the running loop (an error
-    raised making it comes out of the await, as from a coroutine), or, with no loop running,
-    a coroutine that makes it on the loop that awaits it."""
+Ask = Callable[[asyncio.AbstractEventLoop, Any, "float | None"], "AskFuture[Any]"]
+"""``ask(loop, message, timeout)``: make an ask on ``loop`` and return its future."""
+
+
+def ask_on_loop(ask: Ask, message: Any, timeout: float | None) -> Coroutine[Any, Any, Any]:
+    """What an ``ask_async`` returns: ``ask(loop, message, timeout)`` made now on the running
+    loop (an error raised making it comes out of the await, as from a coroutine), or, with no
+    loop running, a coroutine that makes it on the loop that awaits it."""
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:
-        return _when_awaited(ask)
+        return _when_awaited(ask, message, timeout)
     try:
-        return ask(loop)
+        return ask(loop, message, timeout)
     except Exception as exc:
-        failed: AskFuture[T] = AskFuture(loop=loop)
+        failed: AskFuture[Any] = AskFuture(loop=loop)
         failed.set_exception(exc)
         return failed
 
 
-async def _when_awaited(ask: Callable[[asyncio.AbstractEventLoop], AskFuture[T]]) -> T:
-    return await ask(asyncio.get_running_loop())
+async def _when_awaited(ask: Ask, message: Any, timeout: float | None) -> Any:
+    return await ask(asyncio.get_running_loop(), message, timeout)
 
 
 class LoopLink:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import functools
 import threading
 import time
 from collections.abc import Coroutine
@@ -112,9 +111,9 @@ class LocalRef(ActorRef):
         """Ask from asyncio; see ``ActorRef.ask_async``. Called while a loop runs, it sends the
         ask at once and returns its :class:`~llmos.actors.lowlevel.AskFuture` (``gather`` of
         many asks then makes no Task per ask); with no loop running, it asks when awaited."""
-        return ask_on_loop(functools.partial(self._ask_on, message, timeout))
+        return ask_on_loop(self._ask_on, message, timeout)
 
-    def _ask_on(self, message: Any, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Any:
+    def _ask_on(self, loop: asyncio.AbstractEventLoop, message: Any, timeout: float | None) -> Any:
         span = check_timeout(timeout)
         check_message(message)
         cell = self._live_cell()

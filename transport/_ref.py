@@ -101,9 +101,9 @@ class RemoteRef(ActorRef):  # type: ignore[misc,unused-ignore]
 
     def ask_async(self, message: Any, timeout: float | None = None) -> Coroutine[Any, Any, Any]:
         """Ask from asyncio; as a local ref's, the ask leaves at once when a loop runs."""
-        return ask_on_loop(functools.partial(self._ask_on, message, timeout))
+        return ask_on_loop(self._ask_on, message, timeout)
 
-    def _ask_on(self, message: Any, timeout: float | None, loop: asyncio.AbstractEventLoop) -> Any:
+    def _ask_on(self, loop: asyncio.AbstractEventLoop, message: Any, timeout: float | None) -> Any:
         span = check_timeout(timeout)
         via = self._via
         payload = via.encode_message(message)
