@@ -12,11 +12,11 @@ Every loop that asks gets one :class:`LoopLink`, shared by all its pending asks:
 
 Both run on the loop's own thread except :meth:`LoopLink.settled`, which any thread may call.
 
-An ``ask_async`` made while a loop runs returns the reply's :class:`AskFuture` at once, the ask
-already sent: a future that asyncio also takes as a coroutine (``create_task``, ``asyncio.run``,
-``run_coroutine_threadsafe``), so ``gather`` over 1,000 asks makes no Task per ask. Made with no
-loop running (``asyncio.run(ref.ask_async(msg))``), it is a coroutine that asks when awaited
-(:func:`ask_on_loop`).
+An ``ask_async`` made while a loop runs in the calling thread returns the reply's
+:class:`AskFuture` at once, the ask already sent: a future that asyncio also takes as a
+coroutine (``create_task``), so ``gather`` over 1,000 asks makes no Task per ask. Made with no
+loop running there (``asyncio.run(ref.ask_async(msg))``, or a coroutine for
+``run_coroutine_threadsafe``), it is a coroutine that asks when awaited (:func:`ask_on_loop`).
 """
 
 from __future__ import annotations

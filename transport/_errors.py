@@ -27,9 +27,9 @@ What a caller may assume after each error of a remote request (``ask``, ``spawn_
   refused when taken off the queue past that time if, since it was read, the node stopped
   turning (frozen, starved), the asker stopped sending heartbeats for half its heartbeat
   timeout (which its heartbeats declare), or a heartbeat of the asker said it had not heard
-  the node for that long (a one-way cut),
-  since the asker may then have stopped hearing the node; a node that kept all three going
-  kept answering the asker's heartbeats, so the asker still waits and the request runs);
+  the node for that long (a one-way cut), since the asker may then have stopped hearing the
+  node; a node that kept all three going kept answering the asker's heartbeats, so the asker
+  still waits and the request runs);
 - **ran**: a result, or the exception the handler (or the remotely spawned constructor) raised.
 """
 
