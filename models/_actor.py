@@ -392,4 +392,7 @@ class ModelActor(Actor):
             except Exception as exc:  # the asker still gets the answer
                 log.debug("completion of %s not streamed: %r", p.request_id, exc)
         if p.reply is not None:
-            p.reply.set_result(completion)
+            if p.cancel and p.reply.expired():
+                p.reply.expire()  # dropped at its deadline: AskTimeout, never a "cancelled" value
+            else:
+                p.reply.set_result(completion)

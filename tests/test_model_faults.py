@@ -189,6 +189,19 @@ def test_an_ask_that_times_out_leaves_the_batch() -> None:
     assert ask(model, GetModelStats()).tokens_by_requester["slow"] < 500
 
 
+def test_an_ask_dropped_at_its_deadline_is_told_it_timed_out_not_given_a_value() -> None:
+    """Nobody waits on the reply: the model settles it itself when it drops the request at the
+    next step after its deadline. That is a timeout, never a "cancelled" completion."""
+    model = ModelActor.start(name="model")
+    assert ask(model, chat("Say yes.", max_new_tokens=4)).completion_tokens > 0  # loaded
+    stale = model.ask(chat("Count to five hundred.", max_new_tokens=500, requester="slow"), 0.5)
+    settled = threading.Event()
+    stale.add_done_callback(lambda _reply: settled.set())
+    assert settled.wait(60)
+    assert isinstance(stale.exception(), AskTimeout)
+    assert 0 < ask(model, GetModelStats()).tokens_by_requester["slow"] < 500
+
+
 def test_a_failing_stream_target_fails_only_its_request_and_settles_its_budget() -> None:
     model = ModelActor.start(budgets={"r": 60}, name="model")
     gate = threading.Event()
