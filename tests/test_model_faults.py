@@ -182,6 +182,7 @@ def test_leaving_a_stream_stops_its_generation(caplog: pytest.LogCaptureFixture)
 
 def test_an_ask_that_times_out_leaves_the_batch() -> None:
     model = ModelActor.start(name="model")
+    assert ask(model, chat("Say yes.", max_new_tokens=4)).completion_tokens > 0  # loaded
     stale = model.ask(chat("Count to five hundred.", max_new_tokens=500, requester="slow"), 0.5)
     with pytest.raises(AskTimeout):
         stale.get()
