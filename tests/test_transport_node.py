@@ -472,6 +472,41 @@ def test_asks_queued_before_a_one_way_cut_are_not_started_after_their_asker_gave
             proxy.close()
 
 
+def test_asks_sent_after_a_one_way_cut_are_not_started_after_their_asker_gave_up() -> None:
+    """The asker goes on asking after the cut until it gives up: its last asks are read after
+    its last heartbeat got through, and each says through its give-up time how long the asker
+    had not heard the node. None of them is started after the asker reported it failed."""
+    gate = threading.Event()
+    box: list[Any] = []
+    with (
+        Node("tcp://127.0.0.1:0", name="b", heartbeat=1.0, clock_skew=0.0) as b,
+        Node(name="a", heartbeat=1.0, clock_skew=0.0) as a,
+    ):
+        proxy = OneWayProxy(b.address)
+        try:
+            held = HeldRecorder.start(gate, box, name="held")
+            remote = a.ref(f"held@{proxy.address}")
+            first = remote.ask("first", timeout=30)
+            wait_for("b took the first ask", lambda: held.statistics().in_flight == 1, 10)
+            proxy.cut()
+            asks: list[Reply] = []
+            paced = threading.Event()  # never set: a 20 ms pace between asks
+            with pytest.raises(NodeUnreachable):
+                for i in range(1000):  # until the call itself says the node is down
+                    asks.append(remote.ask(i, timeout=30))
+                    paced.wait(0.02)
+            assert len(asks) > 10
+            for reply in [first, *asks]:
+                with pytest.raises(NodeUnreachable):
+                    reply.get()
+            gate.set()
+            assert held.ask("probe", timeout=10).get() == "probe"
+            assert box == ["first", "probe"]
+            assert b.statistics().expired_requests == len(asks)
+        finally:
+            proxy.close()
+
+
 def test_large_payloads_arrive_whole_in_tells_asks_and_answers(pair: tuple[Node, Node]) -> None:
     """Payloads that travel as message parts (joined, or each its own) arrive as sent, in
     order with the small ones around them, and are counted in bytes_in and bytes_out."""

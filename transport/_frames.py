@@ -66,6 +66,7 @@ __all__ = [
     "pack_frame",
     "pack_message",
     "parse_frame",
+    "ping",
 ]
 
 MAGIC = b"LM"
@@ -160,6 +161,12 @@ class Limits:
 
 
 _packer = msgpack.Packer(use_bin_type=True)
+
+
+def ping(silence: float, timeout: float) -> list[Any]:
+    """A PING item: this node has heard nothing from the pinged one for ``silence`` seconds,
+    and gives up on a node after ``timeout`` seconds of silence (its heartbeat timeout)."""
+    return [PING, int(silence * 1000), b"", int(timeout * 1000)]
 
 
 def pack_frame(items: list[list[Any]]) -> bytes:

@@ -31,6 +31,7 @@ from llmos.transport._frames import (
     item_payload,
     pack_frame,
     pack_message,
+    ping,
 )
 from llmos.transport._io import IOLoop
 from llmos.transport._peer import CONNECTING, DOWN, Counters, Peer, counted_bytes, idle
@@ -319,8 +320,7 @@ class Links:
             return
         try:
             silent = _monotonic() - max(peer.last_heard, peer.since)
-            ping = [PING, int(silent * 1000), b"", int(self.heartbeat * 1000)]
-            sock.send(pack_frame([ping]), NOBLOCK)
+            sock.send(pack_frame([ping(silent, self.heartbeat)]), NOBLOCK)
         except zmq.Again:
             pass
 

@@ -19,7 +19,7 @@ from llmos.actors.lowlevel import check_timeout
 from llmos.transport._address import check_endpoint
 from llmos.transport._capabilities import Quotas
 from llmos.transport._errors import FrameError, NodeUnreachable, PeerBusy, QuotaExceeded
-from llmos.transport._frames import LOOKUP, PING, UNWATCH, WATCH
+from llmos.transport._frames import LOOKUP, UNWATCH, WATCH, ping
 from llmos.transport._peer import DOWN, Counters, Peer, least_needed
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ class Outbound:
                     self._make_room()
                 peer = Peer(address, key)
                 self.peers[address] = peer
-                self.links.post(peer, [PING, 0, b""])  # a first PING opens the connection
+                self.links.post(
+                    peer, ping(0.0, self.heartbeat)
+                )  # a first PING opens the connection
         return peer
 
     def _make_room(self) -> None:

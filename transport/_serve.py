@@ -286,6 +286,10 @@ class Server:
                 f"{self.address} (Quotas.max_pending); wait for their answers"
             )
         read = _monotonic()
+        if give_up < wall and give_up - (wall - span) < account.seen.gap:
+            # The asker gives up on this node less than half its heartbeat timeout after it
+            # sent this: it had not heard this node for over half that timeout (see RemoteAsker).
+            account.unheard = read
         args = (ident, rid, read + left, float(span), target, payload, account)
         # Asks and spawns wait in a queue before they start: their asker may give up meanwhile.
         asker = RemoteAsker(self.pulse, account, read, read + (give_up + skew - now))
@@ -309,19 +313,21 @@ class RemoteAsker:
     """The asker of an ask from another node, as its Reply sees it (``Reply.asker``).
 
     It has given up (``stopped``) once its give-up time has passed, if since the request was
-    read this node's I/O thread stopped turning (frozen, starved), the peer stopped sending
-    (its heartbeats) for longer than the pulse's gap, or one of its heartbeats said it had heard
-    nothing from this node for longer than that gap (a one-way cut: its frames arrive, this
-    node's answers do not): then the peer may have heard nothing from this node for its
-    heartbeat timeout and reported the request failed, so the actor must not start it (it
-    settles it with AskAbandoned, answered as RequestExpired). While all kept going, the peer
-    kept hearing this node's answers to its heartbeats and still waits, so a request queued
-    past its give-up time on a busy but live node is still run.
+    read (or in the request itself) this node's I/O thread stopped turning (frozen, starved),
+    the peer stopped sending (its heartbeats) for longer than the pulse's gap, or one of its
+    frames said it had heard nothing from this node for longer than that gap (a one-way cut:
+    its frames arrive, this node's answers do not). A heartbeat says so outright; a request
+    through its give-up time, which is its send time plus the asker's heartbeat timeout less
+    that silence. Then the peer may have heard nothing from this node for its heartbeat
+    timeout and reported the request failed, so the actor must not start it (it settles it
+    with AskAbandoned, answered as RequestExpired). While all kept going, the peer kept
+    hearing this node's answers to its heartbeats and still waits, so a request queued past
+    its give-up time on a busy but live node is still run.
 
     Why the last two together suffice: the gap is half the peer's heartbeat timeout ``H``, which
     its heartbeats declare (``Account.pinged``). Before the peer gives up, its silence grows
-    from ``H / 2`` to ``H``. Either a heartbeat sent in that time arrived, saying so, or none
-    did, and its frames stopped for ``H / 2``.
+    from ``H / 2`` to ``H``. Either a frame sent in that time arrived (a heartbeat or a
+    request), saying so, or none did, and its frames stopped for ``H / 2``.
     """
 
     __slots__ = ("account", "give_up", "io", "read")
@@ -339,7 +345,7 @@ class RemoteAsker:
         return now > self.give_up and (
             self.io.missed_since(self.read, now)
             or account.seen.missed_since(self.read, now)
-            or account.unheard > self.read
+            or account.unheard >= self.read
         )
 
 
