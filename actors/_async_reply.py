@@ -45,8 +45,11 @@ class AskFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
     """The answer to an ``ask_async``: an asyncio future that is also a coroutine.
 
     ``await`` it, or hand it to ``gather`` or ``wait_for`` like any future (neither wraps it in
-    a Task); ``create_task`` and ``asyncio.run`` take it as a coroutine that awaits itself.
-    Await it on the loop it was made on.
+    a Task); ``create_task`` takes it as a coroutine that awaits itself. ``asyncio.wait``
+    refuses it, as it refuses any coroutine: pass it ``create_task(...)``. Await it on the
+    loop it was made on: the ask left when it was made, so handing it to another loop
+    (``run_coroutine_threadsafe``), or to ``asyncio.run`` inside a running loop, raises while
+    the ask still runs.
     """
 
     __slots__ = ()
@@ -56,10 +59,15 @@ class AskFuture(asyncio.Future[T], Coroutine[Any, Any, T]):
         return self.__await__().send(value)
 
     def throw(self, *exc: Any) -> Any:
+        # Thrown into (a task cancelled before it awaited this): nobody will read the answer.
+        # Cancelled, the future keeps asyncio from logging an error nobody retrieved; the ask
+        # itself runs on (or expires), as when an awaiting task is cancelled.
+        self.cancel()
         return self.__await__().throw(*exc)
 
     def close(self) -> None:
-        """Nothing to close: the ask runs on whether or not anyone awaits it."""
+        """Nobody will await it: cancel the future (the ask itself runs on or expires)."""
+        self.cancel()
 
 
 Ask = Callable[[asyncio.AbstractEventLoop, Any, "float | None"], "AskFuture[Any]"]

@@ -117,10 +117,12 @@ class ActorRef(abc.ABC):
     async def ask_async(self, message: Any, timeout: float | None = None) -> Any:
         """Ask from asyncio: await the answer without ever blocking the event loop.
 
-        A local or remote ref called while a loop runs sends the ask at once and returns a
-        future that asyncio also takes as a coroutine (``await``, ``gather``, ``wait_for``,
-        ``create_task``); called with no loop running (``asyncio.run(ref.ask_async(msg))``),
-        it asks when awaited. An error in making the ask comes out of the await.
+        A local or remote ref called while a loop runs in the calling thread sends the ask at
+        once and returns a future that asyncio also takes as a coroutine (``await``,
+        ``gather``, ``wait_for``, ``create_task``; not ``asyncio.wait``, which refuses
+        coroutines): await it on that loop. Called with no loop running there
+        (``asyncio.run(ref.ask_async(msg))``, or for ``run_coroutine_threadsafe``), it asks
+        when awaited. An error in making the ask comes out of the await.
 
         Raises:
             AskTimeout: no answer within the timeout.

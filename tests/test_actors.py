@@ -521,6 +521,19 @@ async def test_ask_async_to_a_full_mailbox_waits_off_the_loop_or_fails_at_the_aw
         await refused
 
 
+async def test_a_task_cancelled_before_it_awaited_an_ask_cancels_its_future() -> None:
+    # Nobody will read the answer: the future is cancelled (so a failing ask logs no
+    # "exception was never retrieved"), and the ask itself still runs.
+    ref = Calc.start()
+    pending = ref.ask_async(Note("still runs"), timeout=10)
+    task = asyncio.create_task(pending)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert isinstance(pending, lowlevel.AskFuture) and pending.cancelled()
+    assert await ref.ask_async("notes", timeout=5) == ["still runs"]
+
+
 def test_invalid_timeouts_refused() -> None:
     ref = Calc.start()
     for bad in (0, -1, float("inf"), float("nan"), "1"):
