@@ -507,6 +507,43 @@ def test_asks_sent_after_a_one_way_cut_are_not_started_after_their_asker_gave_up
             proxy.close()
 
 
+def test_on_a_shared_key_one_nodes_silence_is_not_hidden_by_anothers_frames() -> None:
+    """Two nodes share a CURVE key. One is cut off both ways and gives up on its asks; the
+    other's frames keep coming on the same key. The asks the cut node queued are still not
+    started after it gave up: a node is judged by its own connection."""
+    server_keys, shared = KeyPair.generate(), KeyPair.generate()
+    gate = threading.Event()
+    box: list[Any] = []
+    with Node(
+        keys=server_keys, allow_keys=[shared.public], heartbeat=1.0, clock_skew=0.0, name="b"
+    ) as b:
+        proxy = OneWayProxy(b.address)
+        keys = {b.address: server_keys.public, proxy.address: server_keys.public}
+        try:
+            with (
+                Node(keys=shared, peer_keys=keys, heartbeat=1.0, clock_skew=0.0) as cut,
+                Node(keys=shared, peer_keys=keys, heartbeat=1.0, clock_skew=0.0) as other,
+            ):
+                held = HeldRecorder.start(gate, box, name="held")
+                Echo.start(name="echo")
+                assert other.ref(f"echo@{b.address}").ask(Add(1, 1), timeout=5).get() == 2
+                remote = cut.ref(f"held@{proxy.address}")
+                first = remote.ask("first", timeout=30)
+                asks = [remote.ask(i, timeout=30) for i in range(5)]
+                wait_for("b read the 5 asks", lambda: held.statistics().mailbox_depth == 5, 10)
+                proxy.cut(both=True)
+                for reply in [first, *asks]:
+                    with pytest.raises(NodeUnreachable):
+                        reply.get()
+                assert other.ref(f"echo@{b.address}").ask(Add(2, 2), timeout=5).get() == 4
+                gate.set()
+                assert held.ask("probe", timeout=10).get() == "probe"
+                assert box == ["first", "probe"]
+                assert b.statistics().expired_requests == 5
+        finally:
+            proxy.close()
+
+
 def test_large_payloads_arrive_whole_in_tells_asks_and_answers(pair: tuple[Node, Node]) -> None:
     """Payloads that travel as message parts (joined, or each its own) arrive as sent, in
     order with the small ones around them, and are counted in bytes_in and bytes_out."""
@@ -799,7 +836,7 @@ def test_a_spawn_whose_asker_gave_up_while_queued_is_not_started(pair: tuple[Nod
 
     reply: Reply[Any] = Reply(time.monotonic() + 5.0, "transport_peer:Echo", 5.0)
     reply.asker = GaveUp()
-    account = Account("peer", Pulse(1.0))
+    account = Account("peer")
     b.server.control.run_spawn(reply, account, "transport_peer:Echo", (), {}, "never-spawned")
     with pytest.raises(AskAbandoned):
         reply.get()

@@ -280,7 +280,8 @@ def hostile_frames() -> list[tuple[str, list[bytes] | bytes, str]]:
 class OneWayProxy:
     """A TCP proxy in front of a node that can cut one direction: after :meth:`cut`, what the
     node sends is read and dropped, while what its peers send still reaches it (a one-way
-    network cut). Its own thread; :meth:`close` closes every socket it opened."""
+    network cut); with ``both``, what they send is dropped too. Its own thread; :meth:`close`
+    closes every socket it opened."""
 
     def __init__(self, upstream: str) -> None:
         host, port = upstream.removeprefix("tcp://").rsplit(":", 1)
@@ -289,14 +290,18 @@ class OneWayProxy:
         self._listener.setblocking(False)
         self.address = f"tcp://127.0.0.1:{self._listener.getsockname()[1]}"
         self._cut = threading.Event()
+        self._both = threading.Event()
         self._closing = threading.Event()
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._thread = threading.Thread(target=self._run, name="one-way-proxy", daemon=True)
         self._thread.start()
 
-    def cut(self) -> None:
-        """From now on, drop what the node sends (to every connection, new ones too)."""
+    def cut(self, both: bool = False) -> None:
+        """From now on, drop what the node sends (to every connection, new ones too), and with
+        ``both`` what is sent to it."""
+        if both:
+            self._both.set()
         self._cut.set()
 
     def _run(self) -> None:
@@ -312,7 +317,7 @@ class OneWayProxy:
                     data = b""
                 if not data:
                     self._drop(source, sink)
-                elif not (from_node and self._cut.is_set()):
+                elif not self._cut.is_set() or not (from_node or self._both.is_set()):
                     sink.sendall(data)
 
     def _accept(self) -> None:

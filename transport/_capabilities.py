@@ -25,20 +25,15 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import logging
-import math
 import time
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmos.actors import LlmosError
 from llmos.transport._errors import NotAllowed, SpawnFailed, SpawnRefused
 
-if TYPE_CHECKING:
-    from llmos.transport._io import Pulse
-
 __all__ = ["STOP_POLICIES", "Account", "Capabilities", "Quotas", "is_system_actor"]
 
-_MAX_TIMEOUT_MS = 86_400_000  # a heartbeat timeout a peer may declare: up to a day
 log = logging.getLogger("llmos.transport")
 _monotonic = time.monotonic
 
@@ -187,10 +182,7 @@ class Account:
     """
 
     label: str  # the peer in the log: its CURVE key, or its connection's identity in hex
-    seen: Pulse  # its frames, heartbeats included (see Server.on_frame); gap: see pinged
-    unheard: float = -math.inf  # when its heartbeat last said it had not heard this node for
-    # longer than ``seen.gap`` (monotonic)
-    declared: bool = False  # it said what its heartbeat timeout is
+    last_seen: float = 0.0  # when a frame of it last arrived (monotonic; see Server.on_frame)
     spawned: set[str] = dataclasses.field(default_factory=set)
     pending: int = 0
     watches: int = 0
@@ -200,21 +192,6 @@ class Account:
     notice_window: float = 0.0
     since_log: int = 0
     last_log: float = -1e9
-
-    def pinged(self, silence: Any, timeout: Any) -> None:
-        """A heartbeat from the peer: it has not heard this node for ``silence`` ms, and it gives
-        up on a node after ``timeout`` ms of silence (both ints, else ignored).
-
-        ``seen.gap`` becomes half the peer's timeout (the smallest it declared, for a key that
-        several nodes share; this node's own until it declares one): the peer pings twice in
-        that time, and stops waiting for its requests only after twice that silence.
-        """
-        if type(timeout) is int and 0 < timeout <= _MAX_TIMEOUT_MS:
-            gap = timeout / 2000
-            self.seen.gap = min(self.seen.gap, gap) if self.declared else gap
-            self.declared = True
-        if type(silence) is int and silence > self.seen.gap * 1000:
-            self.unheard = _monotonic()  # it may give up on this node soon
 
     def allow_notice(self, quotas: Quotas, now: float) -> bool:
         if now - self.notice_window >= quotas.log_interval:

@@ -356,7 +356,7 @@ class Node:
     def statistics(self) -> NodeStats:
         """A snapshot of this node's transport counters."""
         heard = _monotonic() - self.heartbeat
-        clients = [a.seen.last >= heard for a in list(self.server.accounts.values())]
+        clients = [a.last_seen >= heard for a in list(self.server.accounts.values())]
         peers = list(self.peers.values())
         zap = self.trust.zap_handler
         return node_stats(self.address, self.name, self.counters, peers, zap, clients)

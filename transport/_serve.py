@@ -55,7 +55,8 @@ __all__ = ["Server"]
 _monotonic = time.monotonic
 _time = time.time
 _NUMBER = (int, float)
-_MAX_ACCOUNTS = 1024  # accounts kept before idle ones are pruned
+_MAX_ACCOUNTS = 1024  # accounts (and connections' hearings) kept before idle ones are pruned
+_MAX_TIMEOUT_MS = 86_400_000  # a heartbeat timeout a peer may declare: up to a day
 
 
 class Server:
@@ -90,6 +91,7 @@ class Server:
         self.router = router
         self.clock_skew = clock_skew
         self.accounts: dict[bytes, Account] = {}
+        self.hearings: dict[bytes, Hearing] = {}  # by connection
         self._next_prune = 0.0
         self.delivery = delivery
         self.control = control
@@ -117,16 +119,29 @@ class Server:
                 self._prune(now)
             # who: b"key:" + a Z85 key (printable), or a connection's binary identity.
             label = who.decode() if who.startswith(b"key:") else who.hex()
-            account = self.accounts[who] = Account(label, Pulse(self.pulse.gap))
+            account = self.accounts[who] = Account(label)
         return account
+
+    def hearing(self, ident: bytes) -> Hearing:
+        """How this node hears connection ``ident`` (created on first use, pruned when idle)."""
+        hearing = self.hearings.get(ident)
+        if hearing is None:
+            now = _monotonic()
+            if len(self.hearings) >= _MAX_ACCOUNTS and now >= self._next_prune:
+                self._prune(now)
+            hearing = self.hearings[ident] = Hearing(self.pulse.gap)
+        return hearing
 
     def _prune(self, now: float) -> None:
         """Forget accounts with nothing pending or spawned that were not seen for a while."""
         self._next_prune = now + 1.0
         idle = self.quotas.log_interval
         for who, account in list(self.accounts.items()):
-            if not account.pending and not account.spawned and now - account.seen.last > idle:
+            if not account.pending and not account.spawned and now - account.last_seen > idle:
                 del self.accounts[who]
+        for ident, hearing in list(self.hearings.items()):  # a request keeps its own
+            if now - hearing.seen.last > idle:
+                del self.hearings[ident]
 
     def on_frame(self, ident: bytes, data: bytes, parts: Sequence[Payload]) -> int:
         """Handle one message from the ROUTER (from connection ``ident``: a frame, and the
@@ -138,7 +153,8 @@ class Server:
             return 1
         account = self.account(ident)
         arrived = _monotonic()  # one arrival time for the whole frame
-        account.seen.beat(arrived)
+        account.last_seen = arrived
+        self.hearing(ident).seen.beat(arrived)
         self.counters.frames_in += 1
         self.counters.bytes_in += len(data) + (sum(map(len, parts)) if parts else 0)
         self.counters.items_in += len(items)
@@ -236,7 +252,8 @@ class Server:
         elif op in REQUEST_OPS:
             self._request(ident, op, item, account)
         elif op == PING:
-            account.pinged(item[1] if len(item) > 1 else None, item[3] if len(item) > 3 else None)
+            hearing = self.hearing(ident)
+            hearing.pinged(item[1] if len(item) > 1 else None, item[3] if len(item) > 3 else None)
             self.router.post_reply(ident, [PONG, 0, b""], math.inf)
         elif op == WATCH or op == UNWATCH:
             if len(item) != 3 or type(item[1]) is not str or not is_payload(item[2]):
@@ -286,13 +303,14 @@ class Server:
                 f"{self.address} (Quotas.max_pending); wait for their answers"
             )
         read = _monotonic()
-        if give_up < wall and give_up - (wall - span) < account.seen.gap:
+        hearing = self.hearing(ident)
+        if give_up < wall and give_up - (wall - span) < hearing.seen.gap:
             # The asker gives up on this node less than half its heartbeat timeout after it
             # sent this: it had not heard this node for over half that timeout (see RemoteAsker).
-            account.unheard = read
+            hearing.unheard = read
         args = (ident, rid, read + left, float(span), target, payload, account)
         # Asks and spawns wait in a queue before they start: their asker may give up meanwhile.
-        asker = RemoteAsker(self.pulse, account, read, read + (give_up + skew - now))
+        asker = RemoteAsker(self.pulse, hearing, read, read + (give_up + skew - now))
         if op == ASK:
             self.delivery.ask(*args, asker, self._trace(item[7]) if size == 8 else None)
         elif op == SPAWN:
@@ -307,6 +325,35 @@ class Server:
         if trace is None:
             self.counters.bad_traces += 1
         return trace
+
+
+class Hearing:
+    """How this node hears one connection of a peer (for :class:`RemoteAsker`): when its
+    frames come (``seen``), and when one last said its node had not heard this node for longer
+    than ``seen.gap`` (``unheard``, monotonic). Per connection, not per account: on a key that
+    several nodes share, one node's silence must not be hidden by another's frames, nor
+    another's deafness refuse its requests. Written by the I/O thread, read by any."""
+
+    __slots__ = ("declared", "seen", "unheard")
+
+    def __init__(self, gap: float) -> None:
+        self.seen = Pulse(gap)
+        self.unheard = -math.inf
+        self.declared = False  # its heartbeats said what its timeout is
+
+    def pinged(self, silence: Any, timeout: Any) -> None:
+        """A heartbeat: its node has not heard this node for ``silence`` ms, and gives up on a
+        node after ``timeout`` ms of silence (both ints, else ignored).
+
+        ``seen.gap`` becomes half that timeout (this node's own until one is declared): the
+        peer pings twice in that time, and stops waiting for its requests only after twice
+        that silence.
+        """
+        if type(timeout) is int and 0 < timeout <= _MAX_TIMEOUT_MS:
+            self.seen.gap = timeout / 2000
+            self.declared = True
+        if type(silence) is int and silence > self.seen.gap * 1000:
+            self.unheard = _monotonic()  # it may give up on this node soon
 
 
 class RemoteAsker:
@@ -325,27 +372,27 @@ class RemoteAsker:
     its give-up time on a busy but live node is still run.
 
     Why the last two together suffice: the gap is half the peer's heartbeat timeout ``H``, which
-    its heartbeats declare (``Account.pinged``). Before the peer gives up, its silence grows
+    its heartbeats declare (``Hearing.pinged``). Before the peer gives up, its silence grows
     from ``H / 2`` to ``H``. Either a frame sent in that time arrived (a heartbeat or a
     request), saying so, or none did, and its frames stopped for ``H / 2``.
     """
 
-    __slots__ = ("account", "give_up", "io", "read")
+    __slots__ = ("give_up", "hearing", "io", "read")
 
-    def __init__(self, io: Pulse, account: Account, read: float, give_up: float) -> None:
+    def __init__(self, io: Pulse, hearing: Hearing, read: float, give_up: float) -> None:
         self.io = io
-        self.account = account
+        self.hearing = hearing  # its connection's: on a key several nodes share, each its own
         self.read = read  # when the request was read (monotonic)
         self.give_up = give_up  # its give-up time plus clock_skew, on this node's clock
 
     @property
     def stopped(self) -> bool:
         now = _monotonic()
-        account = self.account
+        hearing = self.hearing
         return now > self.give_up and (
             self.io.missed_since(self.read, now)
-            or account.seen.missed_since(self.read, now)
-            or account.unheard >= self.read
+            or hearing.seen.missed_since(self.read, now)
+            or hearing.unheard >= self.read
         )
 
 
