@@ -11,6 +11,7 @@
 #   _io        IOLoop: the I/O thread, its poller, wake-up and calls; knows no peer or frame
 #   _router    Router: the ROUTER (and ZAP) socket: requests in, answers out
 #   _links     Links: a DEALER per peer: heartbeats, up/down, reaping, outbox flushing
+#   _asker     whether an asker on another node may have given up: Hearing, RemoteAsker
 #   _serve     frames from peers (ROUTER side): parse, check, admit, reject
 #   _delivery  admitted tells and asks into local mailboxes, their answers back out
 #   _client    answers from peers (DEALER side)
@@ -20,7 +21,7 @@
 #   _ref       RemoteRef
 #   _node      Node, the public entry point: builds the parts above and passes each what it uses
 # Within the package: wire (_frames, _codec, _address) -> security (_security, _capabilities)
-# -> peers (_peer) -> the I/O loop (_io) -> its parts (_router, _links) -> inbound (_serve,
+# -> peers (_peer) -> the I/O loop (_io) -> its parts (_router, _links, _asker) -> inbound (_serve,
 # _delivery, _control, _client) and outbound (_sending, _ref) -> _node.
 #
 # One rule per socket: the I/O thread creates, reads, writes and closes every socket (the
