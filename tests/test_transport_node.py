@@ -394,12 +394,16 @@ def test_asks_queued_past_their_give_up_time_on_a_live_node_still_run(
     """Their give-up time (within the 1 s heartbeat timeout) passes while they wait behind a
     2 s ask; the node kept answering heartbeats, so their asker still waits, and they run."""
     a, b = pair
-    echo = a.ref(f"echo@{b.address}")
-    slow = echo.ask(Sleep(2.0), timeout=10)
+    five_behind_a_slow_ask_still_run(a.ref(f"echo@{b.address}"), b, 2.0)
+
+
+def five_behind_a_slow_ask_still_run(echo: ActorRef, node: Node, seconds: float) -> None:
+    """Five asks wait ``seconds`` behind a slow one, then run; ``node`` refused none."""
+    slow = echo.ask(Sleep(seconds), timeout=10)
     asks = [echo.ask(Record(i), timeout=10) for i in range(5)]
     assert slow.get() == "slept"
     assert [reply.get() for reply in asks] == [1, 2, 3, 4, 5]
-    assert b.statistics().expired_requests == 0
+    assert node.statistics().expired_requests == 0
 
 
 def test_asks_of_a_slower_heartbeat_asker_queued_past_their_give_up_time_still_run() -> None:
@@ -411,12 +415,7 @@ def test_asks_of_a_slower_heartbeat_asker_queued_past_their_give_up_time_still_r
         Node(name="a", heartbeat=2.0) as a,
     ):
         Echo.start(name="echo")
-        echo = a.ref(f"echo@{b.address}")
-        slow = echo.ask(Sleep(2.5), timeout=10)
-        asks = [echo.ask(Record(i), timeout=10) for i in range(5)]
-        assert slow.get() == "slept"
-        assert [reply.get() for reply in asks] == [1, 2, 3, 4, 5]
-        assert b.statistics().expired_requests == 0
+        five_behind_a_slow_ask_still_run(a.ref(f"echo@{b.address}"), b, 2.5)
 
 
 class HeldRecorder(Actor):
@@ -433,6 +432,37 @@ class HeldRecorder(Actor):
         return message
 
 
+class Held:
+    """A HeldRecorder named "held", and the checks the cut tests make on it."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.box: list[Any] = []
+        self.ref = HeldRecorder.start(self.gate, self.box, name="held")
+
+    def queue(self, remote: ActorRef, count: int = 5) -> list[Reply]:
+        """Ask "first" (which holds the actor), then ``count`` more, once the node read all."""
+        replies = [remote.ask(x, timeout=30) for x in ["first", *range(count)]]
+        wait_for(f"the node read all {count + 1} asks", lambda: self.read(count), 10)
+        return replies
+
+    def read(self, count: int) -> bool:
+        """True once "first" is being handled and ``count`` asks wait behind it."""
+        stats = self.ref.statistics()
+        return stats.in_flight == 1 and stats.mailbox_depth == count
+
+    def none_started_after_the_asker_gave_up(self, replies: list[Reply], node: Node) -> None:
+        """Each reply failed with NodeUnreachable; once the gate opens, only "first" ran and
+        ``node`` refused every other ask unstarted."""
+        for reply in replies:
+            with pytest.raises(NodeUnreachable):
+                reply.get()
+        self.gate.set()
+        assert self.ref.ask("probe", timeout=10).get() == "probe"
+        assert self.box == ["first", "probe"]
+        assert node.statistics().expired_requests == len(replies) - 1
+
+
 @pytest.mark.parametrize(
     ("asker_heartbeat", "node_heartbeat"), [(1.0, 1.0), (0.5, 3.0)], ids=["same", "asker-faster"]
 )
@@ -447,27 +477,16 @@ def test_asks_queued_before_a_one_way_cut_are_not_started_after_their_asker_gave
     after its last heartbeat: too soon for the node to tell that the heartbeats stopped. An
     asker with a shorter heartbeat timeout than the node's gives up sooner: the node judges it
     by the timeout its heartbeats declare."""
-    gate = threading.Event()
-    box: list[Any] = []
     with (
         Node("tcp://127.0.0.1:0", name="b", heartbeat=node_heartbeat, clock_skew=0.0) as b,
         Node(name="a", heartbeat=asker_heartbeat, clock_skew=0.0) as a,
     ):
         proxy = OneWayProxy(b.address)
         try:
-            held = HeldRecorder.start(gate, box, name="held")
-            remote = a.ref(f"held@{proxy.address}")
-            first = remote.ask("first", timeout=30)
-            asks = [remote.ask(i, timeout=30) for i in range(5)]
-            wait_for("b read the 5 asks", lambda: held.statistics().mailbox_depth == 5, 10)
+            held = Held()
+            replies = held.queue(a.ref(f"held@{proxy.address}"))
             proxy.cut()
-            for reply in [first, *asks]:
-                with pytest.raises(NodeUnreachable):
-                    reply.get()
-            gate.set()
-            assert held.ask("probe", timeout=10).get() == "probe"
-            assert box == ["first", "probe"]
-            assert b.statistics().expired_requests == 5
+            held.none_started_after_the_asker_gave_up(replies, b)
         finally:
             proxy.close()
 
@@ -476,33 +495,23 @@ def test_asks_sent_after_a_one_way_cut_are_not_started_after_their_asker_gave_up
     """The asker goes on asking after the cut until it gives up: its last asks are read after
     its last heartbeat got through, and each says through its give-up time how long the asker
     had not heard the node. None of them is started after the asker reported it failed."""
-    gate = threading.Event()
-    box: list[Any] = []
     with (
         Node("tcp://127.0.0.1:0", name="b", heartbeat=1.0, clock_skew=0.0) as b,
         Node(name="a", heartbeat=1.0, clock_skew=0.0) as a,
     ):
         proxy = OneWayProxy(b.address)
         try:
-            held = HeldRecorder.start(gate, box, name="held")
+            held = Held()
             remote = a.ref(f"held@{proxy.address}")
-            first = remote.ask("first", timeout=30)
-            wait_for("b took the first ask", lambda: held.statistics().in_flight == 1, 10)
+            replies = held.queue(remote, count=0)
             proxy.cut()
-            asks: list[Reply] = []
             paced = threading.Event()  # never set: a 20 ms pace between asks
             with pytest.raises(NodeUnreachable):
                 for i in range(1000):  # until the call itself says the node is down
-                    asks.append(remote.ask(i, timeout=30))
+                    replies.append(remote.ask(i, timeout=30))
                     paced.wait(0.02)
-            assert len(asks) > 10
-            for reply in [first, *asks]:
-                with pytest.raises(NodeUnreachable):
-                    reply.get()
-            gate.set()
-            assert held.ask("probe", timeout=10).get() == "probe"
-            assert box == ["first", "probe"]
-            assert b.statistics().expired_requests == len(asks)
+            assert len(replies) > 10
+            held.none_started_after_the_asker_gave_up(replies, b)
         finally:
             proxy.close()
 
@@ -512,8 +521,6 @@ def test_on_a_shared_key_one_nodes_silence_is_not_hidden_by_anothers_frames() ->
     other's frames keep coming on the same key. The asks the cut node queued are still not
     started after it gave up: a node is judged by its own connection."""
     server_keys, shared = KeyPair.generate(), KeyPair.generate()
-    gate = threading.Event()
-    box: list[Any] = []
     with Node(
         keys=server_keys, allow_keys=[shared.public], heartbeat=1.0, clock_skew=0.0, name="b"
     ) as b:
@@ -524,22 +531,13 @@ def test_on_a_shared_key_one_nodes_silence_is_not_hidden_by_anothers_frames() ->
                 Node(keys=shared, peer_keys=keys, heartbeat=1.0, clock_skew=0.0) as cut,
                 Node(keys=shared, peer_keys=keys, heartbeat=1.0, clock_skew=0.0) as other,
             ):
-                held = HeldRecorder.start(gate, box, name="held")
+                held = Held()
                 Echo.start(name="echo")
                 assert other.ref(f"echo@{b.address}").ask(Add(1, 1), timeout=5).get() == 2
-                remote = cut.ref(f"held@{proxy.address}")
-                first = remote.ask("first", timeout=30)
-                asks = [remote.ask(i, timeout=30) for i in range(5)]
-                wait_for("b read the 5 asks", lambda: held.statistics().mailbox_depth == 5, 10)
+                replies = held.queue(cut.ref(f"held@{proxy.address}"))
                 proxy.cut(both=True)
-                for reply in [first, *asks]:
-                    with pytest.raises(NodeUnreachable):
-                        reply.get()
+                held.none_started_after_the_asker_gave_up(replies, b)
                 assert other.ref(f"echo@{b.address}").ask(Add(2, 2), timeout=5).get() == 4
-                gate.set()
-                assert held.ask("probe", timeout=10).get() == "probe"
-                assert box == ["first", "probe"]
-                assert b.statistics().expired_requests == 5
         finally:
             proxy.close()
 
