@@ -19,8 +19,13 @@ time over raw's) and the load average. ``--hog`` runs the whole thing beside a p
 keeps one CPU busy. Not a test.
 
 ``--contenders`` measures instead the ask round trip of a Ray actor method call and a Thespian
-``multiprocTCPBase`` ask, across processes, in alternating blocks with llmos's (``pip install
-ray thespian`` into the benchmark's environment; each is skipped with the reason if missing).
+``multiprocTCPBase`` ask, across processes, in alternating blocks with llmos's and raw pyzmq's
+(``pip install ray thespian`` into the benchmark's environment; each is skipped with the reason
+if missing).
+
+Each round also times the ask in raw pyzmq + msgpack laid out in llmos's threads (the asker
+hands it to an I/O thread that owns the socket; the server's I/O thread hands it to a worker
+thread and back): what that thread layout costs by itself, apart from llmos's code.
 
 ``--split`` adds where the ask round trip's time goes: each side of llmos against a
 one-thread stand-in that speaks the llmos wire format (frames, request items, codec) on a plain
@@ -32,11 +37,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import queue
 import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from typing import Any
 
 import msgpack
@@ -75,6 +83,46 @@ def serve_raw() -> None:
         else:
             sock.send_multipart([ident, msgpack.packb(count)])
             count = 0
+
+
+_ONE = (1).to_bytes(8, sys.byteorder)
+
+
+def serve_raw_threads() -> None:
+    """Raw pyzmq + msgpack in llmos's threads: an I/O thread owns the ROUTER and hands each ask
+    to a worker thread (a queue), which answers through a reply queue and an eventfd."""
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.ROUTER)
+    sock.linger = 0
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    print(f"tcp://127.0.0.1:{port}", flush=True)
+    wake = os.eventfd(0, os.EFD_NONBLOCK)
+    inbox: queue.SimpleQueue[tuple[bytes, Any]] = queue.SimpleQueue()
+    replies: deque[list[bytes]] = deque()
+
+    def worker() -> None:
+        while True:
+            ident, payload = inbox.get()
+            replies.append([ident, msgpack.packb(payload)])
+            os.write(wake, _ONE)
+
+    threading.Thread(target=worker, daemon=True).start()
+    poller = zmq.Poller()
+    poller.register(sock, zmq.POLLIN)
+    poller.register(wake, zmq.POLLIN)
+    while True:
+        for ready, _ in poller.poll():
+            if ready is sock:
+                while True:
+                    try:
+                        ident, data = sock.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    inbox.put((ident, msgpack.unpackb(data)[1]))
+            else:
+                os.read(wake, 8)
+        while replies:
+            sock.send_multipart(replies.popleft())
 
 
 def serve_llmos() -> None:
@@ -236,11 +284,17 @@ def contenders(asks: int, rounds: int) -> None:
     # descriptors a fork would carry along (a forked child holding llmos's peer's stdin open
     # keeps that peer from ever ending).
     clients: dict[str, Any] = {}
-    for name, cls in (("Thespian TCP", ThespianClient), ("llmos", LlmosClient), ("Ray", RayClient)):
+    kinds = (
+        ("Thespian TCP", ThespianClient),
+        ("llmos", LlmosClient),
+        ("raw pyzmq", RawClient),
+        ("Ray", RayClient),
+    )
+    for name, cls in kinds:
         try:
             clients[name] = cls()
         except Exception as exc:  # an optional install: say why it is left out
-            if name == "llmos":
+            if name in ("llmos", "raw pyzmq"):
                 raise
             print(f"{name}: skipped ({type(exc).__name__}: {exc})")
     times: dict[str, list[float]] = {name: [] for name in clients}
@@ -254,14 +308,17 @@ def contenders(asks: int, rounds: int) -> None:
     finally:
         for client in clients.values():
             client.close()
-    ours = times["llmos"]
     print()
     print(f"ask round trip against other actor systems (load average {os.getloadavg()[0]:.2f})")
-    print(f"{'':14}{'median':>12}{'their time / llmos time per round':>40}")
+    print(f"{'':14}{'median':>12}{'their time / llmos time':>28}{'their time / raw time':>28}")
     for name, theirs in times.items():
-        ratios = sorted(t / o for t, o in zip(theirs, ours, strict=True))
-        spread = f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f}x"
-        print(f"{name:14}{statistics.median(theirs) * 1e6:>9.1f} us{spread:>40}")
+        row = f"{name:14}{statistics.median(theirs) * 1e6:>9.1f} us"
+        for base in ("llmos", "raw pyzmq"):
+            ratios = sorted(t / o for t, o in zip(theirs, times[base], strict=True))
+            spread = f"{ratios[0]:.1f} / {statistics.median(ratios):.1f} / {ratios[-1]:.1f}x"
+            row += f"{spread:>28}"
+        print(row)
+    print("(per round: min / median / max; raw pyzmq: the floor of any design on ZeroMQ)")
 
 
 def start_hog() -> subprocess.Popen[bytes]:
@@ -306,6 +363,74 @@ class RawClient:
 
     def close(self) -> None:
         self.sock.close(0)
+        self.ctx.term()
+        self.proc.kill()
+        self.proc.wait()
+
+
+class ThreadedRawClient:
+    """Raw pyzmq + msgpack in llmos's threads: the asking thread hands each ask to an I/O
+    thread that owns the DEALER (a queue and an eventfd) and sleeps on a lock until that thread
+    has the answer. The server is :func:`serve_raw_threads`. So both sides cross the threads an
+    llmos ask crosses, with nothing of llmos in them: the floor of that design in Python."""
+
+    def __init__(self) -> None:
+        self.proc, self.address = start("--serve-raw-threads")
+        self.ctx: zmq.Context[Any] = zmq.Context()
+        self.wake = os.eventfd(0, os.EFD_NONBLOCK)
+        self.outbox: deque[bytes] = deque()
+        self.waiting: deque[list[Any]] = deque()  # [lock, answer] per ask sent, in order
+        self.closing = False
+        self.thread = threading.Thread(target=self._io, daemon=True)
+        self.thread.start()
+
+    def _io(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.connect(self.address)
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(self.wake, zmq.POLLIN)
+        while not self.closing:
+            for ready, _ in poller.poll():
+                if ready is sock:
+                    while True:
+                        try:
+                            data = sock.recv(zmq.NOBLOCK)
+                        except zmq.Again:
+                            break
+                        waiter = self.waiting.popleft()
+                        waiter[1] = msgpack.unpackb(data)
+                        waiter[0].release()
+                else:
+                    os.read(self.wake, 8)
+            while self.outbox:
+                sock.send(self.outbox.popleft())
+        sock.close(0)
+
+    def ask(self, payload: Any) -> Any:
+        lock = threading.Lock()
+        lock.acquire()
+        waiter = [lock, None]
+        self.waiting.append(waiter)
+        self.outbox.append(msgpack.packb([ASK, payload]))
+        os.write(self.wake, _ONE)
+        if not lock.acquire(timeout=10):
+            raise TimeoutError("no answer from the raw-threads server in 10 s")
+        return waiter[1]
+
+    def ask_round_trip(self, asks: int) -> Measure:
+        ask = self.ask
+        with Measure(self.proc.pid) as measure:
+            for _ in range(asks):
+                ask(PAYLOAD)
+        return measure
+
+    def close(self) -> None:
+        self.closing = True
+        os.write(self.wake, _ONE)
+        self.thread.join(10)
+        os.close(self.wake)
         self.ctx.term()
         self.proc.kill()
         self.proc.wait()
@@ -441,6 +566,7 @@ def main() -> int:
     )
     parser.add_argument("--serve-raw", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-wire", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-raw-threads", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-llmos", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     load_before = f"{os.getloadavg()[0]:.2f}"
@@ -453,21 +579,25 @@ def main() -> int:
     if args.serve_wire:
         serve_wire()
         return 0
+    if args.serve_raw_threads:
+        serve_raw_threads()
+        return 0
     if args.contenders:  # on its own: Thespian's forks must not inherit the other peers' pipes
         contenders(max(200, args.asks // 4), args.rounds)
         return 0
     hog = start_hog() if args.hog else None
-    raw, llmos = RawClient(), LlmosClient()
+    raw, threads, llmos = RawClient(), ThreadedRawClient(), LlmosClient()
     rows = ["ask"] + [f"tell {label}" for label in SIZES]
     results: dict[tuple[str, str], list[Measure]] = {}
     try:
-        raw.ask_round_trip(500)  # warm up both
-        llmos.ask_round_trip(500)
-        # Rounds alternate between the two, and which goes first, so both see the same load.
+        for client in (raw, threads, llmos):  # warm up
+            client.ask_round_trip(500)
+        # Rounds alternate between the sides, and which goes first, so all see the same load.
         for n in range(args.rounds):
-            order = (("raw", raw), ("llmos", llmos))
-            for side, client in order if n % 2 == 0 else order[::-1]:
+            askers = (("raw", raw), ("threads", threads), ("llmos", llmos))
+            for side, client in askers[n % 3 :] + askers[: n % 3]:
                 results.setdefault(("ask", side), []).append(client.ask_round_trip(args.asks))
+            order = (("raw", raw), ("llmos", llmos))
             for label, size in SIZES.items():
                 count = tell_count(args.tells, size)
                 for side, client in order if n % 2 == 0 else order[::-1]:
@@ -475,6 +605,7 @@ def main() -> int:
                     results.setdefault(key, []).append(client.tell_rate(count, size))
     finally:
         raw.close()
+        threads.close()
         llmos.close()
         if hog is not None:
             hog.kill()
@@ -508,6 +639,20 @@ def main() -> int:
         cpu_text = f"{statistics.median(cpu):.2f}x" if cpu else "n/a"
         print(f"{row:14}{per(raws):>12}{per(ours):>14}{spread:>34}{cpu_text:>11}")
     print("(ratios are min / median / max of llmos's time over raw's; < 1 means llmos is faster)")
+    raws, walls, ours = (results[("ask", side)] for side in ("raw", "threads", "llmos"))
+    print()
+    print(
+        "the same ask in raw pyzmq + msgpack run in llmos's threads (an I/O thread per process"
+        " and a worker thread; no llmos code):"
+    )
+    print(f"  median {statistics.median(m.wall for m in walls) / args.asks * 1e6:.1f} us")
+    for text, tops, bottoms in (
+        ("its time over raw's", walls, raws),
+        ("llmos's time over its", ours, walls),
+    ):
+        ratios = sorted(t.wall / b.wall for t, b in zip(tops, bottoms, strict=True))
+        spread = f"{ratios[0]:.2f} / {statistics.median(ratios):.2f} / {ratios[-1]:.2f}x"
+        print(f"  {text:24}{spread:>24}")
     if args.split:
         split(args.asks, args.rounds)
 
