@@ -25,7 +25,8 @@ if missing).
 
 Each round also times the ask in raw pyzmq + msgpack laid out in llmos's threads (the asker
 hands it to an I/O thread that owns the socket; the server's I/O thread hands it to a worker
-thread and back): what that thread layout costs by itself, apart from llmos's code.
+thread and back), on both sides and on the server side only: what that thread layout costs by
+itself, apart from llmos's code.
 
 ``--split`` adds where the ask round trip's time goes: each side of llmos against a
 one-thread stand-in that speaks the llmos wire format (frames, request items, codec) on a plain
@@ -335,10 +336,10 @@ def start(mode: str) -> tuple[subprocess.Popen[str], str]:
 
 
 class RawClient:
-    """A DEALER to the raw ROUTER process."""
+    """A DEALER to the raw ROUTER process (or to ``server``, another that speaks the same)."""
 
-    def __init__(self) -> None:
-        self.proc, address = start("--serve-raw")
+    def __init__(self, server: str = "--serve-raw") -> None:
+        self.proc, address = start(server)
         self.ctx: zmq.Context[Any] = zmq.Context()
         self.sock = self.ctx.socket(zmq.DEALER)
         self.sock.linger = 0
@@ -587,15 +588,21 @@ def main() -> int:
         return 0
     hog = start_hog() if args.hog else None
     raw, threads, llmos = RawClient(), ThreadedRawClient(), LlmosClient()
+    server_threads = RawClient("--serve-raw-threads")
     rows = ["ask"] + [f"tell {label}" for label in SIZES]
     results: dict[tuple[str, str], list[Measure]] = {}
     try:
-        for client in (raw, threads, llmos):  # warm up
+        for client in (raw, threads, server_threads, llmos):  # warm up
             client.ask_round_trip(500)
         # Rounds alternate between the sides, and which goes first, so all see the same load.
         for n in range(args.rounds):
-            askers = (("raw", raw), ("threads", threads), ("llmos", llmos))
-            for side, client in askers[n % 3 :] + askers[: n % 3]:
+            askers = (
+                ("raw", raw),
+                ("threads", threads),
+                ("server threads", server_threads),
+                ("llmos", llmos),
+            )
+            for side, client in askers[n % 4 :] + askers[: n % 4]:
                 results.setdefault(("ask", side), []).append(client.ask_round_trip(args.asks))
             order = (("raw", raw), ("llmos", llmos))
             for label, size in SIZES.items():
@@ -606,6 +613,7 @@ def main() -> int:
     finally:
         raw.close()
         threads.close()
+        server_threads.close()
         llmos.close()
         if hog is not None:
             hog.kill()
@@ -639,20 +647,22 @@ def main() -> int:
         cpu_text = f"{statistics.median(cpu):.2f}x" if cpu else "n/a"
         print(f"{row:14}{per(raws):>12}{per(ours):>14}{spread:>34}{cpu_text:>11}")
     print("(ratios are min / median / max of llmos's time over raw's; < 1 means llmos is faster)")
-    raws, walls, ours = (results[("ask", side)] for side in ("raw", "threads", "llmos"))
-    print()
-    print(
-        "the same ask in raw pyzmq + msgpack run in llmos's threads (an I/O thread per process"
-        " and a worker thread; no llmos code):"
+    raws, walls, halves, ours = (
+        results[("ask", side)] for side in ("raw", "threads", "server threads", "llmos")
     )
-    print(f"  median {statistics.median(m.wall for m in walls) / args.asks * 1e6:.1f} us")
-    for text, tops, bottoms in (
-        ("its time over raw's", walls, raws),
-        ("llmos's time over its", ours, walls),
+    print()
+    print("the same ask in raw pyzmq + msgpack laid out in llmos's threads (no llmos code):")
+    print(f"{'':40}{'median':>10}{'its time / raw time':>26}{'llmos time / its':>24}")
+    for text, theirs in (
+        ("both sides (I/O threads, a worker)", walls),
+        ("the server side only (raw client)", halves),
     ):
-        ratios = sorted(t.wall / b.wall for t, b in zip(tops, bottoms, strict=True))
-        spread = f"{ratios[0]:.2f} / {statistics.median(ratios):.2f} / {ratios[-1]:.2f}x"
-        print(f"  {text:24}{spread:>24}")
+        row = f"  {text:38}{statistics.median(m.wall for m in theirs) / args.asks * 1e6:>7.1f} us"
+        for tops, bottoms, width in ((theirs, raws, 26), (ours, theirs, 24)):
+            ratios = sorted(t.wall / b.wall for t, b in zip(tops, bottoms, strict=True))
+            spread = f"{ratios[0]:.2f} / {statistics.median(ratios):.2f} / {ratios[-1]:.2f}x"
+            row += f"{spread:>{width}}"
+        print(row)
     if args.split:
         split(args.asks, args.rounds)
 
