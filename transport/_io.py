@@ -253,15 +253,14 @@ class IOLoop:
         return soonest
 
     def _turn(self, next_tick: float) -> float:
-        timeout = self._due()
-        if timeout:
-            timeout = min(timeout, max(0.0, next_tick - _monotonic()))
-        # Until this thread holds the GIL again after poll, senders still see it sleeping;
-        # ``woken`` keeps them from writing the eventfd once per message meanwhile.
+        # From here senders see the thread sleeping, so what they queue now wakes it through
+        # the eventfd; what they queued before, ``_due`` sees. Until this thread holds the GIL
+        # again after poll, ``woken`` keeps them from writing the eventfd once per message.
         self.woken = False
         self.sleeping = True
-        if timeout > 0 and (self.calls or self._due() == 0):
-            timeout = 0  # queued between the check above and the flag
+        timeout = 0.0 if self.calls else self._due()
+        if timeout:
+            timeout = min(timeout, max(0.0, next_tick - _monotonic()))
         events = self._poller.poll(math.ceil(timeout * 1000))
         self.sleeping = False
         self.pulse.beat(_monotonic())
