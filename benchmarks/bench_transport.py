@@ -36,6 +36,7 @@ socket, so a figure shows what the node, its I/O thread and the actor thread add
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import queue
@@ -46,6 +47,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import msgpack
@@ -322,9 +324,17 @@ def contenders(asks: int, rounds: int) -> None:
     print("(per round: min / median / max; raw pyzmq: the floor of any design on ZeroMQ)")
 
 
-def start_hog() -> subprocess.Popen[bytes]:
-    """A process that keeps one CPU busy (the machine under load)."""
-    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+@contextlib.contextmanager
+def hog_beside(on: bool) -> Iterator[None]:
+    """While the block runs, a process that keeps one CPU busy (the machine under load), if
+    ``on``."""
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if on else None
+    try:
+        yield
+    finally:
+        if hog is not None:
+            hog.kill()
+            hog.wait()
 
 
 def start(mode: str) -> tuple[subprocess.Popen[str], str]:
@@ -586,10 +596,19 @@ def main() -> int:
     if args.contenders:  # on its own: Thespian's forks must not inherit the other peers' pipes
         contenders(max(200, args.asks // 4), args.rounds)
         return 0
-    hog = start_hog() if args.hog else None
+    with hog_beside(args.hog):
+        results = measure(args)
+    report(args, load_before, results)
+    if args.split:
+        with hog_beside(args.hog):
+            split(args.asks, args.rounds)
+    return 0
+
+
+def measure(args: argparse.Namespace) -> dict[tuple[str, str], list[Measure]]:
+    """The main table's rounds: each row, each side, alternating."""
     raw, threads, llmos = RawClient(), ThreadedRawClient(), LlmosClient()
     server_threads = RawClient("--serve-raw-threads")
-    rows = ["ask"] + [f"tell {label}" for label in SIZES]
     results: dict[tuple[str, str], list[Measure]] = {}
     try:
         for client in (raw, threads, server_threads, llmos):  # warm up
@@ -615,9 +634,13 @@ def main() -> int:
         threads.close()
         server_threads.close()
         llmos.close()
-        if hog is not None:
-            hog.kill()
-            hog.wait()
+    return results
+
+
+def report(
+    args: argparse.Namespace, load_before: str, results: dict[tuple[str, str], list[Measure]]
+) -> None:
+    rows = ["ask"] + [f"tell {label}" for label in SIZES]
     counts = {"ask": args.asks} | {
         f"tell {label}": tell_count(args.tells, size) for label, size in SIZES.items()
     }
@@ -663,10 +686,6 @@ def main() -> int:
             spread = f"{ratios[0]:.2f} / {statistics.median(ratios):.2f} / {ratios[-1]:.2f}x"
             row += f"{spread:>{width}}"
         print(row)
-    if args.split:
-        split(args.asks, args.rounds)
-
-    return 0
 
 
 if __name__ == "__main__":
