@@ -93,7 +93,8 @@ _ONE = (1).to_bytes(8, sys.byteorder)
 
 def serve_raw_threads() -> None:
     """Raw pyzmq + msgpack in llmos's threads: an I/O thread owns the ROUTER and hands each ask
-    to a worker thread (a queue), which answers through a reply queue and an eventfd."""
+    to a worker thread (a queue), which answers through a reply queue and an eventfd. It serves
+    asks only: every message gets its payload back."""
     ctx = zmq.Context()
     sock = ctx.socket(zmq.ROUTER)
     sock.linger = 0
