@@ -50,8 +50,6 @@ import gc
 import os
 import queue
 import statistics
-import subprocess
-import sys
 import threading
 import time
 import timeit
@@ -60,6 +58,7 @@ from typing import Any
 
 import pykka
 from _contenders import Contender, not_compared, start_contenders
+from _load import hog_beside
 
 import llmos.actors as actors
 from llmos.actors import Actor, Dispatcher, handler, message
@@ -263,8 +262,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hog", action="store_true", help="beside a process busy on one CPU")
     args = parser.parse_args(argv)
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.hog else None
+    with hog_beside(args.hog):
+        return measure(args)
 
+
+def measure(args: argparse.Namespace) -> int:
+    """Every block, alternating, and the summary."""
     limit = Limit()
     bare = BareAsk()
     bridge = Bridge()
@@ -392,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         check_ns = min(timeit.repeat(lambda: check_message(Ping(1)), number=20_000, repeat=5))
         base_ns = min(timeit.repeat(lambda: Ping(1), number=20_000, repeat=5))
         per_check = (check_ns - base_ns) / 20_000 * 1e9
-        print(f"load average at end: {os.getloadavg()}{'  (with a CPU hog)' if hog else ''}")
+        print(f"load average at end: {os.getloadavg()}{'  (with a CPU hog)' if args.hog else ''}")
         print("per-block ratios (min / median / max):")
         for width in SPREADS:
             summary(f"tell e2e over {width} actor(s), llmos/pykka", vs_pykka[width], ">= 2.5")
@@ -426,9 +429,6 @@ def main(argv: list[str] | None = None) -> int:
             actors.stop_all()
             POOL.close()
             pykka.ActorRegistry.stop_all()
-            if hog is not None:
-                hog.kill()
-                hog.wait()
     return 0
 
 

@@ -36,7 +36,6 @@ socket, so a figure shows what the node, its I/O thread and the actor thread add
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import os
 import queue
@@ -47,11 +46,11 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Iterator
 from typing import Any
 
 import msgpack
 import zmq
+from _load import hog_beside
 
 PAYLOAD = {"text": "hello world", "n": 42, "tags": ["a", "b"]}
 ASK, TELL, COUNT = 1, 2, 3
@@ -323,19 +322,6 @@ def contenders(asks: int, rounds: int) -> None:
             row += f"{spread:>28}"
         print(row)
     print("(per round: min / median / max; raw pyzmq: the floor of any design on ZeroMQ)")
-
-
-@contextlib.contextmanager
-def hog_beside(on: bool) -> Iterator[None]:
-    """While the block runs, a process that keeps one CPU busy (the machine under load), if
-    ``on``."""
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if on else None
-    try:
-        yield
-    finally:
-        if hog is not None:
-            hog.kill()
-            hog.wait()
 
 
 def start(mode: str) -> tuple[subprocess.Popen[str], str]:

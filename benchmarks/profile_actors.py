@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import os
 import queue
-import subprocess
-import sys
 import threading
 import time
 import timeit
@@ -33,6 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pykka
+from _load import hog_beside
 from bench_actors import LlmosCounter, Ping, PykkaCounter
 
 import llmos.actors as actors
@@ -180,7 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hog", action="store_true", help="beside a process busy on one CPU")
     args = parser.parse_args(argv)
     print(f"load average at start: {os.getloadavg()}; cpus: {os.cpu_count()}")
-    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.hog else None
+    with hog_beside(args.hog):
+        return measure(args)
+
+
+def measure(args: argparse.Namespace) -> int:
+    """Every round, and the tables."""
     kinds = contenders()
     spread: dict[str, list[Any]] = {
         "llmos": [LlmosCounter.start() for _ in range(10)],
@@ -221,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
                 cost = ask_costs(ask, args.asks)
                 if round_:
                     asked[name].append(cost)
-        print(f"load average at end: {os.getloadavg()}{'  (with a CPU hog)' if hog else ''}")
+        print(f"load average at end: {os.getloadavg()}{'  (with a CPU hog)' if args.hog else ''}")
         print("ns per message, the least disturbed of the rounds:")
         print(
             f"  {'':<8}{'sender alone':>14}{'actor alone':>13}{'sum':>8}"
@@ -251,9 +255,6 @@ def main(argv: list[str] | None = None) -> int:
         kinds["limit"][2].close()
         actors.stop_all()
         pykka.ActorRegistry.stop_all()
-        if hog is not None:
-            hog.kill()
-            hog.wait()
     return 0
 
 
