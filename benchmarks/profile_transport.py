@@ -9,8 +9,8 @@ they are made of thread wake-ups, whose cost depends on what else runs. The inst
 process executes per ask do not: they show what a change to the code costs or saves, where a
 wall-time benchmark cannot see 10%.
 
-Three clients ask an echo across processes (the servers and clients of
-``bench_transport.py``):
+Three clients ask an echo across processes (the servers and clients that
+``bench_transport.py`` times, from ``_transport_sides.py``):
 
 - raw: a DEALER and a ROUTER, one thread each, msgpack;
 - raw in llmos's threads: the same, but on each side an I/O thread owns the socket, the asker
@@ -35,7 +35,7 @@ import sys
 import tempfile
 from typing import Any
 
-import bench_transport as bt
+import _transport_sides as sides
 import msgpack
 import zmq
 
@@ -44,12 +44,12 @@ WARM_UP = 100
 
 
 def client_for(kind: str) -> Any:
-    """A client of ``bench_transport`` for ``kind``, with its server (started natively)."""
+    """A client of ``_transport_sides`` for ``kind``, with its server (started natively)."""
     if kind == "llmos":
-        return bt.LlmosClient()
+        return sides.LlmosClient()
     if kind == "raw":
-        return bt.RawClient()
-    return bt.ThreadedRawClient()
+        return sides.RawClient()
+    return sides.ThreadedRawClient()
 
 
 def callgrind(pid: int, *command: str) -> None:
@@ -82,7 +82,7 @@ def server_side(kind: str, asks: int, folder: str) -> float:
     out = os.path.join(folder, f"server-{len(os.listdir(folder))}")
     mode = SERVERS[kind] or "--serve-llmos"
     proc = subprocess.Popen(
-        valgrind(out, sys.executable, bt.__file__, mode),
+        valgrind(out, sys.executable, sides.__file__, mode),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
@@ -98,7 +98,7 @@ def server_side(kind: str, asks: int, folder: str) -> float:
             ref = node.ref(f"echo@{address}")
 
             def ask() -> None:
-                ref.ask(bt.PAYLOAD, timeout=60).get()
+                ref.ask(sides.PAYLOAD, timeout=60).get()
 
             def close() -> None:
                 node.close()
@@ -110,7 +110,7 @@ def server_side(kind: str, asks: int, folder: str) -> float:
             sock.rcvtimeo = 60_000
 
             def ask() -> None:
-                sock.send(msgpack.packb([bt.ASK, bt.PAYLOAD]))
+                sock.send(msgpack.packb([sides.ASK, sides.PAYLOAD]))
                 msgpack.unpackb(sock.recv())
 
             def close() -> None:
